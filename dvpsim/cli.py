@@ -1,0 +1,139 @@
+"""The `dvpsim` command line: one entry point for every user-facing action.
+
+Subcommands import their module only when they run, so `dvpsim --help` stays fast
+and a part that is not built yet fails with one line instead of an ImportError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+# dvpsim bench NAME -> module in dvpsim.benchmarks with `run(quick: bool) -> dict`
+BENCHMARKS = {
+    "verifier": "Gas per certificate verification (BLS vs ECDSA) and Python BLS timings",
+    "settle-gas": "Gas per settlement for each mode and batch size",
+    "bank": "Bank service throughput and latency",
+    "consensus": "Certified rounds per second in the in-memory harness",
+    "e2e": "End-to-end latency and throughput with real node processes",
+}
+
+
+def _terminate_on_sigterm() -> None:
+    # SIGTERM becomes SystemExit so that `finally` blocks and atexit stop every process we started.
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from dvpsim import doctor
+
+    return doctor.main()
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from chain_adapters import build
+
+    try:
+        artifacts = build.compile_contracts(use_cache=not args.force)
+    except build.CompileError as exc:
+        print(f"dvpsim build: {exc}", file=sys.stderr)
+        return 1
+    for name, artifact in sorted(artifacts.items()):
+        print(
+            f"{name:28s} {len(artifact.deployed_bytecode) // 2 - 1:6d} bytes  ({artifact.source})"
+        )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    module_name = "dvpsim.benchmarks." + args.name.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"dvpsim bench: benchmark {args.name!r} is not built yet", file=sys.stderr)
+            return 2
+        raise
+    results = module.run(quick=args.quick)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(results, indent=2, sort_keys=True, default=str) + "\n"
+        )
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _delegate(module_name: str, what: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                print(f"dvpsim: {what} is not built yet", file=sys.stderr)
+                return 2
+            raise
+        return int(module.main(args.rest))
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dvpsim",
+        description="Oracle-coordinated Delivery-versus-Payment settlement: run it for real, simulate it, break it.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    doctor = sub.add_parser(
+        "doctor", help="check the toolchain: compile, start anvil, probe the BLS precompiles"
+    )
+    doctor.set_defaults(func=cmd_doctor)
+
+    build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
+    build.add_argument("--force", action="store_true", help="ignore the artifact cache")
+    build.set_defaults(func=cmd_build)
+
+    bench = sub.add_parser("bench", help="run a benchmark and print its figures")
+    bench.add_argument(
+        "name",
+        choices=sorted(BENCHMARKS),
+        help="; ".join(f"{k}: {v}" for k, v in BENCHMARKS.items()),
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
+    bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    bench.set_defaults(func=cmd_bench)
+
+    bank = sub.add_parser(
+        "bank", help="the bank payment service (try `dvpsim bank serve --help`)", add_help=False
+    )
+    bank.add_argument("rest", nargs=argparse.REMAINDER)
+    bank.set_defaults(func=_delegate("bank_adapter.cli", "the bank service"))
+
+    node = sub.add_parser(
+        "node", help="run one oracle node (try `dvpsim node --help`)", add_help=False
+    )
+    node.add_argument("rest", nargs=argparse.REMAINDER)
+    node.set_defaults(func=_delegate("node.cli", "the oracle node"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _terminate_on_sigterm()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("dvpsim: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Set up everything dvpsim needs, idempotently: .venv/ (Python 3.11, pinned by
+# requirements.lock, dvpsim installed editable) and node_modules/ (solcjs and anvil,
+# pinned by package-lock.json). A second run that finds nothing changed takes about a
+# second: each half is redone only when the hash of its lock files changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: %s\n' "$*" >&2; exit 1; }
+
+python=${DVPSIM_PYTHON:-}
+if [ -z "$python" ]; then
+  for candidate in python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null; then
+      python=$(command -v "$candidate"); break
+    fi
+  done
+fi
+[ -n "$python" ] || die "Python 3.11 not found: install it, or set DVPSIM_PYTHON=/path/to/python3.11"
+command -v node >/dev/null 2>&1 || die "Node.js not found: install Node.js 20+ with npm (solcjs and anvil come from npm)"
+command -v npm >/dev/null 2>&1 || die "npm not found: install npm beside Node.js"
+
+hash_of() { cat "$@" | sha256sum | cut -c1-32; }
+
+# --- Python -----------------------------------------------------------------
+py_stamp=.venv/.dvpsim-setup
+py_hash=$(hash_of requirements.lock pyproject.toml)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$py_stamp" 2>/dev/null)" != "$py_hash" ]; then
+  say "creating .venv with $python and installing requirements.lock (about 40 s the first time)"
+  [ -x .venv/bin/python ] || "$python" -m venv .venv
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock 2>&1 | grep -v 'is ignored' >&2 || true
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -e . 2>&1 | grep -v 'is ignored' >&2 || true
+  .venv/bin/python -c 'import dvpsim, web3, pyblst, py_ecc, libp2p' || die "Python packages did not install: see the pip messages above"
+  echo "$py_hash" > "$py_stamp"
+fi
+
+# --- Node.js: solcjs and anvil ------------------------------------------------
+npm_stamp=node_modules/.dvpsim-setup
+npm_hash=$(hash_of package.json package-lock.json)
+if [ ! -d node_modules ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_hash" ]; then
+  say "installing solc and anvil from package-lock.json"
+  # Not `npm ci`: npm records only this platform's anvil binary package in the lock file
+  # and `npm ci` then refuses the lock as out of sync. `npm install --no-save` installs
+  # exactly the locked versions and leaves package-lock.json untouched.
+  npm install --no-save --no-audit --no-fund --loglevel=error >&2 || die "npm install failed: see the npm messages above"
+  echo "$npm_hash" > "$npm_stamp"
+fi
+
+# --- Contracts (cached by source hash, so this is a file read when unchanged) ---
+.venv/bin/dvpsim build >/dev/null || die "contracts do not compile: run .venv/bin/dvpsim build to see the errors"
+say "ready ($root)"
