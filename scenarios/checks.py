@@ -1,0 +1,176 @@
+"""Invariant checkers: atomicity, conservation and exactly-once, judged from final state.
+
+A run (real or simulated) ends with the state of every leg and the movements of value
+it saw: transfers out of the escrows, payments at the bank, mints on a destination
+chain. The runners turn those into a :class:`RunState` (plain data, no I/O); the
+checkers here judge it and return one :class:`Verdict` per invariant with the smallest
+witness they found (a settlement id and what is wrong with it).
+
+- **Atomicity**: for every settlement, the asset reaches the buyer iff the seller is
+  paid; no settlement ends COMMITTED on one leg and ABORTED on another; no leg is both
+  released and refunded.
+- **Conservation**: for every asset (a token on a chain, an account currency at the
+  bank) the sum over all holders is the same before and after the run, counting
+  escrowed and held value, and counting a bridge's locked value against what it minted.
+- **Exactly once**: no double payment, release or refund: each settlement is paid,
+  released and refunded at most once on each leg.
+
+A verdict is ``valid``, ``invalid`` (with a witness) or ``unknown`` (the run did not
+gather what the check needs, e.g. a settlement that never ended). This module never
+talks to a chain or the bank.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class LegState(str, Enum):
+    NONE = "none"  # never prepared (e.g. the bank rejected the instruction)
+    PREPARED = "prepared"  # locked or held, no decision applied yet
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+class Movement(str, Enum):
+    RELEASE = "release"  # asset (or payment) escrow paid out to the counterparty
+    REFUND = "refund"  # escrow paid back to its depositor
+    PAYMENT = "payment"  # the bank moved the buyer's money to the seller
+    HOLD_CANCEL = "hold-cancel"
+    MINT = "mint"  # a bridge minted on the destination chain
+
+
+@dataclass(frozen=True)
+class SettlementOutcome:
+    settlement_id: str
+    legs: Mapping[str, LegState]  # leg target ("A", "B", "bank") -> final state
+    asset_to_buyer: int  # asset units the buyer received for this settlement
+    paid_to_seller: int  # payment units the seller received for this settlement
+    asset_amount: int
+    payment_amount: int
+    movements: tuple[tuple[str, Movement], ...] = ()  # (leg target, movement), in order seen
+
+
+@dataclass(frozen=True)
+class RunState:
+    settlements: tuple[SettlementOutcome, ...]
+    # asset name -> total before / after (all holders, escrows and holds included)
+    supply_before: Mapping[str, int] = field(default_factory=dict)
+    supply_after: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    invariant: str
+    status: str  # "valid" | "invalid" | "unknown"
+    witness: str = ""
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "valid"
+
+
+def check_atomicity(state: RunState) -> Verdict:
+    unknown = []
+    for s in sorted(state.settlements, key=lambda s: s.settlement_id):
+        finals = set(s.legs.values())
+        if LegState.COMMITTED in finals and LegState.ABORTED in finals:
+            return Verdict(
+                "atomicity",
+                "invalid",
+                f"{s.settlement_id}: committed on one leg and aborted on another ({_legs(s)})",
+            )
+        delivered = s.asset_to_buyer >= s.asset_amount
+        paid = s.paid_to_seller >= s.payment_amount
+        if delivered != paid:
+            what = (
+                "asset delivered to the buyer but the seller was not paid"
+                if delivered
+                else "seller paid but the asset was not delivered"
+            )
+            return Verdict("atomicity", "invalid", f"{s.settlement_id}: {what} ({_legs(s)})")
+        for leg in s.legs:
+            leg_moves = {m for target, m in s.movements if target == leg}
+            if Movement.REFUND in leg_moves and (
+                Movement.RELEASE in leg_moves or Movement.MINT in leg_moves
+            ):
+                return Verdict(
+                    "atomicity",
+                    "invalid",
+                    f"{s.settlement_id}: leg {leg} both released and refunded",
+                )
+        if LegState.PREPARED in finals:
+            unknown.append(s.settlement_id)
+    if unknown:
+        return Verdict(
+            "atomicity",
+            "unknown",
+            f"{len(unknown)} settlement(s) still prepared at the end, e.g. {unknown[0]}",
+            len(state.settlements),
+        )
+    return Verdict("atomicity", "valid", checked=len(state.settlements))
+
+
+def check_conservation(state: RunState) -> Verdict:
+    if not state.supply_before:
+        return Verdict("conservation", "unknown", "no balances were gathered")
+    for asset in sorted(set(state.supply_before) | set(state.supply_after)):
+        before, after = state.supply_before.get(asset), state.supply_after.get(asset)
+        if before is None or after is None:
+            return Verdict(
+                "conservation",
+                "unknown",
+                f"{asset}: balance missing {'before' if before is None else 'after'} the run",
+            )
+        if before != after:
+            return Verdict(
+                "conservation",
+                "invalid",
+                f"{asset}: total {before} before the run, {after} after ({after - before:+d})",
+            )
+    return Verdict("conservation", "valid", checked=len(state.supply_before))
+
+
+def check_exactly_once(state: RunState) -> Verdict:
+    for s in sorted(state.settlements, key=lambda s: s.settlement_id):
+        counts = Counter(s.movements)
+        for (leg, movement), times in sorted(counts.items()):
+            if times > 1:
+                return Verdict(
+                    "exactly-once",
+                    "invalid",
+                    f"{s.settlement_id}: {movement.value} on leg {leg} happened {times} times",
+                )
+        if s.asset_to_buyer > s.asset_amount:
+            return Verdict(
+                "exactly-once",
+                "invalid",
+                f"{s.settlement_id}: buyer received {s.asset_to_buyer} asset units for {s.asset_amount}",
+            )
+        if s.paid_to_seller > s.payment_amount:
+            return Verdict(
+                "exactly-once",
+                "invalid",
+                f"{s.settlement_id}: seller received {s.paid_to_seller} for {s.payment_amount}",
+            )
+    return Verdict("exactly-once", "valid", checked=len(state.settlements))
+
+
+CHECKS = (check_atomicity, check_conservation, check_exactly_once)
+
+
+def check_all(state: RunState) -> tuple[Verdict, ...]:
+    return tuple(check(state) for check in CHECKS)
+
+
+def passed(verdicts: Iterable[Verdict]) -> bool:
+    """A run passes when no invariant is invalid and none is unknown."""
+    return all(v.ok for v in verdicts)
+
+
+def _legs(s: SettlementOutcome) -> str:
+    return ", ".join(f"{leg}={state.value}" for leg, state in sorted(s.legs.items()))

@@ -1,0 +1,457 @@
+"""Scenario files: their schema, and the one loader that turns a TOML file into a Scenario.
+
+A scenario says everything a run needs: the settlement mode, the committee (n, f,
+thresholds), the Delta parameters of the protocol, the chains and the bank (started by
+the runner or reached at a URL), the accounts and their balances, the settlements to
+drive (how many, amounts, deadlines, arrival rate, which must fail and why), the faults
+to inject, and a time limit.
+
+Every mistake in a file is reported as one :class:`ScenarioError` line that names the
+file, the key and the fix, for example::
+
+    scenarios/x.toml: committee.f: f = 2 is too large for n = 4 (n >= 3f+1): lower f or raise n
+
+Unknown keys are errors (a misspelt key must not silently fall back to a default).
+This module reads files and validates; it never starts anything.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+MODES = ("single-chain-onchain", "single-chain-bank", "multi-chain-messaging", "multi-chain-token")
+FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
+FAULT_KINDS = (
+    "kill-node",
+    "stop-node",
+    "bank-outage",
+    "bank-latency",
+    "bank-error-rate",
+    "bank-duplicate-callbacks",
+)
+
+
+class ScenarioError(ValueError):
+    """A scenario file is invalid; ``str(e)`` is one line: file, key, problem, fix."""
+
+
+@dataclass(frozen=True)
+class Committee:
+    n: int = 4
+    f: int = 1
+    threshold: int = 0  # 0 means the safe default floor((n+f)/2)+1
+    observation_quorum: int = 0  # 0 means 2f+1
+    unsafe_allow_low_threshold: bool = False
+
+    @property
+    def t(self) -> int:
+        return self.threshold or (self.n + self.f) // 2 + 1
+
+    @property
+    def quorum(self) -> int:
+        return self.observation_quorum or 2 * self.f + 1
+
+
+@dataclass(frozen=True)
+class Timing:
+    """OCR's Delta parameters, in seconds, and the round limits."""
+
+    delta_progress: float = 4.0
+    delta_resend: float = 1.0
+    delta_round: float = 0.5
+    delta_grace: float = 0.05
+    delta_stage: float = 1.0
+    r_max: int = 20
+    max_decisions_per_report: int = 128
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    chain_id: int
+    rpc_url: str = ""  # empty: the runner starts an anvil chain
+    block_time: float = 0.0  # 0: mine on every transaction
+    confirmations: int = 0
+
+
+@dataclass(frozen=True)
+class Bank:
+    start: bool = True
+    url: str = ""
+    currency: str = "USD"
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    asset: int = 0  # asset tokens on the asset chain
+    payment: int = 0  # payment tokens (on-chain payment modes)
+    bank_balance: int = 0  # minor units at the bank
+
+
+@dataclass(frozen=True)
+class Failure:
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settlements:
+    count: int = 10
+    asset_amount: int = 10
+    payment_amount: int = 1000
+    deadline: float = 60.0  # seconds after creation
+    arrival_rate: float = 10.0  # settlements per second
+    seller: str = "seller"
+    buyer: str = "buyer"
+    fail: tuple[Failure, ...] = ()
+
+
+@dataclass(frozen=True)
+class Fault:
+    kind: str
+    at: float
+    node: int = -1
+    duration: float = 0.0
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    path: Path
+    name: str
+    mode: str
+    time_limit: float
+    seed: int
+    unsafe_self_refund: bool
+    committee: Committee
+    timing: Timing
+    chains: tuple[Chain, ...]
+    bank: Bank | None
+    accounts: tuple[Account, ...]
+    settlements: Settlements
+    faults: tuple[Fault, ...] = field(default=())
+
+    def uses_bank(self) -> bool:
+        return self.mode in ("single-chain-bank", "multi-chain-messaging") and self.bank is not None
+
+
+_TOP_KEYS = {
+    "name": str,
+    "mode": str,
+    "time_limit": float,
+    "seed": int,
+    "unsafe_self_refund": bool,
+    "committee": dict,
+    "timing": dict,
+    "chains": list,
+    "bank": dict,
+    "accounts": list,
+    "settlements": dict,
+    "faults": list,
+}
+
+
+def _type_name(kind: type) -> str:
+    return {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        dict: "a table",
+        list: "an array",
+    }[kind]
+
+
+class _Reader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str, fix: str) -> ScenarioError:
+        return ScenarioError(f"{self.path}: {key}: {problem}: {fix}")
+
+    def value(self, key: str, raw: Any, kind: type) -> Any:
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = float(raw)
+        if kind is not bool and isinstance(raw, bool) or not isinstance(raw, kind):
+            raise self.fail(
+                key,
+                f"expected {_type_name(kind)}, got {type(raw).__name__} {raw!r}",
+                f"write {key} as {_type_name(kind)}",
+            )
+        if isinstance(raw, float) and not math.isfinite(raw):
+            raise self.fail(key, f"{raw} is not a finite number", "give a finite number")
+        return raw
+
+    def table(self, prefix: str, raw: Any, cls: type, required: tuple[str, ...] = ()) -> Any:
+        raw = self.value(prefix, raw, dict)
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, item in raw.items():
+            spec = known.get(key)
+            if spec is None or key == "fail":
+                if key == "fail" and cls is Settlements:
+                    continue
+                raise self.fail(
+                    f"{prefix}.{key}",
+                    "unknown key",
+                    f"remove it or use one of {', '.join(sorted(k for k in known if k != 'fail'))}",
+                )
+            kind = {"int": int, "float": float, "str": str, "bool": bool}[str(spec.type)]
+            kwargs[key] = self.value(f"{prefix}.{key}", item, kind)
+        for key in required:
+            if key not in kwargs:
+                raise self.fail(
+                    f"{prefix}.{key}", "missing", f"add {key} = ... to [{prefix.split('[')[0]}]"
+                )
+        return cls(**kwargs)
+
+
+def load(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; raises :class:`ScenarioError` (one line)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(
+            f"{path}: no such file: give the path of a .toml scenario (see scenarios/)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(
+            f"{path}: not valid TOML ({exc}): fix the syntax at that line"
+        ) from None
+    return parse(raw, path)
+
+
+def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
+    reader = _Reader(path)
+    for key, item in raw.items():
+        if key not in _TOP_KEYS:
+            raise reader.fail(
+                key, "unknown key", f"remove it or use one of {', '.join(sorted(_TOP_KEYS))}"
+            )
+        reader.value(key, item, _TOP_KEYS[key])
+    for key in ("name", "mode"):
+        if key not in raw:
+            raise reader.fail(key, "missing", f'add {key} = "..." at the top of the file')
+    mode = raw["mode"]
+    if mode not in MODES:
+        raise reader.fail("mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
+
+    committee: Committee = reader.table("committee", raw.get("committee", {}), Committee)
+    _check_committee(reader, committee)
+    timing: Timing = reader.table("timing", raw.get("timing", {}), Timing)
+    _check_timing(reader, timing)
+
+    chains = tuple(
+        reader.table(f"chains[{i}]", item, Chain, ("name", "chain_id"))
+        for i, item in enumerate(raw.get("chains", []))
+    )
+    needed = 2 if mode.startswith("multi-chain") and mode != "multi-chain-messaging" else 1
+    if len(chains) < needed:
+        raise reader.fail(
+            "chains",
+            f"mode {mode} needs {needed} chain(s), the file has {len(chains)}",
+            "add [[chains]] tables with name and chain_id",
+        )
+    names = [c.name for c in chains]
+    if len(set(names)) != len(names) or len({c.chain_id for c in chains}) != len(chains):
+        raise reader.fail(
+            "chains",
+            "chain names and chain ids must be unique",
+            "give each [[chains]] its own name and chain_id",
+        )
+    for i, chain in enumerate(chains):
+        if chain.chain_id <= 0:
+            raise reader.fail(
+                f"chains[{i}].chain_id",
+                f"{chain.chain_id} is not a valid chain id",
+                "use a positive integer",
+            )
+        if chain.rpc_url and not chain.rpc_url.startswith(("http://", "https://")):
+            raise reader.fail(
+                f"chains[{i}].rpc_url",
+                f"{chain.rpc_url!r} is not an http(s) URL",
+                "give http://HOST:PORT or leave it out to start a chain",
+            )
+
+    bank = reader.table("bank", raw["bank"], Bank) if "bank" in raw else None
+    if mode in ("single-chain-bank",) and bank is None:
+        raise reader.fail(
+            "bank",
+            f"mode {mode} pays through the bank but there is no [bank] table",
+            "add [bank] (start = true)",
+        )
+    if bank is not None and not bank.start and not bank.url:
+        raise reader.fail(
+            "bank.url",
+            "the bank is not started by the runner and has no URL",
+            'set start = true or url = "http://127.0.0.1:PORT"',
+        )
+
+    accounts = tuple(
+        reader.table(f"accounts[{i}]", item, Account, ("name",))
+        for i, item in enumerate(raw.get("accounts", []))
+    )
+    for i, account in enumerate(accounts):
+        for key in ("asset", "payment", "bank_balance"):
+            if getattr(account, key) < 0:
+                raise reader.fail(f"accounts[{i}].{key}", "negative balance", "use 0 or more")
+
+    raw_settlements = raw.get("settlements", {})
+    settlements: Settlements = reader.table("settlements", raw_settlements, Settlements)
+    failures = []
+    for i, item in enumerate(
+        reader.value("settlements.fail", raw_settlements.get("fail", []), list)
+    ):
+        failure: Failure = reader.table(
+            f"settlements.fail[{i}]", item, Failure, ("count", "reason")
+        )
+        if failure.reason not in FAILURE_REASONS:
+            raise reader.fail(
+                f"settlements.fail[{i}].reason",
+                f"unknown reason {failure.reason!r}",
+                f"use one of {', '.join(FAILURE_REASONS)}",
+            )
+        failures.append(failure)
+    settlements = Settlements(**{**settlements.__dict__, "fail": tuple(failures)})
+    _check_settlements(reader, settlements, accounts)
+
+    faults = tuple(
+        reader.table(f"faults[{i}]", item, Fault, ("kind", "at"))
+        for i, item in enumerate(raw.get("faults", []))
+    )
+    for i, fault in enumerate(faults):
+        if fault.kind not in FAULT_KINDS:
+            raise reader.fail(
+                f"faults[{i}].kind",
+                f"unknown fault {fault.kind!r}",
+                f"use one of {', '.join(FAULT_KINDS)}",
+            )
+        if fault.kind.endswith("-node") and not 0 <= fault.node < committee.n:
+            raise reader.fail(
+                f"faults[{i}].node",
+                f"node {fault.node} is not in the committee of {committee.n}",
+                f"use 0..{committee.n - 1}",
+            )
+
+    time_limit = reader.value("time_limit", raw.get("time_limit", 120.0), float)
+    if time_limit <= 0:
+        raise reader.fail(
+            "time_limit", "must be positive", "give the run's limit in seconds, e.g. 120"
+        )
+    return Scenario(
+        path=path,
+        name=raw["name"],
+        mode=mode,
+        time_limit=time_limit,
+        seed=reader.value("seed", raw.get("seed", 1), int),
+        unsafe_self_refund=raw.get("unsafe_self_refund", False),
+        committee=committee,
+        timing=timing,
+        chains=chains,
+        bank=bank,
+        accounts=accounts,
+        settlements=settlements,
+        faults=faults,
+    )
+
+
+def _check_committee(reader: _Reader, c: Committee) -> None:
+    if c.f < 0:
+        raise reader.fail("committee.f", f"f = {c.f} is negative", "use f >= 0")
+    if c.n < 1 or c.n > 256:
+        raise reader.fail(
+            "committee.n", f"n = {c.n} is outside 1..256", "use a committee of 1 to 256 nodes"
+        )
+    if c.n < 3 * c.f + 1:
+        raise reader.fail(
+            "committee.f", f"f = {c.f} is too large for n = {c.n} (n >= 3f+1)", "lower f or raise n"
+        )
+    safe = (c.n + c.f) // 2 + 1
+    if c.threshold and not c.f + 1 <= c.threshold <= c.n:
+        raise reader.fail(
+            "committee.threshold",
+            f"t = {c.threshold} is outside f+1..n = {c.f + 1}..{c.n}",
+            f"leave it out for the safe default {safe}",
+        )
+    if c.threshold and c.threshold < safe and not c.unsafe_allow_low_threshold:
+        raise reader.fail(
+            "committee.threshold",
+            f"t = {c.threshold} is below the safe floor((n+f)/2)+1 = {safe}: conflicting certificates become possible",
+            "raise it, or set unsafe_allow_low_threshold = true to study the violation",
+        )
+    if c.observation_quorum and not c.f + 1 <= c.observation_quorum <= c.n - c.f:
+        raise reader.fail(
+            "committee.observation_quorum",
+            f"{c.observation_quorum} is outside f+1..n-f = {c.f + 1}..{c.n - c.f}",
+            "leave it out for 2f+1",
+        )
+
+
+def _check_timing(reader: _Reader, t: Timing) -> None:
+    for name in ("delta_progress", "delta_resend", "delta_round", "delta_stage"):
+        if getattr(t, name) <= 0:
+            raise reader.fail(f"timing.{name}", "must be positive", "give a duration in seconds")
+    if t.delta_grace < 0:
+        raise reader.fail(
+            "timing.delta_grace", "must not be negative", "give a duration in seconds"
+        )
+    if t.delta_grace >= t.delta_round:
+        raise reader.fail(
+            "timing.delta_grace",
+            f"{t.delta_grace} s is not below delta_round = {t.delta_round} s",
+            "lower delta_grace or raise delta_round",
+        )
+    if t.delta_round >= t.delta_progress:
+        raise reader.fail(
+            "timing.delta_round",
+            f"{t.delta_round} s is not below delta_progress = {t.delta_progress} s",
+            "raise delta_progress",
+        )
+    if t.r_max < 1:
+        raise reader.fail(
+            "timing.r_max", "must be at least 1", "give the number of rounds per epoch"
+        )
+    if not 1 <= t.max_decisions_per_report <= 1024:
+        raise reader.fail("timing.max_decisions_per_report", "must be in 1..1024", "use e.g. 128")
+
+
+def _check_settlements(reader: _Reader, s: Settlements, accounts: tuple[Account, ...]) -> None:
+    if s.count < 0 or s.count > 100_000:
+        raise reader.fail(
+            "settlements.count", f"{s.count} is outside 0..100000", "give a smaller count"
+        )
+    for key in ("asset_amount", "payment_amount"):
+        if not 0 < getattr(s, key) < 2**128:
+            raise reader.fail(
+                f"settlements.{key}",
+                f"{getattr(s, key)} is not a positive amount below 2^128",
+                "give a positive integer in the token's smallest unit",
+            )
+    if s.deadline <= 0:
+        raise reader.fail(
+            "settlements.deadline", "must be positive", "give the seconds from creation to deadline"
+        )
+    if s.arrival_rate <= 0:
+        raise reader.fail(
+            "settlements.arrival_rate", "must be positive", "give settlements per second"
+        )
+    if sum(f.count for f in s.fail) > s.count:
+        raise reader.fail(
+            "settlements.fail",
+            f"{sum(f.count for f in s.fail)} failing settlements but count = {s.count}",
+            "lower the fail counts or raise count",
+        )
+    names = {a.name for a in accounts}
+    for role in ("seller", "buyer"):
+        if getattr(s, role) not in names:
+            raise reader.fail(
+                f"settlements.{role}",
+                f"account {getattr(s, role)!r} is not defined",
+                "add it under [[accounts]]",
+            )
