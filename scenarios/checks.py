@@ -25,17 +25,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class LegState(str, Enum):
+class LegState(StrEnum):
     NONE = "none"  # never prepared (e.g. the bank rejected the instruction)
     PREPARED = "prepared"  # locked or held, no decision applied yet
     COMMITTED = "committed"
     ABORTED = "aborted"
 
 
-class Movement(str, Enum):
+class Movement(StrEnum):
     RELEASE = "release"  # asset (or payment) escrow paid out to the counterparty
     REFUND = "refund"  # escrow paid back to its depositor
     PAYMENT = "payment"  # the bank moved the buyer's money to the seller
