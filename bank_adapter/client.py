@@ -1,0 +1,425 @@
+"""The client oracle nodes use to talk to the bank, and the callback receiver helper.
+
+``BankClient`` is asynchronous on httpx and anyio, so it runs under trio (the node
+runtime) as well as asyncio. Every call is typed, signed (HMAC, ``signing.py``), bounded
+by a timeout, and retried with exponential backoff and jitter on transport errors and on
+429/5xx answers. Mutating calls carry an idempotency key that is derived from the
+operation, the settlement and the certificate's report hash unless the caller gives one:
+a node that retries, even after its own restart, repeats the same request and gets the
+first answer back, never a second payment. Each attempt is signed anew (fresh timestamp
+and nonce), which is why a retry is not refused as a replayed nonce. ``SyncBankClient``
+wraps it for scripts and tests.
+
+``WebhookReceiver`` is the receiving side of the bank's callbacks: it checks the Ed25519
+signature against the bank's pinned public key, refuses stale signatures, and drops
+duplicates by event id (delivery is at least once). It also keeps each settlement's most
+advanced state, so an out-of-order callback never moves a settlement backwards.
+
+This module must never retry a request the bank refused with a 4xx (it would fail the same
+way), send an unsigned request, or trust a callback whose signature it did not check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import anyio
+import httpx
+
+from bank_adapter.authorization import certificate_to_json
+from bank_adapter.ledger import InstructionState, RejectReason
+from bank_adapter.signing import (
+    WEBHOOK_EVENT_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WebhookSignatureError,
+    new_nonce,
+    sign_request,
+    verify_webhook,
+)
+from bank_adapter.terms import PaymentTerms
+from consensus.report import Certificate, report_hash
+
+__all__ = [
+    "AccountStatus",
+    "BankApiError",
+    "BankClient",
+    "BankUnavailableError",
+    "CallbackEvent",
+    "InstructionStatus",
+    "SyncBankClient",
+    "WebhookReceiver",
+    "WebhookSignatureError",
+]
+
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+_RANK: Final = {
+    InstructionState.PREVALIDATED: 1,
+    InstructionState.REJECTED: 2,
+    InstructionState.EXECUTED: 2,
+    InstructionState.CANCELLED: 2,
+}
+T = TypeVar("T")
+
+
+class BankApiError(Exception):
+    """The bank refused a request (4xx), or kept failing it (5xx after all retries)."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"bank answered {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class BankUnavailableError(BankApiError):
+    """Every attempt failed with a transport error or a 429/5xx answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstructionStatus:
+    settlement_id: bytes
+    state: InstructionState
+    reject_reason: RejectReason | None
+    terms_hash: bytes
+    payer_account: str | None
+    payee_account: str | None
+    amount: int | None
+    currency: str | None
+    deadline: int | None
+    duplicate: bool  # the bank had already applied this decision
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any], duplicate: bool = False) -> InstructionStatus:
+        reason = value.get("reject_reason")
+        return cls(
+            settlement_id=bytes.fromhex(value["settlement_id"][2:]),
+            state=InstructionState(value["state"]),
+            reject_reason=None if reason is None else RejectReason(reason),
+            terms_hash=bytes.fromhex(value["terms_hash"][2:]),
+            payer_account=value.get("payer_account"),
+            payee_account=value.get("payee_account"),
+            amount=value.get("amount"),
+            currency=value.get("currency"),
+            deadline=value.get("deadline"),
+            duplicate=duplicate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AccountStatus:
+    account_id: str
+    currency: str
+    balance: int
+    held: int
+    available: int
+
+
+class BankClient:
+    """Async client of the bank's API (asyncio or trio)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        secret: bytes,
+        *,
+        timeout_s: float = 5.0,
+        max_attempts: int = 6,
+        backoff_base_s: float = 0.05,
+        backoff_cap_s: float = 2.0,
+        rng: random.Random | None = None,
+        max_connections: int = 16,
+    ) -> None:
+        self.client_id = client_id
+        self._secret = secret
+        self.max_attempts = max_attempts
+        self.backoff_base_s = backoff_base_s
+        self.backoff_cap_s = backoff_cap_s
+        self._rng = rng or random.Random()
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self.attempts = 0  # total HTTP attempts, for tests and benchmarks
+        self.retries = 0
+
+    async def __aenter__(self) -> BankClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # operations ------------------------------------------------------------
+    async def prevalidate(
+        self, terms: PaymentTerms, certificate: Certificate, *, idempotency_key: str | None = None
+    ) -> InstructionStatus:
+        """Ask the bank to hold the funds. A REJECTED instruction is an answer, not an error."""
+        body = {
+            "settlement_id": "0x" + terms.settlement_id.hex(),
+            "payer_account": terms.payer_account,
+            "payee_account": terms.payee_account,
+            "amount": terms.amount,
+            "currency": terms.currency,
+            "deadline": terms.deadline,
+            "certificate": certificate_to_json(certificate),
+        }
+        key = idempotency_key or _default_key("prevalidate", terms.settlement_id, certificate)
+        status, answer = await self._request(
+            "POST", "/v1/instructions", body, key, ok=(200, 201, 422)
+        )
+        if status == 422 and "instruction" not in answer:
+            raise _api_error(status, answer)
+        return InstructionStatus.from_json(answer["instruction"], bool(answer.get("duplicate")))
+
+    async def execute(
+        self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
+    ) -> InstructionStatus:
+        return await self._decide("execute", settlement_id, certificate, idempotency_key)
+
+    async def cancel(
+        self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
+    ) -> InstructionStatus:
+        return await self._decide("cancel", settlement_id, certificate, idempotency_key)
+
+    async def _decide(
+        self,
+        operation: str,
+        settlement_id: bytes,
+        certificate: Certificate,
+        idempotency_key: str | None,
+    ) -> InstructionStatus:
+        key = idempotency_key or _default_key(operation, settlement_id, certificate)
+        _, answer = await self._request(
+            "POST",
+            f"/v1/instructions/0x{settlement_id.hex()}/{operation}",
+            {"certificate": certificate_to_json(certificate)},
+            key,
+        )
+        return InstructionStatus.from_json(answer["instruction"], bool(answer.get("duplicate")))
+
+    async def status(self, settlement_id: bytes) -> InstructionStatus | None:
+        """The instruction for a settlement, or None if the bank has none (polling fallback)."""
+        try:
+            _, answer = await self._request(
+                "GET", f"/v1/instructions/0x{settlement_id.hex()}", None, None
+            )
+        except BankApiError as exc:
+            if exc.code == "unknown_instruction":
+                return None
+            raise
+        return InstructionStatus.from_json(answer["instruction"])
+
+    async def account(self, account_id: str) -> AccountStatus:
+        _, answer = await self._request("GET", f"/v1/accounts/{account_id}", None, None)
+        return AccountStatus(**answer)
+
+    # transport -------------------------------------------------------------
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        payload: object | None,
+        idempotency_key: str | None,
+        ok: tuple[int, ...] = (200, 201),
+    ) -> tuple[int, dict[str, Any]]:
+        body = b"" if payload is None else json.dumps(payload, separators=(",", ":")).encode()
+        last_error = "no attempt made"
+        last_status: int | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                self.retries += 1
+                await anyio.sleep(self._backoff_s(attempt - 1))
+            headers = sign_request(
+                self.client_id,
+                self._secret,
+                method,
+                path,
+                body,
+                timestamp=int(time.time()),
+                nonce=new_nonce(),
+                idempotency_key=idempotency_key,
+            )
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            self.attempts += 1
+            try:
+                response = await self._http.request(method, path, content=body, headers=headers)
+            except httpx.TransportError as exc:
+                last_error, last_status = f"{type(exc).__name__}: {exc}", None
+                continue
+            if response.status_code in _RETRY_STATUSES:
+                last_status = response.status_code
+                last_error = response.text[:300]
+                continue
+            try:
+                answer = response.json()
+            except ValueError:
+                raise BankApiError(
+                    response.status_code, "invalid_response", response.text[:200]
+                ) from None
+            if response.status_code in ok:
+                return response.status_code, answer
+            raise _api_error(response.status_code, answer)
+        raise BankUnavailableError(
+            last_status,
+            "unavailable",
+            f"{method} {path} failed {self.max_attempts} times; last: {last_error}",
+        )
+
+    def _backoff_s(self, retry: int) -> float:
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**retry)
+        return ceiling * (0.5 + self._rng.random() / 2)
+
+
+def _api_error(status: int, answer: Mapping[str, Any]) -> BankApiError:
+    error = answer.get("error") if isinstance(answer, Mapping) else None
+    if isinstance(error, Mapping):
+        return BankApiError(status, str(error.get("code")), str(error.get("message")))
+    return BankApiError(status, "unknown_error", str(answer)[:200])
+
+
+def _default_key(operation: str, settlement_id: bytes, certificate: Certificate) -> str:
+    # Same operation, settlement and certificate -> same key, across retries and restarts.
+    return f"{operation}:{settlement_id.hex()}:{report_hash(certificate.report).hex()}"
+
+
+class SyncBankClient:
+    """Blocking wrapper of BankClient (its own event loop; not for use inside one)."""
+
+    def __init__(self, base_url: str, client_id: str, secret: bytes, **options: Any) -> None:
+        self._runner = asyncio.Runner()
+        self._client: BankClient = self._runner.run(_make(base_url, client_id, secret, options))
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    @property
+    def client(self) -> BankClient:
+        return self._client
+
+    def prevalidate(
+        self, terms: PaymentTerms, certificate: Certificate, **kw: Any
+    ) -> InstructionStatus:
+        return self._run(self._client.prevalidate(terms, certificate, **kw))
+
+    def execute(
+        self, settlement_id: bytes, certificate: Certificate, **kw: Any
+    ) -> InstructionStatus:
+        return self._run(self._client.execute(settlement_id, certificate, **kw))
+
+    def cancel(
+        self, settlement_id: bytes, certificate: Certificate, **kw: Any
+    ) -> InstructionStatus:
+        return self._run(self._client.cancel(settlement_id, certificate, **kw))
+
+    def status(self, settlement_id: bytes) -> InstructionStatus | None:
+        return self._run(self._client.status(settlement_id))
+
+    def account(self, account_id: str) -> AccountStatus:
+        return self._run(self._client.account(account_id))
+
+    def close(self) -> None:
+        self._run(self._client.aclose())
+        self._runner.close()
+
+    def __enter__(self) -> SyncBankClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+async def _make(
+    base_url: str, client_id: str, secret: bytes, options: dict[str, Any]
+) -> BankClient:
+    # httpx binds its connection pool to the running loop, so create it inside the runner.
+    return BankClient(base_url, client_id, secret, **options)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackEvent:
+    event_id: str
+    type: str
+    created_ms: int
+    instruction: InstructionStatus
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for key, val in headers.items():
+        if key.lower() == lowered:
+            return val
+    return None
+
+
+class WebhookReceiver:
+    """Checks and deduplicates the bank's callbacks; tracks each settlement's state."""
+
+    def __init__(
+        self, bank_public_key: bytes, *, tolerance_s: int = 300, remember: int = 100_000
+    ) -> None:
+        self.bank_public_key = bank_public_key
+        self.tolerance_s = tolerance_s
+        self.remember = remember
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self.states: dict[bytes, InstructionState] = {}
+        self.duplicates = 0
+
+    def receive(
+        self, headers: Mapping[str, str], body: bytes, now_s: float
+    ) -> CallbackEvent | None:
+        """The new event, or None for a duplicate. Raises WebhookSignatureError (answer 401)
+        if the signature is missing, stale or wrong, or the body is not the bank's event."""
+        verify_webhook(
+            self.bank_public_key,
+            _header(headers, WEBHOOK_SIGNATURE_HEADER),
+            body,
+            now_s,
+            self.tolerance_s,
+        )
+        try:
+            value = json.loads(body)
+            event = CallbackEvent(
+                event_id=str(value["event_id"]),
+                type=str(value["type"]),
+                created_ms=int(value["created_ms"]),
+                instruction=InstructionStatus.from_json(value["instruction"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise WebhookSignatureError(
+                f"signed callback body is not a bank event: {exc}"
+            ) from None
+        header_id = _header(headers, WEBHOOK_EVENT_HEADER)
+        if header_id is not None and header_id != event.event_id:
+            raise WebhookSignatureError("callback event id header does not match its body")
+        if event.event_id in self._seen:
+            self.duplicates += 1
+            return None
+        self._seen[event.event_id] = None
+        while len(self._seen) > self.remember:
+            self._seen.popitem(last=False)
+        sid = event.instruction.settlement_id
+        state = event.instruction.state
+        current = self.states.get(sid)
+        if current is None or _RANK[state] > _RANK[current]:
+            self.states[sid] = state
+        return event

@@ -1,0 +1,353 @@
+"""The OpenAPI 3.1 document of the bank's API, served at ``GET /openapi.json``.
+
+It describes what ``server.py`` routes and ``service.py`` answers; a test checks that every
+route of the application appears here and that the documented error codes are the ones the
+service uses. This module must never describe a route the server does not have.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bank_adapter.signing import (
+    HEADER_CLIENT,
+    HEADER_IDEMPOTENCY,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIMESTAMP,
+    WEBHOOK_EVENT_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+)
+
+__all__ = ["openapi_document"]
+
+_HEX32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
+_ACCOUNT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
+_AMOUNT = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "minor units"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {
+        400: "malformed request (invalid_json, missing_field, unknown_field, invalid_field, invalid_amount, certificate_malformed, missing_idempotency_key)",
+        401: "authentication failed (bad signature, unknown client, stale timestamp, replayed nonce)",
+        403: "certificate refused (certificate_invalid, certificate_wrong_settlement, certificate_wrong_action, certificate_terms_mismatch)",
+        404: "unknown_instruction / unknown_account",
+        409: "settlement_conflict, invalid_state, certificate_replayed",
+        422: "instruction_rejected (with the REJECTED instruction) or idempotency_key_reused",
+        503: "bank_outage or injected_error (fault controls); retry with the same Idempotency-Key",
+    }
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+
+
+_AUTH_HEADERS = [
+    {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+    for h in (HEADER_CLIENT, HEADER_TIMESTAMP, HEADER_NONCE, HEADER_SIGNATURE)
+]
+_IDEMPOTENCY = {
+    "name": HEADER_IDEMPOTENCY,
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "a retry with the same key and request returns the first answer",
+}
+_SID_PARAM = {"name": "settlement_id", "in": "path", "required": True, "schema": _HEX32}
+
+
+def openapi_document() -> dict[str, Any]:
+    schemas: dict[str, Any] = {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "field": {"type": "string"},
+                    },
+                }
+            },
+        },
+        "Certificate": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["report", "signers", "signature"],
+            "properties": {
+                "report": {"type": "string", "description": "0x ABI-encoded report"},
+                "signers": {"type": "string", "description": "0x hex signer bitmap"},
+                "signature": {"type": "string", "description": "0x 96-byte BLS aggregate"},
+            },
+        },
+        "PrevalidateRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [
+                "settlement_id",
+                "payer_account",
+                "payee_account",
+                "amount",
+                "currency",
+                "deadline",
+                "certificate",
+            ],
+            "properties": {
+                "settlement_id": _HEX32,
+                "payer_account": _ACCOUNT,
+                "payee_account": _ACCOUNT,
+                "amount": _AMOUNT,
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "deadline": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                "certificate": _ref("Certificate"),
+            },
+        },
+        "DecisionRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["certificate"],
+            "properties": {"certificate": _ref("Certificate")},
+        },
+        "Instruction": {
+            "type": "object",
+            "properties": {
+                "settlement_id": _HEX32,
+                "state": {"enum": ["PREVALIDATED", "REJECTED", "EXECUTED", "CANCELLED"]},
+                "reject_reason": {
+                    "enum": [
+                        None,
+                        "insufficient_funds",
+                        "unknown_account",
+                        "currency_mismatch",
+                        "expired",
+                    ]
+                },
+                "terms_hash": _HEX32,
+                "payer_account": {"type": ["string", "null"]},
+                "payee_account": {"type": ["string", "null"]},
+                "amount": {"type": ["integer", "null"]},
+                "currency": {"type": ["string", "null"]},
+                "deadline": {"type": ["integer", "null"]},
+                "created_ms": {"type": "integer"},
+                "updated_ms": {"type": "integer"},
+                "prepare_report_hash": {"type": ["string", "null"]},
+                "outcome_report_hash": {"type": ["string", "null"]},
+            },
+        },
+        "InstructionReply": {
+            "type": "object",
+            "required": ["instruction", "duplicate"],
+            "properties": {
+                "instruction": _ref("Instruction"),
+                "duplicate": {"type": "boolean", "description": "already applied; nothing changed"},
+            },
+        },
+        "Account": {
+            "type": "object",
+            "properties": {
+                "account_id": _ACCOUNT,
+                "currency": {"type": "string"},
+                "balance": {"type": "integer"},
+                "held": {"type": "integer"},
+                "available": {"type": "integer"},
+            },
+        },
+        "CallbackEvent": {
+            "type": "object",
+            "description": f"POSTed to each webhook URL, signed in {WEBHOOK_SIGNATURE_HEADER} (t=<unix s>,ed25519=<hex>) over 'dvpsim-bank-webhook-v1.<t>.<body>'; event id also in {WEBHOOK_EVENT_HEADER}. Delivered at least once: deduplicate by event_id.",
+            "properties": {
+                "event_id": {"type": "string"},
+                "type": {
+                    "enum": [
+                        "instruction.prevalidated",
+                        "instruction.rejected",
+                        "instruction.executed",
+                        "instruction.cancelled",
+                    ]
+                },
+                "created_ms": {"type": "integer"},
+                "instruction": _ref("Instruction"),
+            },
+        },
+        "FaultConfig": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "latency_ms": {"type": "integer"},
+                "latency_jitter_ms": {"type": "integer"},
+                "error_rate": {"type": "number"},
+                "error_phase": {"enum": ["before", "after"]},
+                "outage_start_s": {"type": ["number", "null"]},
+                "outage_end_s": {"type": ["number", "null"]},
+                "duplicate_callback_rate": {"type": "number"},
+                "reorder_callback_window_ms": {"type": "integer"},
+                "crash_after_commits": {"type": ["integer", "null"]},
+                "seed": {"type": "integer"},
+            },
+        },
+    }
+    signed = [{"hmacRequest": []}]
+    admin = [{"adminToken": []}]
+    instruction_reply = _ref("InstructionReply")
+    paths: dict[str, Any] = {
+        "/openapi.json": {
+            "get": {
+                "summary": "this document",
+                "responses": {"200": {"description": "OpenAPI 3.1"}},
+            }
+        },
+        "/v1/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
+        "/v1/webhook-key": {
+            "get": {
+                "summary": "the Ed25519 public key that signs callbacks (pin it from configuration)",
+                "responses": {"200": {"description": "key"}},
+            }
+        },
+        "/v1/instructions": {
+            "post": {
+                "summary": "prevalidate: record an instruction and hold the funds (PREPARE certificate)",
+                "security": signed,
+                "parameters": [*_AUTH_HEADERS, _IDEMPOTENCY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("PrevalidateRequest")}},
+                },
+                "responses": {
+                    "201": _json(instruction_reply, "PREVALIDATED: funds held"),
+                    "200": _json(
+                        instruction_reply, "duplicate: the instruction exists with these terms"
+                    ),
+                    **_errors(400, 401, 403, 409, 422, 503),
+                },
+            }
+        },
+        "/v1/instructions/{settlement_id}": {
+            "get": {
+                "summary": "instruction status (polling fallback for callbacks)",
+                "security": signed,
+                "parameters": [_SID_PARAM, *_AUTH_HEADERS],
+                "responses": {
+                    "200": _json(instruction_reply, "the instruction"),
+                    **_errors(400, 401, 404, 503),
+                },
+            }
+        },
+        "/v1/instructions/{settlement_id}/execute": {
+            "post": {
+                "summary": "execute: move the held funds to the payee (COMMIT certificate); irrevocable",
+                "security": signed,
+                "parameters": [_SID_PARAM, *_AUTH_HEADERS, _IDEMPOTENCY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("DecisionRequest")}},
+                },
+                "responses": {
+                    "200": _json(instruction_reply, "EXECUTED"),
+                    **_errors(400, 401, 403, 404, 409, 422, 503),
+                },
+            }
+        },
+        "/v1/instructions/{settlement_id}/cancel": {
+            "post": {
+                "summary": "cancel: release the hold (ABORT certificate); for an unknown settlement, record the abort so a late prevalidation is refused",
+                "security": signed,
+                "parameters": [_SID_PARAM, *_AUTH_HEADERS, _IDEMPOTENCY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("DecisionRequest")}},
+                },
+                "responses": {
+                    "200": _json(instruction_reply, "CANCELLED"),
+                    **_errors(400, 401, 403, 409, 422, 503),
+                },
+            }
+        },
+        "/v1/accounts/{account_id}": {
+            "get": {
+                "summary": "account balance, held and available amounts",
+                "security": signed,
+                "parameters": [
+                    {"name": "account_id", "in": "path", "required": True, "schema": _ACCOUNT},
+                    *_AUTH_HEADERS,
+                ],
+                "responses": {
+                    "200": _json(_ref("Account"), "the account"),
+                    **_errors(401, 404, 503),
+                },
+            }
+        },
+        "/admin/accounts": {
+            "post": {
+                "summary": "open a customer account with an opening balance (admin)",
+                "security": admin,
+                "parameters": [_IDEMPOTENCY],
+                "responses": {
+                    "201": _json(_ref("Account"), "opened"),
+                    **_errors(400, 401, 409, 422),
+                },
+            }
+        },
+        "/admin/reconcile": {
+            "get": {
+                "summary": "check the ledger invariants (admin)",
+                "security": admin,
+                "responses": {"200": {"description": "ok flag and problems"}},
+            }
+        },
+        "/admin/faults": {
+            "get": {
+                "summary": "current fault settings (admin)",
+                "security": admin,
+                "responses": {"200": _json(_ref("FaultConfig"), "settings")},
+            },
+            "put": {
+                "summary": "replace the fault settings (admin)",
+                "security": admin,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("FaultConfig")}},
+                },
+                "responses": {"200": _json(_ref("FaultConfig"), "settings"), **_errors(400, 401)},
+            },
+        },
+        "/admin/crash": {
+            "post": {
+                "summary": "kill the service with SIGKILL after after_ms milliseconds (admin)",
+                "security": admin,
+                "parameters": [
+                    {"name": "after_ms", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+                ],
+                "responses": {"202": {"description": "crashing"}},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "dvpsim bank payment service",
+            "version": "1",
+            "description": "Deposit-account payment network of dvpsim: instructions authorized by oracle-network BLS certificates, holds, execution, signed callbacks. Admin routes exist only when the service runs with an admin token.",
+        },
+        "servers": [{"url": "http://127.0.0.1"}],
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "hmacRequest": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": HEADER_SIGNATURE,
+                    "description": f"hex HMAC-SHA256 with the client secret over METHOD\\nPATH?QUERY\\n{HEADER_TIMESTAMP}\\n{HEADER_NONCE}\\n{HEADER_IDEMPOTENCY}\\nsha256hex(body); with {HEADER_CLIENT}",
+                },
+                "adminToken": {"type": "http", "scheme": "bearer"},
+            },
+        },
+    }

@@ -1,0 +1,175 @@
+"""Start the bank service as a child process, wait until it listens, stop it by PID.
+
+``BankProcess`` runs ``python -m bank_adapter serve`` with a working directory of files it
+writes (committee, clients, accounts) and reads the ready line to learn the port. It is how
+tests, benchmarks and scenario runners get a real bank: ``kill()`` is a SIGKILL (a crash),
+``stop()`` a SIGTERM with a bounded wait, ``start()`` again reopens the same ledger file.
+
+It must never signal a process it did not start, or leave its child running after
+``stop()``; the bank binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from bank_adapter.devcommittee import DevCommittee
+
+__all__ = ["BankProcess", "BankStartError"]
+
+_READY_PREFIX = "dvpsim-bank listening on "
+
+
+class BankStartError(RuntimeError):
+    """The bank process exited or stayed silent before listening; the message has its log."""
+
+
+class BankProcess:
+    def __init__(
+        self,
+        workdir: str | Path,
+        committee: DevCommittee,
+        *,
+        clients: dict[str, bytes] | None = None,
+        accounts: Sequence[tuple[str, str, int]] = (),
+        webhooks: Sequence[str] = (),
+        admin_token: str | None = None,
+        port: int = 0,
+        extra_args: Sequence[str] = (),
+        start_timeout_s: float = 30.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.committee = committee
+        self.clients = clients or {"node-0": secrets.token_bytes(32)}
+        self.admin_token = admin_token or secrets.token_hex(16)
+        self.db = self.workdir / "bank.db"
+        self.log_path = self.workdir / "bank.log"
+        self.webhook_key_path = self.workdir / "webhook.key"
+        committee.write_committee_file(self.workdir / "committee.json")
+        (self.workdir / "clients.json").write_text(
+            json.dumps(
+                {"clients": [{"client_id": c, "secret": s.hex()} for c, s in self.clients.items()]}
+            )
+        )
+        (self.workdir / "accounts.json").write_text(
+            json.dumps(
+                {
+                    "accounts": [
+                        {"account_id": a, "currency": c, "opening_balance": b}
+                        for a, c, b in accounts
+                    ]
+                }
+            )
+        )
+        self._port = port
+        self.webhooks = tuple(webhooks)
+        self.extra_args = tuple(extra_args)
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.starts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def command(self) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bank_adapter",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self._port),
+            "--db",
+            str(self.db),
+            "--committee",
+            str(self.workdir / "committee.json"),
+            "--clients",
+            str(self.workdir / "clients.json"),
+            "--accounts",
+            str(self.workdir / "accounts.json"),
+            "--webhook-key",
+            str(self.webhook_key_path),
+        ]
+        for url in self.webhooks:
+            cmd += ["--webhook", url]
+        return cmd + list(self.extra_args)
+
+    def start(self) -> str:
+        """Start (or restart on the same ledger) and return the base URL."""
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("bank process is already running")
+        env = dict(os.environ, DVPSIM_BANK_ADMIN_TOKEN=self.admin_token, PYTHONUNBUFFERED="1")
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        log.close()
+        self.starts += 1
+        assert self.proc.stdout is not None
+        # The ready line is the first stdout line; a dead child closes stdout (EOF: "").
+        ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout_s)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line.startswith(_READY_PREFIX):
+            self.kill()
+            raise BankStartError(
+                f"bank did not start (exit {self.proc.returncode}); log {self.log_path}:\n"
+                + self.log_path.read_text()[-2000:]
+            )
+        self.url = line[len(_READY_PREFIX) :].strip()
+        # Later runs reuse the port so clients keep their base URL across restarts.
+        self._port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    def kill(self) -> None:
+        """SIGKILL: the crash the ledger must survive."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.wait(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> BankProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

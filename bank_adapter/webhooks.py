@@ -1,0 +1,162 @@
+"""Callback delivery: the bank's outbox sender (at least once, signed, with backoff).
+
+Events are written to the outbox in the same transaction as the state change they report
+(``sqlite_storage.py``), one delivery row per configured webhook URL. ``WebhookSender``
+polls for due deliveries, POSTs each event's canonical JSON signed with the bank's Ed25519
+key, marks it delivered on a 2xx answer, and otherwise schedules the next attempt after an
+exponential backoff with jitter (capped). A crash between a receiver's 2xx and the
+bookkeeping write sends the event again: delivery is at least once, and receivers
+deduplicate by event id (``client.WebhookReceiver``). Retries go on until the receiver
+answers; the status endpoint is the fallback for a receiver that is gone.
+
+This module must never hold a storage transaction across an ``await``, change ledger
+state, or send a callback that is not in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from typing import Final
+
+import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bank_adapter.faults import FaultInjector
+from bank_adapter.signing import WEBHOOK_EVENT_HEADER, WEBHOOK_SIGNATURE_HEADER, sign_webhook
+from bank_adapter.storage import Delivery, LedgerStorage
+
+__all__ = ["WebhookSender", "backoff_ms"]
+
+log = logging.getLogger("dvpsim.bank.webhooks")
+
+_BATCH: Final = 64
+
+
+def backoff_ms(attempts: int, base_ms: int, cap_ms: int, rng: random.Random) -> int:
+    """Delay before attempt ``attempts + 1``: base * 2**attempts, capped, with jitter in
+    [50%, 100%] so that many failed deliveries do not retry in lockstep."""
+    ceiling = min(cap_ms, base_ms * 2 ** min(attempts, 30))
+    return int(ceiling * (0.5 + rng.random() / 2))
+
+
+class WebhookSender:
+    """Delivers due outbox rows; run ``run()`` as a task, call ``wake()`` after commits."""
+
+    def __init__(
+        self,
+        storage: LedgerStorage,
+        key: Ed25519PrivateKey,
+        faults: FaultInjector,
+        *,
+        retry_base_ms: int = 200,
+        retry_cap_ms: int = 30_000,
+        timeout_s: float = 5.0,
+        concurrency: int = 8,
+        poll_s: float = 0.25,
+        seed: int = 0,
+    ) -> None:
+        self.storage = storage
+        self.key = key
+        self.faults = faults
+        self.retry_base_ms = retry_base_ms
+        self.retry_cap_ms = retry_cap_ms
+        self.timeout_s = timeout_s
+        self.poll_s = poll_s
+        self._rng = random.Random(seed)
+        self._slots = asyncio.Semaphore(concurrency)
+        self._wake = asyncio.Event()
+        self._in_flight: set[tuple[int, str]] = set()
+        self._held_until: dict[tuple[int, str], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sent = 0
+        self.failed = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            try:
+                while True:
+                    await self._dispatch(session)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.poll_s)
+                    self._wake.clear()
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _dispatch(self, session: aiohttp.ClientSession) -> None:
+        now_ms = int(time.time() * 1000)
+        if self.faults.outage(now_ms / 1000):
+            return
+        due = [
+            d
+            for d in self.storage.due_deliveries(now_ms, _BATCH + len(self._in_flight))
+            if (d.seq, d.url) not in self._in_flight
+        ]
+        ready = []
+        for d in due:
+            key = (d.seq, d.url)
+            if d.attempts == 0 and key not in self._held_until:
+                # Reordering fault: hold a new callback back for a random while.
+                self._held_until[key] = now_ms + self.faults.callback_hold_back_ms()
+            if self._held_until.get(key, 0) <= now_ms:
+                ready.append(d)
+        self.faults.shuffle(ready)
+        for d in ready[:_BATCH]:
+            self._in_flight.add((d.seq, d.url))
+            task = asyncio.create_task(self._deliver(session, d))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None:
+        """POST once; None on a 2xx answer, else what went wrong."""
+        body = delivery.event.payload.encode()
+        headers = {
+            "Content-Type": "application/json",
+            WEBHOOK_EVENT_HEADER: delivery.event.event_id,
+            WEBHOOK_SIGNATURE_HEADER: sign_webhook(self.key, body, int(time.time())),
+        }
+        try:
+            async with session.post(delivery.url, data=body, headers=headers) as response:
+                await response.read()
+                if 200 <= response.status < 300:
+                    return None
+                return f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        key = (delivery.seq, delivery.url)
+        try:
+            async with self._slots:
+                error = await self._post(session, delivery)
+                now_ms = int(time.time() * 1000)
+                if error is None:
+                    self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
+                    self.sent += 1
+                    self._held_until.pop(key, None)
+                    if self.faults.duplicate_callback():
+                        await self._post(session, delivery)
+                else:
+                    self.failed += 1
+                    delay = backoff_ms(
+                        delivery.attempts, self.retry_base_ms, self.retry_cap_ms, self._rng
+                    )
+                    self.storage.delivery_failed(delivery.seq, delivery.url, now_ms + delay, error)
+                    log.info(
+                        "callback %s to %s failed (%s); retry in %d ms",
+                        delivery.event.event_id,
+                        delivery.url,
+                        error,
+                        delay,
+                    )
+        finally:
+            self._in_flight.discard(key)

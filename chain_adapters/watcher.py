@@ -1,0 +1,269 @@
+"""Watch contract events on an EVM chain with a confirmation depth, and survive reorgs.
+
+Oracle nodes act on what they saw on chain (an asset locked, a settlement committed). A
+block can be dropped by a reorg, and with it the events the node acted on, so the watcher
+delivers each event as a :class:`Delivered` record once its block has ``confirmations``
+confirmations (``1`` = as soon as it is in a block), and if a delivered event's block
+leaves the canonical chain it emits a :class:`Retracted` record for it. Events of the new
+branch are then delivered, each exactly once.
+
+How: every :meth:`EventWatcher.poll` first checks that the last block it scanned still has
+the hash it recorded; if not, it walks back over the hashes it keeps (every block that
+held a delivered event, and the last block of every scan, for the last ``history``
+blocks) to the newest block that still matches, retracts everything delivered above it
+(newest first) and rescans from there. Scanning a range uses one ``eth_getLogs``; the
+headers of the blocks that hold logs and of the range's end are read again afterwards, so
+a reorg that happens during the scan is noticed and the range is simply scanned again at
+the next poll. A reorg deeper than ``history`` blocks cannot be undone and raises
+:class:`ReorgTooDeep`.
+
+The watcher is driven by its caller (a node runtime thread, a test): ``poll()`` returns
+what happened since the last call. It never sleeps, never sends transactions, and never
+decides anything from events; it only reports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from web3 import Web3
+
+from chain_adapters.evm import Rpc
+
+__all__ = [
+    "ChainLog",
+    "Delivered",
+    "EventDecoder",
+    "EventWatcher",
+    "ReorgTooDeep",
+    "Retracted",
+    "WatchRecord",
+]
+
+
+class ReorgTooDeep(Exception):
+    """A reorg replaced blocks older than the watcher's history window."""
+
+
+def _plain(value: Any) -> Any:
+    """web3's AttributeDicts and lists as hashable, comparable plain values."""
+    if isinstance(value, Mapping):
+        return tuple(_plain(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, bytearray):
+        return bytes(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLog:
+    """One event log of a canonical (at delivery time) block, decoded when its ABI is known."""
+
+    chain_id: int
+    address: str
+    block_number: int
+    block_hash: bytes
+    transaction_hash: bytes
+    log_index: int
+    event: str  # event name, "" when no ABI in the decoder matches
+    args: tuple[tuple[str, Any], ...]  # decoded arguments in ABI order (structs as tuples)
+    topics: tuple[bytes, ...]
+    data: bytes
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        """Identity of the log: the same transaction mined in another block is another log."""
+        return (self.block_hash, self.log_index)
+
+    def arg(self, name: str) -> Any:
+        for key, value in self.args:
+            if key == name:
+                return value
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    log: ChainLog
+
+
+@dataclass(frozen=True, slots=True)
+class Retracted:
+    log: ChainLog
+
+
+WatchRecord = Delivered | Retracted
+
+
+class EventDecoder:
+    """Decodes logs with the events of some contract ABIs (topic0 -> event)."""
+
+    def __init__(self, abis: Iterable[Sequence[Mapping[str, Any]]]) -> None:
+        self._w3 = Web3()
+        self._events: dict[bytes, Any] = {}
+        for abi in abis:
+            contract = self._w3.eth.contract(abi=list(abi))
+            for entry in abi:
+                if entry.get("type") != "event" or entry.get("anonymous"):
+                    continue
+                signature = f"{entry['name']}({','.join(_abi_type(i) for i in entry['inputs'])})"
+                self._events[bytes(keccak(text=signature))] = contract.events[entry["name"]]()
+
+    def decode(self, raw: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
+        topics = raw.get("topics") or []
+        event = self._events.get(bytes(topics[0])) if topics else None
+        if event is None:
+            return "", ()
+        decoded = event.process_log(raw)
+        return decoded["event"], tuple((k, _plain(v)) for k, v in decoded["args"].items())
+
+
+def _abi_type(entry: Mapping[str, Any]) -> str:
+    kind = str(entry["type"])
+    if kind.startswith("tuple"):
+        inner = ",".join(_abi_type(c) for c in entry["components"])
+        return f"({inner}){kind[len('tuple') :]}"
+    return kind
+
+
+def _hexbytes(value: Any) -> bytes:
+    if isinstance(value, str):
+        return bytes.fromhex(value[2:] if value.startswith("0x") else value)
+    return bytes(value)
+
+
+class EventWatcher:
+    """Delivers the logs of ``addresses`` with ``confirmations`` confirmations, retracting
+    those of blocks that a reorg drops. Not thread-safe: one thread polls it."""
+
+    def __init__(
+        self,
+        rpc: Rpc,
+        addresses: Sequence[str],
+        *,
+        confirmations: int = 1,
+        from_block: int = 0,
+        decoder: EventDecoder | None = None,
+        max_block_range: int = 2_000,
+        history: int = 256,
+    ) -> None:
+        if confirmations < 1:
+            raise ValueError("confirmations must be at least 1 (1 = included in a block)")
+        if history < confirmations:
+            raise ValueError("history must cover at least the confirmation depth")
+        self.rpc = rpc
+        self.addresses = [to_checksum_address(a) for a in addresses]
+        self.confirmations = confirmations
+        self.decoder = decoder
+        self.max_block_range = max_block_range
+        self.history = history
+        self._from_block = from_block
+        self._next = from_block  # first block not scanned yet
+        self._retractable_from = from_block  # delivered logs from here on are remembered
+        self._hashes: dict[int, bytes] = {}  # block -> hash, for reorg detection
+        self._delivered: dict[int, list[ChainLog]] = {}  # block -> logs delivered from it
+
+    @property
+    def scanned_to(self) -> int:
+        """The last block scanned (its logs delivered), -1 before the first scan."""
+        return self._next - 1
+
+    def poll(self) -> list[WatchRecord]:
+        """Retractions for dropped blocks, then the newly confirmed logs, in chain order."""
+        records: list[WatchRecord] = list(self._check_reorg())
+        head = self.rpc.block_number()
+        target = head - self.confirmations + 1
+        while self._next <= target:
+            end = min(target, self._next + self.max_block_range - 1)
+            scanned = self._scan(self._next, end)
+            if scanned is None:
+                break  # the chain changed under us: the next poll sorts it out
+            records.extend(Delivered(log) for log in scanned)
+        self._prune()
+        return records
+
+    def _check_reorg(self) -> list[Retracted]:
+        if not self._hashes:
+            return []
+        known = sorted(self._hashes, reverse=True)
+        fork = None
+        for number in known:  # newest first: one call when nothing changed
+            if self.rpc.block_hash(number) == self._hashes[number]:
+                fork = number
+                break
+        if fork == known[0]:
+            return []
+        if fork is None:
+            if self._retractable_from != self._from_block:
+                raise ReorgTooDeep(
+                    f"chain {self.rpc.expected_chain_id} at {self.rpc.url} replaced every block "
+                    f"the watcher remembers (blocks {known[-1]}..{known[0]}): restart the node "
+                    "with a larger watcher history or resync from a finalized block"
+                )
+            fork = self._from_block - 1  # nothing pruned yet: rescan everything
+        retracted: list[Retracted] = []
+        for number in sorted(self._delivered, reverse=True):
+            if number <= fork:
+                break
+            retracted.extend(Retracted(log) for log in reversed(self._delivered.pop(number)))
+        for number in [n for n in self._hashes if n > fork]:
+            del self._hashes[number]
+        self._next = fork + 1
+        return retracted
+
+    def _scan(self, start: int, end: int) -> list[ChainLog] | None:
+        end_hash = self.rpc.block_hash(end)
+        if end_hash is None:
+            return None
+        raw_logs = self.rpc.call(
+            "eth_getLogs",
+            lambda: self.rpc.web3.eth.get_logs(
+                {"address": self.addresses, "fromBlock": start, "toBlock": end}
+            ),
+        )
+        logs = [self._to_log(raw) for raw in raw_logs if not raw.get("removed")]
+        logs.sort(key=lambda log: (log.block_number, log.log_index))
+        block_hashes: dict[int, bytes] = {}
+        for log in logs:
+            if log.block_number not in block_hashes:
+                current = self.rpc.block_hash(log.block_number)
+                if current != log.block_hash:
+                    return None
+                block_hashes[log.block_number] = log.block_hash
+        if self.rpc.block_hash(end) != end_hash:
+            return None
+        for log in logs:
+            self._delivered.setdefault(log.block_number, []).append(log)
+        self._hashes.update(block_hashes)
+        self._hashes[end] = end_hash
+        self._next = end + 1
+        return logs
+
+    def _to_log(self, raw: Mapping[str, Any]) -> ChainLog:
+        event, args = self.decoder.decode(raw) if self.decoder else ("", ())
+        return ChainLog(
+            chain_id=self.rpc.expected_chain_id,
+            address=to_checksum_address(raw["address"]),
+            block_number=int(raw["blockNumber"]),
+            block_hash=_hexbytes(raw["blockHash"]),
+            transaction_hash=_hexbytes(raw["transactionHash"]),
+            log_index=int(raw["logIndex"]),
+            event=event,
+            args=args,
+            topics=tuple(_hexbytes(t) for t in raw["topics"]),
+            data=_hexbytes(raw["data"]),
+        )
+
+    def _prune(self) -> None:
+        floor = self._next - self.history
+        newest = max(self._hashes, default=None)
+        for number in [n for n in self._hashes if n < floor and n != newest]:
+            del self._hashes[number]
+        for number in [n for n in self._delivered if n < floor]:
+            del self._delivered[number]
+        self._retractable_from = max(self._retractable_from, floor)

@@ -1,0 +1,116 @@
+"""Build a running node's parts from its config: keys, consensus node, transport, store,
+targets and the metrics endpoint. The process entry point (``node.cli``) runs them.
+
+Errors a user can meet here (a wrong password, a key that is not the committee's, an
+unreachable chain) come back as one :class:`AssemblyError` line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from consensus import keystore
+from consensus.config import ConfigError, ConsensusConfig, Target
+from consensus.identity import identity_key_from_seed
+from consensus.protocol import LocalProtocolError, Node, NodeKeys
+from consensus.report import CommitteeConfig, CommitteeConfigError
+from node.config import NodeConfig
+from node.dvp import DvpOutcome
+from node.identity import IdentityError, load_identity_file
+from node.metrics import serve_metrics
+from node.p2p import P2PConfig, P2PConfigError, P2PTransport
+from node.runtime import NodeRuntime
+from node.store import SafetyFile
+
+
+class AssemblyError(Exception):
+    """The node cannot start with this config; one line saying why and what to do."""
+
+
+@dataclass
+class Parts:
+    runtime: NodeRuntime
+    transport: P2PTransport
+    store: SafetyFile
+    peer_id: str
+    metrics_port: int
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for close in reversed(self.closers):
+            close()
+
+
+def consensus_config(config: NodeConfig) -> ConsensusConfig:
+    bls_keys = tuple(m.bls_public_key for m in config.members)
+    targets = tuple(
+        Target(t.name, CommitteeConfig(chain_id=t.chain_id, verifier=t.verifier, config_count=t.config_count, public_keys=bls_keys, f=config.f, t=t.t))
+        for t in config.targets
+    )
+    timing = config.timing
+    return ConsensusConfig(
+        f=config.f,
+        identity_keys=tuple(m.identity_key for m in config.members),
+        targets=targets,
+        leader_selection_key=config.leader_selection_key,
+        delta_progress=timing.delta_progress,
+        delta_resend=timing.delta_resend,
+        delta_round=timing.delta_round,
+        delta_grace=timing.delta_grace,
+        delta_stage=timing.delta_stage,
+        r_max=timing.r_max,
+        max_decisions_per_report=timing.max_decisions_per_report,
+        allow_unsafe_threshold=config.allow_unsafe_threshold,
+    )
+
+
+def read_seed(config: NodeConfig) -> bytes:
+    try:
+        return bytes.fromhex(config.identity_key.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise AssemblyError(f"{config.identity_key}: cannot read the identity seed ({exc}): check identity_key in {config.path}") from None
+
+
+def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) -> Parts:
+    """All parts of one node. ``observer``/``transmitter`` default to the config's targets."""
+    try:
+        password = config.password_file.read_text().rstrip("\n")
+        bls_secret = keystore.load_bls_key(config.keystore, password)
+    except OSError as exc:
+        raise AssemblyError(f"{config.password_file}: cannot read the keystore password ({exc.strerror}): check password_file in {config.path}") from None
+    except keystore.KeystoreError as exc:
+        raise AssemblyError(str(exc)) from None
+    try:
+        identity = load_identity_file(config.identity_key)
+    except IdentityError as exc:
+        raise AssemblyError(str(exc)) from None
+    seed = read_seed(config)
+    try:
+        consensus = consensus_config(config)
+        outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
+        node = Node(consensus, config.index, NodeKeys(identity_key_from_seed(seed), bls_secret), outcome)
+        transport = P2PTransport(identity, config.index, [m.address for m in config.members], P2PConfig(listen_addr=config.listen))
+    except (ConfigError, CommitteeConfigError, LocalProtocolError, P2PConfigError) as exc:
+        raise AssemblyError(f"{config.path}: {exc}") from None
+    closers: list[Callable[[], None]] = []
+    background: list[Callable[[], Awaitable[None]]] = []
+    if observer is None or transmitter is None:
+        from node.targets import TargetError, build_targets
+
+        try:
+            built = build_targets(config)
+        except TargetError as exc:
+            raise AssemblyError(str(exc)) from None
+        observer = observer or built.observer
+        transmitter = transmitter or built.transmitter
+        background.extend(built.background)
+        closers.append(built.close)
+    store = SafetyFile(config.data_dir / "safety.sqlite")
+    closers.append(store.close)
+    runtime = NodeRuntime(node, transport, store, observer, transmitter)
+    host, _, port = config.metrics.rpartition(":")
+    metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))
+    return Parts(runtime, transport, store, identity.peer_id_text, metrics_port, background, closers)

@@ -1,0 +1,236 @@
+"""The oracle node's config file: what one node process needs to join its committee.
+
+A node config is a JSON file (the runner writes one per node; an operator can write
+their own). It names:
+
+- ``index``: this node's position in the committee (bitmap and leader order);
+- ``keystore`` and ``password_file``: the node's BLS key as an EIP-2335 keystore;
+- ``identity_key``: a file with the node's Ed25519 identity seed (hex), which is both its
+  libp2p identity and the key its observations are signed with;
+- ``committee``: f, every member's Ed25519 public key, BLS public key and libp2p
+  multiaddr (any host: a committee can span machines), the leader-selection key;
+- ``timing``: OCR's Delta parameters;
+- ``mode``: the settlement mode, and ``targets``: where certified reports go (each EVM
+  chain's coordinator with its RPC URL and transmitter key, and the bank's URL and
+  client credentials), each with its committee config (chain id / domain, verifier
+  address, config count, threshold t);
+- ``listen``: the libp2p multiaddr to listen on; ``metrics``: host:port of the
+  Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store lives.
+
+Every mistake is one :class:`NodeConfigError` line naming the file, the key and the fix.
+This module only reads and validates; it starts nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from node.dvp import MODE_LEGS
+
+
+class NodeConfigError(ValueError):
+    """A node config file is invalid; one line: file, key, problem, fix."""
+
+
+@dataclass(frozen=True)
+class Member:
+    identity_key: bytes  # Ed25519 public key, 32 B
+    bls_public_key: bytes  # 48 B compressed G1
+    address: str  # libp2p multiaddr ending in /p2p/<peer id>
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    name: str  # consensus target name, e.g. "chain-A" or "bank"
+    leg: str  # the leg it carries in the DvP rules: "A", "B" or "bank"
+    kind: str  # "evm", "bank" or "file" (dry run, see node.targets)
+    chain_id: int  # EVM chain id, or the bank's domain id
+    verifier: bytes  # 20 B: coordinator address, or the bank's domain address
+    config_count: int
+    t: int
+    url: str  # RPC URL or bank URL
+    transmitter_key: str = ""  # EVM: hex private key of this node's transmitter account
+    confirmations: int = 0
+    client_id: str = ""  # bank: API client id and secret (HMAC)
+    client_secret: str = ""
+    webhook_listen: str = ""  # bank: host:port where this node receives callbacks
+
+
+@dataclass(frozen=True)
+class Timing:
+    delta_progress: float = 4.0
+    delta_resend: float = 1.0
+    delta_round: float = 0.5
+    delta_grace: float = 0.05
+    delta_stage: float = 1.0
+    r_max: int = 20
+    max_decisions_per_report: int = 128
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    path: Path
+    index: int
+    mode: str
+    keystore: Path
+    password_file: Path
+    identity_key: Path
+    f: int
+    members: tuple[Member, ...]
+    leader_selection_key: bytes
+    targets: tuple[TargetConfig, ...]
+    listen: str
+    data_dir: Path
+    metrics: str = "127.0.0.1:0"
+    timing: Timing = field(default_factory=Timing)
+    allow_unsafe_threshold: bool = False
+    log_level: str = "info"
+
+    @property
+    def n(self) -> int:
+        return len(self.members)
+
+
+def _hex(reader: _Reader, key: str, value: Any, length: int) -> bytes:
+    if not isinstance(value, str):
+        raise reader.fail(key, f"expected a hex string, got {type(value).__name__}", "write it as \"0x...\"")
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise reader.fail(key, "not hex", "write it as \"0x...\" with hex digits") from None
+    if len(raw) != length:
+        raise reader.fail(key, f"{len(raw)} bytes, expected {length}", f"give {length} bytes")
+    return raw
+
+
+class _Reader:
+    def __init__(self, path: Path, raw: dict[str, Any]) -> None:
+        self.path, self.raw = path, raw
+
+    def fail(self, key: str, problem: str, fix: str) -> NodeConfigError:
+        return NodeConfigError(f"{self.path}: {key}: {problem}: {fix}")
+
+    def get(self, obj: dict[str, Any], prefix: str, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+        full = f"{prefix}{key}"
+        if key not in obj:
+            if default is ...:
+                raise self.fail(full, "missing", f"add \"{key}\"")
+            return default
+        value = obj[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise self.fail(full, f"wrong type {type(value).__name__}", f"give a {getattr(kind, '__name__', kind)}")
+        return value
+
+    def path_of(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.path.parent / p
+
+
+def load(path: str | Path) -> NodeConfig:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NodeConfigError(f"{path}: no such file: give the path of a node config (dvpsim run writes them)") from None
+    except json.JSONDecodeError as exc:
+        raise NodeConfigError(f"{path}: not valid JSON (line {exc.lineno}): fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise NodeConfigError(f"{path}: the file is not a JSON object: write {{...}}")
+    return parse(raw, path)
+
+
+_TOP = {"index", "mode", "keystore", "password_file", "identity_key", "committee", "targets", "listen", "data_dir", "metrics", "timing", "allow_unsafe_threshold", "log_level"}
+
+
+def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig:
+    r = _Reader(path, raw)
+    for key in raw:
+        if key not in _TOP:
+            raise r.fail(key, "unknown key", f"remove it or use one of {', '.join(sorted(_TOP))}")
+    mode = r.get(raw, "", "mode", str)
+    if mode not in MODE_LEGS:
+        raise r.fail("mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODE_LEGS)}")
+    committee = r.get(raw, "", "committee", dict)
+    f = r.get(committee, "committee.", "f", int)
+    members_raw = r.get(committee, "committee.", "members", list)
+    members = []
+    for i, m in enumerate(members_raw):
+        prefix = f"committee.members[{i}]."
+        if not isinstance(m, dict):
+            raise r.fail(prefix[:-1], "not an object", "give identity_key, bls_public_key and address")
+        address = r.get(m, prefix, "address", str)
+        if "/p2p/" not in address:
+            raise r.fail(prefix + "address", f"{address!r} has no /p2p/<peer id>", "append the member's peer id")
+        members.append(Member(_hex(r, prefix + "identity_key", m.get("identity_key"), 32), _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48), address))
+    n = len(members)
+    if n < 3 * f + 1 or f < 0:
+        raise r.fail("committee.f", f"f = {f} is too large for n = {n} members (n >= 3f+1)", "lower f or add members")
+    index = r.get(raw, "", "index", int)
+    if not 0 <= index < n:
+        raise r.fail("index", f"{index} is not a member index (0..{n - 1})", "give this node's position in committee.members")
+    targets = []
+    for i, t in enumerate(r.get(raw, "", "targets", list)):
+        prefix = f"targets[{i}]."
+        if not isinstance(t, dict):
+            raise r.fail(prefix[:-1], "not an object", "see docs/INTERFACES.md")
+        kind = r.get(t, prefix, "kind", str)
+        if kind not in ("evm", "bank", "file"):
+            raise r.fail(prefix + "kind", f"unknown kind {kind!r}", "use \"evm\", \"bank\" or \"file\"")
+        target = TargetConfig(
+            name=r.get(t, prefix, "name", str),
+            leg=r.get(t, prefix, "leg", str),
+            kind=kind,
+            chain_id=r.get(t, prefix, "chain_id", int),
+            verifier=_hex(r, prefix + "verifier", t.get("verifier"), 20),
+            config_count=r.get(t, prefix, "config_count", int),
+            t=r.get(t, prefix, "t", int),
+            url=r.get(t, prefix, "url", str),
+            transmitter_key=r.get(t, prefix, "transmitter_key", str, ""),
+            confirmations=r.get(t, prefix, "confirmations", int, 0),
+            client_id=r.get(t, prefix, "client_id", str, ""),
+            client_secret=r.get(t, prefix, "client_secret", str, ""),
+            webhook_listen=r.get(t, prefix, "webhook_listen", str, ""),
+        )
+        if kind == "file" and not target.url.startswith("file://"):
+            raise r.fail(prefix + "url", f"{target.url!r} is not a file:// URL", "give file:///path/to/facts.json")
+        if kind != "file" and not target.url.startswith(("http://", "https://")):
+            raise r.fail(prefix + "url", f"{target.url!r} is not an http(s) URL", "give http://HOST:PORT")
+        if kind == "evm" and not target.transmitter_key:
+            raise r.fail(prefix + "transmitter_key", "missing for an EVM target", "give the transmitter account's private key")
+        if kind == "bank" and not (target.client_id and target.client_secret):
+            raise r.fail(prefix + "client_id", "a bank target needs client_id and client_secret", "add the bank API credentials")
+        targets.append(target)
+    legs = {leg.target for leg in MODE_LEGS[mode]}
+    missing = legs - {t.leg for t in targets}
+    if missing:
+        raise r.fail("targets", f"mode {mode} needs targets for legs {sorted(missing)}", "add a target with that \"leg\"")
+    timing_raw = r.get(raw, "", "timing", dict, {})
+    timing_kwargs = {}
+    for key, default in Timing().__dict__.items():
+        timing_kwargs[key] = r.get(timing_raw, "timing.", key, type(default), default)
+    unknown_timing = set(timing_raw) - set(timing_kwargs)
+    if unknown_timing:
+        raise r.fail(f"timing.{sorted(unknown_timing)[0]}", "unknown key", f"use one of {', '.join(timing_kwargs)}")
+    return NodeConfig(
+        path=path,
+        index=index,
+        mode=mode,
+        keystore=r.path_of(r.get(raw, "", "keystore", str)),
+        password_file=r.path_of(r.get(raw, "", "password_file", str)),
+        identity_key=r.path_of(r.get(raw, "", "identity_key", str)),
+        f=f,
+        members=tuple(members),
+        leader_selection_key=_hex(r, "committee.leader_selection_key", committee.get("leader_selection_key"), 32),
+        targets=tuple(targets),
+        listen=r.get(raw, "", "listen", str),
+        data_dir=r.path_of(r.get(raw, "", "data_dir", str)),
+        metrics=r.get(raw, "", "metrics", str, "127.0.0.1:0"),
+        timing=Timing(**timing_kwargs),
+        allow_unsafe_threshold=r.get(raw, "", "allow_unsafe_threshold", bool, False),
+        log_level=r.get(raw, "", "log_level", str, "info"),
+    )

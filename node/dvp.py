@@ -1,0 +1,239 @@
+"""The DvP decision rules: from certified observations to COMMIT, ABORT or PREPARE per target.
+
+A settlement has two legs (DESIGN.md section 1), each living on one *target*: a chain's
+DvP coordinator or the bank. Every node observes each leg and reports *facts* about it:
+
+- ``REQUESTED``: the leg exists with these terms (for a bank leg: the on-chain escrow
+  named the payment terms, so the bank can be asked to pre-validate);
+- ``PREPARED``: the leg is ready without having moved value (escrow locked, bank hold);
+- ``REJECTED``: the leg can never be prepared (the bank refused the instruction);
+- ``EXPIRED``: the leg's deadline passed on the leg's own clock (block time, bank time);
+- ``COMMITTED`` / ``ABORTED``: the target already applied a certified decision.
+
+A fact counts only when at least f+1 distinct nodes report it in the certified
+observation set, so at least one honest node saw it (validity). From the counted facts
+the rules decide, deterministically and identically on every node:
+
+1. a settlement that some target already COMMITTED (ABORTED) stays COMMIT (ABORT);
+2. otherwise COMMIT when every leg is PREPARED and no leg is EXPIRED or REJECTED;
+3. otherwise ABORT when some leg is EXPIRED or REJECTED;
+4. otherwise nothing is decided yet; a leg that must be asked to prepare (the bank leg)
+   gets PREPARE once every leg before it is PREPARED.
+
+A decision goes to every leg's target that has not applied it yet, except that a leg
+marked ``after`` another waits until that one has COMMITTED (the reference workflow pays
+first and releases the asset after the bank confirms). An ABORT goes only to legs that
+hold something (PREPARED, or REQUESTED at a target that may hold).
+
+These rules never produce both COMMIT and ABORT for one settlement from one fact set;
+that a node never *signs* both across rounds is the safety store's job
+(``consensus``), which refuses a decision that conflicts with one it signed before.
+This module is pure: no clock, no I/O, no randomness.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import msgpack
+
+from consensus.outcome import AttributedObservation, OutcomeContext
+from consensus.report import Action, Decision
+
+MAX_FACTS_PER_OBSERVATION = 4096
+
+
+class FactKind(IntEnum):
+    REQUESTED = 1
+    PREPARED = 2
+    REJECTED = 3
+    EXPIRED = 4
+    COMMITTED = 5
+    ABORTED = 6
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Fact:
+    """One thing a node saw about one leg: ``kind`` of the leg of ``settlement_id`` at ``target``."""
+
+    settlement_id: bytes  # 32 B
+    target: str
+    kind: FactKind
+    terms_hash: bytes  # 32 B: the terms of that leg, as the target knows them
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    target: str
+    needs_prepare_request: bool = False  # the bank: asked by a certified PREPARE
+    after: str | None = None  # COMMIT reaches this leg only once `after` has COMMITTED
+
+
+#: The legs of a settlement in each mode, in preparation order (DESIGN.md's table).
+MODE_LEGS: Mapping[str, tuple[Leg, ...]] = {
+    "single-chain-onchain": (Leg("A"),),  # one coordinator holds both legs: one COMMIT swaps
+    "single-chain-bank": (Leg("A", after="bank"), Leg("bank", needs_prepare_request=True)),
+    "multi-chain-messaging": (Leg("A", after="bank"), Leg("bank", needs_prepare_request=True)),
+    "multi-chain-messaging-evm": (Leg("A"), Leg("B")),
+    "multi-chain-token": (Leg("A"), Leg("B")),
+}
+
+
+class ObservationError(ValueError):
+    """A node's observation bytes do not decode to a list of facts."""
+
+
+def encode_observation(facts: Iterable[Fact]) -> bytes:
+    ordered = sorted(set(facts))
+    if len(ordered) > MAX_FACTS_PER_OBSERVATION:
+        ordered = ordered[:MAX_FACTS_PER_OBSERVATION]
+    return bytes(
+        msgpack.packb([[f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in ordered])
+    )
+
+
+def decode_observation(data: bytes) -> frozenset[Fact]:
+    """Strict decoding: a malformed observation is an error, never a partial list."""
+    try:
+        raw = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, max_array_len=MAX_FACTS_PER_OBSERVATION
+        )
+    except Exception as exc:
+        raise ObservationError(f"observation is not msgpack: {exc}") from None
+    if not isinstance(raw, list):
+        raise ObservationError("observation is not a list of facts")
+    facts = set()
+    for item in raw:
+        if not (isinstance(item, list) and len(item) == 4):
+            raise ObservationError("a fact is not a 4-element list")
+        sid, target, kind, terms = item
+        if not (
+            isinstance(sid, bytes)
+            and len(sid) == 32
+            and isinstance(terms, bytes)
+            and len(terms) == 32
+        ):
+            raise ObservationError("settlement id and terms hash must be 32 bytes")
+        if not (isinstance(target, str) and 0 < len(target) <= 32):
+            raise ObservationError("target must be a short string")
+        if not (isinstance(kind, int) and kind in FactKind._value2member_map_):
+            raise ObservationError(f"unknown fact kind {kind!r}")
+        facts.add(Fact(sid, target, FactKind(kind), terms))
+    return frozenset(facts)
+
+
+def supported_facts(observations: Sequence[tuple[int, bytes]], f: int) -> frozenset[Fact]:
+    """Facts reported by at least f+1 distinct nodes; malformed observations count for nothing."""
+    supporters: dict[Fact, set[int]] = defaultdict(set)
+    for node, data in observations:
+        try:
+            facts = decode_observation(data)
+        except ObservationError:
+            continue
+        for fact in facts:
+            supporters[fact].add(node)
+    return frozenset(fact for fact, nodes in supporters.items() if len(nodes) >= f + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class LegView:
+    """What the supported facts say about one leg."""
+
+    terms_hash: bytes | None
+    kinds: frozenset[FactKind]
+
+    def has(self, kind: FactKind) -> bool:
+        return kind in self.kinds
+
+
+def _leg_views(facts: Iterable[Fact]) -> dict[bytes, dict[str, LegView]]:
+    by_leg: dict[tuple[bytes, str], list[Fact]] = defaultdict(list)
+    for fact in facts:
+        by_leg[(fact.settlement_id, fact.target)].append(fact)
+    views: dict[bytes, dict[str, LegView]] = defaultdict(dict)
+    for (sid, target), leg_facts in by_leg.items():
+        hashes = {fact.terms_hash for fact in leg_facts}
+        # Two different terms for one leg mean someone lied or the leg is broken: act on neither.
+        terms = hashes.pop() if len(hashes) == 1 else None
+        kinds = frozenset(fact.kind for fact in leg_facts) if terms is not None else frozenset()
+        views[sid][target] = LegView(terms, kinds)
+    return views
+
+
+def settlement_decision(legs: tuple[Leg, ...], views: Mapping[str, LegView]) -> Action | None:
+    """COMMIT, ABORT or None for one settlement, by rules 1-3 of the module docstring."""
+    seen = [views.get(leg.target, LegView(None, frozenset())) for leg in legs]
+    if any(v.has(FactKind.COMMITTED) for v in seen):
+        return Action.COMMIT
+    if any(v.has(FactKind.ABORTED) for v in seen):
+        return Action.ABORT
+    blocked = any(v.has(FactKind.EXPIRED) or v.has(FactKind.REJECTED) for v in seen)
+    if not blocked and all(v.has(FactKind.PREPARED) for v in seen):
+        return Action.COMMIT
+    if blocked:
+        return Action.ABORT
+    return None
+
+
+def decide(mode: str, facts: Iterable[Fact]) -> dict[str, tuple[Decision, ...]]:
+    """Decisions per target name, sorted by settlement id; targets with none are omitted."""
+    legs = MODE_LEGS[mode]
+    out: dict[str, list[Decision]] = defaultdict(list)
+    for sid, views in sorted(_leg_views(facts).items()):
+        action = settlement_decision(legs, views)
+        applied = {
+            leg.target: views[leg.target].has(FactKind.COMMITTED)
+            or views[leg.target].has(FactKind.ABORTED)
+            for leg in legs
+            if leg.target in views
+        }
+        for leg in legs:
+            view = views.get(leg.target)
+            if view is None or view.terms_hash is None or applied.get(leg.target, False):
+                continue
+            if action is Action.COMMIT:
+                if leg.after is not None and not views.get(
+                    leg.after, LegView(None, frozenset())
+                ).has(FactKind.COMMITTED):
+                    continue
+                out[leg.target].append(Decision(sid, Action.COMMIT, view.terms_hash))
+            elif action is Action.ABORT:
+                holds = view.has(FactKind.PREPARED) or (
+                    leg.needs_prepare_request and view.has(FactKind.REQUESTED)
+                )
+                if holds and not view.has(FactKind.REJECTED):
+                    out[leg.target].append(Decision(sid, Action.ABORT, view.terms_hash))
+            elif leg.needs_prepare_request and not view.has(FactKind.PREPARED):
+                earlier = legs[: legs.index(leg)]
+                if view.has(FactKind.REQUESTED) and all(
+                    views.get(e.target, LegView(None, frozenset())).has(FactKind.PREPARED)
+                    for e in earlier
+                ):
+                    out[leg.target].append(Decision(sid, Action.PREPARE, view.terms_hash))
+    return {target: tuple(decisions) for target, decisions in out.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class DvpOutcome:
+    """The consensus outcome function of a DvP committee (``consensus.outcome.OutcomeFunction``).
+
+    ``targets`` maps a leg's target ("A", "B", "bank") to the consensus target name whose
+    committee configuration that target verifies (a chain's coordinator, or the bank).
+    """
+
+    mode: str
+    targets: Mapping[str, str]
+
+    def __call__(
+        self, observations: Sequence[AttributedObservation], context: OutcomeContext
+    ) -> Mapping[str, tuple[Decision, ...]]:
+        facts = supported_facts([(o.observer, o.observation) for o in observations], context.f)
+        out: dict[str, tuple[Decision, ...]] = {}
+        for leg_target, decisions in decide(self.mode, facts).items():
+            name = self.targets.get(leg_target)
+            if name is not None and name in context.targets:
+                out[name] = decisions[: context.max_decisions]
+        return out

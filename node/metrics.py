@@ -1,0 +1,56 @@
+"""The node's Prometheus endpoint: rounds, certificates, messages, decisions, transmissions
+and latencies, read from the runtime's counters at scrape time.
+
+It binds 127.0.0.1 unless told otherwise and uses a registry of its own, so two nodes in
+one process (tests) do not collide. It never changes the runtime's state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+
+class RuntimeCollector(Collector):
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+
+    def collect(self) -> Iterator[Any]:
+        stats = self.runtime.stats
+        yield CounterMetricFamily("dvpsim_rounds", "Rounds this node was asked to observe", value=stats.rounds_observed)
+        yield CounterMetricFamily("dvpsim_certificates", "Certificates this node accepted", value=stats.certificates)
+        yield CounterMetricFamily("dvpsim_epochs", "Epochs this node entered", value=stats.epochs)
+        yield CounterMetricFamily("dvpsim_rejected", "Peer messages or stale events refused", value=stats.rejected)
+        yield CounterMetricFamily("dvpsim_persists", "Safety store writes (fsynced)", value=stats.persists)
+        decisions = CounterMetricFamily("dvpsim_decisions", "Decisions in certified reports", labels=["action"])
+        for action, count in sorted(stats.decisions.items()):
+            decisions.add_metric([action], count)
+        yield decisions
+        transmissions = CounterMetricFamily("dvpsim_transmissions", "Transmission results", labels=["target", "result"])
+        for key, count in sorted(stats.transmissions.items()):
+            target, _, result = key.partition(":")
+            transmissions.add_metric([target, result], count)
+        yield transmissions
+        for name, samples, text in (
+            ("dvpsim_certify_latency_seconds", stats.certify_latency, "Observe request to certificate"),
+            ("dvpsim_transmit_latency_seconds", stats.transmit_latency, "Transmission duration"),
+        ):
+            yield SummaryMetricFamily(name, text, count_value=len(samples), sum_value=sum(samples))
+        transport = self.runtime.transport.metrics()
+        yield CounterMetricFamily("dvpsim_messages_in", "Frames received from peers", value=transport.frames_in)
+        yield CounterMetricFamily("dvpsim_messages_out", "Frames sent to peers", value=transport.frames_out)
+        yield CounterMetricFamily("dvpsim_malformed_frames", "Peer streams closed for broken framing", value=transport.malformed)
+        yield GaugeMetricFamily("dvpsim_peers_connected", "Committee links up", value=len(self.runtime.transport.connected_peers()))
+        yield GaugeMetricFamily("dvpsim_safety_decisions", "Decisions in the safety store", value=self.runtime.store.decision_count)
+
+
+def serve_metrics(runtime: Any, host: str = "127.0.0.1", port: int = 0) -> int:
+    """Start the endpoint in a daemon thread; returns the bound port."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RuntimeCollector(runtime))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_port)

@@ -1,0 +1,124 @@
+"""Provision a local committee: keys, keystores and one config file per node.
+
+`dvpsim run` and the tests use this to make a committee of n nodes in a folder:
+
+    out/node<i>/identity.key    Ed25519 seed (libp2p identity and observation signing key)
+    out/node<i>/bls.keystore    EIP-2335 keystore of the BLS key (cheap KDF: local use only)
+    out/node<i>/password        the keystore password
+    out/node<i>/config.json     the node config (node.config)
+    out/node<i>/data/           the node's safety store
+
+Keys come from a seeded generator so a scenario's committee is reproducible; that is
+fine for local runs and simulations and wrong for anything real (the generated files
+say so in their description).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from consensus import bls, keystore
+from consensus.identity import identity_key_from_seed, public_key_bytes
+from node.identity import identity_from_seed, write_identity_file
+
+
+@dataclass(frozen=True)
+class MemberKeys:
+    index: int
+    seed: bytes  # Ed25519
+    bls_secret: int
+    bls_public_key: bytes
+    identity_public_key: bytes
+    peer_id: str
+    port: int
+
+    def pop(self) -> bytes:
+        return bls.pop_prove(self.bls_secret)
+
+
+def make_keys(n: int, seed: int, ports: Sequence[int]) -> list[MemberKeys]:
+    rng = random.Random(seed)
+    members = []
+    for i in range(n):
+        identity_seed = hashlib.sha256(b"dvpsim/identity/" + rng.randbytes(32)).digest()
+        bls_secret = bls.keygen(rng.randbytes(32))
+        identity = identity_from_seed(identity_seed)
+        members.append(
+            MemberKeys(
+                index=i,
+                seed=identity_seed,
+                bls_secret=bls_secret,
+                bls_public_key=bls.sk_to_pk(bls_secret),
+                identity_public_key=public_key_bytes(identity_key_from_seed(identity_seed)),
+                peer_id=identity.peer_id_text,
+                port=ports[i],
+            )
+        )
+    return members
+
+
+def member_address(member: MemberKeys, host: str = "127.0.0.1") -> str:
+    return f"/ip4/{host}/tcp/{member.port}/p2p/{member.peer_id}"
+
+
+def write_committee(
+    out: Path,
+    members: Sequence[MemberKeys],
+    *,
+    f: int,
+    mode: str,
+    targets_for: Callable[[int], list[dict[str, Any]]],
+    timing: dict[str, Any] | None = None,
+    leader_selection_key: bytes | None = None,
+    allow_unsafe_threshold: bool = False,
+    log_level: str = "info",
+) -> list[Path]:
+    """Write every member's files; returns the config paths in committee order."""
+    leader_key = leader_selection_key or hashlib.sha256(b"dvpsim/leader/" + b"".join(m.seed for m in members)).digest()
+    committee = {
+        "f": f,
+        "leader_selection_key": "0x" + leader_key.hex(),
+        "members": [
+            {"identity_key": "0x" + m.identity_public_key.hex(), "bls_public_key": "0x" + m.bls_public_key.hex(), "address": member_address(m)}
+            for m in members
+        ],
+    }
+    paths = []
+    for m in members:
+        home = out / f"node{m.index}"
+        home.mkdir(parents=True, exist_ok=True)
+        identity_file = home / "identity.key"
+        if not identity_file.exists():
+            write_identity_file(identity_file, m.seed)
+        password = hashlib.sha256(b"dvpsim/password/" + m.seed).hexdigest()[:24]
+        (home / "password").write_text(password + "\n")
+        store = keystore.encrypt_bls_key(
+            m.bls_secret, password, kdf="pbkdf2", cost=keystore.TEST_PBKDF2, description="dvpsim local committee key: never use for real value"
+        )
+        if not (home / "bls.keystore").exists():
+            keystore.save(home / "bls.keystore", store)
+        config = {
+            "index": m.index,
+            "mode": mode,
+            "keystore": "bls.keystore",
+            "password_file": "password",
+            "identity_key": "identity.key",
+            "committee": committee,
+            "targets": targets_for(m.index),
+            "listen": f"/ip4/127.0.0.1/tcp/{m.port}",
+            "data_dir": "data",
+            "metrics": "127.0.0.1:0",
+            "timing": timing or {},
+            "allow_unsafe_threshold": allow_unsafe_threshold,
+            "log_level": log_level,
+        }
+        path = home / "config.json"
+        path.write_text(json.dumps(config, indent=2))
+        paths.append(path)
+    return paths
