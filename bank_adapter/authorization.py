@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -37,6 +38,7 @@ from consensus.report import (
     CertificateError,
     CommitteeConfig,
     CommitteeConfigError,
+    Report,
     ReportError,
     check_proofs_of_possession,
     config_digest,
@@ -116,7 +118,7 @@ def certificate_from_json(value: object) -> Certificate:
             "certificate",
         )
     try:
-        report = decode_report(_hex_bytes(value["report"], "certificate.report"))
+        report = _decode_report(_hex_bytes(value["report"], "certificate.report"))
         signers_hex = value["signers"]
         if (
             not isinstance(signers_hex, str)
@@ -131,6 +133,19 @@ def certificate_from_json(value: object) -> Certificate:
         return Certificate(report=report, signers=signers, signature=signature)
     except (ValueError, ReportError) as exc:
         raise CertificateRejected("certificate_malformed", f"{exc}", "certificate") from None
+
+
+# Decoding and hashing a report are pure functions of its bytes, and one report carries the
+# decisions for a whole batch of settlements, each arriving in its own request: cache both
+# (bounded) so a batch pays for ABI decoding and keccak once. Failures are not cached.
+@lru_cache(maxsize=1024)
+def _decode_report(data: bytes) -> Report:
+    return decode_report(data)
+
+
+@lru_cache(maxsize=1024)
+def _report_hash(report: Report) -> bytes:
+    return report_hash(report)
 
 
 class VerificationCache:
@@ -166,7 +181,7 @@ def authorize(
     """Verify ``cert`` against the trusted committee and return its decision for
     ``settlement_id``. Raises CertificateRejected (certificate_invalid) if it does not
     verify, LedgerError (certificate_wrong_settlement) if it holds no decision for it."""
-    rhash = report_hash(cert.report)
+    rhash = _report_hash(cert.report)
     key = (config_digest(committee), rhash, cert.signers, cert.signature)
     if cache is None or not cache.contains(key):
         try:

@@ -51,7 +51,8 @@ class BankProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.committee = committee
         self.clients = clients or {"node-0": secrets.token_bytes(32)}
-        self.admin_token = admin_token or secrets.token_hex(16)
+        # "" starts the bank without an admin API.
+        self.admin_token = secrets.token_hex(16) if admin_token is None else admin_token
         self.db = self.workdir / "bank.db"
         self.log_path = self.workdir / "bank.log"
         self.webhook_key_path = self.workdir / "webhook.key"

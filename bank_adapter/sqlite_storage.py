@@ -128,6 +128,7 @@ class SqliteStorage:
             raise ValueError("synchronous must be FULL, NORMAL or EXTRA")
         self.path = str(path)
         self.webhook_urls = tuple(webhook_urls)
+        self._depth = 0  # 0: no transaction; 1: in a group; >1: in a request's savepoint
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a transaction is exactly
         # the block we mean and never an implicit one left open.
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -190,18 +191,46 @@ class SqliteStorage:
     # transactions --------------------------------------------------------
     @contextmanager
     def transaction(self) -> Iterator[LedgerTransaction]:
+        """One request's changes: a transaction of its own, or a savepoint inside ``group``."""
+        if self._depth > 0:
+            name = f"request{self._depth}"
+            self._db.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            txn = _SqliteTxn(self)
+            try:
+                yield txn
+                if txn.changes is not None:
+                    self._write(txn.changes)
+                self._db.execute(f"RELEASE {name}")
+            except BaseException:
+                self._db.execute(f"ROLLBACK TO {name}")
+                self._db.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            return
+        with self.group(), self.transaction() as txn:
+            yield txn
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Group commit: the transactions opened inside are savepoints of one SQLite
+        transaction, made durable by one COMMIT (one fsync) at the end. Nothing inside is
+        durable, so no answer may leave, before this block ends."""
+        if self._depth > 0:
+            raise StorageIntegrityError("nested group commit")
         # IMMEDIATE takes the write lock up front, so reads and writes of one request see
         # one consistent state even if another process opened the file.
         self._db.execute("BEGIN IMMEDIATE")
-        txn = _SqliteTxn(self)
+        self._depth = 1
         try:
-            yield txn
-            if txn.changes is not None:
-                self._write(txn.changes)
+            yield
             self._db.execute("COMMIT")
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+        finally:
+            self._depth = 0
 
     @contextmanager
     def read(self) -> Iterator[LedgerView]:

@@ -77,6 +77,7 @@ class LedgerStorage(Protocol):
     webhook_urls: tuple[str, ...]
 
     def transaction(self) -> AbstractContextManager[LedgerTransaction]: ...
+    def group(self) -> AbstractContextManager[None]: ...
     def read(self) -> AbstractContextManager[LedgerView]: ...
     def snapshot(self) -> LedgerSnapshot: ...
     def due_deliveries(self, now_ms: int, limit: int) -> list[Delivery]: ...
@@ -159,6 +160,11 @@ class MemoryStorage:
                 self._commit(staged.changes)
         finally:
             self._in_transaction = False
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        # Nothing to group: memory has no commit cost, each transaction applies at its end.
+        yield
 
     @contextmanager
     def read(self) -> Iterator[LedgerView]:

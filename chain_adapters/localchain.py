@@ -15,7 +15,6 @@ process it did not start.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import json
 import os
 import platform
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from chain_adapters.build import REPO_ROOT
+from dvpsim.process import die_with_parent
 
 HARDFORK = "prague"
 ANVIL_VERSION = "1.7.1"
@@ -103,16 +103,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: ask the kernel to SIGTERM anvil if the
-    # process that started it dies (even by SIGKILL), so no chain outlives its owner.
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def rpc_call(url: str, method: str, params: list[Any] | None = None, timeout: float = 5.0) -> Any:
@@ -234,7 +224,7 @@ def start_chain(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         chain = LocalChain(
             chain_id=chain_id, port=port, process=process, log_path=log_path, block_time=block_time

@@ -65,7 +65,17 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
-from consensus.report import Action, Report, report_hash
+from consensus.report import (
+    Action,
+    Certificate,
+    CertificateError,
+    CommitteeConfig,
+    Report,
+    config_digest,
+    report_hash,
+    signer_indices,
+    verify_certificate,
+)
 
 __all__ = [
     "DECISION_OUTCOMES",
@@ -586,17 +596,26 @@ class EscrowModel:
             raise EscrowRevert("InvalidTerms", terms.settlement_id, problem)
 
     def create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
+        return self._atomic(lambda: self._create(_address(caller), terms, now))
+
+    def _create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
+        self.check_terms(terms, now)
+        if caller not in (terms.seller, terms.buyer):
+            raise EscrowRevert("WrongCaller", terms.settlement_id, caller)
+        if self.state_of(terms.settlement_id) != State.NONE:
+            raise EscrowRevert("SettlementExists", terms.settlement_id)
+        digest = terms_hash(terms)
+        self._set(terms.settlement_id, _Record(digest, State.CREATED))
+        return [SettlementCreated(self.coordinator, terms.settlement_id, digest, caller, terms)]
+
+    def create_and_lock(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
+        """create, then lock the caller's leg (the seller's asset, else the buyer's payment)."""
         caller = _address(caller)
 
         def run() -> list[EscrowEvent]:
-            self.check_terms(terms, now)
-            if caller not in (terms.seller, terms.buyer):
-                raise EscrowRevert("WrongCaller", terms.settlement_id, caller)
-            if self.state_of(terms.settlement_id) != State.NONE:
-                raise EscrowRevert("SettlementExists", terms.settlement_id)
-            digest = terms_hash(terms)
-            self._set(terms.settlement_id, _Record(digest, State.CREATED))
-            return [SettlementCreated(self.coordinator, terms.settlement_id, digest, caller, terms)]
+            events = self._create(caller, terms, now)
+            leg = Leg.ASSET if caller == terms.seller else Leg.PAYMENT
+            return events + self._lock(leg, caller, terms, now)
 
         return self._atomic(run)
 
@@ -663,6 +682,23 @@ class EscrowModel:
         return self._atomic(run)
 
     # ------------------------------------------------------------------ decisions
+
+    def apply_certificate(
+        self,
+        certificate: Certificate,
+        committee: CommitteeConfig,
+        terms: Sequence[Terms],
+        *,
+        strict: bool = False,
+    ) -> list[EscrowEvent]:
+        """``applyReport`` / ``applyReportStrict``: verify the certificate against the
+        coordinator's committee (the contract's OracleVerifierBase checks, in the same
+        order), then apply its report."""
+        try:
+            verify_certificate(certificate, committee)
+        except CertificateError as exc:
+            raise _certificate_revert(exc.reason, certificate, committee) from None
+        return self.apply_report(certificate.report, terms, strict=strict)
 
     def apply_report(
         self, report: Report, terms: Sequence[Terms], *, strict: bool = False
@@ -816,3 +852,21 @@ def _strict_error(
     if reason == SkipReason.CONFLICT:
         return EscrowRevert("ConflictingDecision", settlement_id, state, action)
     return EscrowRevert("DecisionRejected", settlement_id, reason)
+
+
+def _certificate_revert(
+    reason: str, certificate: Certificate, committee: CommitteeConfig
+) -> EscrowRevert:
+    """The OracleVerifierBase custom error for a certificate that consensus.report rejects
+    (both check in the same order: digest, signer range, count, signature)."""
+    if reason == CertificateError.CONFIG_DIGEST_MISMATCH:
+        return EscrowRevert(
+            "ConfigDigestMismatch", config_digest(committee), certificate.report.config_digest
+        )
+    if reason == CertificateError.SIGNER_BIT_OUT_OF_RANGE:
+        return EscrowRevert("SignerOutOfRange", certificate.signers.bit_length() - 1, committee.n)
+    if reason == CertificateError.TOO_FEW_SIGNERS:
+        return EscrowRevert("TooFewSigners", len(signer_indices(certificate.signers)), committee.t)
+    if reason == CertificateError.MALFORMED_SIGNATURE:
+        return EscrowRevert("MalformedSignature")
+    return EscrowRevert("InvalidSignature")

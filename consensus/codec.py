@@ -269,7 +269,7 @@ def decode(data: bytes, limits: CodecLimits) -> Message:
             max_ext_len=0,
         )
     except Exception as e:  # noqa: BLE001 - any parser failure on peer bytes is the same verdict
-        raise CodecError(f"not a msgpack message: {type(e).__name__}") from None
+        raise CodecError(f"not a msgpack message within limits: {str(e)[:120]}") from None
     if type(body) is not dict:
         raise CodecError("message must be a msgpack map")
     kind = body.get("k")

@@ -315,6 +315,7 @@ class Simulation:
         byzantine: Mapping[int, NodeFactory] | None = None,
         *,
         record_history: bool = True,
+        keep_deliveries: bool = False,
     ) -> None:
         self.config = config
         self.keys = tuple(keys)
@@ -323,6 +324,11 @@ class Simulation:
         self.schedule = schedule
         self.byzantine = dict(byzantine or {})
         self.record_history = record_history
+        self.keep_deliveries = keep_deliveries
+        #: After run(): the members as they ended (None if crashed), and, with
+        #: keep_deliveries, every delivered message as (time, sender, receiver, bytes).
+        self.final_nodes: list[NodeLike | None] = []
+        self.deliveries: list[tuple[float, int, int, bytes]] = []
         self.honest = frozenset(i for i in range(config.n) if i not in self.byzantine)
         self._limits = CodecLimits.from_config(config)
 
@@ -510,6 +516,8 @@ class Simulation:
                     continue
                 run.stats.delivered += 1
                 record(time, "deliver", src, i, _short(data))
+                if self.keep_deliveries:
+                    self.deliveries.append((time, src, i, data))
                 step(i, MessageReceived(time, src, data))
             elif kind == _Ev.TIMER:
                 timer, inc = payload
@@ -539,6 +547,7 @@ class Simulation:
                     armed_crash[i] = crash
                 else:
                     crash_now(i, time, crash.restart_at)
+        self.final_nodes = nodes
         return SimulationResult(
             history=tuple(run.history),
             sightings=tuple(run.sightings),

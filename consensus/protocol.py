@@ -251,7 +251,11 @@ class Node:
         self._l_certs: list[Certificate | None] = [None] * self._n_targets
         # The reports computed for the last proposal handled, shared by the leader and
         # its own follower part (same proposal object, same deterministic result).
-        self._report_cache: tuple[Proposal | None, tuple[Report, ...]] = (None, ())
+        self._report_cache: tuple[Proposal | None, tuple[Report, ...], tuple[bytes, ...]] = (
+            None,
+            (),
+            (),
+        )
 
     # ------------------------------------------------------------------ public API
 
@@ -562,8 +566,7 @@ class Node:
         )
         self._l_proposal = proposal
         self._l_phase = Phase.REPORT
-        self._l_reports = self._reports_for(proposal)
-        self._l_hashes = tuple(report_hash(rep) for rep in self._l_reports)
+        self._l_reports, self._l_hashes = self._reports_for(proposal)
         self._l_proposal_bytes = self._broadcast(proposal)
 
     def _on_shares(self, sender: int, message: Shares) -> None:
@@ -609,9 +612,14 @@ class Node:
                 cert = make_certificate(self._l_reports[target], {j: shares[j] for j in chosen})
                 verify_certificate(cert, committee)
             except (CertificateError, bls.BlsError):
-                for j in chosen:
-                    if j in good:
-                        continue
+                unchecked = [j for j in chosen if j not in good]
+                if not unchecked:
+                    # t individually valid shares that do not aggregate: impossible unless
+                    # the BLS backend is broken; stop rather than loop.
+                    raise LocalProtocolError(
+                        f"valid shares of {chosen} do not aggregate into a valid certificate"
+                    ) from None
+                for j in unchecked:
                     if bls.verify(committee.public_keys[j], self._l_hashes[target], shares[j]):
                         good.add(j)
                     else:
@@ -696,13 +704,15 @@ class Node:
             so.signature,
         )
 
-    def _reports_for(self, proposal: Proposal) -> tuple[Report, ...]:
-        cached_proposal, cached_reports = self._report_cache
+    def _reports_for(self, proposal: Proposal) -> tuple[tuple[Report, ...], tuple[bytes, ...]]:
+        """The proposal's reports and their hashes, computed once per proposal object."""
+        cached_proposal, cached_reports, cached_hashes = self._report_cache
         if cached_proposal is proposal:
-            return cached_reports
+            return cached_reports, cached_hashes
         reports = compute_reports(self.config, self._outcome, proposal)
-        self._report_cache = (proposal, reports)
-        return reports
+        hashes = tuple(report_hash(rep) for rep in reports)
+        self._report_cache = (proposal, reports, hashes)
+        return reports, hashes
 
     def _on_proposal(self, sender: int, proposal: Proposal) -> None:
         assert self._safety is not None
@@ -741,7 +751,7 @@ class Node:
                 if not self._observation_valid(so):
                     self._reject(sender, f"PROPOSAL observation of {so.observer} does not verify")
                     return
-        reports = self._reports_for(proposal)
+        reports, hashes = self._reports_for(proposal)
         # Safety: sign a target's report only if none of its decisions conflicts with one
         # signed before or with one signed for an earlier target of this round.
         pending: list[Decision] = []
@@ -759,8 +769,8 @@ class Node:
         if any(signable):
             self._out.append(Persist(self._safety.record(e, r, pending)))
         shares = tuple(
-            bls.sign(self._keys.bls_secret, report_hash(rep)) if ok else b""
-            for rep, ok in zip(reports, signable, strict=True)
+            bls.sign(self._keys.bls_secret, digest) if ok else b""
+            for digest, ok in zip(hashes, signable, strict=True)
         )
         message = Shares(e, r, shares)
         self._f_shares = encode(message)

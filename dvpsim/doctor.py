@@ -40,15 +40,14 @@ def pairing_inputs() -> tuple[bytes, bytes]:
     """EIP-2537 pairing inputs: e(G1, G2)·e(-G1, G2) == 1 (true) and e(G1, G2) == 1 (false)."""
     from py_ecc.optimized_bls12_381 import G1, G2, neg, normalize
 
-    def fp(value: object) -> bytes:
-        return int(value).to_bytes(64, "big")  # type: ignore[call-overload]
+    from consensus.eip2537 import encode_g1_affine, encode_g2_affine
 
     def g1_point(point: object) -> bytes:
         x, y = normalize(point)  # type: ignore[arg-type]
-        return fp(x) + fp(y)
+        return encode_g1_affine((int(x), int(y)))
 
     x2, y2 = normalize(G2)  # type: ignore[arg-type]
-    g2 = b"".join(fp(c) for c in (*x2.coeffs, *y2.coeffs))  # c0 then c1, per EIP-2537
+    g2 = encode_g2_affine(((int(x2.coeffs[0]), int(x2.coeffs[1])), (int(y2.coeffs[0]), int(y2.coeffs[1]))))
     g1, minus_g1 = g1_point(G1), g1_point(neg(G1))
     return g1 + g2 + minus_g1 + g2, g1 + g2
 

@@ -75,7 +75,14 @@ class ManagedProcess:
             return ""
 
 
-def start_python(name: str, module: str, args: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> ManagedProcess:
+def start_python(
+    name: str,
+    module: str,
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
     """Run ``python -m module args...`` with this interpreter, output to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:

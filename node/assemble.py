@@ -47,7 +47,17 @@ class Parts:
 def consensus_config(config: NodeConfig) -> ConsensusConfig:
     bls_keys = tuple(m.bls_public_key for m in config.members)
     targets = tuple(
-        Target(t.name, CommitteeConfig(chain_id=t.chain_id, verifier=t.verifier, config_count=t.config_count, public_keys=bls_keys, f=config.f, t=t.t))
+        Target(
+            t.name,
+            CommitteeConfig(
+                chain_id=t.chain_id,
+                verifier=t.verifier,
+                config_count=t.config_count,
+                public_keys=bls_keys,
+                f=config.f,
+                t=t.t,
+            ),
+        )
         for t in config.targets
     )
     timing = config.timing
@@ -71,7 +81,9 @@ def read_seed(config: NodeConfig) -> bytes:
     try:
         return bytes.fromhex(config.identity_key.read_text().strip())
     except (OSError, ValueError) as exc:
-        raise AssemblyError(f"{config.identity_key}: cannot read the identity seed ({exc}): check identity_key in {config.path}") from None
+        raise AssemblyError(
+            f"{config.identity_key}: cannot read the identity seed ({exc}): check identity_key in {config.path}"
+        ) from None
 
 
 def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) -> Parts:
@@ -80,7 +92,9 @@ def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) 
         password = config.password_file.read_text().rstrip("\n")
         bls_secret = keystore.load_bls_key(config.keystore, password)
     except OSError as exc:
-        raise AssemblyError(f"{config.password_file}: cannot read the keystore password ({exc.strerror}): check password_file in {config.path}") from None
+        raise AssemblyError(
+            f"{config.password_file}: cannot read the keystore password ({exc.strerror}): check password_file in {config.path}"
+        ) from None
     except keystore.KeystoreError as exc:
         raise AssemblyError(str(exc)) from None
     try:
@@ -91,8 +105,15 @@ def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) 
     try:
         consensus = consensus_config(config)
         outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
-        node = Node(consensus, config.index, NodeKeys(identity_key_from_seed(seed), bls_secret), outcome)
-        transport = P2PTransport(identity, config.index, [m.address for m in config.members], P2PConfig(listen_addr=config.listen))
+        node = Node(
+            consensus, config.index, NodeKeys(identity_key_from_seed(seed), bls_secret), outcome
+        )
+        transport = P2PTransport(
+            identity,
+            config.index,
+            [m.address for m in config.members],
+            P2PConfig(listen_addr=config.listen),
+        )
     except (ConfigError, CommitteeConfigError, LocalProtocolError, P2PConfigError) as exc:
         raise AssemblyError(f"{config.path}: {exc}") from None
     closers: list[Callable[[], None]] = []
@@ -113,4 +134,6 @@ def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) 
     runtime = NodeRuntime(node, transport, store, observer, transmitter)
     host, _, port = config.metrics.rpartition(":")
     metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))
-    return Parts(runtime, transport, store, identity.peer_id_text, metrics_port, background, closers)
+    return Parts(
+        runtime, transport, store, identity.peer_id_text, metrics_port, background, closers
+    )

@@ -56,9 +56,20 @@ def setup_logging(node_index: int, level: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dvpsim node", description="Run one dvpsim oracle node until SIGTERM.")
-    parser.add_argument("--config", required=True, metavar="FILE", help="node config (JSON) written by `dvpsim run` or by hand")
-    parser.add_argument("--ready-file", metavar="FILE", help="write the listen address and metrics port here once running")
+    parser = argparse.ArgumentParser(
+        prog="dvpsim node", description="Run one dvpsim oracle node until SIGTERM."
+    )
+    parser.add_argument(
+        "--config",
+        required=True,
+        metavar="FILE",
+        help="node config (JSON) written by `dvpsim run` or by hand",
+    )
+    parser.add_argument(
+        "--ready-file",
+        metavar="FILE",
+        help="write the listen address and metrics port here once running",
+    )
     return parser
 
 

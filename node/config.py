@@ -96,11 +96,13 @@ class NodeConfig:
 
 def _hex(reader: _Reader, key: str, value: Any, length: int) -> bytes:
     if not isinstance(value, str):
-        raise reader.fail(key, f"expected a hex string, got {type(value).__name__}", "write it as \"0x...\"")
+        raise reader.fail(
+            key, f"expected a hex string, got {type(value).__name__}", 'write it as "0x..."'
+        )
     try:
         raw = bytes.fromhex(value.removeprefix("0x"))
     except ValueError:
-        raise reader.fail(key, "not hex", "write it as \"0x...\" with hex digits") from None
+        raise reader.fail(key, "not hex", 'write it as "0x..." with hex digits') from None
     if len(raw) != length:
         raise reader.fail(key, f"{len(raw)} bytes, expected {length}", f"give {length} bytes")
     return raw
@@ -113,17 +115,28 @@ class _Reader:
     def fail(self, key: str, problem: str, fix: str) -> NodeConfigError:
         return NodeConfigError(f"{self.path}: {key}: {problem}: {fix}")
 
-    def get(self, obj: dict[str, Any], prefix: str, key: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    def get(
+        self,
+        obj: dict[str, Any],
+        prefix: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        default: Any = ...,
+    ) -> Any:
         full = f"{prefix}{key}"
         if key not in obj:
             if default is ...:
-                raise self.fail(full, "missing", f"add \"{key}\"")
+                raise self.fail(full, "missing", f'add "{key}"')
             return default
         value = obj[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise self.fail(full, f"wrong type {type(value).__name__}", f"give a {getattr(kind, '__name__', kind)}")
+            raise self.fail(
+                full,
+                f"wrong type {type(value).__name__}",
+                f"give a {getattr(kind, '__name__', kind)}",
+            )
         return value
 
     def path_of(self, value: str) -> Path:
@@ -136,15 +149,33 @@ def load(path: str | Path) -> NodeConfig:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise NodeConfigError(f"{path}: no such file: give the path of a node config (dvpsim run writes them)") from None
+        raise NodeConfigError(
+            f"{path}: no such file: give the path of a node config (dvpsim run writes them)"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise NodeConfigError(f"{path}: not valid JSON (line {exc.lineno}): fix the syntax") from None
+        raise NodeConfigError(
+            f"{path}: not valid JSON (line {exc.lineno}): fix the syntax"
+        ) from None
     if not isinstance(raw, dict):
         raise NodeConfigError(f"{path}: the file is not a JSON object: write {{...}}")
     return parse(raw, path)
 
 
-_TOP = {"index", "mode", "keystore", "password_file", "identity_key", "committee", "targets", "listen", "data_dir", "metrics", "timing", "allow_unsafe_threshold", "log_level"}
+_TOP = {
+    "index",
+    "mode",
+    "keystore",
+    "password_file",
+    "identity_key",
+    "committee",
+    "targets",
+    "listen",
+    "data_dir",
+    "metrics",
+    "timing",
+    "allow_unsafe_threshold",
+    "log_level",
+}
 
 
 def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig:
@@ -162,17 +193,37 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
     for i, m in enumerate(members_raw):
         prefix = f"committee.members[{i}]."
         if not isinstance(m, dict):
-            raise r.fail(prefix[:-1], "not an object", "give identity_key, bls_public_key and address")
+            raise r.fail(
+                prefix[:-1], "not an object", "give identity_key, bls_public_key and address"
+            )
         address = r.get(m, prefix, "address", str)
         if "/p2p/" not in address:
-            raise r.fail(prefix + "address", f"{address!r} has no /p2p/<peer id>", "append the member's peer id")
-        members.append(Member(_hex(r, prefix + "identity_key", m.get("identity_key"), 32), _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48), address))
+            raise r.fail(
+                prefix + "address",
+                f"{address!r} has no /p2p/<peer id>",
+                "append the member's peer id",
+            )
+        members.append(
+            Member(
+                _hex(r, prefix + "identity_key", m.get("identity_key"), 32),
+                _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48),
+                address,
+            )
+        )
     n = len(members)
     if n < 3 * f + 1 or f < 0:
-        raise r.fail("committee.f", f"f = {f} is too large for n = {n} members (n >= 3f+1)", "lower f or add members")
+        raise r.fail(
+            "committee.f",
+            f"f = {f} is too large for n = {n} members (n >= 3f+1)",
+            "lower f or add members",
+        )
     index = r.get(raw, "", "index", int)
     if not 0 <= index < n:
-        raise r.fail("index", f"{index} is not a member index (0..{n - 1})", "give this node's position in committee.members")
+        raise r.fail(
+            "index",
+            f"{index} is not a member index (0..{n - 1})",
+            "give this node's position in committee.members",
+        )
     targets = []
     for i, t in enumerate(r.get(raw, "", "targets", list)):
         prefix = f"targets[{i}]."
@@ -180,7 +231,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
             raise r.fail(prefix[:-1], "not an object", "see docs/INTERFACES.md")
         kind = r.get(t, prefix, "kind", str)
         if kind not in ("evm", "bank", "file"):
-            raise r.fail(prefix + "kind", f"unknown kind {kind!r}", "use \"evm\", \"bank\" or \"file\"")
+            raise r.fail(prefix + "kind", f"unknown kind {kind!r}", 'use "evm", "bank" or "file"')
         target = TargetConfig(
             name=r.get(t, prefix, "name", str),
             leg=r.get(t, prefix, "leg", str),
@@ -197,25 +248,47 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
             webhook_listen=r.get(t, prefix, "webhook_listen", str, ""),
         )
         if kind == "file" and not target.url.startswith("file://"):
-            raise r.fail(prefix + "url", f"{target.url!r} is not a file:// URL", "give file:///path/to/facts.json")
+            raise r.fail(
+                prefix + "url",
+                f"{target.url!r} is not a file:// URL",
+                "give file:///path/to/facts.json",
+            )
         if kind != "file" and not target.url.startswith(("http://", "https://")):
-            raise r.fail(prefix + "url", f"{target.url!r} is not an http(s) URL", "give http://HOST:PORT")
+            raise r.fail(
+                prefix + "url", f"{target.url!r} is not an http(s) URL", "give http://HOST:PORT"
+            )
         if kind == "evm" and not target.transmitter_key:
-            raise r.fail(prefix + "transmitter_key", "missing for an EVM target", "give the transmitter account's private key")
+            raise r.fail(
+                prefix + "transmitter_key",
+                "missing for an EVM target",
+                "give the transmitter account's private key",
+            )
         if kind == "bank" and not (target.client_id and target.client_secret):
-            raise r.fail(prefix + "client_id", "a bank target needs client_id and client_secret", "add the bank API credentials")
+            raise r.fail(
+                prefix + "client_id",
+                "a bank target needs client_id and client_secret",
+                "add the bank API credentials",
+            )
         targets.append(target)
     legs = {leg.target for leg in MODE_LEGS[mode]}
     missing = legs - {t.leg for t in targets}
     if missing:
-        raise r.fail("targets", f"mode {mode} needs targets for legs {sorted(missing)}", "add a target with that \"leg\"")
+        raise r.fail(
+            "targets",
+            f"mode {mode} needs targets for legs {sorted(missing)}",
+            'add a target with that "leg"',
+        )
     timing_raw = r.get(raw, "", "timing", dict, {})
     timing_kwargs = {}
     for key, default in Timing().__dict__.items():
         timing_kwargs[key] = r.get(timing_raw, "timing.", key, type(default), default)
     unknown_timing = set(timing_raw) - set(timing_kwargs)
     if unknown_timing:
-        raise r.fail(f"timing.{sorted(unknown_timing)[0]}", "unknown key", f"use one of {', '.join(timing_kwargs)}")
+        raise r.fail(
+            f"timing.{sorted(unknown_timing)[0]}",
+            "unknown key",
+            f"use one of {', '.join(timing_kwargs)}",
+        )
     return NodeConfig(
         path=path,
         index=index,
@@ -225,7 +298,9 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         identity_key=r.path_of(r.get(raw, "", "identity_key", str)),
         f=f,
         members=tuple(members),
-        leader_selection_key=_hex(r, "committee.leader_selection_key", committee.get("leader_selection_key"), 32),
+        leader_selection_key=_hex(
+            r, "committee.leader_selection_key", committee.get("leader_selection_key"), 32
+        ),
         targets=tuple(targets),
         listen=r.get(raw, "", "listen", str),
         data_dir=r.path_of(r.get(raw, "", "data_dir", str)),

@@ -21,31 +21,63 @@ class RuntimeCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         stats = self.runtime.stats
-        yield CounterMetricFamily("dvpsim_rounds", "Rounds this node was asked to observe", value=stats.rounds_observed)
-        yield CounterMetricFamily("dvpsim_certificates", "Certificates this node accepted", value=stats.certificates)
+        yield CounterMetricFamily(
+            "dvpsim_rounds", "Rounds this node was asked to observe", value=stats.rounds_observed
+        )
+        yield CounterMetricFamily(
+            "dvpsim_certificates", "Certificates this node accepted", value=stats.certificates
+        )
         yield CounterMetricFamily("dvpsim_epochs", "Epochs this node entered", value=stats.epochs)
-        yield CounterMetricFamily("dvpsim_rejected", "Peer messages or stale events refused", value=stats.rejected)
-        yield CounterMetricFamily("dvpsim_persists", "Safety store writes (fsynced)", value=stats.persists)
-        decisions = CounterMetricFamily("dvpsim_decisions", "Decisions in certified reports", labels=["action"])
+        yield CounterMetricFamily(
+            "dvpsim_rejected", "Peer messages or stale events refused", value=stats.rejected
+        )
+        yield CounterMetricFamily(
+            "dvpsim_persists", "Safety store writes (fsynced)", value=stats.persists
+        )
+        decisions = CounterMetricFamily(
+            "dvpsim_decisions", "Decisions in certified reports", labels=["action"]
+        )
         for action, count in sorted(stats.decisions.items()):
             decisions.add_metric([action], count)
         yield decisions
-        transmissions = CounterMetricFamily("dvpsim_transmissions", "Transmission results", labels=["target", "result"])
+        transmissions = CounterMetricFamily(
+            "dvpsim_transmissions", "Transmission results", labels=["target", "result"]
+        )
         for key, count in sorted(stats.transmissions.items()):
             target, _, result = key.partition(":")
             transmissions.add_metric([target, result], count)
         yield transmissions
         for name, samples, text in (
-            ("dvpsim_certify_latency_seconds", stats.certify_latency, "Observe request to certificate"),
+            (
+                "dvpsim_certify_latency_seconds",
+                stats.certify_latency,
+                "Observe request to certificate",
+            ),
             ("dvpsim_transmit_latency_seconds", stats.transmit_latency, "Transmission duration"),
         ):
             yield SummaryMetricFamily(name, text, count_value=len(samples), sum_value=sum(samples))
         transport = self.runtime.transport.metrics()
-        yield CounterMetricFamily("dvpsim_messages_in", "Frames received from peers", value=transport.frames_in)
-        yield CounterMetricFamily("dvpsim_messages_out", "Frames sent to peers", value=transport.frames_out)
-        yield CounterMetricFamily("dvpsim_malformed_frames", "Peer streams closed for broken framing", value=transport.malformed)
-        yield GaugeMetricFamily("dvpsim_peers_connected", "Committee links up", value=len(self.runtime.transport.connected_peers()))
-        yield GaugeMetricFamily("dvpsim_safety_decisions", "Decisions in the safety store", value=self.runtime.store.decision_count)
+        yield CounterMetricFamily(
+            "dvpsim_messages_in", "Frames received from peers", value=transport.frames_in
+        )
+        yield CounterMetricFamily(
+            "dvpsim_messages_out", "Frames sent to peers", value=transport.frames_out
+        )
+        yield CounterMetricFamily(
+            "dvpsim_malformed_frames",
+            "Peer streams closed for broken framing",
+            value=transport.malformed,
+        )
+        yield GaugeMetricFamily(
+            "dvpsim_peers_connected",
+            "Committee links up",
+            value=len(self.runtime.transport.connected_peers()),
+        )
+        yield GaugeMetricFamily(
+            "dvpsim_safety_decisions",
+            "Decisions in the safety store",
+            value=self.runtime.store.decision_count,
+        )
 
 
 def serve_metrics(runtime: Any, host: str = "127.0.0.1", port: int = 0) -> int:

@@ -410,12 +410,15 @@ class P2PTransport(Transport):
                         network.protect(member.peer_id, "dvpsim-committee")
                 host.set_stream_handler(PROTOCOL_ID, self._accept_stream)
                 self._listen_addrs = [str(a) for a in host.get_addrs()]
-                async with trio.open_nursery() as nursery:
-                    for link in self._links.values():
-                        if link.opener:
-                            nursery.start_soon(self._dial_loop, link)
-                    task_status.started()
-                    await trio.sleep_forever()
+                try:
+                    async with trio.open_nursery() as nursery:
+                        for link in self._links.values():
+                            if link.opener:
+                                nursery.start_soon(self._dial_loop, link)
+                        task_status.started()
+                        await trio.sleep_forever()
+                finally:
+                    await _close_host(host)
         finally:
             self._inbound.close()
             for link in self._links.values():
@@ -593,6 +596,17 @@ class P2PTransport(Transport):
             # A batch cut off by failure or cancellation may not have arrived: count it lost.
             link.dropped_outbound += len(batch)
             done.cancel()
+
+
+async def _close_host(host: Any) -> None:
+    """Close connections and listeners explicitly, shielded from the cancellation that is
+    stopping us: py-libp2p's own teardown awaits them unshielded and, when cancelled,
+    leaves the listening socket open (a restarted transport then cannot bind the port)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+        try:
+            await host.close()
+        except Exception as error:
+            log.debug("closing the libp2p host: %r", error)
 
 
 async def _reset(stream: Any) -> None:

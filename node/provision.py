@@ -80,12 +80,19 @@ def write_committee(
     log_level: str = "info",
 ) -> list[Path]:
     """Write every member's files; returns the config paths in committee order."""
-    leader_key = leader_selection_key or hashlib.sha256(b"dvpsim/leader/" + b"".join(m.seed for m in members)).digest()
+    leader_key = (
+        leader_selection_key
+        or hashlib.sha256(b"dvpsim/leader/" + b"".join(m.seed for m in members)).digest()
+    )
     committee = {
         "f": f,
         "leader_selection_key": "0x" + leader_key.hex(),
         "members": [
-            {"identity_key": "0x" + m.identity_public_key.hex(), "bls_public_key": "0x" + m.bls_public_key.hex(), "address": member_address(m)}
+            {
+                "identity_key": "0x" + m.identity_public_key.hex(),
+                "bls_public_key": "0x" + m.bls_public_key.hex(),
+                "address": member_address(m),
+            }
             for m in members
         ],
     }
@@ -99,7 +106,11 @@ def write_committee(
         password = hashlib.sha256(b"dvpsim/password/" + m.seed).hexdigest()[:24]
         (home / "password").write_text(password + "\n")
         store = keystore.encrypt_bls_key(
-            m.bls_secret, password, kdf="pbkdf2", cost=keystore.TEST_PBKDF2, description="dvpsim local committee key: never use for real value"
+            m.bls_secret,
+            password,
+            kdf="pbkdf2",
+            cost=keystore.TEST_PBKDF2,
+            description="dvpsim local committee key: never use for real value",
         )
         if not (home / "bls.keystore").exists():
             keystore.save(home / "bls.keystore", store)

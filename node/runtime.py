@@ -74,7 +74,9 @@ class RuntimeStats:
     epochs: int = 0
     rejected: int = 0
     persists: int = 0
-    decisions: dict[str, int] = field(default_factory=dict)  # action name -> count in certified reports
+    decisions: dict[str, int] = field(
+        default_factory=dict
+    )  # action name -> count in certified reports
     transmissions: dict[str, int] = field(default_factory=dict)  # "target:result" -> count
     certify_latency: list[float] = field(default_factory=list)  # observe request -> certificate, s
     transmit_latency: list[float] = field(default_factory=list)
@@ -150,10 +152,14 @@ class NodeRuntime:
             self._on_certified(action)
         elif isinstance(action, EpochStarted):
             self.stats.epochs += 1
-            log.info("epoch started", extra={"fields": {"epoch": action.epoch, "leader": action.leader}})
+            log.info(
+                "epoch started", extra={"fields": {"epoch": action.epoch, "leader": action.leader}}
+            )
         elif isinstance(action, Rejected):
             self.stats.rejected += 1
-            log.debug("rejected", extra={"fields": {"sender": action.sender, "reason": action.reason}})
+            log.debug(
+                "rejected", extra={"fields": {"sender": action.sender, "reason": action.reason}}
+            )
 
     def _on_certified(self, action: Certified) -> None:
         self.stats.certificates += 1
@@ -169,7 +175,14 @@ class NodeRuntime:
         if report.decisions:
             log.info(
                 "certified",
-                extra={"fields": {"target": action.target, "epoch": report.epoch, "round": report.round, "decisions": len(report.decisions)}},
+                extra={
+                    "fields": {
+                        "target": action.target,
+                        "epoch": report.epoch,
+                        "round": report.round,
+                        "decisions": len(report.decisions),
+                    }
+                },
             )
 
     def _cancel(self, timer: Timer) -> None:
@@ -188,9 +201,16 @@ class NodeRuntime:
         try:
             observation = await self.observer.observe(epoch, round_)
         except Exception as exc:  # an observer failure skips this round's observation, nothing more
-            log.warning("observation failed", extra={"fields": {"epoch": epoch, "round": round_, "error": repr(exc)}})
+            log.warning(
+                "observation failed",
+                extra={"fields": {"epoch": epoch, "round": round_, "error": repr(exc)}},
+            )
             return
-        await self._send_events.send(ObservationReady(now=trio.current_time(), epoch=epoch, round=round_, observation=observation))
+        await self._send_events.send(
+            ObservationReady(
+                now=trio.current_time(), epoch=epoch, round=round_, observation=observation
+            )
+        )
 
     async def _transmit(self, target: str, certificate: Certificate) -> None:
         began = trio.current_time()
@@ -198,7 +218,9 @@ class NodeRuntime:
             result = await self.transmitter.transmit(target, certificate)
         except Exception as exc:
             result = "error"
-            log.warning("transmission failed", extra={"fields": {"target": target, "error": repr(exc)}})
+            log.warning(
+                "transmission failed", extra={"fields": {"target": target, "error": repr(exc)}}
+            )
         key = f"{target}:{result}"
         self.stats.transmissions[key] = self.stats.transmissions.get(key, 0) + 1
         self.stats.transmit_latency.append(trio.current_time() - began)
@@ -209,4 +231,8 @@ class NodeRuntime:
                 frame = await self.transport.receive()
             except TransportClosed:
                 return
-            await self._send_events.send(MessageReceived(now=trio.current_time(), sender=frame.peer_index, data=frame.payload))
+            await self._send_events.send(
+                MessageReceived(
+                    now=trio.current_time(), sender=frame.peer_index, data=frame.payload
+                )
+            )

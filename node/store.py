@@ -45,7 +45,9 @@ class SafetyFile:
         self._load_into_memory()
 
     def _load_into_memory(self) -> None:
-        for sid, action, terms in self._db.execute("SELECT settlement_id, action, terms_hash FROM decisions"):
+        for sid, action, terms in self._db.execute(
+            "SELECT settlement_id, action, terms_hash FROM decisions"
+        ):
             self._memory.decisions[Decision(bytes(sid), Action(action), bytes(terms))] = None
         meta = dict(self._db.execute("SELECT key, value FROM meta"))
         if "pacemaker" in meta:
@@ -62,10 +64,16 @@ class SafetyFile:
             if update.signed is not None:
                 self._db.executemany(
                     "INSERT OR IGNORE INTO decisions VALUES (?, ?, ?)",
-                    [(d.settlement_id, int(d.action), d.terms_hash) for d in update.signed.decisions],
+                    [
+                        (d.settlement_id, int(d.action), d.terms_hash)
+                        for d in update.signed.decisions
+                    ],
                 )
                 last = max(self._memory.last_signed, (update.signed.epoch, update.signed.round))
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_signed', ?)", (msgpack.packb(list(last)),))
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('last_signed', ?)",
+                    (msgpack.packb(list(last)),),
+                )
             if update.pacemaker is not None:
                 p = update.pacemaker
                 self._db.execute(

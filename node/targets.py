@@ -86,7 +86,9 @@ class FileTarget:
     def __init__(self, config: TargetConfig, node_index: int) -> None:
         self.name, self.leg = config.name, config.leg
         self.facts_path = Path(config.url.removeprefix("file://"))
-        self.out_path = self.facts_path.with_name(f"{self.facts_path.stem}.{config.name}.node{node_index}.jsonl")
+        self.out_path = self.facts_path.with_name(
+            f"{self.facts_path.stem}.{config.name}.node{node_index}.jsonl"
+        )
 
     def _applied(self) -> set[Fact]:
         # What any node transmitted counts as applied, as a chain's state would for everyone.
@@ -99,7 +101,14 @@ class FileTarget:
                     continue  # a line being written
                 for sid, action, terms in decisions:
                     if Action[action] in _APPLIED:
-                        applied.add(Fact(bytes.fromhex(sid), self.leg, _APPLIED[Action[action]], bytes.fromhex(terms)))
+                        applied.add(
+                            Fact(
+                                bytes.fromhex(sid),
+                                self.leg,
+                                _APPLIED[Action[action]],
+                                bytes.fromhex(terms),
+                            )
+                        )
         return applied
 
     async def facts(self) -> set[Fact]:
@@ -109,7 +118,12 @@ class FileTarget:
         except (OSError, json.JSONDecodeError):
             return applied
         seen = {
-            Fact(bytes.fromhex(item["settlement_id"]), item["leg"], FactKind[item["kind"]], bytes.fromhex(item["terms_hash"]))
+            Fact(
+                bytes.fromhex(item["settlement_id"]),
+                item["leg"],
+                FactKind[item["kind"]],
+                bytes.fromhex(item["terms_hash"]),
+            )
             for item in raw
             if item.get("leg") == self.leg
         }
@@ -123,7 +137,9 @@ class FileTarget:
             "signers": certificate.signers,
             "signature": certificate.signature.hex(),
             "config_digest": report.config_digest.hex(),
-            "decisions": [[d.settlement_id.hex(), d.action.name, d.terms_hash.hex()] for d in report.decisions],
+            "decisions": [
+                [d.settlement_id.hex(), d.action.name, d.terms_hash.hex()] for d in report.decisions
+            ],
         }
         async with await trio.open_file(self.out_path, "a") as out:
             await out.write(json.dumps(line) + "\n")
@@ -158,4 +174,6 @@ def build_targets(config: NodeConfig) -> BuiltTargets:
         for closer in closers:
             closer()
 
-    return BuiltTargets(CompositeObserver(adapters), CompositeTransmitter(adapters), background, close)
+    return BuiltTargets(
+        CompositeObserver(adapters), CompositeTransmitter(adapters), background, close
+    )

@@ -45,16 +45,22 @@ def books(*accounts: tuple[str, str, int]) -> MemoryStorage:
     return storage
 
 
-def prevalidate(s: MemoryStorage, t: PaymentTerms, a: Authorization | None = None, now: int = NOW_MS) -> Outcome:
+def prevalidate(
+    s: MemoryStorage, t: PaymentTerms, a: Authorization | None = None, now: int = NOW_MS
+) -> Outcome:
     return apply(s, ledger.prevalidate, t, a or auth(t, Operation.PREVALIDATE), "node-0", "k", now)
 
 
 def execute(s: MemoryStorage, t: PaymentTerms, a: Authorization | None = None) -> Outcome:
-    return apply(s, ledger.execute, t.settlement_id, a or auth(t, Operation.EXECUTE), "node-0", "k", NOW_MS)
+    return apply(
+        s, ledger.execute, t.settlement_id, a or auth(t, Operation.EXECUTE), "node-0", "k", NOW_MS
+    )
 
 
 def cancel(s: MemoryStorage, t: PaymentTerms, a: Authorization | None = None) -> Outcome:
-    return apply(s, ledger.cancel, t.settlement_id, a or auth(t, Operation.CANCEL), "node-0", "k", NOW_MS)
+    return apply(
+        s, ledger.cancel, t.settlement_id, a or auth(t, Operation.CANCEL), "node-0", "k", NOW_MS
+    )
 
 
 def balance(s: MemoryStorage, account_id: str) -> tuple[int, int]:
@@ -119,9 +125,13 @@ def test_rejections_are_recorded_with_a_reason_and_hold_nothing(
 def test_deadline_is_inclusive_and_only_checked_at_prevalidation() -> None:
     s = books(("alice", "EUR", 1000), ("bob", "EUR", 0))
     t = terms(deadline=1_700_000_000)
-    assert prevalidate(s, t, now=1_700_000_000_000).instruction.state is InstructionState.PREVALIDATED
+    assert (
+        prevalidate(s, t, now=1_700_000_000_000).instruction.state is InstructionState.PREVALIDATED
+    )
     # A prepared leg never times out by itself: a COMMIT after the deadline still executes.
-    out = apply(s, ledger.execute, t.settlement_id, auth(t, Operation.EXECUTE), "n", "k2", 1_800_000_000_000)
+    out = apply(
+        s, ledger.execute, t.settlement_id, auth(t, Operation.EXECUTE), "n", "k2", 1_800_000_000_000
+    )
     assert out.instruction.state is InstructionState.EXECUTED
 
 
@@ -145,7 +155,9 @@ def test_certificate_rules_wrong_action_terms_and_settlement() -> None:
     with pytest.raises(LedgerError) as err:
         prevalidate(s, other, auth(t, Operation.PREVALIDATE))
     assert err.value.code == "certificate_terms_mismatch"
-    wrong_sid = Authorization(secrets.token_bytes(32), secrets.token_bytes(32), Operation.PREVALIDATE, t.terms_hash())
+    wrong_sid = Authorization(
+        secrets.token_bytes(32), secrets.token_bytes(32), Operation.PREVALIDATE, t.terms_hash()
+    )
     with pytest.raises(LedgerError) as err:
         prevalidate(s, t, wrong_sid)
     assert err.value.code == "certificate_wrong_settlement"
@@ -283,15 +295,21 @@ def test_reconcile_catches_every_kind_of_broken_books() -> None:
     alice = accounts["alice"]
 
     # A balance that disagrees with the journal (money created).
-    minted = tuple(dataclasses.replace(a, balance=a.balance + 1) if a is alice else a for a in good.accounts)
+    minted = tuple(
+        dataclasses.replace(a, balance=a.balance + 1) if a is alice else a for a in good.accounts
+    )
     assert reconcile(_corrupt(good, accounts=minted))
     # held != active holds.
     unheld = tuple(dataclasses.replace(a, held=0) if a is alice else a for a in good.accounts)
     assert reconcile(_corrupt(good, accounts=unheld))
     # A journal entry that does not balance.
     entry = next(e for e in good.journal if e.kind == "payment")
-    lopsided = dataclasses.replace(entry, lines=(entry.lines[0], dataclasses.replace(entry.lines[1], amount=99)))
-    assert reconcile(_corrupt(good, journal=tuple(lopsided if e is entry else e for e in good.journal)))
+    lopsided = dataclasses.replace(
+        entry, lines=(entry.lines[0], dataclasses.replace(entry.lines[1], amount=99))
+    )
+    assert reconcile(
+        _corrupt(good, journal=tuple(lopsided if e is entry else e for e in good.journal))
+    )
     # A second payment for one settlement (double payment).
     twice = dataclasses.replace(entry, entry_id=entry.entry_id + "-again")
     assert reconcile(_corrupt(good, journal=(*good.journal, twice)))
@@ -299,7 +317,9 @@ def test_reconcile_catches_every_kind_of_broken_books() -> None:
     assert reconcile(_corrupt(good, journal=tuple(e for e in good.journal if e is not entry)))
     # An instruction whose state disagrees with its hold.
     instructions = tuple(
-        dataclasses.replace(i, state=InstructionState.CANCELLED) if i.settlement_id == held.settlement_id else i
+        dataclasses.replace(i, state=InstructionState.CANCELLED)
+        if i.settlement_id == held.settlement_id
+        else i
         for i in good.instructions
     )
     assert reconcile(_corrupt(good, instructions=instructions))
@@ -337,7 +357,14 @@ def test_terms_refuse_bad_values() -> None:
         {"deadline": -1},
         {"deadline": 2**63},
     ):
-        fields = {"settlement_id": sid, "payer_account": "alice", "payee_account": "bob", "amount": 1, "currency": "EUR", "deadline": FAR_DEADLINE}
+        fields = {
+            "settlement_id": sid,
+            "payer_account": "alice",
+            "payee_account": "bob",
+            "amount": 1,
+            "currency": "EUR",
+            "deadline": FAR_DEADLINE,
+        }
         fields.update(kwargs)
         with pytest.raises(TermsError):
             PaymentTerms(**fields)  # type: ignore[arg-type]

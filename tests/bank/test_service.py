@@ -33,9 +33,17 @@ from .conftest import NOW_MS, terms
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-def service(request: pytest.FixtureRequest, committee: DevCommittee, tmp_path: Path) -> Iterator[BankService]:
-    storage: Any = MemoryStorage() if request.param == "memory" else SqliteStorage(tmp_path / "l.db")
-    for account_id, currency, balance in (("alice", "EUR", 1000), ("bob", "EUR", 0), ("usd", "USD", 50)):
+def service(
+    request: pytest.FixtureRequest, committee: DevCommittee, tmp_path: Path
+) -> Iterator[BankService]:
+    storage: Any = (
+        MemoryStorage() if request.param == "memory" else SqliteStorage(tmp_path / "l.db")
+    )
+    for account_id, currency, balance in (
+        ("alice", "EUR", 1000),
+        ("bob", "EUR", 0),
+        ("usd", "USD", 50),
+    ):
         with storage.transaction() as txn:
             txn.apply(ledger.open_account(txn, account_id, currency, balance, NOW_MS))
     yield BankService(storage, committee.config)
@@ -57,10 +65,19 @@ def body_of(t: PaymentTerms, cert: Certificate | dict[str, Any] | None, **overri
 
 
 def post_prevalidate(svc: BankService, body: bytes, key: str = "k1", client: str = "node-0") -> Any:
-    return svc.prevalidate(client, key, request_hash("POST", "/v1/instructions", body), body, NOW_MS)
+    return svc.prevalidate(
+        client, key, request_hash("POST", "/v1/instructions", body), body, NOW_MS
+    )
 
 
-def post_finish(svc: BankService, op: str, sid: bytes, cert: Certificate | dict[str, Any], key: str = "k2", client: str = "node-0") -> Any:
+def post_finish(
+    svc: BankService,
+    op: str,
+    sid: bytes,
+    cert: Certificate | dict[str, Any],
+    key: str = "k2",
+    client: str = "node-0",
+) -> Any:
     path = f"/v1/instructions/0x{sid.hex()}/{op}"
     payload = certificate_to_json(cert) if isinstance(cert, Certificate) else cert
     body = json.dumps({"certificate": payload}).encode()
@@ -70,12 +87,18 @@ def post_finish(svc: BankService, op: str, sid: bytes, cert: Certificate | dict[
 
 def prepared(svc: BankService, committee: DevCommittee, amount: int = 100) -> PaymentTerms:
     t = terms(amount=amount)
-    reply = post_prevalidate(svc, body_of(t, committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())), key=secrets.token_hex(8))
+    reply = post_prevalidate(
+        svc,
+        body_of(t, committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())),
+        key=secrets.token_hex(8),
+    )
     assert reply.status == 201, reply.body
     return t
 
 
-def test_happy_path_and_idempotent_retry_returns_the_first_answer(service: BankService, committee: DevCommittee) -> None:
+def test_happy_path_and_idempotent_retry_returns_the_first_answer(
+    service: BankService, committee: DevCommittee
+) -> None:
     t = prepared(service, committee)
     commit = committee.certificate(t.settlement_id, Action.COMMIT, t.terms_hash())
     first = post_finish(service, "execute", t.settlement_id, commit, key="exec-1")
@@ -88,22 +111,32 @@ def test_happy_path_and_idempotent_retry_returns_the_first_answer(service: BankS
     assert other.status == 200 and other.json()["duplicate"] is True
     money = lambda s: [(a.account_id, a.balance, a.held) for a in s.accounts]  # noqa: E731
     assert money(service.storage.snapshot()) == money(snap)
-    assert [a for a in service.storage.snapshot().accounts if a.account_id == "bob"][0].balance == 100
+    assert [a for a in service.storage.snapshot().accounts if a.account_id == "bob"][
+        0
+    ].balance == 100
     assert ledger.reconcile(service.storage.snapshot()) == []
 
 
-def test_reused_idempotency_key_with_another_request_is_refused(service: BankService, committee: DevCommittee) -> None:
+def test_reused_idempotency_key_with_another_request_is_refused(
+    service: BankService, committee: DevCommittee
+) -> None:
     t = terms()
     cert = committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
     assert post_prevalidate(service, body_of(t, cert), key="same").status == 201
     before = service.storage.snapshot()
     t2 = terms()
-    reply = post_prevalidate(service, body_of(t2, committee.certificate(t2.settlement_id, Action.PREPARE, t2.terms_hash())), key="same")
+    reply = post_prevalidate(
+        service,
+        body_of(t2, committee.certificate(t2.settlement_id, Action.PREPARE, t2.terms_hash())),
+        key="same",
+    )
     assert reply.status == 422 and reply.json()["error"]["code"] == "idempotency_key_reused"
     assert service.storage.snapshot() == before
 
 
-def test_business_rejection_is_422_recorded_and_moves_no_money(service: BankService, committee: DevCommittee) -> None:
+def test_business_rejection_is_422_recorded_and_moves_no_money(
+    service: BankService, committee: DevCommittee
+) -> None:
     t = terms(amount=5000)
     cert = committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
     reply = post_prevalidate(service, body_of(t, cert))
@@ -133,7 +166,12 @@ def _bad_prevalidations(committee: DevCommittee) -> list[tuple[str, bytes, int, 
     return [
         ("malformed json", b"{not json", 400, "invalid_json"),
         ("json array", b"[]", 400, "invalid_json"),
-        ("NaN amount", body_of(t, good).replace(b'"amount": 100', b'"amount": NaN'), 400, "invalid_json"),
+        (
+            "NaN amount",
+            body_of(t, good).replace(b'"amount": 100', b'"amount": NaN'),
+            400,
+            "invalid_json",
+        ),
         ("duplicate key", body_of(t, good)[:-1] + b', "amount": 1}', 400, "invalid_json"),
         ("amount as string", body_of(t, good, amount="100"), 400, "invalid_amount"),
         ("amount as float", body_of(t, good, amount=100.0), 400, "invalid_amount"),
@@ -148,26 +186,94 @@ def _bad_prevalidations(committee: DevCommittee) -> list[tuple[str, bytes, int, 
         ("internal account", body_of(t, good, payer_account="@funding:EUR"), 400, "invalid_field"),
         ("same payer and payee", body_of(t, good, payee_account="alice"), 400, "invalid_field"),
         ("unknown field", body_of(t, good, memo="hi"), 400, "unknown_field"),
-        ("missing certificate", json.dumps({k: v for k, v in json.loads(body_of(t, good)).items() if k != "certificate"}).encode(), 400, "missing_field"),
+        (
+            "missing certificate",
+            json.dumps(
+                {k: v for k, v in json.loads(body_of(t, good)).items() if k != "certificate"}
+            ).encode(),
+            400,
+            "missing_field",
+        ),
         ("null certificate", body_of(t, None), 400, "certificate_malformed"),
-        ("certificate missing signature", body_of(t, {"report": gj["report"], "signers": gj["signers"]}), 400, "certificate_malformed"),
+        (
+            "certificate missing signature",
+            body_of(t, {"report": gj["report"], "signers": gj["signers"]}),
+            400,
+            "certificate_malformed",
+        ),
         ("certificate bad hex", body_of(t, {**gj, "report": "0xzz"}), 400, "certificate_malformed"),
-        ("certificate truncated report", body_of(t, {**gj, "report": gj["report"][:-2]}), 400, "certificate_malformed"),
-        ("certificate short signature", body_of(t, {**gj, "signature": gj["signature"][:-2]}), 400, "certificate_malformed"),
-        ("forged signature", body_of(t, {**gj, "signature": "0x" + flipped_sig.hex()}), 403, "certificate_invalid"),
-        ("signature of another report", body_of(t, {**gj, "signature": "0x" + other_sig.hex()}), 403, "certificate_invalid"),
-        ("too few signers", body_of(t, committee.certify(good.report, signers=[0, 1])), 403, "certificate_invalid"),
+        (
+            "certificate truncated report",
+            body_of(t, {**gj, "report": gj["report"][:-2]}),
+            400,
+            "certificate_malformed",
+        ),
+        (
+            "certificate short signature",
+            body_of(t, {**gj, "signature": gj["signature"][:-2]}),
+            400,
+            "certificate_malformed",
+        ),
+        (
+            "forged signature",
+            body_of(t, {**gj, "signature": "0x" + flipped_sig.hex()}),
+            403,
+            "certificate_invalid",
+        ),
+        (
+            "signature of another report",
+            body_of(t, {**gj, "signature": "0x" + other_sig.hex()}),
+            403,
+            "certificate_invalid",
+        ),
+        (
+            "too few signers",
+            body_of(t, committee.certify(good.report, signers=[0, 1])),
+            403,
+            "certificate_invalid",
+        ),
         ("signers bitmap lies", body_of(t, {**gj, "signers": "0xe"}), 403, "certificate_invalid"),
-        ("signer bit out of range", body_of(t, {**gj, "signers": "0x17"}), 403, "certificate_invalid"),
-        ("other committee", body_of(t, other_committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())), 403, "certificate_invalid"),
+        (
+            "signer bit out of range",
+            body_of(t, {**gj, "signers": "0x17"}),
+            403,
+            "certificate_invalid",
+        ),
+        (
+            "other committee",
+            body_of(
+                t, other_committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
+            ),
+            403,
+            "certificate_invalid",
+        ),
         ("certificate for the escrow chain", body_of(t, escrow_cert), 403, "certificate_invalid"),
-        ("certificate for other terms", body_of(t, committee.certificate(t.settlement_id, Action.PREPARE, bytes(32))), 403, "certificate_terms_mismatch"),
-        ("certificate for other settlement", body_of(t, committee.certificate(secrets.token_bytes(32), Action.PREPARE, t.terms_hash())), 403, "certificate_wrong_settlement"),
-        ("COMMIT certificate to prevalidate", body_of(t, committee.certificate(t.settlement_id, Action.COMMIT, t.terms_hash())), 403, "certificate_wrong_action"),
+        (
+            "certificate for other terms",
+            body_of(t, committee.certificate(t.settlement_id, Action.PREPARE, bytes(32))),
+            403,
+            "certificate_terms_mismatch",
+        ),
+        (
+            "certificate for other settlement",
+            body_of(
+                t, committee.certificate(secrets.token_bytes(32), Action.PREPARE, t.terms_hash())
+            ),
+            403,
+            "certificate_wrong_settlement",
+        ),
+        (
+            "COMMIT certificate to prevalidate",
+            body_of(t, committee.certificate(t.settlement_id, Action.COMMIT, t.terms_hash())),
+            403,
+            "certificate_wrong_action",
+        ),
     ]
 
 
-def test_bad_input_gets_a_clear_4xx_and_changes_nothing(service: BankService, committee: DevCommittee) -> None:
+def test_bad_input_gets_a_clear_4xx_and_changes_nothing(
+    service: BankService, committee: DevCommittee
+) -> None:
     before = service.storage.snapshot()
     for name, body, status, code in _bad_prevalidations(committee):
         reply = post_prevalidate(service, body, key="k-" + name.replace(" ", "-"))
@@ -177,7 +283,9 @@ def test_bad_input_gets_a_clear_4xx_and_changes_nothing(service: BankService, co
         assert service.storage.snapshot() == before, name
 
 
-def test_replayed_certificate_on_execute_and_cancel(service: BankService, committee: DevCommittee) -> None:
+def test_replayed_certificate_on_execute_and_cancel(
+    service: BankService, committee: DevCommittee
+) -> None:
     """Replayed certificate: a decision (report hash, settlement id) already used by a
     request with another idempotency key, presented for a different operation."""
     t = terms()
@@ -199,9 +307,13 @@ def test_replayed_certificate_on_execute_and_cancel(service: BankService, commit
     assert reply.json()["error"]["code"] == "certificate_replayed"
 
 
-def test_batched_report_authorizes_each_settlement_once(service: BankService, committee: DevCommittee) -> None:
+def test_batched_report_authorizes_each_settlement_once(
+    service: BankService, committee: DevCommittee
+) -> None:
     batch = [terms(amount=10) for _ in range(5)]
-    cert = committee.certify(committee.report([(t.settlement_id, Action.PREPARE, t.terms_hash()) for t in batch]))
+    cert = committee.certify(
+        committee.report([(t.settlement_id, Action.PREPARE, t.terms_hash()) for t in batch])
+    )
     cache = service.cache
     misses_before = cache.misses
     for i, t in enumerate(batch):
@@ -209,22 +321,37 @@ def test_batched_report_authorizes_each_settlement_once(service: BankService, co
     assert cache.misses == misses_before + 1  # one pairing check for the whole batch
 
 
-def test_cache_never_admits_a_forged_signature_for_a_verified_report(committee: DevCommittee) -> None:
+def test_cache_never_admits_a_forged_signature_for_a_verified_report(
+    committee: DevCommittee,
+) -> None:
     storage = MemoryStorage()
     svc = BankService(storage, committee.config, VerificationCache(capacity=2))
     t = terms()
     good = committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
-    assert post_prevalidate(svc, body_of(t, good), key="a").status == 422  # no accounts: rejected, verified
-    forged = dataclasses.replace(good, signature=committee.certificate(t.settlement_id, Action.PREPARE, bytes(32)).signature)
+    assert (
+        post_prevalidate(svc, body_of(t, good), key="a").status == 422
+    )  # no accounts: rejected, verified
+    forged = dataclasses.replace(
+        good, signature=committee.certificate(t.settlement_id, Action.PREPARE, bytes(32)).signature
+    )
     reply = post_prevalidate(svc, body_of(t, forged), key="b")
     assert reply.json()["error"]["code"] == "certificate_invalid"
     fewer = dataclasses.replace(good, signers=good.signers & ~1)
-    assert post_prevalidate(svc, body_of(t, fewer), key="c").json()["error"]["code"] == "certificate_invalid"
+    assert (
+        post_prevalidate(svc, body_of(t, fewer), key="c").json()["error"]["code"]
+        == "certificate_invalid"
+    )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_any_mutated_certificate_is_refused_without_change(committee: DevCommittee, data: st.DataObject) -> None:
+def test_any_mutated_certificate_is_refused_without_change(
+    committee: DevCommittee, data: st.DataObject
+) -> None:
     storage = MemoryStorage()
     with storage.transaction() as txn:
         txn.apply(ledger.open_account(txn, "alice", "EUR", 1000, NOW_MS))
@@ -232,7 +359,9 @@ def test_any_mutated_certificate_is_refused_without_change(committee: DevCommitt
         txn.apply(ledger.open_account(txn, "bob", "EUR", 0, NOW_MS))
     svc = BankService(storage, committee.config)
     t = terms(sid=b"\x07" * 32)
-    cert = certificate_to_json(committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash()))
+    cert = certificate_to_json(
+        committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
+    )
     field = data.draw(st.sampled_from(["report", "signature"]))
     raw = bytearray(bytes.fromhex(cert[field][2:]))
     position = data.draw(st.integers(0, len(raw) - 1))

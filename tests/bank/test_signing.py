@@ -25,8 +25,19 @@ SECRET = b"s" * 32
 NOW = 1_700_000_000
 
 
-def signed(body: bytes = b'{"a":1}', *, nonce: str = "n" * 20, ts: int = NOW, key: str | None = "idem") -> dict[str, str]:
-    return sign_request("node-0", SECRET, "POST", "/v1/instructions", body, timestamp=ts, nonce=nonce, idempotency_key=key)
+def signed(
+    body: bytes = b'{"a":1}', *, nonce: str = "n" * 20, ts: int = NOW, key: str | None = "idem"
+) -> dict[str, str]:
+    return sign_request(
+        "node-0",
+        SECRET,
+        "POST",
+        "/v1/instructions",
+        body,
+        timestamp=ts,
+        nonce=nonce,
+        idempotency_key=key,
+    )
 
 
 def auth() -> RequestAuthenticator:
@@ -45,7 +56,10 @@ def test_valid_request_authenticates_once() -> None:
     [
         (lambda h, b: (h, b + b" "), "does not match"),
         (lambda h, b: ({**h, HEADER_IDEMPOTENCY: "other"}, b), "does not match"),
-        (lambda h, b: ({k: v for k, v in h.items() if k != HEADER_IDEMPOTENCY}, b), "does not match"),
+        (
+            lambda h, b: ({k: v for k, v in h.items() if k != HEADER_IDEMPOTENCY}, b),
+            "does not match",
+        ),
         (lambda h, b: ({**h, HEADER_SIGNATURE: "0" * 64}, b), "does not match"),
         (lambda h, b: ({**h, "X-Dvpsim-Client": "node-9"}, b), "unknown client"),
         (lambda h, b: ({k: v for k, v in h.items() if k != HEADER_NONCE}, b), "missing"),
@@ -78,7 +92,9 @@ def test_nonces_are_forgotten_only_after_their_window() -> None:
     # Still within the window in which that timestamp would pass: refused.
     with pytest.raises(AuthError, match="already used"):
         a.authenticate("POST", "/v1/instructions", signed(ts=NOW + 299), b'{"a":1}', NOW + 599)
-    a.authenticate("POST", "/v1/instructions", signed(nonce="m" * 20, ts=NOW + 700), b'{"a":1}', NOW + 700)
+    a.authenticate(
+        "POST", "/v1/instructions", signed(nonce="m" * 20, ts=NOW + 700), b'{"a":1}', NOW + 700
+    )
     assert a.remembered_nonces == 1
 
 

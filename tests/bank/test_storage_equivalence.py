@@ -32,9 +32,7 @@ PAYEES = ["bob", "bob", "bob", "alice", "carol", "dave", "erin"]
 REPORTS = [bytes([0xA0 + i]) * 32 for i in range(8)]
 START_MS = 1_700_000_000_000
 
-amounts = st.one_of(
-    st.integers(1, 800), st.sampled_from([1, MAX_AMOUNT // 2, MAX_AMOUNT])
-)
+amounts = st.one_of(st.integers(1, 800), st.sampled_from([1, MAX_AMOUNT // 2, MAX_AMOUNT]))
 # None means "the operation the request performs": most certificates fit, some do not.
 operations = st.sampled_from([None] * 9 + list(Operation))
 right_terms = st.sampled_from([True] * 6 + [False])
@@ -60,14 +58,18 @@ op_prevalidate = st.tuples(
 op_finish = st.tuples(
     st.sampled_from(["execute", "cancel"]),
     # Mostly an instruction that is PREVALIDATED (index into them), sometimes any settlement.
-    st.one_of(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.integers(-len(SETTLEMENTS), -1)),
+    st.one_of(
+        st.integers(0, 5), st.integers(0, 5), st.integers(0, 5), st.integers(-len(SETTLEMENTS), -1)
+    ),
     st.integers(0, len(REPORTS) - 1),
     operations,
     right_terms,
 )
 op_time = st.tuples(st.just("time"), st.integers(1, 30_000))
 programs = st.lists(
-    st.one_of(op_open, op_prevalidate, op_prevalidate, op_prevalidate, op_finish, op_finish, op_time),
+    st.one_of(
+        op_open, op_prevalidate, op_prevalidate, op_prevalidate, op_finish, op_finish, op_time
+    ),
     min_size=10,
     max_size=60,
 )
@@ -102,7 +104,9 @@ def _step(storage: Any, op: tuple[Any, ...], now_ms: int) -> Any:
     if pick < 0:
         sid = SETTLEMENTS[pick]
     else:
-        prepared = [i.settlement_id for i in storage.snapshot().instructions if i.state == "PREVALIDATED"]
+        prepared = [
+            i.settlement_id for i in storage.snapshot().instructions if i.state == "PREVALIDATED"
+        ]
         sid = prepared[pick % len(prepared)] if prepared else SETTLEMENTS[pick]
     existing = storage.instruction(sid)
     th = existing.terms_hash if (existing is not None and right) else bytes(32)
@@ -112,9 +116,11 @@ def _step(storage: Any, op: tuple[Any, ...], now_ms: int) -> Any:
     return _run(storage, rule, sid, auth, "c", f"k{now_ms}", now_ms)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs)
-def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(program: list[tuple[Any, ...]]) -> None:
+def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(
+    program: list[tuple[Any, ...]],
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sqlite = SqliteStorage(Path(tmp) / "ledger.db")
         memory = MemoryStorage()
@@ -128,9 +134,13 @@ def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(program: li
                 got_memory = _step(memory, op, now_ms)
                 got_sqlite = _step(sqlite, op, now_ms)
                 assert got_memory == got_sqlite, op
-                event(f"{op[0]}: {got_memory[0]} {got_memory[1] if got_memory[0] == 'error' else ''}")
+                event(
+                    f"{op[0]}: {got_memory[0]} {got_memory[1] if got_memory[0] == 'error' else ''}"
+                )
                 if got_memory[0] == "ok" and isinstance(got_memory[1], ledger.Instruction):
-                    event(f"{op[0]} -> {got_memory[1].state} {got_memory[1].reject_reason} duplicate={got_memory[2]}")
+                    event(
+                        f"{op[0]} -> {got_memory[1].state} {got_memory[1].reject_reason} duplicate={got_memory[2]}"
+                    )
                 if op[0] == "open" and got_memory[0] == "ok":
                     supply[op[2]] = supply.get(op[2], 0) + op[3]
                 snap = memory.snapshot()
@@ -139,7 +149,9 @@ def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(program: li
                 # Conservation: customer money per currency is exactly what was opened.
                 for currency, total in supply.items():
                     customer = sum(
-                        a.balance for a in snap.accounts if a.currency == currency and not a.internal
+                        a.balance
+                        for a in snap.accounts
+                        if a.currency == currency and not a.internal
                     )
                     assert customer == total
         finally:
@@ -165,3 +177,23 @@ def test_sqlite_ledger_survives_reopen(tmp_path: Path) -> None:
         assert reopened.snapshot() == memory.snapshot()
     finally:
         reopened.close()
+
+
+def test_group_commit_keeps_each_request_all_or_nothing(tmp_path: Path) -> None:
+    """Inside one group (one COMMIT), a request that fails rolls back only its savepoint."""
+    storage = SqliteStorage(tmp_path / "ledger.db")
+    try:
+        with storage.group():
+            assert _step(storage, ("open", "alice", "EUR", 500), START_MS)[0] == "ok"
+            try:
+                with storage.transaction() as txn:
+                    txn.apply(ledger.open_account(txn, "bob", "EUR", 7, START_MS))
+                    raise RuntimeError("request crashed after staging its changes")
+            except RuntimeError:
+                pass
+            assert _step(storage, ("open", "carol", "EUR", 1), START_MS)[0] == "ok"
+        snap = storage.snapshot()
+        assert [a.account_id for a in snap.accounts if not a.internal] == ["alice", "carol"]
+        assert reconcile(snap) == []
+    finally:
+        storage.close()

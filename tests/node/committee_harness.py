@@ -13,21 +13,42 @@ from chain_adapters.localchain import free_port
 from dvpsim.process import ManagedProcess, start_python
 from node.provision import MemberKeys, make_keys, write_committee
 
-FAST_TIMING = {"delta_progress": 2.0, "delta_resend": 0.5, "delta_round": 0.3, "delta_grace": 0.05, "delta_stage": 0.5}
+FAST_TIMING = {
+    "delta_progress": 2.0,
+    "delta_resend": 0.5,
+    "delta_round": 0.3,
+    "delta_grace": 0.05,
+    "delta_stage": 0.5,
+}
 
 
 class Committee:
-    def __init__(self, out: Path, n: int, f: int, mode: str, targets_for: Callable[[int], list[dict[str, Any]]], seed: int = 1) -> None:
+    def __init__(
+        self,
+        out: Path,
+        n: int,
+        f: int,
+        mode: str,
+        targets_for: Callable[[int], list[dict[str, Any]]],
+        seed: int = 1,
+    ) -> None:
         self.out = out
         self.members: list[MemberKeys] = make_keys(n, seed, [free_port() for _ in range(n)])
-        self.paths = write_committee(out, self.members, f=f, mode=mode, targets_for=targets_for, timing=FAST_TIMING)
+        self.paths = write_committee(
+            out, self.members, f=f, mode=mode, targets_for=targets_for, timing=FAST_TIMING
+        )
         self.procs: dict[int, ManagedProcess] = {}
 
     def start(self, index: int) -> ManagedProcess:
         path = self.paths[index]
         ready = path.parent / "ready.json"
         ready.unlink(missing_ok=True)
-        proc = start_python(f"node{index}", "node", ["--config", str(path), "--ready-file", str(ready)], path.parent / "node.log")
+        proc = start_python(
+            f"node{index}",
+            "node",
+            ["--config", str(path), "--ready-file", str(ready)],
+            path.parent / "node.log",
+        )
         self.procs[index] = proc
         return proc
 
@@ -44,7 +65,9 @@ class Committee:
             proc = self.procs[index]
             assert proc.running(), f"node {index} exited: {proc.log_tail()}"
             time.sleep(0.05)
-        raise AssertionError(f"node {index} not ready after {timeout} s: {self.procs[index].log_tail()}")
+        raise AssertionError(
+            f"node {index} not ready after {timeout} s: {self.procs[index].log_tail()}"
+        )
 
     def stop_all(self) -> dict[int, int | None]:
         return {i: p.stop() for i, p in self.procs.items()}
@@ -52,7 +75,10 @@ class Committee:
     def signed_decisions(self, index: int) -> list[tuple[bytes, int, bytes]]:
         db = sqlite3.connect(self.paths[index].parent / "data" / "safety.sqlite")
         try:
-            return [(bytes(a), b, bytes(c)) for a, b, c in db.execute("SELECT settlement_id, action, terms_hash FROM decisions")]
+            return [
+                (bytes(a), b, bytes(c))
+                for a, b, c in db.execute("SELECT settlement_id, action, terms_hash FROM decisions")
+            ]
         finally:
             db.close()
 

@@ -7,6 +7,7 @@ committee tests live beside the EVM adapter's.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -18,7 +19,14 @@ from typing import Any
 import psutil
 import pytest
 
-from consensus.report import Certificate, CommitteeConfig, Decision, Action, Report, verify_certificate
+from consensus.report import (
+    Action,
+    Certificate,
+    CommitteeConfig,
+    Decision,
+    Report,
+    verify_certificate,
+)
 from tests.node.committee_harness import Committee, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -27,17 +35,22 @@ VERIFIER = "0x" + "11" * 20
 
 
 def _facts(path: Path, entries: list[tuple[str, str, str]]) -> None:
-    path.write_text(json.dumps([{"settlement_id": sid, "leg": "A", "kind": kind, "terms_hash": terms} for sid, kind, terms in entries]))
+    path.write_text(
+        json.dumps(
+            [
+                {"settlement_id": sid, "leg": "A", "kind": kind, "terms_hash": terms}
+                for sid, kind, terms in entries
+            ]
+        )
+    )
 
 
 def _transmitted(out: Path) -> list[dict[str, Any]]:
     lines = []
     for file in sorted(out.glob("facts.chain-A.node*.jsonl")):
         for line in file.read_text().splitlines():
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 lines.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
     return lines
 
 
@@ -55,7 +68,18 @@ def _committee(tmp_path: Path, n: int, f: int) -> Committee:
     t = (n + f) // 2 + 1
 
     def targets(_i: int) -> list[dict[str, Any]]:
-        return [{"name": "chain-A", "leg": "A", "kind": "file", "chain_id": 1, "verifier": VERIFIER, "config_count": 1, "t": t, "url": f"file://{facts}"}]
+        return [
+            {
+                "name": "chain-A",
+                "leg": "A",
+                "kind": "file",
+                "chain_id": 1,
+                "verifier": VERIFIER,
+                "config_count": 1,
+                "t": t,
+                "url": f"file://{facts}",
+            }
+        ]
 
     return Committee(tmp_path, n, f, "single-chain-onchain", targets)
 
@@ -68,20 +92,53 @@ def test_four_nodes_certify_survive_sigkill_and_never_conflict(tmp_path: Path) -
         committee.start_all()
         infos = [committee.ready(i) for i in range(4)]
         _facts(facts, [(s1, "PREPARED", terms)])
-        wait_for(lambda: "COMMIT" in _decisions(tmp_path).get(s1, set()), 30, "a certified COMMIT for s1")
+        wait_for(
+            lambda: "COMMIT" in _decisions(tmp_path).get(s1, set()), 30, "a certified COMMIT for s1"
+        )
 
         # Every transmitted certificate verifies against the committee's configuration.
-        cfg = CommitteeConfig(1, bytes.fromhex(VERIFIER[2:]), 1, tuple(m.bls_public_key for m in committee.members), 1, 3)
+        cfg = CommitteeConfig(
+            1,
+            bytes.fromhex(VERIFIER[2:]),
+            1,
+            tuple(m.bls_public_key for m in committee.members),
+            1,
+            3,
+        )
         line = _transmitted(tmp_path)[0]
-        report = Report(bytes.fromhex(line["config_digest"]), line["epoch"], line["round"], tuple(Decision(bytes.fromhex(a), Action[b], bytes.fromhex(c)) for a, b, c in line["decisions"]))
-        verify_certificate(Certificate(report, line["signers"], bytes.fromhex(line["signature"])), cfg)
+        report = Report(
+            bytes.fromhex(line["config_digest"]),
+            line["epoch"],
+            line["round"],
+            tuple(
+                Decision(bytes.fromhex(a), Action[b], bytes.fromhex(c))
+                for a, b, c in line["decisions"]
+            ),
+        )
+        verify_certificate(
+            Certificate(report, line["signers"], bytes.fromhex(line["signature"])), cfg
+        )
 
         # Metrics endpoint on 127.0.0.1.
         def scrape() -> dict[str, float]:
-            body = urllib.request.urlopen(f"http://127.0.0.1:{infos[0]['metrics_port']}/metrics", timeout=5).read().decode()
-            return {line.split()[0]: float(line.split()[-1]) for line in body.splitlines() if line.startswith("dvpsim_") and "{" not in line}
+            body = (
+                urllib.request.urlopen(
+                    f"http://127.0.0.1:{infos[0]['metrics_port']}/metrics", timeout=5
+                )
+                .read()
+                .decode()
+            )
+            return {
+                line.split()[0]: float(line.split()[-1])
+                for line in body.splitlines()
+                if line.startswith("dvpsim_") and "{" not in line
+            }
 
-        metrics = wait_for(lambda: (m := scrape()).get("dvpsim_certificates_total", 0) >= 1 and m, 20, "node 0 to count a certificate")
+        metrics = wait_for(
+            lambda: (m := scrape()).get("dvpsim_certificates_total", 0) >= 1 and m,
+            20,
+            "node 0 to count a certificate",
+        )
         assert metrics["dvpsim_messages_in_total"] > 0 and metrics["dvpsim_messages_out_total"] > 0
         assert metrics["dvpsim_persists_total"] >= 1
 
@@ -94,13 +151,27 @@ def test_four_nodes_certify_survive_sigkill_and_never_conflict(tmp_path: Path) -
         # and a COMMIT of s2; restart node 1 and let the committee run.
         committee.procs[1].kill()
         _facts(facts, [(s1, "EXPIRED", terms), (s2, "PREPARED", terms)])
-        wait_for(lambda: "COMMIT" in _decisions(tmp_path).get(s2, set()), 30, "COMMIT for s2 with node 1 down")
+        wait_for(
+            lambda: "COMMIT" in _decisions(tmp_path).get(s2, set()),
+            30,
+            "COMMIT for s2 with node 1 down",
+        )
         committee.start(1)
         committee.ready(1)
         restarted_before = len(committee.signed_decisions(1))
-        _facts(facts, [(s1, "EXPIRED", terms), (s2, "PREPARED", terms), ("d4" * 32, "PREPARED", terms)])
-        wait_for(lambda: "COMMIT" in _decisions(tmp_path).get("d4" * 32, set()), 30, "COMMIT for a new settlement after the restart")
-        wait_for(lambda: len(committee.signed_decisions(1)) > restarted_before, 30, "node 1 signing again after its restart")
+        _facts(
+            facts, [(s1, "EXPIRED", terms), (s2, "PREPARED", terms), ("d4" * 32, "PREPARED", terms)]
+        )
+        wait_for(
+            lambda: "COMMIT" in _decisions(tmp_path).get("d4" * 32, set()),
+            30,
+            "COMMIT for a new settlement after the restart",
+        )
+        wait_for(
+            lambda: len(committee.signed_decisions(1)) > restarted_before,
+            30,
+            "node 1 signing again after its restart",
+        )
     finally:
         codes = committee.stop_all()
     assert all(code == 0 for code in codes.values()), codes  # SIGTERM is a clean stop
@@ -110,7 +181,9 @@ def test_four_nodes_certify_survive_sigkill_and_never_conflict(tmp_path: Path) -
         per_settlement: dict[bytes, set[int]] = {}
         for sid, action, _ in committee.signed_decisions(i):
             per_settlement.setdefault(sid, set()).add(action)
-        assert all(actions != {1, 2} for actions in per_settlement.values()), f"node {i} signed both COMMIT and ABORT"
+        assert all(actions != {1, 2} for actions in per_settlement.values()), (
+            f"node {i} signed both COMMIT and ABORT"
+        )
 
 
 def test_sigterm_stops_a_node_within_two_seconds(tmp_path: Path) -> None:
@@ -140,6 +213,10 @@ def test_seven_nodes_with_two_stopped_still_certify(tmp_path: Path) -> None:
         for i in (0, 1, 3, 4, 6):
             committee.ready(i)
         _facts(facts, [("e5" * 32, "PREPARED", "cc" * 32)])
-        wait_for(lambda: "COMMIT" in _decisions(tmp_path).get("e5" * 32, set()), 60, "a certificate from 5 of 7 nodes")
+        wait_for(
+            lambda: "COMMIT" in _decisions(tmp_path).get("e5" * 32, set()),
+            60,
+            "a certificate from 5 of 7 nodes",
+        )
     finally:
         committee.stop_all()

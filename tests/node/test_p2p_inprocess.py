@@ -200,3 +200,29 @@ def test_libp2p_logger_is_routed_and_quieted(
         lib.setLevel(saved[0])
         lib.propagate = saved[1]
         lib.handlers[:] = saved[2]
+
+
+def listening_ports() -> set[int]:
+    import psutil
+
+    return {c.laddr.port for c in psutil.Process().net_connections() if c.status == "LISTEN"}
+
+
+@pytest.mark.trio
+async def test_stopped_transport_releases_its_port_for_a_restart() -> None:
+    identities = ids(2, "inproc-restart")
+    entries = [bare(i) for i in identities]
+    first = P2PTransport(identities[1], 1, entries)
+    async with first:
+        addr = first.listen_addrs()[0]
+        port = int(addr.split("/tcp/")[1].split("/")[0])
+        assert port in listening_ports()
+    # py-libp2p's own teardown, cancelled, leaves the listener open; ours closes it.
+    assert port not in listening_ports()
+    again = P2PTransport(
+        identities[1], 1, entries, P2PConfig(listen_addr=f"/ip4/127.0.0.1/tcp/{port}")
+    )
+    opener = P2PTransport(identities[0], 0, [entries[0], addr])
+    async with again, opener:
+        opener.send(1, b"after restart")
+        assert (await receive_n(again, 1))[0] == InboundFrame(0, b"after restart")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import pytest
+import psutil
 from tests.node.p2p_harness import Cluster
 
 FRAMES_PER_PEER = 300
@@ -16,6 +16,10 @@ def test_four_processes_exchange_all_to_all_without_loss(tmp_path: Path) -> None
         nodes = [cluster.start(i) for i in range(4)]
         for node in nodes:
             assert node.request("links", cmd="wait_links", timeout=30)["ok"]
+        # Idle (links up, no traffic yet), measured from outside the process.
+        idle_rss = [psutil.Process(node.pid).memory_info().rss for node in nodes]
+        print(f"idle RSS per node process (MiB): {[r >> 20 for r in idle_rss]}")
+        assert max(idle_rss) < 150 * 2**20
         for node in nodes:
             node.send(cmd="send", count=FRAMES_PER_PEER, size=200)
         for node in nodes:
@@ -34,7 +38,10 @@ def test_four_processes_exchange_all_to_all_without_loss(tmp_path: Path) -> None
             assert metrics["dropped_inbound"] == 0
             assert metrics["rate_limited"] == 0
             assert metrics["frames_out"] == 3 * FRAMES_PER_PEER
-            print(f"node {node.index}: one-way {stats['one_way_ms']}, rss {stats['rss_bytes'] >> 20} MiB")
+            print(
+                f"node {node.index} after a {3 * FRAMES_PER_PEER}-frame burst: one-way ms "
+                f"{stats['one_way_ms']}, RSS {stats['rss_bytes'] >> 20} MiB"
+            )
 
 
 def _exchange(nodes: dict[int, object], count: int, start: int, expect: dict[int, int]) -> None:
@@ -69,11 +76,13 @@ def test_peer_killed_with_sigkill_and_restarted_reconnects(tmp_path: Path) -> No
                 stats = nodes[index].request("stats", cmd="stats")
             assert not stats["metrics"]["peers"]["1"]["link_up"]
 
+        restarted = time.monotonic()
         nodes[1] = cluster.start(1)  # same identity, same port
         for node in nodes.values():
             # Bounded by the generous command timeout, not asserted as a duration.
             links = node.request("links", cmd="wait_links", timeout=30, **{"to": None})
             assert links["ok"], links
+        print(f"restart to all links up: {time.monotonic() - restarted:.2f} s (process start included)")
         # Fresh sequence numbers: 0 and 2 now hold 100 distinct from each other and from 1.
         _exchange(nodes, count=50, start=1000, expect={0: 100, 1: 50, 2: 100})
         for index in (0, 2):

@@ -14,6 +14,8 @@ import "../OracleVerifier.sol";
 contract AllKeysCalldataVerifier is OracleVerifierBase {
     bytes32 internal s_keysCommitment;
 
+    event ReportVerified(bytes32 indexed reportHash, bytes32 indexed configDigest, uint256 signers);
+
     error KeysCommitmentMismatch();
 
     /// Test set-up after setConfig: commit to the packed EIP-2537 keys of the committee.
@@ -56,6 +58,7 @@ contract AllKeysCalldataVerifier is OracleVerifierBase {
         }
         reportHash = _hashReport(report);
         _checkAggregateSignature(reportHash, inputPtr, signature);
+        emit ReportVerified(reportHash, ReportCodec.configDigest(report), signers);
     }
 }
 
@@ -68,6 +71,8 @@ contract AllKeysCalldataVerifier is OracleVerifierBase {
 contract NonSignerKeysCalldataVerifier is OracleVerifierBase {
     uint256[4] internal s_aggregate;
     mapping(uint256 => bytes32) internal s_keyHash;
+
+    event ReportVerified(bytes32 indexed reportHash, bytes32 indexed configDigest, uint256 signers);
 
     error NonSignerKeyMismatch(uint256 index);
     error NonSignerCountMismatch();
@@ -143,5 +148,6 @@ contract NonSignerKeysCalldataVerifier is OracleVerifierBase {
         }
         reportHash = _hashReport(report);
         _checkAggregateSignature(reportHash, inputPtr, signature);
+        emit ReportVerified(reportHash, ReportCodec.configDigest(report), signers);
     }
 }

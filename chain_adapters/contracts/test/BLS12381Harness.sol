@@ -23,9 +23,11 @@ contract BLS12381Harness {
         return BLS12381.hashToG2(message, dst);
     }
 
+    event Hashed(bytes32 pointHash);
+
     /// A transaction that only hashes to G2, to measure its gas from a receipt.
-    function hashToG2AndRecord(bytes calldata message, bytes calldata dst) external returns (bytes32) {
-        return keccak256(BLS12381.hashToG2(message, dst));
+    function hashToG2AndRecord(bytes calldata message, bytes calldata dst) external {
+        emit Hashed(keccak256(BLS12381.hashToG2(message, dst)));
     }
 
     function negateG1(bytes calldata point) external pure returns (bytes memory negated) {
@@ -74,7 +76,7 @@ contract BLS12381Harness {
 
 /// @title OracleVerifierHarness
 /// @notice Test-only: an OracleVerifier that also exposes its pure helpers (the config
-///         digest for arbitrary inputs, popcount).
+///         digest for arbitrary inputs, popcount, the report hash).
 contract OracleVerifierHarness is OracleVerifier {
     function configDigestOf(
         uint256 chainId,
@@ -89,5 +91,9 @@ contract OracleVerifierHarness is OracleVerifier {
 
     function popcount(uint256 x) external pure returns (uint256) {
         return _popcount(x);
+    }
+
+    function hashReport(bytes calldata report) external pure returns (bytes32) {
+        return _hashReport(report);
     }
 }

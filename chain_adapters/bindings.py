@@ -1,0 +1,341 @@
+"""Typed Python bindings for dvpsim's escrow contracts (DvPCoordinator and the test tokens).
+
+The node runtime, the runners, the benchmarks and the tests talk to the contracts through
+these classes instead of raw web3 calls:
+
+* views return model types (``chain_adapters.model.State``, ``Terms``);
+* state-changing calls are built as :class:`chain_adapters.sender.TxRequest` for the
+  :class:`chain_adapters.sender.TransactionSender` (nonce, gas, fees, retries);
+* logs decode into the model's typed events (``SettlementCreated``, ``LegLocked``, ...), the
+  same classes ``chain_adapters.model.EscrowModel`` emits, so observers and the differential
+  test compare like with like;
+* :meth:`CoordinatorBinding.pending_decisions` is the transmitter's idempotency check: the
+  decisions of a report that would still change something on chain.
+
+The terms hash of an on-chain leg is ``chain_adapters.model.terms_hash`` (keccak256 of the
+ABI-encoded ``Terms``); the contract's ``hashTerms`` computes the same, and a test holds the
+two together.
+
+This module never signs or sends transactions by itself (deploy helpers use the node's
+unlocked dev accounts, for local chains only) and decides nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from chain_adapters.build import Artifact, compile_contracts
+from chain_adapters.deploy import deploy
+from chain_adapters.model import (
+    DECISION_OUTCOMES,
+    Approval,
+    DecisionSkipped,
+    EscrowEvent,
+    Leg,
+    LegLocked,
+    ReportApplied,
+    SettlementAborted,
+    SettlementCommitted,
+    SettlementCreated,
+    SettlementExpired,
+    SkipReason,
+    State,
+    Terms,
+    Transfer,
+)
+from chain_adapters.sender import TxRequest
+from chain_adapters.verifier import certificate_calldata, decode_revert
+from chain_adapters.watcher import ChainLog, EventDecoder
+from consensus.report import Action, Certificate, Decision, Report
+
+__all__ = [
+    "COORDINATOR",
+    "CoordinatorBinding",
+    "TokenBinding",
+    "chain_log_event",
+    "decode_escrow_event",
+    "deploy_bridged_token",
+    "deploy_coordinator",
+    "deploy_token",
+    "escrow_abis",
+]
+
+COORDINATOR = "DvPCoordinator"
+_TOKEN_ABI_NAME = "DvPToken"
+
+
+def escrow_abis(artifacts: Mapping[str, Artifact]) -> list[list[dict[str, Any]]]:
+    """The ABIs whose events and errors the escrow emits: the coordinator and the tokens."""
+    return [artifacts[COORDINATOR].abi, artifacts[_TOKEN_ABI_NAME].abi]
+
+
+def _to_bytes(value: Any) -> bytes:
+    return bytes(value)
+
+
+class TokenBinding:
+    """A dvpsim ERC-20 (AssetToken, PaymentToken, BridgedToken)."""
+
+    def __init__(self, w3: Any, address: str, abi: Sequence[Mapping[str, Any]]) -> None:
+        self.contract = w3.eth.contract(address=address, abi=list(abi))
+        self.address: str = self.contract.address
+
+    def balance_of(self, holder: str) -> int:
+        return int(self.contract.functions.balanceOf(holder).call())
+
+    def allowance(self, owner: str, spender: str) -> int:
+        return int(self.contract.functions.allowance(owner, spender).call())
+
+    def minter(self) -> str:
+        return str(self.contract.functions.minter().call())
+
+    def _tx(self, fn: str, *args: Any) -> TxRequest:
+        data = self.contract.encode_abi(fn, args=list(args))
+        return TxRequest(to=self.address, data=bytes.fromhex(data[2:]), label=f"{fn}")
+
+    def mint_tx(self, to: str, amount: int) -> TxRequest:
+        return self._tx("mint", to, amount)
+
+    def approve_tx(self, spender: str, amount: int) -> TxRequest:
+        return self._tx("approve", spender, amount)
+
+    def transfer_tx(self, to: str, amount: int) -> TxRequest:
+        return self._tx("transfer", to, amount)
+
+
+class CoordinatorBinding:
+    """A deployed DvPCoordinator."""
+
+    def __init__(self, w3: Any, address: str, artifacts: Mapping[str, Artifact]) -> None:
+        self.w3 = w3
+        self.contract = w3.eth.contract(address=address, abi=artifacts[COORDINATOR].abi)
+        self.address: str = self.contract.address
+        self._abis = escrow_abis(artifacts)
+        self._error_abi = [e for abi in self._abis for e in abi if e.get("type") == "error"]
+        self.decoder = EventDecoder(self._abis)
+
+    # ------------------------------------------------------------------ views
+
+    def settlement(self, settlement_id: bytes) -> tuple[bytes, State]:
+        terms_hash, state = self.contract.functions.settlementOf(settlement_id).call()
+        return bytes(terms_hash), State(state)
+
+    def state_of(self, settlement_id: bytes) -> State:
+        return self.settlement(settlement_id)[1]
+
+    def states_of(self, settlement_ids: Sequence[bytes]) -> list[State]:
+        if not settlement_ids:
+            return []
+        return [State(s) for s in self.contract.functions.statesOf(list(settlement_ids)).call()]
+
+    def hash_terms(self, terms: Terms) -> bytes:
+        return bytes(self.contract.functions.hashTerms(terms.as_abi()).call())
+
+    def unsafe_self_refund_after_deadline(self) -> bool:
+        return bool(self.contract.functions.unsafeSelfRefundAfterDeadline().call())
+
+    def config_digest(self) -> bytes:
+        return bytes(self.contract.functions.latestConfigDetails().call()[1])
+
+    def pending_decisions(self, report: Report) -> tuple[Decision, ...]:
+        """The decisions of ``report`` that would still change state here, by the decision
+        table (the transmitter's idempotency check: send only if this is not empty).
+        Decisions for unknown settlements or other terms are not pending: they can never
+        apply."""
+        ids = [d.settlement_id for d in report.decisions]
+        states = self.states_of(ids)
+        pending = []
+        for decision, state in zip(report.decisions, states, strict=True):
+            if decision.action not in (Action.COMMIT, Action.ABORT) or state == State.NONE:
+                continue
+            if DECISION_OUTCOMES[(decision.action, state)] is None:
+                pending.append(decision)
+        return tuple(pending)
+
+    # ------------------------------------------------------------------ transactions
+
+    def _tx(self, fn: str, *args: Any) -> TxRequest:
+        data = self.contract.encode_abi(fn, args=list(args))
+        return TxRequest(to=self.address, data=bytes.fromhex(data[2:]), label=fn)
+
+    def create_tx(self, terms: Terms) -> TxRequest:
+        return self._tx("create", terms.as_abi())
+
+    def create_and_lock_tx(self, terms: Terms) -> TxRequest:
+        return self._tx("createAndLock", terms.as_abi())
+
+    def lock_asset_tx(self, terms: Terms) -> TxRequest:
+        return self._tx("lockAsset", terms.as_abi())
+
+    def lock_payment_tx(self, terms: Terms) -> TxRequest:
+        return self._tx("lockPayment", terms.as_abi())
+
+    def reclaim_after_deadline_tx(self, terms: Terms) -> TxRequest:
+        return self._tx("reclaimAfterDeadline", terms.as_abi())
+
+    def apply_report_tx(
+        self, certificate: Certificate, terms: Sequence[Terms], *, strict: bool = False
+    ) -> TxRequest:
+        """applyReport (or applyReportStrict) with ``terms[i]`` for decision i."""
+        calldata = certificate_calldata(certificate)
+        return self._tx(
+            "applyReportStrict" if strict else "applyReport",
+            calldata.report,
+            calldata.signers,
+            calldata.signature,
+            [t.as_abi() for t in terms],
+        )
+
+    # ------------------------------------------------------------------ errors and events
+
+    def decode_error(self, data: bytes) -> str:
+        """``Name(args)`` of a custom error of the coordinator, its verifier or a token."""
+        reason = decode_revert(self._error_abi, data) if len(data) >= 4 else None
+        return str(reason) if reason else ("0x" + data.hex() if data else "no revert data")
+
+    def decode_error_parts(self, data: bytes) -> tuple[str, tuple[Any, ...]] | None:
+        reason = decode_revert(self._error_abi, data) if len(data) >= 4 else None
+        return (reason.name, reason.args) if reason else None
+
+    def receipt_events(self, receipt: Mapping[str, Any]) -> list[EscrowEvent]:
+        """The typed events of a receipt, in log order (coordinator and tokens)."""
+        events = []
+        for raw in receipt["logs"]:
+            name, args = self.decoder.decode(raw)
+            event = decode_escrow_event(str(raw["address"]), name, args)
+            if event is not None:
+                events.append(event)
+        return events
+
+
+def decode_escrow_event(
+    emitter: str, name: str, args: Iterable[tuple[str, Any]]
+) -> EscrowEvent | None:
+    """A decoded log (as :class:`chain_adapters.watcher.ChainLog` holds it) as the model's
+    typed event, or None for events that are not the escrow's."""
+    values = dict(args)
+    if name == "Transfer":
+        return Transfer(emitter, values["from"], values["to"], values["value"])
+    if name == "Approval":
+        return Approval(emitter, values["owner"], values["spender"], values["value"])
+    if name == "SettlementCreated":
+        return SettlementCreated(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            _to_bytes(values["termsHash"]),
+            values["creator"],
+            Terms.from_abi(
+                (_to_bytes(values["terms"][0]), *values["terms"][1:])  # settlementId as bytes
+            ),
+        )
+    if name == "LegLocked":
+        return LegLocked(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            Leg(values["leg"]),
+            values["party"],
+            values["token"],
+            values["amount"],
+            State(values["state"]),
+        )
+    if name == "SettlementCommitted":
+        return SettlementCommitted(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            _to_bytes(values["reportHash"]),
+            _to_bytes(values["termsHash"]),
+        )
+    if name == "SettlementAborted":
+        return SettlementAborted(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            _to_bytes(values["reportHash"]),
+            _to_bytes(values["termsHash"]),
+            State(values["previousState"]),
+        )
+    if name == "SettlementExpired":
+        return SettlementExpired(
+            emitter, _to_bytes(values["settlementId"]), values["caller"], State(values["previousState"])
+        )
+    if name == "DecisionSkipped":
+        return DecisionSkipped(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            _to_bytes(values["reportHash"]),
+            values["action"],
+            SkipReason(values["reason"]),
+        )
+    if name == "ReportApplied":
+        return ReportApplied(
+            emitter,
+            _to_bytes(values["reportHash"]),
+            values["epoch"],
+            values["round"],
+            values["applied"],
+            values["skipped"],
+        )
+    return None
+
+
+def chain_log_event(log: ChainLog) -> EscrowEvent | None:
+    """A watcher's :class:`ChainLog` as the model's typed event (None if not an escrow one)."""
+    return decode_escrow_event(log.address, log.event, log.args)
+
+
+# --------------------------------------------------------------------------- deployment
+
+
+def _sender(w3: Any, sender: str | None) -> str:
+    return sender or w3.eth.accounts[0]
+
+
+def deploy_coordinator(
+    w3: Any,
+    artifacts: Mapping[str, Artifact] | None = None,
+    *,
+    unsafe_self_refund_after_deadline: bool = False,
+    sender: str | None = None,
+) -> CoordinatorBinding:
+    """Deploy a DvPCoordinator (its committee is set afterwards with
+    ``chain_adapters.verifier.configure_bls_verifier(binding.contract, ...)``). The unsafe
+    research variant must be asked for by name."""
+    artifacts = artifacts or compile_contracts()
+    contract = deploy(
+        w3, artifacts[COORDINATOR], unsafe_self_refund_after_deadline, sender=_sender(w3, sender)
+    )
+    return CoordinatorBinding(w3, contract.address, artifacts)
+
+
+def deploy_token(
+    w3: Any,
+    kind: str,
+    artifacts: Mapping[str, Artifact] | None = None,
+    *,
+    sender: str | None = None,
+) -> TokenBinding:
+    """Deploy ``AssetToken`` or ``PaymentToken``; the deployer is the only minter."""
+    if kind not in ("AssetToken", "PaymentToken"):
+        raise ValueError(f"unknown token kind {kind!r}: use AssetToken or PaymentToken")
+    artifacts = artifacts or compile_contracts()
+    contract = deploy(w3, artifacts[kind], sender=_sender(w3, sender))
+    return TokenBinding(w3, contract.address, artifacts[kind].abi)
+
+
+def deploy_bridged_token(
+    w3: Any,
+    name: str,
+    symbol: str,
+    decimals: int,
+    minter: str,
+    artifacts: Mapping[str, Artifact] | None = None,
+    *,
+    sender: str | None = None,
+) -> TokenBinding:
+    """Deploy a BridgedToken whose only minter is ``minter`` (the destination chain's
+    coordinator in the token-transfer mode)."""
+    artifacts = artifacts or compile_contracts()
+    contract = deploy(
+        w3, artifacts["BridgedToken"], name, symbol, decimals, minter, sender=_sender(w3, sender)
+    )
+    return TokenBinding(w3, contract.address, artifacts["BridgedToken"].abi)
