@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,17 +139,27 @@ def compile_sources(
         "sources": {name: {"content": text} for name, text in sources.items()},
         "settings": SETTINGS,
     }
-    proc = subprocess.run(
-        [_node(), str(solc), "--standard-json", "--base-path", str(CONTRACTS_DIR)],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    # solcjs calls process.exit() right after writing its answer: into a pipe, everything
+    # past the first 64 KiB is lost. A regular file receives all of it.
+    # Its stdin is read with readFileSync(0), which fails with EAGAIN on a pipe that is not
+    # filled yet: give it a file too.
+    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as request_file:
+        request_file.write(json.dumps(request))
+        request_file.seek(0)
+        proc = subprocess.run(
+            [_node(), str(solc), "--standard-json", "--base-path", str(CONTRACTS_DIR)],
+            stdin=request_file,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        out.seek(0)
+        stdout = out.read()
     if proc.returncode != 0:
         raise CompileError(f"solcjs exited {proc.returncode}: {proc.stderr.strip()[:300]}")
-    result = _parse_solcjs_stdout(proc.stdout)
+    result = _parse_solcjs_stdout(stdout)
     errors = [e for e in result.get("errors", []) if e.get("severity") == "error"]
     if errors:
         raise CompileError(_format_errors(errors, sources))

@@ -17,7 +17,12 @@ crossing the network (the leader is a follower of its own rounds; OCR does the s
 
 Every handler validates its input completely before it changes anything: a malformed,
 oversized, wrongly signed, stale or replayed message yields only a ``Rejected`` action and
-leaves the state exactly as it was. Two errors are raised instead of reported:
+leaves the state exactly as it was. The one deliberate exception is a BLS share: checking
+each share on arrival would double the leader's pairings, so shares are checked in
+aggregate; a bad one is kept until the aggregate fails, then dropped, and its sender is
+excluded for the rest of the round. Since only a member can send its own share
+(authenticated channels), this costs no other member anything. Two errors are raised
+instead of reported:
 ``LocalProtocolError`` when the runtime breaks the contract (an event before Start, time
 running backwards, an oversized local observation), and errors from a buggy outcome
 function. A peer can trigger neither.

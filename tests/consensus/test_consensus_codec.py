@@ -31,7 +31,9 @@ observers = st.integers(0, LIMITS.n - 1)
 
 
 @st.composite
-def signed_observations(draw: st.DrawFn, epoch: int, round_: int, observer: int) -> SignedObservation:
+def signed_observations(
+    draw: st.DrawFn, epoch: int, round_: int, observer: int
+) -> SignedObservation:
     return SignedObservation(
         epoch,
         round_,
@@ -52,7 +54,9 @@ decisions = st.builds(
 @st.composite
 def certificates(draw: st.DrawFn, epoch: int, round_: int) -> Certificate:
     chosen = draw(
-        st.lists(decisions, max_size=LIMITS.max_decisions_per_report, unique_by=lambda d: d.settlement_id)
+        st.lists(
+            decisions, max_size=LIMITS.max_decisions_per_report, unique_by=lambda d: d.settlement_id
+        )
     )
     return Certificate(
         Report(draw(st.binary(min_size=32, max_size=32)), epoch, round_, tuple(chosen)),
@@ -169,7 +173,12 @@ SIG64 = b"\x01" * 64
             "max_array_len",
         ),
         (
-            {"k": 6, "e": 1, "r": 1, "c": [[b"\x00" * 32, [[b"\x01" * 32, 4, b"\x02" * 32]], 1, b"\x00" * 96]] * 2},
+            {
+                "k": 6,
+                "e": 1,
+                "r": 1,
+                "c": [[b"\x00" * 32, [[b"\x01" * 32, 4, b"\x02" * 32]], 1, b"\x00" * 96]] * 2,
+            },
             "unknown action",
         ),
         (

@@ -20,9 +20,7 @@ def _base(n: int = 4, f: int = 1) -> ConsensusConfig:
 
 
 def _with(config: ConsensusConfig, **changes: Any) -> ConsensusConfig:
-    fields = {
-        f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init
-    }
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.init}
     fields.update(changes)
     return ConsensusConfig(**fields)
 

@@ -7,6 +7,7 @@ import msgpack
 import pytest
 
 from consensus.checkers import check_agreement, valid_sightings
+from consensus.codec import CodecLimits, decode
 from consensus.events import Action, Event, Persist
 from consensus.harness import (
     Crash,
@@ -16,7 +17,6 @@ from consensus.harness import (
     Schedule,
     Simulation,
 )
-from consensus.codec import CodecLimits, decode
 from consensus.messages import SignedObservation
 from consensus.outcome import FactsOutcome, MedianOutcome, decode_number
 from consensus.pacemaker import leader
@@ -168,7 +168,10 @@ def test_flood_and_replay_are_rejected_and_harmless() -> None:
     )
     assert noisy.rejected > quiet.rejected + 50
     assert check_agreement(CONFIG, noisy.sightings).ok
-    assert len({(c.certificate.report.epoch, c.certificate.report.round) for c in noisy.certified}) >= 5
+    assert (
+        len({(c.certificate.report.epoch, c.certificate.report.round) for c in noisy.certified})
+        >= 5
+    )
 
 
 def test_lying_observer_lies_and_the_median_stays_honest() -> None:
@@ -186,8 +189,7 @@ def test_lying_observer_lies_and_the_median_stays_honest() -> None:
     lies = [
         decode_number(m.observation)
         for _, sender, _, data in sim.deliveries
-        if sender == liar
-        and isinstance(m := decode(data, limits), SignedObservation)
+        if sender == liar and isinstance(m := decode(data, limits), SignedObservation)
     ]
     assert lies and all(v in (0, 2**64 - 1) for v in lies)
     honest = [decode_number(o[4]) for o in result.observations]
@@ -220,7 +222,9 @@ def test_equivocating_leader_sends_different_proposals_to_different_followers() 
 def test_replayed_old_messages_change_no_member() -> None:
     """Replay every message delivered in a run to the member that received it, after the
     member has moved to a later epoch: nothing changes."""
-    sim, result = simulate(CONFIG, KEYS, WORLD, Schedule(seed=8, duration=8.0), keep_deliveries=True)
+    sim, result = simulate(
+        CONFIG, KEYS, WORLD, Schedule(seed=8, duration=8.0), keep_deliveries=True
+    )
     from consensus.events import MessageReceived, Rejected
     from consensus.messages import NewEpoch
 

@@ -51,9 +51,7 @@ def _reference_kth_highest_above(values: list[int], floor: int, count: int) -> i
     return max(candidates) if candidates else None
 
 
-@given(
-    st.lists(st.integers(0, 20), min_size=4, max_size=10), st.integers(0, 20), st.integers(0, 3)
-)
+@given(st.lists(st.integers(0, 20), min_size=4, max_size=10), st.integers(0, 20), st.integers(0, 3))
 def test_join_and_move_follow_ocr(newepoch: list[int], floor: int, f: int) -> None:
     assert join_epoch(newepoch, floor, f) == _reference_kth_highest_above(newepoch, floor, f + 1)
     assert move_epoch(newepoch, floor, f) == _reference_kth_highest_above(
@@ -107,7 +105,9 @@ def test_safety_store_never_holds_or_signs_conflicting_decisions(
         assert not any(conflicts(a, b) for a in record for b in record)
         # A store rebuilt from the persisted state refuses exactly what the live one does.
         rebuilt = SafetyStore(reference)
-        for d in [Decision(s, a, b"\x01" * 32) for s in {x.settlement_id for x in record} for a in Action]:
+        for d in [
+            Decision(s, a, b"\x01" * 32) for s in {x.settlement_id for x in record} for a in Action
+        ]:
             assert (rebuilt.conflict(d) is None) == (store.conflict(d) is None)
         assert not rebuilt.may_sign_round(1, number)
         assert rebuilt.may_sign_round(1, number + 1)
@@ -202,7 +202,8 @@ def test_median_of_2f_plus_1_with_f_liars_is_between_honest_values(
     honest: list[int], liars: list[int]
 ) -> None:
     observations = [
-        AttributedObservation(i, encode_number(v)) for i, v in enumerate(honest[: 3 - len(liars)] + liars)
+        AttributedObservation(i, encode_number(v))
+        for i, v in enumerate(honest[: 3 - len(liars)] + liars)
     ]
     honest_used = honest[: 3 - len(liars)]
     result = MedianOutcome()(observations, _context())

@@ -11,6 +11,7 @@ with many more examples and a 7-member committee.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, find, given, note, settings
 from hypothesis import strategies as st
 
@@ -34,7 +35,6 @@ from tests.consensus.worlds import (
     schedules,
     simulate,
 )
-import pytest
 
 _FAST = settings(
     max_examples=12,

@@ -408,7 +408,9 @@ def bad_inputs(draw: st.DrawFn) -> tuple[int, bytes]:
         return LEADER, encode(Proposal(1, 3, tuple(observations)))
     if kind == 5:  # round 3's proposal, but from a member that does not lead
         proposal = Proposal(1, 3, tuple(signed(i, 1, 3, views[i]) for i in range(CONFIG.n)))
-        return draw(st.sampled_from([i for i in range(CONFIG.n) if i not in (LEADER, FOLLOWER)])), encode(proposal)
+        return draw(
+            st.sampled_from([i for i in range(CONFIG.n) if i not in (LEADER, FOLLOWER)])
+        ), encode(proposal)
     if kind == 6:  # a proposal with fewer observations than the quorum
         return LEADER, encode(Proposal(1, 3, (signed(0, 1, 3, views[0]),)))
     if kind == 7:  # certificates for round 3 that do not verify
@@ -470,3 +472,85 @@ def test_stale_timers_and_observations_change_nothing() -> None:
         actions = node.handle(event)
         assert all(isinstance(a, Rejected) and a.sender is None for a in actions)
         assert node.snapshot() == before
+
+
+def _leader_collecting_shares() -> tuple[Driven, Proposal]:
+    """The leader of epoch 1 after proposing round 1, holding its own share only."""
+    driven, proposal = _drive_leader()
+    return driven, proposal
+
+
+LEADING, LEADING_PROPOSAL = _leader_collecting_shares()
+
+
+@st.composite
+def bad_inputs_for_the_leader(draw: st.DrawFn) -> tuple[int, bytes]:
+    sender = draw(st.sampled_from([i for i in range(CONFIG.n) if i != LEADER]))
+    reports = compute_reports(CONFIG, OUTCOME, LEADING_PROPOSAL)
+    valid = tuple(bls.sign(KEYS[sender].bls_secret, report_hash(r)) for r in reports)
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return sender, draw(st.binary(max_size=300))
+    if kind == 1:  # valid shares, but for another round or epoch
+        e, r = draw(st.sampled_from([(1, 2), (1, 0 + 7), (2, 1), (9, 1)]))
+        return sender, encode(Shares(e, r, valid))
+    if kind == 2:  # an observation after the proposal, or signed by someone else
+        observation = signed(sender, 1, 1, facts())
+        if draw(st.booleans()):
+            forged = sign_observation(
+                KEYS[LEADER].identity, CONFIG.instance_digest, 1, 1, sender, b"x"
+            )
+            observation = SignedObservation(1, 1, sender, b"x", forged)
+        return sender, encode(observation)
+    if kind == 3:  # one member's observation sent by another
+        other = draw(st.sampled_from([i for i in range(CONFIG.n) if i not in (sender,)]))
+        return sender, encode(signed(other, 1, 1, facts()))
+    if kind == 4:  # a proposal or a request from a member that does not lead
+        return sender, encode(draw(st.sampled_from([ObserveReq(1, 2), LEADING_PROPOSAL])))
+    if kind == 5:  # the wrong number of shares cannot even be decoded
+        return sender, encode(Shares(1, 1, valid[:1]))
+    # kind 6: certificates that do not verify
+    cert = make_certificate(reports[0], {sender: valid[0]})  # one signer: too few
+    return sender, encode(RoundCertificates(1, 1, (cert, cert)))
+
+
+@settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(bad_inputs_for_the_leader())
+def test_bad_input_to_a_leader_is_rejected_without_a_state_change(bad: tuple[int, bytes]) -> None:
+    sender, data = bad
+    node = LEADING.node
+    before = node.snapshot()
+    actions = node.handle(MessageReceived(LEADING.now, sender, data))
+    assert node.snapshot() == before
+    assert all(isinstance(a, Rejected) for a in actions), actions
+
+
+def test_a_wrongly_signed_share_costs_only_its_sender_its_place() -> None:
+    """Shares are checked in aggregate, so a bad one is kept until the aggregate fails;
+    then it is dropped and its sender (only it can send its own share) is excluded from
+    the round. Every other member's share still counts."""
+    driven, proposal = _drive_leader()
+    reports = compute_reports(CONFIG, OUTCOME, proposal)
+    followers = [i for i in range(CONFIG.n) if i != LEADER]
+    liar = followers[0]
+    wrong = tuple(bls.sign(KEYS[liar].bls_secret, b"\x01" * 32) for _ in reports)
+    driven.receive(liar, Shares(1, 1, wrong))
+    honest = followers[1]
+    good = tuple(bls.sign(KEYS[honest].bls_secret, report_hash(r)) for r in reports)
+    actions = driven.receive(honest, Shares(1, 1, good))  # t = 3 shares: aggregate fails
+    assert not any(isinstance(a, Broadcast) for a in actions)
+    # The liar cannot try again in this round.
+    retry = tuple(bls.sign(KEYS[liar].bls_secret, report_hash(r)) for r in reports)
+    actions = driven.receive(liar, Shares(1, 1, retry))
+    assert len(actions) == 1 and isinstance(actions[0], Rejected)
+    last = followers[2]
+    good = tuple(bls.sign(KEYS[last].bls_secret, report_hash(r)) for r in reports)
+    actions = driven.receive(last, Shares(1, 1, good))
+    (broadcast,) = [a for a in actions if isinstance(a, Broadcast)]
+    final = decode(broadcast.data, LIMITS)
+    assert isinstance(final, RoundCertificates)
+    for target, cert in enumerate(final.certificates):
+        verify_certificate(cert, CONFIG.targets[target].committee)
+        assert cert.signers == (1 << LEADER) | (1 << honest) | (1 << last)

@@ -174,7 +174,9 @@ def adversaries(
     members = draw(st.lists(st.integers(0, n - 1), max_size=f, unique=True))
     chosen = []
     for index in sorted(members):
-        behaviours = draw(st.lists(st.sampled_from(list(names)), min_size=1, max_size=2, unique=True))
+        behaviours = draw(
+            st.lists(st.sampled_from(list(names)), min_size=1, max_size=2, unique=True)
+        )
         chosen.append((index, tuple(sorted(behaviours))))
     return Adversary(tuple(chosen))
 

@@ -236,6 +236,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 model_events, model_error = None, (exc.error, _normalize(exc.args_))
             assert chain_error == model_error, (fn_name, chain_error, model_error)
             world.outcomes[f"revert {model_error[0]}" if model_error else f"{fn_name}: ok"] += 1
+            if model_error and model_error[0] == "InvalidTerms": world.outcomes[f"DBG {model_error[1][1]}"] += 1
             for e in model_events or []:
                 if isinstance(e, DecisionSkipped):
                     world.outcomes[f"skipped: {e.reason.name}"] += 1
@@ -398,8 +399,33 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
             assert receipt["status"] == 1
             self.model.approve(token, party, self.co.address, amount)
 
+        @precondition(lambda self: bool(self.terms))
+        @rule(data=st.data())
+        def settle(self, data: st.DataObject) -> None:
+            """A well-formed certified report, as honest nodes would send it: COMMIT for
+            prepared settlements, ABORT for the others."""
+            chosen = data.draw(st.lists(st.sampled_from(self.terms), min_size=1, max_size=4,
+                                        unique_by=lambda t: t.settlement_id))  # fmt: skip
+            decisions = [
+                Decision(
+                    t.settlement_id,
+                    Action.COMMIT
+                    if self.model.state_of(t.settlement_id) == State.PREPARED
+                    else Action.ABORT,
+                    t.terms_hash(),
+                )
+                for t in chosen
+            ]
+            self.round += 1
+            committee = self.stack.committee
+            cert = committee.certify(committee.report(decisions, epoch=1, round=self.round))
+            self.certs.append((cert, chosen))
+            self.submit(cert, chosen, data.draw(st.booleans()))
+
         @rule(data=st.data())
         def apply_report(self, data: st.DataObject) -> None:
+            """Anything a faulty committee or transmitter might send: unknown settlements,
+            other terms, PREPARE actions, wrong calldata, bad certificates."""
             count = data.draw(st.integers(1, 4))
             decisions, terms, seen = [], [], set()
             for _ in range(count):
