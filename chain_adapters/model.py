@@ -717,7 +717,7 @@ class EscrowModel:
                 outcome = self._decide(decision.settlement_id, int(decision.action),
                                        decision.terms_hash, supplied, digest)  # fmt: skip
                 if isinstance(outcome, SkipReason):
-                    if strict and outcome != SkipReason.ALREADY_APPLIED:
+                    if strict:
                         raise _strict_error(decision.settlement_id, outcome,
                                             self.state_of(decision.settlement_id), decision.action)  # fmt: skip
                     events.append(

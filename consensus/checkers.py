@@ -6,6 +6,7 @@
   accept it.
 - Validity (facts): every decision in a valid certificate was observed, as a fact, by at
   least one honest member.
+- Determinism: the same simulation run twice yields the same history, byte for byte.
 - Liveness: once the network has healed, every honest member accepts a certificate within
   a bound derived from the Delta parameters (``liveness_bound``).
 
@@ -18,17 +19,18 @@ This module must never change a result it checks, and does no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from consensus.config import ConsensusConfig
-from consensus.harness import CertificateSighting, NetworkProfile, SimulationResult
+from consensus.harness import CertificateSighting, NetworkProfile, Simulation, SimulationResult
 from consensus.outcome import decode_facts
 from consensus.report import CertificateError, Decision, conflicts, verify_certificate
 
 __all__ = [
     "Verdict",
     "check_agreement",
+    "check_determinism",
     "check_fact_validity",
     "check_liveness",
     "liveness_bound",
@@ -118,6 +120,20 @@ def liveness_bound(
     failed_epoch = config.delta_progress + config.delta_resend + 2 * d
     good_round = config.delta_grace + 6 * d + config.delta_resend + observation_delay
     return config.delta_resend + d + (2 * config.f + 2) * failed_epoch + good_round
+
+
+def check_determinism(make: Callable[[], Simulation]) -> Verdict:
+    """Run the simulation ``make`` builds twice and compare the histories record for
+    record; on a difference, name the first record that differs."""
+    first, second = make().run(), make().run()
+    if first.history == second.history:
+        return Verdict(True, f"{len(first.history)} records, identical ({first.history_digest()})")
+    for index, (a, b) in enumerate(zip(first.history, second.history, strict=False)):
+        if a != b:
+            return Verdict(False, f"histories differ at record {index}: {a!r} vs {b!r}")
+    return Verdict(
+        False, f"histories differ in length: {len(first.history)} vs {len(second.history)}"
+    )
 
 
 def check_liveness(result: SimulationResult, heal_at: float, bound: float) -> Verdict:

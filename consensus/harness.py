@@ -329,6 +329,7 @@ class Simulation:
         #: keep_deliveries, every delivered message as (time, sender, receiver, bytes).
         self.final_nodes: list[NodeLike | None] = []
         self.deliveries: list[tuple[float, int, int, bytes]] = []
+        self._ran = False
         self.honest = frozenset(i for i in range(config.n) if i not in self.byzantine)
         self._limits = CodecLimits.from_config(config)
 
@@ -338,7 +339,11 @@ class Simulation:
         return node if factory is None else factory(node)
 
     def run(self) -> SimulationResult:
-        """Run the schedule to its end and return what happened."""
+        """Run the schedule to its end and return what happened. A Simulation runs once
+        (its Byzantine factories keep state); build a new one to run again."""
+        if self._ran:
+            raise RuntimeError("this Simulation has already run; build a new one")
+        self._ran = True
         cfg, sched = self.config, self.schedule
         n = cfg.n
         rng = random.Random(sched.seed)

@@ -105,6 +105,10 @@ __all__ = [
 ]
 
 
+#: How early (seconds) a timer may fire and still count as due.
+_TIMER_SLACK = 1e-3
+
+
 class LocalProtocolError(RuntimeError):
     """The runtime driving a node broke its contract (not a peer's fault)."""
 
@@ -421,7 +425,9 @@ class Node:
 
     def _on_timer(self, timer: Timer) -> None:
         due = self._timers.get(timer)
-        if due is None or self._now < due:
+        # A runtime replaces a re-set timer, so an early fire is a stale one; the slack
+        # absorbs wall clocks that wake a hair before the deadline they were given.
+        if due is None or self._now < due - _TIMER_SLACK:
             self._reject(None, f"stale timer {timer.kind.name}")
             return
         del self._timers[timer]
@@ -462,7 +468,9 @@ class Node:
 
     def _on_new_epoch(self, sender: int, message: NewEpoch) -> None:
         pm = self._pacemaker
-        if message.epoch <= pm.newepoch[sender]:
+        if message.epoch == pm.newepoch[sender]:
+            return  # the periodic resend of what the sender asked for already: nothing new
+        if message.epoch < pm.newepoch[sender]:
             self._reject(sender, f"stale NEW-EPOCH {message.epoch}")
             return
         pm.newepoch[sender] = message.epoch

@@ -57,6 +57,7 @@ class TargetConfig:
     client_id: str = ""  # bank: API client id and secret (HMAC)
     client_secret: str = ""
     webhook_listen: str = ""  # bank: host:port where this node receives callbacks
+    currency: str = "USD"  # bank: the currency of the payment leg
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
             client_id=r.get(t, prefix, "client_id", str, ""),
             client_secret=r.get(t, prefix, "client_secret", str, ""),
             webhook_listen=r.get(t, prefix, "webhook_listen", str, ""),
+            currency=r.get(t, prefix, "currency", str, "USD"),
         )
         if kind == "file" and not target.url.startswith("file://"):
             raise r.fail(

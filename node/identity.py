@@ -94,8 +94,7 @@ def load_identity_file(path: str | os.PathLike[str]) -> NodeIdentity:
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "not ASCII text"
         raise IdentityError(
-            f"identity file {source} cannot be read ({reason}); check the path and its "
-            "permissions"
+            f"identity file {source} cannot be read ({reason}); check the path and its permissions"
         ) from None
     if len(text) != 2 * SEED_SIZE:
         raise IdentityError(

@@ -8,7 +8,8 @@
   identity outside the committee is refused right after it is authenticated, before any
   muxer or stream exists; a stream whose connection belongs to a non-member (possible only
   if that check is bypassed) is reset too. Both are counted in `rejected_peers`.
-- One long-lived yamux stream per pair of members, used in both directions. The member with
+- One long-lived yamux stream per pair of members, used in both directions (py-libp2p
+  0.8.1's mplex cannot read and write one stream at the same time). The member with
   the lower index opens it; the higher one accepts it. A stream from a member that should
   not open one is reset and counted (`rejected_streams`); a new stream from the right
   member replaces the old one (the peer restarted).
@@ -23,8 +24,9 @@
   id mismatch). The swarm's own retries and auto-connector are switched off so this loop
   alone decides when to dial.
 - Rate limits (per peer, inbound): token buckets on frames and on bytes. Frames over the
-  limit are dropped and counted (`rate_limited`) rather than back-pressured: stalling the
-  read loop would let py-libp2p's muxer reset the stream, and the consensus layer resends.
+  limit are dropped and counted (`rate_limited`) rather than back-pressured: a stalled
+  read loop stops granting yamux window to the sender, whose writes then time out and
+  drop the link, while the consensus layer resends what it still needs anyway.
 - Bounded memory: per-peer outbound buffers (drop oldest), one inbound queue (drop newest),
   decoders that refuse a bad length before buffering its payload. Frames queued while a
   write is in progress go out together in the next write (batching).
@@ -44,6 +46,7 @@ outside the committee, buffer without bound, or let a peer's bad input raise out
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -101,6 +104,10 @@ def quiet_libp2p_logging(level: int = logging.CRITICAL) -> None:
 
 class P2PConfigError(ValueError):
     """A transport setting or committee entry is unusable (one line: what, where, fix)."""
+
+
+class P2PListenError(OSError):
+    """The transport could not listen on its configured address (one line)."""
 
 
 @dataclass(frozen=True)
@@ -222,13 +229,14 @@ class _Link:
     outbound: OutboundBuffer
     frame_bucket: TokenBucket
     byte_bucket: TokenBucket
-    data_ready: trio.Event = field(default_factory=trio.Event)
+    writer_waiting: trio.lowlevel.ParkingLot = field(default_factory=trio.lowlevel.ParkingLot)
     scope: trio.CancelScope | None = None
     ever_up: bool = False
     frames_in: int = 0
     frames_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    writes_out: int = 0
     dropped_outbound: int = 0
     dropped_inbound: int = 0
     rate_limited: int = 0
@@ -249,6 +257,7 @@ class _Link:
             frames_out=self.frames_out,
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
+            writes_out=self.writes_out,
             dropped_outbound=self.dropped_outbound,
             dropped_inbound=self.dropped_inbound,
             rate_limited=self.rate_limited,
@@ -263,20 +272,19 @@ def _committee_noise(
     identity: NodeIdentity, allowed: frozenset[Any], on_reject: Any
 ) -> tuple[str, Any]:
     """A Noise security transport that refuses authenticated identities outside `allowed`."""
-    from libp2p import NOISE_PROTOCOL_ID, NoiseTransport
     from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
     from libp2p.security.exceptions import HandshakeFailure
+    from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+    from libp2p.security.noise.transport import Transport as NoiseTransport
 
-    class CommitteeNoise(NoiseTransport):  # type: ignore[misc]
+    class CommitteeNoise(NoiseTransport):
         async def _admit(self, secure_conn: Any) -> Any:
             remote = secure_conn.get_remote_peer()
             if remote not in allowed:
                 on_reject(remote)
-                with trio.CancelScope(shield=True):
-                    try:
-                        await secure_conn.close()
-                    except Exception:
-                        pass  # already gone; the refusal stands either way
+                # Already gone or not, the refusal stands.
+                with trio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await secure_conn.close()
                 raise HandshakeFailure(f"peer {remote} is not a member of the committee")
             return secure_conn
 
@@ -371,7 +379,7 @@ class P2PTransport(Transport):
         self._check_peer(peer_index)
         link = self._links[peer_index]
         link.dropped_outbound += link.outbound.push(payload)
-        link.data_ready.set()
+        link.writer_waiting.unpark_all()
 
     async def receive(self) -> InboundFrame:
         return await self._inbound.get()
@@ -388,7 +396,7 @@ class P2PTransport(Transport):
             inbound_queue_bytes=self._inbound.nbytes,
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         quiet_libp2p_logging(self.config.libp2p_log_level)
         host = self._make_host()
         self._host = host
@@ -411,14 +419,22 @@ class P2PTransport(Transport):
                 host.set_stream_handler(PROTOCOL_ID, self._accept_stream)
                 self._listen_addrs = [str(a) for a in host.get_addrs()]
                 try:
-                    async with trio.open_nursery() as nursery:
-                        for link in self._links.values():
-                            if link.opener:
-                                nursery.start_soon(self._dial_loop, link)
-                        task_status.started()
-                        await trio.sleep_forever()
+                    # py-libp2p logs a failed listen and carries on; a member that nobody
+                    # can reach must not look healthy (raised below, outside libp2p's
+                    # nurseries, so the caller gets the error itself, not a group).
+                    if self._listen_addrs:
+                        async with trio.open_nursery() as nursery:
+                            for link in self._links.values():
+                                if link.opener:
+                                    nursery.start_soon(self._dial_loop, link)
+                            task_status.started()
+                            await trio.sleep_forever()
                 finally:
                     await _close_host(host)
+            raise P2PListenError(
+                f"cannot listen on {self.config.listen_addr}: the address is in use or not "
+                "local to this machine; choose another listen address or port"
+            )
         finally:
             self._inbound.close()
             for link in self._links.values():
@@ -430,9 +446,11 @@ class P2PTransport(Transport):
     # -- libp2p host ----------------------------------------------------------------------
 
     def _make_host(self) -> Any:
-        from libp2p import YAMUX_PROTOCOL_ID, Yamux, new_host
+        from libp2p import new_host
         from libp2p.custom_types import TProtocol
         from libp2p.network.config import ConnectionConfig, RetryConfig
+        from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+        from libp2p.stream_muxer.yamux.yamux import Yamux
 
         allowed = frozenset(m.peer_id for m in self._members if m.index != self._self_index)
         noise_id, noise = _committee_noise(self._identity, allowed, self._on_outsider)
@@ -450,14 +468,15 @@ class P2PTransport(Transport):
         )
         host = new_host(
             key_pair=self._identity.key_pair,
-            sec_opt={noise_id: noise},
+            sec_opt={TProtocol(noise_id): noise},
             # Yamux only: py-libp2p 0.8.1's mplex stream holds a read lock while a read
             # waits, which blocks every write on the same stream (no full duplex).
             muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
             listen_addrs=[multiaddr.Multiaddr(self.config.listen_addr)],
             connection_config=connection_config,
         )
-        host.get_network().retry_config = RetryConfig(max_retries=0)
+        network: Any = host.get_network()  # the Swarm; its interface omits retry_config
+        network.retry_config = RetryConfig(max_retries=0)
         return host
 
     def _on_outsider(self, peer_id: Any) -> None:
@@ -553,9 +572,7 @@ class P2PTransport(Transport):
         except MalformedFrame as fault:
             self._deliver(link, fault.frames)
             link.malformed += 1
-            log.warning(
-                "closed the stream of member %d: %s", link.member.index, fault.reason
-            )
+            log.warning("closed the stream of member %d: %s", link.member.index, fault.reason)
         except Exception as error:  # reset, connection lost: the link is down, not a crash
             log.debug("read from member %d ended: %r", link.member.index, error)
         finally:
@@ -577,16 +594,13 @@ class P2PTransport(Transport):
         try:
             while True:
                 if not link.outbound:
-                    # A fresh event per wait; send() sets the current one.
-                    link.data_ready = trio.Event()
-                    await link.data_ready.wait()
+                    await link.writer_waiting.park()  # until send() queues something
                     continue
                 batch = link.outbound.pop_batch(self.config.max_batch_bytes)
-                wire = b"".join(
-                    len(p).to_bytes(FRAME_HEADER_SIZE, "big") + p for p in batch
-                )
+                wire = b"".join(len(p).to_bytes(FRAME_HEADER_SIZE, "big") + p for p in batch)
                 with trio.fail_after(self.config.write_timeout_s):
                     await stream.write(wire)
+                link.writes_out += 1
                 link.frames_out += len(batch)
                 link.bytes_out += len(wire) - FRAME_HEADER_SIZE * len(batch)
                 batch = []
@@ -610,8 +624,6 @@ async def _close_host(host: Any) -> None:
 
 
 async def _reset(stream: Any) -> None:
-    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-        try:
-            await stream.reset()
-        except Exception:
-            pass  # already reset or the connection is gone
+    # Already reset, or the connection is gone: either way the stream is done.
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0), contextlib.suppress(Exception):
+        await stream.reset()

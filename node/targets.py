@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import trio
 
 from consensus.report import Action, Certificate
+from node.book import SettlementBook
 from node.config import NodeConfig, TargetConfig
 from node.dvp import Fact, FactKind, encode_observation
 
@@ -150,20 +151,21 @@ def build_targets(config: NodeConfig) -> BuiltTargets:
     adapters: list[TargetAdapter] = []
     background: list[Callable[[], Awaitable[None]]] = []
     closers: list[Callable[[], None]] = []
+    book = SettlementBook()  # what the chains announced, shared with the bank leg
     for target in config.targets:
         if target.kind == "file":
             adapters.append(FileTarget(target, config.index))
         elif target.kind == "evm":
             from node.evm_target import EvmTarget
 
-            evm = EvmTarget(target, config)
+            evm = EvmTarget(target, config, book)
             adapters.append(evm)
             background.append(evm.run)
             closers.append(evm.close)
         elif target.kind == "bank":
             from node.bank_target import BankTarget
 
-            bank = BankTarget(target, config)
+            bank = BankTarget(target, config, book)
             adapters.append(bank)
             background.append(bank.run)
             closers.append(bank.close)

@@ -19,9 +19,10 @@ clock-free so that they can be property-tested:
   newly received frames are dropped and counted.
 
 Threading and async model: everything here runs on one trio thread. `send` and
-`broadcast` are synchronous and never block (they enqueue); `receive` is awaited.
-Nothing here is thread-safe; a caller on another thread must hop onto the trio thread
-(e.g. `trio.from_thread.run_sync`).
+`broadcast` are synchronous and never block (they enqueue); `receive` is awaited. They are
+not thread-safe: a caller on another thread must hop onto the trio thread (e.g.
+`trio.from_thread.run_sync`). `metrics()` and `connected_peers()` only read counters and
+may be called from another thread (a Prometheus exporter, say).
 
 This module must never interpret payloads, read the clock or the network, or grow a
 queue without bound.
@@ -80,6 +81,7 @@ class PeerMetrics:
     frames_out: int
     bytes_in: int
     bytes_out: int
+    writes_out: int  # stream writes; frames_out / writes_out is the batching factor
     dropped_outbound: int  # evicted from the full outbound buffer, or lost in a failed write
     dropped_inbound: int  # received but the inbound queue was full
     rate_limited: int  # received but over this peer's rate limit
@@ -133,6 +135,7 @@ class TransportMetrics:
                 "frames_out",
                 "bytes_in",
                 "bytes_out",
+                "writes_out",
                 "dropped_outbound",
                 "dropped_inbound",
                 "rate_limited",
@@ -205,8 +208,11 @@ class Transport(abc.ABC):
         """A snapshot of the counters."""
 
     @abc.abstractmethod
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled; call `task_status.started()` once frames can flow.
+
+        (`task_status` is a `trio.TaskStatus[None]`; typed Any because the trio-typing
+        stubs that py-libp2p installs shadow trio's own annotations.)
 
         Use as `await nursery.start(transport.run)`, or `async with transport:`.
         """
@@ -233,12 +239,20 @@ class Transport(abc.ABC):
     def _running(self) -> AbstractAsyncContextManager[Transport]:
         @asynccontextmanager
         async def running() -> AsyncIterator[Transport]:
+            failure: Exception | None = None
             async with trio.open_nursery() as nursery:
-                await nursery.start(self.run)
                 try:
-                    yield self
-                finally:
-                    nursery.cancel_scope.cancel()
+                    await nursery.start(self.run)
+                except Exception as error:  # failed before starting: nothing else to stop
+                    failure = error
+                else:
+                    try:
+                        yield self
+                    finally:
+                        nursery.cancel_scope.cancel()
+            if failure is not None:
+                # Raised outside the nursery so the caller sees the error, not a group.
+                raise failure
 
         return running()
 
@@ -423,7 +437,8 @@ class InboundQueue:
         self.max_bytes = max_bytes
         self._frames: deque[InboundFrame] = deque()
         self._bytes = 0
-        self._ready = trio.Event()
+        # Parked receivers; every put or close wakes them all to re-check.
+        self._waiters = trio.lowlevel.ParkingLot()
         self._closed = False
 
     def __len__(self) -> int:
@@ -444,16 +459,14 @@ class InboundQueue:
             return False
         self._frames.append(frame)
         self._bytes += size
-        self._ready.set()
+        self._waiters.unpark_all()
         return True
 
     async def get(self) -> InboundFrame:
         while not self._frames:
             if self._closed:
                 raise TransportClosed("transport stopped")
-            # Fresh event per wait: put() sets whichever one the waiters hold.
-            self._ready = trio.Event()
-            await self._ready.wait()
+            await self._waiters.park()
         frame = self._frames.popleft()
         self._bytes -= len(frame.payload)
         return frame
@@ -461,7 +474,7 @@ class InboundQueue:
     def close(self) -> None:
         """Wake waiting receivers; frames already queued can still be taken."""
         self._closed = True
-        self._ready.set()
+        self._waiters.unpark_all()
 
     def reopen(self) -> None:
         self._closed = False

@@ -32,7 +32,7 @@ from typing import Any
 import trio
 
 from node.identity import IdentityError, identity_from_seed
-from node.p2p import P2PConfig, P2PConfigError, P2PTransport
+from node.p2p import P2PConfig, P2PConfigError, P2PListenError, P2PTransport
 
 # kind (1 byte) | origin index (u16) | sequence (u32) | send time, CLOCK_MONOTONIC ns (u64)
 HEADER = struct.Struct(">cHIQ")
@@ -155,9 +155,7 @@ class EchoNode:
             senders = self.peers(msg.get("from"))
 
             def done() -> bool:
-                return all(
-                    len(self.tallies.get(s, Tally()).seqs) >= per_peer for s in senders
-                )
+                return all(len(self.tallies.get(s, Tally()).seqs) >= per_peer for s in senders)
 
             with trio.move_on_after(float(msg.get("timeout", 30))):
                 while not done():
@@ -218,8 +216,7 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     transport = P2PTransport(identity, args.index, args.peer, config)
     node = EchoNode(transport)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(transport.run)
+    async with transport, trio.open_nursery() as nursery:
         nursery.start_soon(node.receive_loop)
         emit(
             "ready",
@@ -245,7 +242,7 @@ def main() -> int:
     args = parser.parse_args()
     try:
         trio.run(main_async, args)
-    except (IdentityError, P2PConfigError, ValueError) as error:
+    except (IdentityError, P2PConfigError, P2PListenError, ValueError) as error:
         print(f"p2p_echo: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -245,6 +245,27 @@ def schedules(
 # --------------------------------------------------------------------------- runs
 
 
+def build(
+    config: ConsensusConfig,
+    keys: Sequence[NodeKeys],
+    world: Callable[[int, float, int, int], bytes],
+    schedule: Schedule,
+    adversary: Adversary = Adversary(),
+    outcome: OutcomeFunction | None = None,
+    **options: Any,
+) -> Simulation:
+    chosen = outcome if outcome is not None else FactsOutcome()
+    return Simulation(
+        config,
+        keys,
+        chosen,
+        world,
+        schedule,
+        adversary.factories(config, keys, chosen, schedule.seed),
+        **options,
+    )
+
+
 def simulate(
     config: ConsensusConfig,
     keys: Sequence[NodeKeys],
@@ -254,14 +275,5 @@ def simulate(
     outcome: OutcomeFunction | None = None,
     **options: Any,
 ) -> tuple[Simulation, SimulationResult]:
-    chosen = outcome if outcome is not None else FactsOutcome()
-    simulation = Simulation(
-        config,
-        keys,
-        chosen,
-        world,
-        schedule,
-        adversary.factories(config, keys, chosen, schedule.seed),
-        **options,
-    )
+    simulation = build(config, keys, world, schedule, adversary, outcome, **options)
     return simulation, simulation.run()

@@ -16,8 +16,22 @@ from node.provision import make_keys, write_committee
 
 def _config(tmp_path: Path) -> dict[str, Any]:
     members = make_keys(4, 7, [4001, 4002, 4003, 4004])
-    targets = [{"name": "chain-A", "leg": "A", "kind": "evm", "chain_id": 31337, "verifier": "0x" + "22" * 20, "config_count": 1, "t": 3, "url": "http://127.0.0.1:8545", "transmitter_key": "0x" + "01" * 32}]
-    paths = write_committee(tmp_path, members, f=1, mode="single-chain-onchain", targets_for=lambda i: targets)
+    targets = [
+        {
+            "name": "chain-A",
+            "leg": "A",
+            "kind": "evm",
+            "chain_id": 31337,
+            "verifier": "0x" + "22" * 20,
+            "config_count": 1,
+            "t": 3,
+            "url": "http://127.0.0.1:8545",
+            "transmitter_key": "0x" + "01" * 32,
+        }
+    ]
+    paths = write_committee(
+        tmp_path, members, f=1, mode="single-chain-onchain", targets_for=lambda i: targets
+    )
     return dict(json.loads(paths[0].read_text()))
 
 
@@ -39,8 +53,16 @@ def test_generated_config_loads(tmp_path: Path) -> None:
         (lambda c: c.update(colour=1), "colour", "unknown key"),
         (lambda c: c["committee"].update(f=2), "committee.f", "too large"),
         (lambda c: c.update(index=9), "index", "not a member index"),
-        (lambda c: c["committee"]["members"][1].update(bls_public_key="0x1234"), "committee.members[1].bls_public_key", "2 bytes, expected 48"),
-        (lambda c: c["committee"]["members"][2].update(address="/ip4/127.0.0.1/tcp/1"), "committee.members[2].address", "no /p2p/"),
+        (
+            lambda c: c["committee"]["members"][1].update(bls_public_key="0x1234"),
+            "committee.members[1].bls_public_key",
+            "2 bytes, expected 48",
+        ),
+        (
+            lambda c: c["committee"]["members"][2].update(address="/ip4/127.0.0.1/tcp/1"),
+            "committee.members[2].address",
+            "no /p2p/",
+        ),
         (lambda c: c["targets"][0].update(url="ftp://x"), "targets[0].url", "not an http(s) URL"),
         (lambda c: c["targets"][0].pop("transmitter_key"), "targets[0].transmitter_key", "missing"),
         (lambda c: c["targets"][0].update(leg="B"), "targets", "needs targets for legs"),
@@ -59,7 +81,12 @@ def test_each_mistake_is_one_line(tmp_path: Path, mutate: Any, key: str, words: 
 
 
 def test_node_process_rejects_a_bad_config_in_one_line(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "node", "--config", str(tmp_path / "missing.json")], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "node", "--config", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "no such file" in result.stderr
 
@@ -68,6 +95,11 @@ def test_wrong_keystore_password_is_one_line(tmp_path: Path) -> None:
     raw = _config(tmp_path)
     path = _write(tmp_path, raw)
     (path.parent / "password").write_text("not the password\n")
-    result = subprocess.run([sys.executable, "-m", "node", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "node", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2, result.stderr
     assert "password" in result.stderr and "Traceback" not in result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -183,11 +182,7 @@ def test_node_keeps_working_after_malformed_input(world: World) -> None:
         write_frames_and_keep_open, world.member0, world.cluster.committee[1], [b"a", b"bc"]
     )
     try:
-        deadline = time.monotonic() + 10
-        after = world.peer_metrics(world.node1, 0)
-        while after["frames_in"] < before["frames_in"] + 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-            after = world.peer_metrics(world.node1, 0)
+        after = wait_frames_in(world, world.node1, 0, before["frames_in"] + 2)
         assert after["frames_in"] == before["frames_in"] + 2
         assert after["link_up"]
         assert after["malformed"] == before["malformed"]
@@ -250,3 +245,44 @@ def test_stream_opened_by_the_wrong_member_is_refused_and_counted(world: World) 
     assert outcome == "closed"
     assert after["rejected_streams"] == before["rejected_streams"] + 1
     assert after["frames_in"] == before["frames_in"]
+
+
+async def closed_by_far_end(stream: Any, timeout: float = 10.0) -> bool:
+    with trio.move_on_after(timeout):
+        try:
+            while await stream.read(65536):
+                pass
+        except Exception:
+            pass  # reset by the far end
+        return True
+    return False
+
+
+def wait_frames_in(world: World, node: EchoProcess, peer: int, target: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 10
+    metrics = world.peer_metrics(node, peer)
+    while metrics["frames_in"] < target and time.monotonic() < deadline:
+        time.sleep(0.05)
+        metrics = world.peer_metrics(node, peer)
+    return metrics
+
+
+def test_new_stream_from_a_member_replaces_its_old_one(world: World) -> None:
+    entry = world.cluster.committee[1]
+    before = world.peer_metrics(world.node1, 0)
+    first = world.thread.run(write_frames_and_keep_open, world.member0, entry, [b"on A"])
+    second = None
+    try:
+        attached = wait_frames_in(world, world.node1, 0, before["frames_in"] + 1)
+        assert attached["frames_in"] == before["frames_in"] + 1
+        second = world.thread.run(write_frames_and_keep_open, world.member0, entry, [b"on B"])
+        # One stream per pair: the newer one wins, the older one is closed.
+        assert world.thread.run(closed_by_far_end, first)
+        after = wait_frames_in(world, world.node1, 0, before["frames_in"] + 2)
+        assert after["frames_in"] == before["frames_in"] + 2
+        assert after["reconnects"] >= attached["reconnects"] + 1
+        assert after["link_up"] and after["malformed"] == before["malformed"]
+    finally:
+        world.thread.run(first.reset)
+        if second is not None:
+            world.thread.run(second.reset)

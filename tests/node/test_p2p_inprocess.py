@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,13 @@ import pytest
 import trio
 
 from node.identity import NodeIdentity, identity_from_seed, seed_from_label
-from node.p2p import P2PConfig, P2PConfigError, P2PTransport, quiet_libp2p_logging
+from node.p2p import (
+    P2PConfig,
+    P2PConfigError,
+    P2PListenError,
+    P2PTransport,
+    quiet_libp2p_logging,
+)
 from node.transport import InboundFrame, TransportClosed
 
 
@@ -70,10 +77,24 @@ async def test_broadcast_reaches_every_member_in_order_per_sender() -> None:
 
 
 @pytest.mark.trio
+async def test_frames_queued_together_are_written_in_one_batch() -> None:
+    async with committee(ids(2, "inproc-batch")) as (sender, receiver):
+        # No checkpoint between the sends: the writer finds all 500 queued at once.
+        for k in range(500):
+            sender.send(1, b"%03d" % k)
+        frames = await receive_n(receiver, 500)
+        assert [f.payload for f in frames] == [b"%03d" % k for k in range(500)]
+        peer = sender.metrics().peer(1)
+        assert peer.frames_out == 500 and peer.writes_out == 1
+
+
+@pytest.mark.trio
 async def test_send_refuses_bad_payloads_and_indices() -> None:
     identities = ids(2, "inproc-refuse")
     transport = P2PTransport(
-        identities[0], 0, [bare(identities[0]), "/ip4/127.0.0.1/tcp/9/p2p/" + identities[1].peer_id_text],
+        identities[0],
+        0,
+        [bare(identities[0]), "/ip4/127.0.0.1/tcp/9/p2p/" + identities[1].peer_id_text],
         P2PConfig(max_frame_size=100),
     )
     with pytest.raises(ValueError, match="exceeds max_frame_size"):
@@ -226,3 +247,19 @@ async def test_stopped_transport_releases_its_port_for_a_restart() -> None:
     async with again, opener:
         opener.send(1, b"after restart")
         assert (await receive_n(again, 1))[0] == InboundFrame(0, b"after restart")
+
+
+@pytest.mark.trio
+async def test_an_address_in_use_is_an_error_not_a_silent_deaf_node() -> None:
+    a, b = ids(2, "inproc-inuse")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        transport = P2PTransport(
+            b, 1, [bare(a), bare(b)], P2PConfig(listen_addr=f"/ip4/127.0.0.1/tcp/{port}")
+        )
+        with pytest.raises(P2PListenError) as caught:
+            async with transport:
+                pass
+    assert f"tcp/{port}" in str(caught.value) and "\n" not in str(caught.value)

@@ -6,6 +6,7 @@ Nothing here asserts a duration; it asserts that every frame arrived and prints 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import psutil
@@ -32,6 +33,8 @@ def test_frame_latency_on_loopback(tmp_path: Path, n: int) -> None:
         assert pings["received"] == pings["expected"]
         # One way: every member sends spaced frames to every other at the same time;
         # sender and receiver share the machine's monotonic clock.
+        procs = [psutil.Process(node.pid) for node in nodes]
+        cpu_before = [sum(p.cpu_times()[:2]) for p in procs]
         for node in nodes:
             node.send(cmd="send", count=PINGS, size=64, interval=SPACING_S)
         for node in nodes:
@@ -40,10 +43,15 @@ def test_frame_latency_on_loopback(tmp_path: Path, n: int) -> None:
         for node in nodes:
             assert node.request("received", cmd="wait_received", per_peer=PINGS, timeout=60)["ok"]
             one_way.append(node.request("stats", cmd="stats")["one_way_ms"])
+        cpu_s = [
+            sum(p.cpu_times()[:2]) - before for p, before in zip(procs, cpu_before, strict=True)
+        ]
+        frames_per_node = 2 * PINGS * (n - 1)  # sent plus received
         print(
             f"\n{n} processes: RTT ms (node 0 to each peer, {PINGS} pings/peer) "
             f"p50={pings['rtt_ms']['p50']:.2f} p99={pings['rtt_ms']['p99']:.2f}; "
             f"one-way ms per receiver (all sending every {SPACING_S * 1e3:.0f} ms) "
             + ", ".join(f"p50={o['p50']:.2f} p99={o['p99']:.2f}" for o in one_way)
-            + f"; idle RSS MiB {idle_rss}"
+            + f"; CPU per frame handled (us) {[round(c / frames_per_node * 1e6) for c in cpu_s]}"
+            + f"; idle RSS MiB {idle_rss}; load average {os.getloadavg()[0]:.2f}"
         )

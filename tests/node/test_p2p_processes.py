@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 import psutil
-from tests.node.p2p_harness import Cluster
+
+from tests.node.p2p_harness import Cluster, EchoProcess
 
 FRAMES_PER_PEER = 300
 
@@ -25,7 +26,9 @@ def test_four_processes_exchange_all_to_all_without_loss(tmp_path: Path) -> None
         for node in nodes:
             node.expect("sent", timeout=60)
         for node in nodes:
-            got = node.request("received", cmd="wait_received", per_peer=FRAMES_PER_PEER, timeout=60)
+            got = node.request(
+                "received", cmd="wait_received", per_peer=FRAMES_PER_PEER, timeout=60
+            )
             assert got["ok"], got
         for node in nodes:
             stats = node.request("stats", cmd="stats")
@@ -44,16 +47,16 @@ def test_four_processes_exchange_all_to_all_without_loss(tmp_path: Path) -> None
             )
 
 
-def _exchange(nodes: dict[int, object], count: int, start: int, expect: dict[int, int]) -> None:
+def _exchange(
+    nodes: dict[int, EchoProcess], count: int, start: int, expect: dict[int, int]
+) -> None:
     """Every node sends `count` frames (seq from `start`) to every other; check totals."""
     for node in nodes.values():
-        node.send(cmd="send", count=count, start=start, size=64)  # type: ignore[attr-defined]
+        node.send(cmd="send", count=count, start=start, size=64)
     for node in nodes.values():
-        node.expect("sent", timeout=60)  # type: ignore[attr-defined]
+        node.expect("sent", timeout=60)
     for index, node in nodes.items():
-        got = node.request(  # type: ignore[attr-defined]
-            "received", cmd="wait_received", per_peer=expect[index], timeout=60
-        )
+        got = node.request("received", cmd="wait_received", per_peer=expect[index], timeout=60)
         assert got["ok"], (index, got)
 
 
@@ -82,7 +85,9 @@ def test_peer_killed_with_sigkill_and_restarted_reconnects(tmp_path: Path) -> No
             # Bounded by the generous command timeout, not asserted as a duration.
             links = node.request("links", cmd="wait_links", timeout=30, **{"to": None})
             assert links["ok"], links
-        print(f"restart to all links up: {time.monotonic() - restarted:.2f} s (process start included)")
+        print(
+            f"restart to all links up: {time.monotonic() - restarted:.2f} s (process start included)"
+        )
         # Fresh sequence numbers: 0 and 2 now hold 100 distinct from each other and from 1.
         _exchange(nodes, count=50, start=1000, expect={0: 100, 1: 50, 2: 100})
         for index in (0, 2):

@@ -213,3 +213,24 @@ async def test_inbound_queue_wakes_a_waiting_receiver_and_close_ends_it() -> Non
         queue.close()
     assert got[-1] == InboundFrame(-1, b"closed")
     assert not queue.put(InboundFrame(1, b"late"))
+
+
+@pytest.mark.trio
+async def test_inbound_queue_serves_several_waiting_receivers() -> None:
+    queue = InboundQueue(8, 100)
+    got: list[int] = []
+
+    async def consumer(name: int) -> None:
+        await queue.get()
+        got.append(name)
+
+    async with trio.open_nursery() as nursery:
+        for name in range(3):
+            nursery.start_soon(consumer, name)
+        await trio.testing.wait_all_tasks_blocked()
+        for k in range(3):
+            queue.put(InboundFrame(1, b"%d" % k))
+        with trio.fail_after(5):
+            while len(got) < 3:
+                await trio.sleep(0)
+    assert sorted(got) == [0, 1, 2]
