@@ -645,7 +645,7 @@ class EscrowModel:
         after = LOCK_TRANSITIONS.get((mode == Mode.SWAP, leg, record.state))
         if after is None:
             raise EscrowRevert("WrongState", terms.settlement_id, record.state)
-        if now > terms.deadline:
+        if now >= terms.deadline:
             raise EscrowRevert("DeadlinePassed", terms.settlement_id, terms.deadline)
         self._set(terms.settlement_id, _Record(record.terms_hash, after))
         token, amount = _leg_token(terms, leg)
@@ -717,7 +717,7 @@ class EscrowModel:
                 outcome = self._decide(decision.settlement_id, int(decision.action),
                                        decision.terms_hash, supplied, digest)  # fmt: skip
                 if isinstance(outcome, SkipReason):
-                    if strict:
+                    if strict and outcome != SkipReason.ALREADY_APPLIED:
                         raise _strict_error(decision.settlement_id, outcome,
                                             self.state_of(decision.settlement_id), decision.action)  # fmt: skip
                     events.append(

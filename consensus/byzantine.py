@@ -354,6 +354,19 @@ def _default_variant_observation(ctx: ByzantineContext, variant: int, proposal: 
     return encode_facts([Decision(sid, action, terms) for sid, terms in sorted(facts.items())])
 
 
+def _default_support(variant: int, so: SignedObservation) -> int:
+    """How much an observation helps variant ``variant`` (COMMIT in even variants, ABORT
+    in odd ones): its facts with that action, minus those with the other."""
+    wanted = DecisionAction.COMMIT if variant % 2 == 0 else DecisionAction.ABORT
+    score = 0
+    for fact in decode_facts(so.observation) or ():
+        if fact.action is wanted:
+            score += 1
+        elif fact.action in (DecisionAction.COMMIT, DecisionAction.ABORT):
+            score -= 1
+    return score
+
+
 @dataclass(slots=True)
 class _Variant:
     proposal: Proposal
@@ -366,9 +379,9 @@ class _Variant:
 @dataclass(slots=True)
 class EquivocatingLeader(_Passive):
     """As leader, replace the honest proposal by ``variants`` different ones: each keeps
-    a random subset (of at least the quorum) of the observations received and carries the
-    leader's own observation re-signed differently per variant. Honest followers get one
-    variant each (at random), coalition members get all. Shares are matched to variants
+    the observations received that support it best (``support``; at least the quorum with
+    the leader's own) and carries the leader's own observation re-signed differently per
+    variant. Honest followers are dealt out over the variants, coalition members get all. Shares are matched to variants
     by verifying them one by one; every variant that reaches the threshold on every target
     is certified and broadcast."""
 
@@ -376,6 +389,7 @@ class EquivocatingLeader(_Passive):
     own_observation: Callable[[ByzantineContext, int, Proposal], bytes] = (
         _default_variant_observation
     )
+    support: Callable[[int, SignedObservation], int] = _default_support
     round_key: tuple[int, int] = (0, 0)
     open: list[_Variant] = field(default_factory=list)
 
@@ -409,8 +423,12 @@ class EquivocatingLeader(_Passive):
         self.round_key = (honest.epoch, honest.round)
         self.open = []
         for v in range(self.variants):
-            size = rng.randint(max(cfg.quorum - 1, 0), len(others))
-            chosen = sorted(rng.sample(others, size), key=lambda so: so.observer)
+            # Keep the observations that favour this variant's story most; usually just
+            # enough for the quorum, sometimes more.
+            floor = max(cfg.quorum - 1, 0)
+            size = floor if rng.random() < 0.5 else rng.randint(floor, len(others))
+            ranked = sorted(others, key=lambda so: (-self.support(v, so), rng.random()))
+            chosen = sorted(ranked[:size], key=lambda so: so.observer)
             mine = self.own_observation(ctx, v, honest)[: cfg.max_observation_bytes]
             signature = sign_observation(
                 ctx.keys.identity, cfg.instance_digest, honest.epoch, honest.round, ctx.index, mine
@@ -423,16 +441,15 @@ class EquivocatingLeader(_Passive):
             own_shares = _sign_reports(ctx, reports).shares
             shares = [{ctx.index: s} for s in own_shares]
             self.open.append(_Variant(proposal, reports, hashes, shares))
+        # Honest followers are dealt out over the variants (each variant gets some);
+        # fellow coalition members get every variant, to sign them all.
+        followers = [j for j in range(cfg.n) if j != ctx.index and j not in ctx.coalition]
+        rng.shuffle(followers)
         sends: list[Action] = []
-        for j in range(cfg.n):
-            if j == ctx.index:
-                continue
-            if j in ctx.coalition:
-                picks = list(range(self.variants))
-            else:
-                picks = [rng.randrange(self.variants)]
-            for v in picks:
-                sends.append(Send(j, encode(self.open[v].proposal)))
+        for position, j in enumerate(followers):
+            sends.append(Send(j, encode(self.open[position % self.variants].proposal)))
+        for j in sorted(ctx.coalition - {ctx.index}):
+            sends.extend(Send(j, encode(variant.proposal)) for variant in self.open)
         return sends
 
     def _collect(self, ctx: ByzantineContext, sender: int, message: Shares) -> None:

@@ -137,7 +137,7 @@ class BankTarget:
             ]
             limiter = trio.CapacityLimiter(MAX_PARALLEL_CALLS)
 
-            async def poll(sid: bytes) -> None:
+            async def poll(sid: bytes, limiter: trio.CapacityLimiter = limiter) -> None:
                 async with limiter:
                     try:
                         status = await self.client.status(sid)

@@ -39,7 +39,7 @@ from tests.consensus.worlds import (
 )
 
 _FAST = settings(
-    max_examples=12,
+    max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     database=None,
@@ -111,12 +111,14 @@ def test_unsafe_threshold_lets_the_search_find_conflicting_certificates(
     """With t = f+1 the same kind of search finds conflicting certificates: the agreement
     checker is not blind. Hypothesis shrinks the first counterexample and we print it."""
     config, keys = committee(4, 1, t=2)
+    first_leader = leader(1, config.n, config.leader_selection_key)
 
     @st.composite
     def cases(draw: st.DrawFn) -> tuple[FactWorld, Adversary, Schedule]:
-        world = draw(fact_worlds(4, consistent=False, max_time=0.5))
-        byzantine = draw(st.integers(0, 3))
-        adversary = Adversary(((byzantine, ("equivocate",)),))
+        # Members see facts from the start or never; the adversary holds the first
+        # leader (any member leads some epoch; the first one keeps the runs short).
+        world = draw(fact_worlds(4, consistent=False, times=st.sampled_from([0.0, 0.0, None])))
+        adversary = Adversary(((first_leader, ("equivocate",)),))
         # Faults play no part in this attack; a healthy network keeps the search short.
         schedule = Schedule(
             seed=draw(st.integers(0, 2**31)), network=draw(networks(faulty=False)), duration=1.5
@@ -124,13 +126,9 @@ def test_unsafe_threshold_lets_the_search_find_conflicting_certificates(
         return world, adversary, schedule
 
     def breaks_agreement(case: tuple[FactWorld, Adversary, Schedule]) -> bool:
-        import os
         world, adversary, schedule = case
         _, result = simulate(config, keys, world, schedule, adversary)
-        out = not check_agreement(config, result.sightings).ok
-        with open(f"/tmp/cq_cases_{os.environ.get('CQTAG','x')}.txt", "a") as fh:
-            fh.write(repr(case) + " -> " + str(out) + " " + result.history_digest() + "\n")
-        return out
+        return not check_agreement(config, result.sightings).ok
 
     minimal = find(
         cases(),

@@ -103,7 +103,16 @@ class NumberWorld:
 
 
 @st.composite
-def fact_worlds(draw: st.DrawFn, n: int, *, consistent: bool, max_time: float = 3.0) -> FactWorld:
+def fact_worlds(
+    draw: st.DrawFn,
+    n: int,
+    *,
+    consistent: bool,
+    max_time: float = 3.0,
+    times: st.SearchStrategy[float | None] | None = None,
+) -> FactWorld:
+    """Up to three facts; ``times`` draws when a member sees one (default: never, or a
+    time up to ``max_time``)."""
     count = draw(st.integers(1, 3))
     facts = []
     for key in range(count):
@@ -112,10 +121,14 @@ def fact_worlds(draw: st.DrawFn, n: int, *, consistent: bool, max_time: float = 
             actions = (action,) * n
         else:
             actions = tuple(draw(st.lists(st.sampled_from([1, 2]), min_size=n, max_size=n)))
-        times = st.one_of(
-            st.none(), st.floats(0, max_time, allow_nan=False).map(lambda x: round(x, 2))
+        when = (
+            times
+            if times is not None
+            else st.one_of(
+                st.none(), st.floats(0, max_time, allow_nan=False).map(lambda x: round(x, 2))
+            )
         )
-        visible = tuple(draw(st.lists(times, min_size=n, max_size=n)))
+        visible = tuple(draw(st.lists(when, min_size=n, max_size=n)))
         facts.append(Fact(key, actions, visible))
     return FactWorld(tuple(facts))
 

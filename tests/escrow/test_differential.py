@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from eth_utils.address import to_checksum_address
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -299,7 +299,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 payment_token=payment,
                 payment_amount=self.amount(),
                 deadline=self.now
-                + self.rnd.choices([-1, 0, 30, 300, 3600], weights=[1, 1, 2, 8, 8])[0],
+                + self.rnd.choices([-1, 0, 1, 2, 30, 300, 3600], weights=[1, 1, 1, 1, 2, 8, 8])[0],
             )
             if mode == Mode.ASSET_ESCROW:
                 t = replace(t, payment_token=ZERO_ADDRESS, payment_amount=0)
@@ -418,15 +418,15 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
         @precondition(lambda self: bool(self.terms))
         @rule(data=st.data())
         def settle(self, data: st.DataObject) -> None:
-            """A well-formed certified report, as honest nodes would send it: COMMIT for
-            prepared settlements, ABORT for the others."""
+            """A well-formed certified report, as honest nodes would send it: COMMIT or
+            ABORT for prepared settlements, ABORT for the others."""
             chosen = data.draw(st.lists(st.sampled_from(self.terms), min_size=1, max_size=4,
                                         unique_by=lambda t: t.settlement_id))  # fmt: skip
             decisions = [
                 Decision(
                     t.settlement_id,
                     Action.COMMIT
-                    if self.model.state_of(t.settlement_id) == State.PREPARED
+                    if self.model.state_of(t.settlement_id) == State.PREPARED and self.chance(0.6)
                     else Action.ABORT,
                     t.terms_hash(),
                 )
@@ -511,13 +511,15 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
     return EscrowDifferential
 
 
-def _run(world: World, examples: int, steps: int, derandomize: bool = False) -> None:
+def _run(world: World, examples: int, steps: int, *, derandomize: bool, shrink: bool) -> None:
+    phases = [Phase.explicit, Phase.reuse, Phase.generate] + ([Phase.shrink] if shrink else [])
     run_state_machine_as_test(
         make_machine(world),
         settings=settings(
             max_examples=examples,
             stateful_step_count=steps,
             derandomize=derandomize,
+            phases=phases,
             deadline=None,
             suppress_health_check=list(HealthCheck),
         ),
@@ -526,12 +528,15 @@ def _run(world: World, examples: int, steps: int, derandomize: bool = False) -> 
 
 def test_contract_and_model_agree(world: World) -> None:
     world.outcomes.clear()
-    _run(world, examples=30, steps=20, derandomize=True)
+    # Shrinking replays sequences on anvil for minutes; the default run reports the
+    # failing sequence as found, the slow run shrinks it.
+    _run(world, examples=30, steps=20, derandomize=True, shrink=False)
     # The sequences must have reached the interesting outcomes, or the test proves little.
     missing = EXPECTED_OUTCOMES - set(world.outcomes)
     assert not missing, f"never reached: {sorted(missing)}; reached: {dict(world.outcomes)}"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)
 def test_contract_and_model_agree_long(world: World) -> None:
-    _run(world, examples=300, steps=40)
+    _run(world, examples=300, steps=40, derandomize=False, shrink=True)
