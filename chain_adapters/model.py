@@ -645,7 +645,7 @@ class EscrowModel:
         after = LOCK_TRANSITIONS.get((mode == Mode.SWAP, leg, record.state))
         if after is None:
             raise EscrowRevert("WrongState", terms.settlement_id, record.state)
-        if now >= terms.deadline:
+        if now > terms.deadline:
             raise EscrowRevert("DeadlinePassed", terms.settlement_id, terms.deadline)
         self._set(terms.settlement_id, _Record(record.terms_hash, after))
         token, amount = _leg_token(terms, leg)

@@ -71,6 +71,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from dvpsim.run import main as run_main
+
+    return run_main(args.scenario, args.out)
+
+
 def _delegate(module_name: str, what: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -96,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check the toolchain: compile, start anvil, probe the BLS precompiles"
     )
     doctor.set_defaults(func=cmd_doctor)
+
+    run = sub.add_parser("run", help="run a scenario for real: chains, bank, node processes, checks")
+    run.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/reference.toml")
+    run.add_argument("--out", metavar="DIR", help="run folder for history, summary and logs (default runs/NAME-TIME)")
+    run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")

@@ -73,6 +73,7 @@ def consensus_config(config: NodeConfig) -> ConsensusConfig:
         delta_stage=timing.delta_stage,
         r_max=timing.r_max,
         max_decisions_per_report=timing.max_decisions_per_report,
+        max_observation_bytes=timing.max_observation_bytes,
         allow_unsafe_threshold=config.allow_unsafe_threshold,
     )
 

@@ -69,6 +69,7 @@ class Timing:
     delta_stage: float = 1.0
     r_max: int = 20
     max_decisions_per_report: int = 128
+    max_observation_bytes: int = 32768
 
 
 @dataclass(frozen=True)

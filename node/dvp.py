@@ -22,8 +22,9 @@ the rules decide, deterministically and identically on every node:
 
 A decision goes to every leg's target that has not applied it yet, except that a leg
 marked ``after`` another waits until that one has COMMITTED (the reference workflow pays
-first and releases the asset after the bank confirms). An ABORT goes only to legs that
-hold something (PREPARED, or REQUESTED at a target that may hold).
+first and releases the asset after the bank confirms). An ABORT goes to every leg that
+exists at its target and was not rejected there (a created but unlocked escrow is closed
+too, and a bank that never saw the instruction records that it must not hold it later).
 
 These rules never produce both COMMIT and ABORT for one settlement from one fact set;
 that a node never *signs* both across rounds is the safety store's job
@@ -75,7 +76,8 @@ class Leg:
 #: The legs of a settlement in each mode, in preparation order (DESIGN.md's table).
 MODE_LEGS: Mapping[str, tuple[Leg, ...]] = {
     "single-chain-onchain": (Leg("A"),),  # one coordinator holds both legs: one COMMIT swaps
-    "single-chain-bank": (Leg("A", after="bank"), Leg("bank", needs_prepare_request=True)),
+    # RTGS style: once the hold is in place, one round commits both legs at once.
+    "single-chain-bank": (Leg("A"), Leg("bank", needs_prepare_request=True)),
     "multi-chain-messaging": (Leg("A", after="bank"), Leg("bank", needs_prepare_request=True)),
     "multi-chain-messaging-evm": (Leg("A"), Leg("B")),
     "multi-chain-token": (Leg("A"), Leg("B")),
@@ -86,13 +88,28 @@ class ObservationError(ValueError):
     """A node's observation bytes do not decode to a list of facts."""
 
 
-def encode_observation(facts: Iterable[Fact]) -> bytes:
-    ordered = sorted(set(facts))
-    if len(ordered) > MAX_FACTS_PER_OBSERVATION:
-        ordered = ordered[:MAX_FACTS_PER_OBSERVATION]
-    return bytes(
-        msgpack.packb([[f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in ordered])
-    )
+def encode_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> bytes:
+    """The canonical encoding of a fact set. With ``max_bytes``, whole settlements are left
+    out (highest ids first) until it fits: a node never sends a partial view of a leg."""
+    ordered = sorted(set(facts))[:MAX_FACTS_PER_OBSERVATION]
+    rows = [[f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in ordered]
+    data = bytes(msgpack.packb(rows))
+    while max_bytes is not None and len(data) > max_bytes and rows:
+        last = rows[-1][0]
+        rows = [row for row in rows if row[0] != last]
+        data = bytes(msgpack.packb(rows))
+    return data
+
+
+def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
+    """Settlements every leg of which has applied a decision (or was rejected): nothing is
+    left to decide for them, so observations leave them out and stay small."""
+    legs = {leg.target for leg in MODE_LEGS[mode]}
+    closed: dict[bytes, set[str]] = defaultdict(set)
+    for fact in facts:
+        if fact.target in legs and fact.kind in (FactKind.COMMITTED, FactKind.ABORTED, FactKind.REJECTED):
+            closed[fact.settlement_id].add(fact.target)
+    return frozenset(sid for sid, targets in closed.items() if targets == legs)
 
 
 def decode_observation(data: bytes) -> frozenset[Fact]:
@@ -201,10 +218,9 @@ def decide(mode: str, facts: Iterable[Fact]) -> dict[str, tuple[Decision, ...]]:
                     continue
                 out[leg.target].append(Decision(sid, Action.COMMIT, view.terms_hash))
             elif action is Action.ABORT:
-                holds = view.has(FactKind.PREPARED) or (
-                    leg.needs_prepare_request and view.has(FactKind.REQUESTED)
-                )
-                if holds and not view.has(FactKind.REJECTED):
+                # Every leg that exists at its target is closed, held or not; a rejected
+                # bank leg holds nothing and is already closed.
+                if not view.has(FactKind.REJECTED):
                     out[leg.target].append(Decision(sid, Action.ABORT, view.terms_hash))
             elif leg.needs_prepare_request and not view.has(FactKind.PREPARED):
                 earlier = legs[: legs.index(leg)]

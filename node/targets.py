@@ -31,7 +31,7 @@ import trio
 from consensus.report import Action, Certificate
 from node.book import SettlementBook
 from node.config import NodeConfig, TargetConfig
-from node.dvp import Fact, FactKind, encode_observation
+from node.dvp import Fact, FactKind, encode_observation, settled
 
 
 class TargetError(Exception):
@@ -56,14 +56,19 @@ class BuiltTargets:
 
 
 class CompositeObserver:
-    def __init__(self, adapters: list[TargetAdapter]) -> None:
+    """Every target's facts in one observation, without settlements that are over."""
+
+    def __init__(self, adapters: list[TargetAdapter], mode: str, max_bytes: int) -> None:
         self.adapters = adapters
+        self.mode = mode
+        self.max_bytes = max_bytes
 
     async def observe(self, epoch: int, round_: int) -> bytes:
         facts: set[Fact] = set()
         for adapter in self.adapters:
             facts |= await adapter.facts()
-        return encode_observation(facts)
+        over = settled(self.mode, facts)
+        return encode_observation((f for f in facts if f.settlement_id not in over), self.max_bytes)
 
 
 class CompositeTransmitter:
@@ -176,6 +181,5 @@ def build_targets(config: NodeConfig) -> BuiltTargets:
         for closer in closers:
             closer()
 
-    return BuiltTargets(
-        CompositeObserver(adapters), CompositeTransmitter(adapters), background, close
-    )
+    observer = CompositeObserver(adapters, config.mode, config.timing.max_observation_bytes)
+    return BuiltTargets(observer, CompositeTransmitter(adapters), background, close)

@@ -80,7 +80,7 @@ def test_single_chain_and_token_modes() -> None:
         "B": [Action.COMMIT],
     }
     one = facts(("A", FactKind.PREPARED), ("B", FactKind.EXPIRED))
-    assert actions(decide("multi-chain-token", one)) == {"A": [Action.ABORT]}
+    assert actions(decide("multi-chain-token", one)) == {"A": [Action.ABORT], "B": [Action.ABORT]}
 
 
 def test_conflicting_terms_for_one_leg_are_ignored() -> None:
@@ -180,3 +180,20 @@ def test_outcome_function_maps_legs_to_consensus_targets() -> None:
     two = [AttributedObservation(0, seen), AttributedObservation(1, seen)]
     assert [d.action for d in outcome(two, ctx)["bank"]] == [Action.PREPARE]
     assert outcome(two[:1], ctx) == {}  # one observer (f = 1) is not enough
+
+
+def test_observation_fits_its_limit_by_leaving_out_whole_settlements() -> None:
+    many = {Fact(bytes([i]) * 32, "A", kind, TA) for i in range(60) for kind in (FactKind.PREPARED, FactKind.EXPIRED)}
+    data = encode_observation(many, max_bytes=2000)
+    assert len(data) <= 2000
+    kept = decode_observation(data)
+    ids = {f.settlement_id for f in kept}
+    assert ids and all({(f.kind) for f in kept if f.settlement_id == sid} == {FactKind.PREPARED, FactKind.EXPIRED} for sid in ids)
+
+
+def test_settled_settlements_are_those_closed_on_every_leg() -> None:
+    from node.dvp import settled
+
+    done = facts(("A", FactKind.COMMITTED), ("bank", FactKind.COMMITTED))
+    half = {Fact(b"\x01" * 32, "A", FactKind.COMMITTED, TA), Fact(b"\x01" * 32, "bank", FactKind.PREPARED, TBANK)}
+    assert settled("multi-chain-messaging", done | half) == {SID}

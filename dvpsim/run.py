@@ -1,0 +1,82 @@
+"""`dvpsim run SCENARIO [--out DIR]`: one real-mode run with progress and a summary table.
+
+The exit code says whether the run passed: 0 when every invariant holds and every
+settlement ended, 1 when a check failed or settlements were left open, 2 when the
+scenario or the set-up is wrong (one line, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"dvpsim run: {summary['scenario']} ({summary['mode']}, n={summary['n']}, f={summary['f']}, t={summary['t']})")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+
+    def seconds(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f} s"
+
+    rows = [
+        ("settlements", str(summary["settlements"])),
+        ("ended", str(summary["ended"])),
+        ("committed", str(summary["committed"])),
+        ("aborted", f"{summary['aborted']} ({summary['expected_to_fail']} meant to fail)"),
+        ("latency p50 (lock to release)", seconds(summary["latency_p50_s"])),
+        ("latency p99 (lock to release)", seconds(summary["latency_p99_s"])),
+        ("gas per settlement (certified reports)", f"{summary['gas_per_settlement_reports']:,}"),
+        ("gas per settlement (parties' locks)", f"{summary['gas_per_settlement_parties']:,}"),
+        ("messages per settlement", str(summary["messages_per_settlement"])),
+        ("wall time", f"{summary['wall_s']} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    for invariant, verdict in summary["checks"].items():
+        colour = {"valid": "green", "invalid": "red"}.get(verdict["status"], "yellow")
+        text = f"[{colour}]{verdict['status']}[/]" + (f" {verdict['witness']}" if verdict["witness"] else "")
+        table.add_row(f"check: {invariant}", text)
+    table.add_row("verdict", "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]")
+    return table
+
+
+def main(scenario_path: str, out: str | None) -> int:
+    from chain_adapters.build import CompileError
+    from chain_adapters.evm import RpcError
+    from chain_adapters.localchain import ChainError
+    from scenarios.real import RealRun, RunError
+    from scenarios.schema import ScenarioError, load
+
+    console = Console()
+    try:
+        scenario = load(scenario_path)
+    except ScenarioError as exc:
+        print(f"dvpsim run: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(out) if out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = progress.add_task(what, total=total)
+            progress.update(tasks[what], completed=done, total=total)
+
+        try:
+            result = RealRun(scenario, out_dir, report).run()
+        except (RunError, ChainError, CompileError, RpcError) as exc:
+            print(f"dvpsim run: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("dvpsim run: interrupted; everything it started was stopped", file=sys.stderr)
+            return 130
+    console.print(summary_table(result.summary))
+    console.print(f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}")
+    return 0 if result.ok else 1
