@@ -256,7 +256,10 @@ def decode_escrow_event(
         )
     if name == "SettlementExpired":
         return SettlementExpired(
-            emitter, _to_bytes(values["settlementId"]), values["caller"], State(values["previousState"])
+            emitter,
+            _to_bytes(values["settlementId"]),
+            values["caller"],
+            State(values["previousState"]),
         )
     if name == "DecisionSkipped":
         return DecisionSkipped(

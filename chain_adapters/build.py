@@ -143,7 +143,10 @@ def compile_sources(
     # past the first 64 KiB is lost. A regular file receives all of it.
     # Its stdin is read with readFileSync(0), which fails with EAGAIN on a pipe that is not
     # filled yet: give it a file too.
-    with tempfile.TemporaryFile(mode="w+") as out, tempfile.TemporaryFile(mode="w+") as request_file:
+    with (
+        tempfile.TemporaryFile(mode="w+") as out,
+        tempfile.TemporaryFile(mode="w+") as request_file,
+    ):
         request_file.write(json.dumps(request))
         request_file.seek(0)
         proc = subprocess.run(

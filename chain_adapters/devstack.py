@@ -45,9 +45,7 @@ __all__ = ["ChainCommittee", "EscrowStack", "deploy_escrow_stack", "dev_secret_k
 
 def dev_secret_keys(n: int, seed: bytes = b"dvpsim dev chain committee") -> tuple[int, ...]:
     """n BLS secret keys from a public seed (IETF KeyGen): for local runs only."""
-    return tuple(
-        bls.keygen(hashlib.sha256(seed + i.to_bytes(4, "big")).digest()) for i in range(n)
-    )
+    return tuple(bls.keygen(hashlib.sha256(seed + i.to_bytes(4, "big")).digest()) for i in range(n))
 
 
 @dataclass(frozen=True)
@@ -79,7 +77,9 @@ class ChainCommittee:
         """A certificate signed by ``signers`` (member indices; default the first t)."""
         members = range(self.config.t) if signers is None else signers
         message = report_hash(report)
-        return make_certificate(report, {i: bls.sign(self.secret_keys[i], message) for i in members})
+        return make_certificate(
+            report, {i: bls.sign(self.secret_keys[i], message) for i in members}
+        )
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,9 @@ def deploy_escrow_stack(
     )
     public_keys = [bls.sk_to_pk(sk) for sk in keys]
     proofs = [bls.pop_prove(sk) for sk in keys]
-    config = configure_bls_verifier(coordinator.contract, public_keys, proofs, f, t, sender=deployer)
+    config = configure_bls_verifier(
+        coordinator.contract, public_keys, proofs, f, t, sender=deployer
+    )
     return EscrowStack(
         w3=w3,
         artifacts=artifacts,
@@ -128,11 +130,21 @@ def deploy_escrow_stack(
         asset=deploy_token(w3, "AssetToken", artifacts, sender=deployer),
         payment=deploy_token(w3, "PaymentToken", artifacts, sender=deployer),
         bridged_asset=deploy_bridged_token(
-            w3, "dvpsim Bridged Fund Share", "bFUND", 18, coordinator.address, artifacts,
+            w3,
+            "dvpsim Bridged Fund Share",
+            "bFUND",
+            18,
+            coordinator.address,
+            artifacts,
             sender=deployer,
         ),  # fmt: skip
         bridged_payment=deploy_bridged_token(
-            w3, "dvpsim Bridged Deposit Token", "bDEP", 2, coordinator.address, artifacts,
+            w3,
+            "dvpsim Bridged Deposit Token",
+            "bDEP",
+            2,
+            coordinator.address,
+            artifacts,
             sender=deployer,
         ),  # fmt: skip
         committee=ChainCommittee(config, keys),

@@ -175,15 +175,16 @@ class Rpc:
                 self.sleep(delays[attempt])
                 continue
             if not self._checked and what != "eth_chainId":
-                self._check_chain_id()
+                self.check_chain_id()
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _ensure_chain(self) -> None:
         if not self._checked:
-            self._check_chain_id()
+            self.check_chain_id()
 
-    def _check_chain_id(self) -> None:
+    def check_chain_id(self) -> None:
+        """Raise WrongChain unless the endpoint serves the expected chain id (one call)."""
         actual = self._with_retries("eth_chainId", lambda: int(self.web3.eth.chain_id))
         if actual != self.expected_chain_id:
             raise WrongChain(
@@ -230,5 +231,5 @@ def connect(
     """An :class:`Rpc` that has answered with ``expected_chain_id``; raises RpcUnreachable or
     WrongChain (one line each) otherwise."""
     rpc = Rpc(url, expected_chain_id, retry=retry, timeout=timeout, sleep=sleep)
-    rpc._check_chain_id()
+    rpc.check_chain_id()
     return rpc

@@ -248,6 +248,9 @@ class TransactionSender:
             raise
 
     def _submit(self, request: TxRequest) -> _InFlight:
+        # The endpoint may have been replaced by another chain between two sends without
+        # any call failing: never sign for a chain we have not just seen.
+        self.rpc.check_chain_id()
         gas = self._estimate(request)
         for _ in range(3):
             nonce = self._next_nonce()

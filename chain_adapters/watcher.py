@@ -175,6 +175,7 @@ class EventWatcher:
 
     def poll(self) -> list[WatchRecord]:
         """Retractions for dropped blocks, then the newly confirmed logs, in chain order."""
+        self.rpc.check_chain_id()  # another chain behind the same URL is not a reorg
         records: list[WatchRecord] = list(self._check_reorg())
         head = self.rpc.block_number()
         target = head - self.confirmations + 1

@@ -21,8 +21,9 @@ import time
 
 import trio
 
-from bank_adapter.client import BankApiError, BankClient, InstructionStatus
+from bank_adapter.client import BankApiError, BankClient, InstructionStatus, WebhookReceiver
 from bank_adapter.ledger import InstructionState
+from bank_adapter.signing import WebhookSignatureError
 from consensus.report import Action, Certificate, Decision
 from node.book import SettlementBook
 from node.config import NodeConfig, TargetConfig
@@ -42,7 +43,15 @@ _DONE_BY = {
     Action.COMMIT: InstructionState.EXECUTED,
     Action.ABORT: InstructionState.CANCELLED,
 }
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.5
+MAX_REQUEST_BYTES = 1 << 20
+_RANK = {
+    InstructionState.RECEIVED: 0,
+    InstructionState.PREVALIDATED: 1,
+    InstructionState.REJECTED: 2,
+    InstructionState.EXECUTED: 2,
+    InstructionState.CANCELLED: 2,
+}
 MAX_PARALLEL_CALLS = 8
 
 
@@ -124,10 +133,48 @@ class BankTarget:
                 },
             )
             return f"refused-{exc.code}"
-        self.statuses[sid] = status
+        self._learn(status)
         return "ok"
 
+    def _learn(self, status: InstructionStatus) -> None:
+        current = self.statuses.get(status.settlement_id)
+        if current is None or _RANK[status.state] >= _RANK[current.state]:
+            self.statuses[status.settlement_id] = status
+
     async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            if self.config.webhook_listen:
+                nursery.start_soon(self._serve_callbacks)
+            nursery.start_soon(self._poll)
+
+    async def _serve_callbacks(self) -> None:
+        """Receive the bank's signed callbacks (the fast path; polling is the fallback)."""
+        answer = await self.client._http.get("/v1/webhook-key")
+        receiver = WebhookReceiver(bytes.fromhex(answer.json()["ed25519_public_key"][2:]))
+        host, _, port = self.config.webhook_listen.rpartition(":")
+
+        async def handle(stream: trio.SocketStream) -> None:
+            async with stream:
+                try:
+                    with trio.fail_after(5):
+                        headers, body = await _read_http_request(stream)
+                    try:
+                        event = receiver.receive(headers, body, time.time())
+                        code = b"200 OK"
+                    except WebhookSignatureError:
+                        event, code = None, b"401 Unauthorized"
+                    if event is not None:
+                        self._learn(event.instruction)
+                        self._wake.set()
+                    await stream.send_all(
+                        b"HTTP/1.1 " + code + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                except (trio.TooSlowError, trio.BrokenResourceError, ValueError):
+                    return
+
+        await trio.serve_tcp(handle, int(port), host=host or "127.0.0.1")
+
+    async def _poll(self) -> None:
         """Poll the status of every instruction that is not final (the callbacks' fallback)."""
         while True:
             pending = [
@@ -144,7 +191,7 @@ class BankTarget:
                     except BankApiError:
                         return
                     if status is not None:
-                        self.statuses[sid] = status
+                        self._learn(status)
 
             async with trio.open_nursery() as nursery:
                 for sid in pending:
@@ -155,3 +202,30 @@ class BankTarget:
 
     def close(self) -> None:
         pass
+
+
+async def _read_http_request(stream: trio.SocketStream) -> tuple[dict[str, str], bytes]:
+    """One HTTP/1.1 request with a Content-Length body (what the bank's callbacks send)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = await stream.receive_some(65536)
+        if not chunk or len(data) > MAX_REQUEST_BYTES:
+            raise ValueError("incomplete request")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if not lines[0].startswith("POST "):
+        raise ValueError("not a POST")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip()] = value.strip()
+    length = int(headers.get("Content-Length", headers.get("content-length", "0")))
+    if length > MAX_REQUEST_BYTES:
+        raise ValueError("body too large")
+    while len(body) < length:
+        chunk = await stream.receive_some(65536)
+        if not chunk:
+            raise ValueError("incomplete body")
+        body += chunk
+    return headers, body[:length]

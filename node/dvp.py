@@ -107,7 +107,11 @@ def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
     legs = {leg.target for leg in MODE_LEGS[mode]}
     closed: dict[bytes, set[str]] = defaultdict(set)
     for fact in facts:
-        if fact.target in legs and fact.kind in (FactKind.COMMITTED, FactKind.ABORTED, FactKind.REJECTED):
+        if fact.target in legs and fact.kind in (
+            FactKind.COMMITTED,
+            FactKind.ABORTED,
+            FactKind.REJECTED,
+        ):
             closed[fact.settlement_id].add(fact.target)
     return frozenset(sid for sid, targets in closed.items() if targets == legs)
 

@@ -335,12 +335,17 @@ class RealRun:
         self.bank_admin_token = hashlib.sha256(
             f"dvpsim/bank-admin/{self._rng_seed}".encode()
         ).hexdigest()[:32]
+        self.webhook_ports = {m.index: free_port() for m in members}
         self.bank = BankProcess(
             self.out / "bank",
             DevCommittee(config, tuple(m.bls_secret for m in members)),
             clients=clients,
             accounts=accounts,
             admin_token=self.bank_admin_token,
+            webhooks=[
+                f"http://127.0.0.1:{port}/bank-callback" for port in self.webhook_ports.values()
+            ],
+            extra_args=["--webhook-poll-ms", "20"],
         )
         url = self.bank.start()
         self.bank_clients = clients
@@ -399,6 +404,7 @@ class RealRun:
                         "client_id": f"node-{i}",
                         "client_secret": self.bank_clients[f"node-{i}"].decode(),
                         "currency": s.bank.currency,
+                        "webhook_listen": f"127.0.0.1:{self.webhook_ports[i]}",
                     }
                 )
             return targets
@@ -727,30 +733,36 @@ class RealRun:
         return chain_time > deadline + 2
 
     def _monitor(self, deadline: float) -> None:
+        """Watch the asset legs closely (latency) and every leg now and then (the end)."""
         total = len(self.tracked)
+        asset_leg = "B" if self.scenario.mode == "multi-chain-token" else "A"
+        side = self.chains[asset_leg]
+        rounds = 0
         while time.monotonic() < deadline:
-            states = self._leg_states()
-            a = self.chains["A"]
-            chain_time = int(a.rpc.eth.get_block("latest")["timestamp"])
+            ids = [t.settlement_id for t in self.tracked if t.released_at is None and t.terms]
             now = time.time()
-            ended = 0
-            for item in self.tracked:
-                asset_leg = "B" if self.scenario.mode == "multi-chain-token" else "A"
-                if item.released_at is None and states.get(asset_leg, {}).get(
-                    item.settlement_id
-                ) in (LegState.COMMITTED, LegState.ABORTED):
+            for item, state in zip(
+                [t for t in self.tracked if t.released_at is None and t.terms],
+                side.coordinator.states_of(ids),
+                strict=True,
+            ):
+                if _chain_leg_state(state) in (LegState.COMMITTED, LegState.ABORTED):
                     item.released_at = now
                     self.history.write(
                         "leg-final",
                         settlement=item.settlement_id,
                         leg=asset_leg,
-                        state=states[asset_leg][item.settlement_id].value,
+                        state=_chain_leg_state(state).value,
                     )
-                ended += self._ended(item, states, chain_time)
-            self.progress("settlements ended", ended, total)
-            if ended == total and all(t.terms for t in self.tracked):
-                return
-            time.sleep(POLL_S * 4)
+            if rounds % 10 == 0:
+                states = self._leg_states()
+                chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
+                ended = sum(self._ended(item, states, chain_time) for item in self.tracked)
+                self.progress("settlements ended", ended, total)
+                if ended == total and all(t.terms for t in self.tracked):
+                    return
+            rounds += 1
+            time.sleep(POLL_S)
 
     # ------------------------------------------------------------------ the run
 

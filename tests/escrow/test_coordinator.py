@@ -403,6 +403,12 @@ def test_unsafe_variant_refunds_by_itself_and_breaks_atomicity(
     ]
     assert e.stack.asset.balance_of(t.buyer) == before[(e.stack.asset.address, t.buyer)]
     assert e.co.state_of(t.settlement_id) == State.EXPIRED
+    # A certified ABORT finds the leg already refunded: a no-op, nothing moves twice.
+    again = e.apply(e.decide(t, Action.ABORT), [t])
+    assert [x.reason for x in again.events if isinstance(x, DecisionSkipped)] == [
+        SkipReason.ALREADY_APPLIED
+    ]
+    assert e.balances() == before
 
 
 # --------------------------------------------------------------------------- hostile tokens

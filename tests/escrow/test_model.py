@@ -4,6 +4,7 @@ atomicity of two legs under the safe variant, and its violation under the unsafe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass, replace
 
@@ -298,10 +299,8 @@ def settle_two_legs(
         if step == "wait":
             now += 150
         elif step == "reclaim":
-            try:
+            with contextlib.suppress(EscrowRevert):
                 model.reclaim_after_deadline(SELLER if chain_name == "A" else BUYER, t, now)
-            except EscrowRevert:
-                pass
         else:
             model.apply_report(report((t, decision)), [t])
     return chain_a.state_of(asset_leg.settlement_id), chain_b.state_of(payment_leg.settlement_id)
