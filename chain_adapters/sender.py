@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
+from eth_utils.address import to_checksum_address
 from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
@@ -78,6 +79,9 @@ class TxRequest:
     gas: int | None = None  # None: estimate
     label: str = ""  # for error messages ("applyReport", "lockAsset", ...)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to", to_checksum_address(self.to))
+
 
 @dataclass(frozen=True, slots=True)
 class FeePolicy:
@@ -114,6 +118,13 @@ class _InFlight:
     hashes: list[bytes] = field(default_factory=list)
     bumps: int = 0
     rebroadcasts: int = 0
+
+
+def _fee_too_low(message: str) -> bool:
+    return any(
+        phrase in message
+        for phrase in ("underpriced", "base fee", "fee too low", "feecap", "fee cap")
+    )
 
 
 def _rpc_message(exc: BaseException) -> str:
@@ -217,7 +228,7 @@ class TransactionSender:
         max_fee = min(base * self.fees.base_fee_multiplier + tip, self.fees.max_fee_per_gas)
         return max_fee, min(tip, max_fee)
 
-    def _sign(self, flight: _InFlight) -> bytes:
+    def _sign(self, flight: _InFlight, max_fee: int | None = None, tip: int | None = None) -> bytes:
         tx = {
             "type": 2,
             "chainId": self.rpc.expected_chain_id,
@@ -226,8 +237,8 @@ class TransactionSender:
             "data": flight.request.data,
             "value": flight.request.value,
             "gas": flight.gas,
-            "maxFeePerGas": flight.max_fee,
-            "maxPriorityFeePerGas": flight.tip,
+            "maxFeePerGas": flight.max_fee if max_fee is None else max_fee,
+            "maxPriorityFeePerGas": flight.tip if tip is None else tip,
         }
         return bytes(self._account.sign_transaction(tx).raw_transaction)
 
@@ -323,8 +334,14 @@ class TransactionSender:
                 flight = self._submit(flight.request)
                 continue
             if not self._known_to_node(flight):
+                # The node dropped it (restart, eviction): send it again, dearer if need be.
                 flight.rebroadcasts += 1
-                self._broadcast(flight.raw)
+                try:
+                    self._broadcast(flight.raw)
+                except Web3RPCError as exc:
+                    if not _fee_too_low(_rpc_message(exc)):
+                        raise
+                    self._bump(flight)
             elif self.rpc.block_number() - flight.sent_block >= self.fees.bump_after_blocks:
                 self._bump(flight)
             self.sleep(self.poll_interval)
@@ -334,34 +351,32 @@ class TransactionSender:
         return tx is not None
 
     def _bump(self, flight: _InFlight) -> None:
+        """Replace the transaction (same nonce) with fees raised by the bump ratio, or to
+        the market if that is higher; a node that wants more gets doubles, up to the cap."""
         market_fee, market_tip = self._market_fees()
-        max_fee = min(
-            max(math.ceil(flight.max_fee * self.fees.bump_ratio), market_fee),
-            self.fees.max_fee_per_gas,
-        )
-        tip = min(max(math.ceil(flight.tip * self.fees.bump_ratio), market_tip), max_fee)
-        if max_fee <= flight.max_fee:
-            flight.sent_block = self.rpc.block_number()  # capped: wait, do not spam the node
-            return
-        previous = (flight.max_fee, flight.tip, flight.raw)
-        flight.max_fee, flight.tip = max_fee, tip
-        flight.raw = self._sign(flight)
-        try:
-            tx_hash = self._broadcast(flight.raw)
-        except Web3RPCError as exc:
-            if "underpriced" in _rpc_message(exc):
-                flight.max_fee, flight.tip, flight.raw = (
-                    previous[0] * 2,
-                    previous[1] * 2,
-                    previous[2],
-                )
-                flight.max_fee = min(flight.max_fee, self.fees.max_fee_per_gas)
+        ratio = self.fees.bump_ratio
+        for _ in range(6):
+            max_fee = min(
+                max(math.ceil(flight.max_fee * ratio), market_fee), self.fees.max_fee_per_gas
+            )
+            tip = min(max(math.ceil(flight.tip * ratio), market_tip), max_fee)
+            if max_fee <= flight.max_fee:  # capped: wait instead of spamming the node
+                flight.sent_block = self.rpc.block_number()
                 return
-            raise
-        flight.sent_block = self.rpc.block_number()
-        if tx_hash is not None:
-            flight.hashes.append(tx_hash)
-            flight.bumps += 1
+            raw = self._sign(flight, max_fee, tip)
+            try:
+                tx_hash = self._broadcast(raw)
+            except Web3RPCError as exc:
+                if _fee_too_low(_rpc_message(exc)):
+                    ratio *= 2
+                    continue
+                raise
+            flight.max_fee, flight.tip, flight.raw = max_fee, tip, raw
+            flight.sent_block = self.rpc.block_number()
+            if tx_hash is not None:
+                flight.hashes.append(tx_hash)
+                flight.bumps += 1
+            return
 
     def _finish(self, flight: _InFlight, receipt: dict[str, Any]) -> SendResult:
         tx_hash = bytes(receipt["transactionHash"])

@@ -117,8 +117,8 @@ class History:
         self._lock = threading.Lock()
         self.began = time.time()
 
-    def write(self, kind: str, **fields: Any) -> None:
-        entry = {"t": round(time.time() - self.began, 4), "kind": kind, **fields}
+    def write(self, event: str, **fields: Any) -> None:
+        entry = {"t": round(time.time() - self.began, 4), "event": event, **fields}
         with self._lock:
             self._file.write(json.dumps(entry, default=_plain) + "\n")
 
@@ -843,18 +843,51 @@ class RealRun:
 
     # ------------------------------------------------------------------ final state
 
-    def _holders(self) -> list[str]:
-        holders = [p["address"] for p in self.parties.values()]
-        return holders + [side.coordinator.address for side in self.chains.values()]
+    def _holders(self, leg: str) -> list[str]:
+        """Everyone who can hold tokens on a chain: the parties and that chain's coordinator
+        (coordinators on different chains may share an address)."""
+        return [p["address"] for p in self.parties.values()] + [
+            self.chains[leg].coordinator.address
+        ]
 
     def _supplies(self) -> dict[str, int]:
-        """Every token's total over all holders, and every bank account's balance."""
+        """Every token's total over all holders, and the bank's total over all accounts.
+
+        In the token-transfer mode an asset lives on both chains: native where it was
+        issued, bridged where COMMIT minted it. Its supply is then what circulates natively
+        plus what is bridged, where the native units locked as backing of committed
+        settlements no longer count: bridged value without backing (or the reverse) shows.
+        """
         totals: dict[str, int] = {}
+        if self.scenario.mode == "multi-chain-token":
+            a, b = self.chains["A"], self.chains["B"]
+            assert a.asset and a.payment and b.asset and b.payment
+            committed = {
+                leg: sum(
+                    1
+                    for t in self.tracked
+                    if t.terms and side.coordinator.state_of(t.settlement_id) == State.COMMITTED
+                )
+                for leg, side in self.chains.items()
+            }
+            s = self.scenario.settlements
+            parties = [p["address"] for p in self.parties.values()]
+            totals["asset (A+B)"] = (
+                sum(a.asset.balance_of(h) for h in self._holders("A"))
+                - s.asset_amount * committed["A"]
+                + sum(b.asset.balance_of(h) for h in parties)
+            )
+            totals["payment (A+B)"] = (
+                sum(b.payment.balance_of(h) for h in self._holders("B"))
+                - s.payment_amount * committed["B"]
+                + sum(a.payment.balance_of(h) for h in parties)
+            )
+            return totals
         for leg, side in self.chains.items():
             for kind, token in (("asset", side.asset), ("payment", side.payment)):
                 if token is None:
                     continue
-                totals[f"{kind}@{leg}"] = sum(token.balance_of(h) for h in self._holders())
+                totals[f"{kind}@{leg}"] = sum(token.balance_of(h) for h in self._holders(leg))
         if self.bank_client is not None and self.scenario.bank is not None:
             totals["bank"] = sum(
                 self.bank_client.account(bank_account(p["address"])).balance

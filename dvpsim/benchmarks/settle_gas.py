@@ -1,0 +1,294 @@
+"""``dvpsim bench settle-gas``: gas per settlement for each settlement mode and batch size.
+
+On a fresh anvil (127.0.0.1, Prague, stopped by PID when the benchmark ends) it deploys the
+escrow stack (DvPCoordinator with the BLS verifier, test tokens, bridged tokens) with a
+committee of n = 31 (f = 10, t = 21), prepares settlements in every mode, and for batches
+of 1, 8, 32 and 128 decisions per report sends one real ``applyReport`` transaction with a
+certificate of exactly t signers (the most non-signer keys the contract subtracts). The
+figure per settlement is that transaction's gasUsed divided by the batch size: the
+certificate verification, the 21,000 base cost and the calldata are included and
+amortized over the batch.
+
+What each row's COMMIT does on chain:
+
+* single-chain, on-chain payment (SWAP): asset to the buyer and payment to the seller;
+* single-chain, off-chain payment (ASSET_ESCROW): asset to the buyer (the bank pays);
+* multi-chain messaging, chain A (ASSET_ESCROW): the asset release, the target row;
+* multi-chain messaging, chain B (PAYMENT_ESCROW): the payment release to the seller;
+* multi-chain token transfer, chain A (BRIDGE_SELLER_SIDE): the asset stays locked, the
+  bridged payment is minted to the seller;
+* multi-chain token transfer, chain B (BRIDGE_BUYER_SIDE): the payment stays locked, the
+  bridged asset is minted to the buyer;
+
+and two ABORT rows (refunds) for the asset escrow and the swap.
+
+Every recipient is a fresh account that holds none of the token it receives, so each
+transfer or mint writes a zero balance slot (the expensive case, 20,000 gas more than
+paying an existing holder); one extra figure gives the messaging release to existing holders.
+
+Target (reported, not asserted): messaging-mode release at 32 decisions per report, n = 31,
+under 60,000 gas per settlement.
+
+The benchmark sends a bounded number of transactions (a few per settlement, about 1,400 in
+all, 300 with --quick), uses anvil's account impersonation for the fresh parties, and
+never runs a chain it did not start.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from chain_adapters.build import compile_contracts
+from chain_adapters.devstack import EscrowStack, deploy_escrow_stack
+from chain_adapters.localchain import LocalChain, start_chain
+from chain_adapters.model import MAX_UINT256, ZERO_ADDRESS, Mode, State, Terms
+from chain_adapters.verifier import certificate_calldata
+from consensus.report import Action, Decision
+
+__all__ = ["run"]
+
+CHAIN_ID = 31_339
+N, F = 31, 10
+BATCHES = (1, 8, 32, 128)
+QUICK_BATCHES = (1, 32)
+TARGET_BATCH = 32
+TARGET_GAS = 60_000
+ASSET_AMOUNT = 5 * 10**18
+PAYMENT_AMOUNT = 500_000_00
+ONE_ETH = 10**18
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str  # stable name in the JSON
+    label: str
+    mode: Mode
+    action: Action
+
+
+ROWS = (
+    Row("single_chain_onchain_payment", "single-chain, on-chain payment (swap)", Mode.SWAP, Action.COMMIT),
+    Row("single_chain_offchain_payment", "single-chain, off-chain payment (asset release)", Mode.ASSET_ESCROW, Action.COMMIT),
+    Row("messaging_chain_a_release", "multi-chain messaging, chain A: asset release", Mode.ASSET_ESCROW, Action.COMMIT),
+    Row("messaging_chain_b_payment", "multi-chain messaging, chain B: payment release", Mode.PAYMENT_ESCROW, Action.COMMIT),
+    Row("token_transfer_chain_a", "token transfer, chain A: lock asset, mint payment", Mode.BRIDGE_SELLER_SIDE, Action.COMMIT),
+    Row("token_transfer_chain_b", "token transfer, chain B: lock payment, mint asset", Mode.BRIDGE_BUYER_SIDE, Action.COMMIT),
+    Row("abort_asset_escrow", "abort: refund the asset", Mode.ASSET_ESCROW, Action.ABORT),
+    Row("abort_swap", "abort: refund both legs of a swap", Mode.SWAP, Action.ABORT),
+)  # fmt: skip
+QUICK_ROWS = {"messaging_chain_a_release", "single_chain_onchain_payment", "token_transfer_chain_b"}
+
+
+class _Bench:
+    def __init__(self, chain: LocalChain, stack: EscrowStack) -> None:
+        self.chain = chain
+        self.stack = stack
+        self.w3 = stack.w3
+        self.co = stack.coordinator
+        self.deployer = stack.deployer
+        self.transactions = 0
+        self.round = 0
+
+    def _send(self, sender: str, to: str, data: str) -> None:
+        tx = {"from": sender, "to": to, "data": data}
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            self.chain.rpc("eth_sendTransaction", [tx])
+        )
+        self.transactions += 1
+        if receipt["status"] != 1:
+            raise RuntimeError(f"set-up transaction to {to} from {sender} reverted")
+
+    def fresh_party(self, funded: Any | None, amount: int) -> str:
+        """A new account that holds nothing, or only ``amount`` of ``funded`` (approved for
+        the coordinator); it signs through anvil's impersonation."""
+        address = Account.create().address
+        if funded is None:
+            return address
+        self.chain.rpc("anvil_setBalance", [address, hex(ONE_ETH)])
+        self.chain.rpc("anvil_impersonateAccount", [address])
+        self._send(
+            self.deployer,
+            funded.address,
+            funded.contract.encode_abi("mint", args=[address, amount]),
+        )
+        self._send(
+            address,
+            funded.address,
+            funded.contract.encode_abi("approve", args=[self.co.address, MAX_UINT256]),
+        )
+        return address
+
+    def prepared(self, mode: Mode, count: int) -> list[Terms]:
+        """``count`` settlements of ``mode``, every local leg locked by fresh parties."""
+        stack, deadline = self.stack, int(self.w3.eth.get_block("latest")["timestamp"]) + 86_400
+        locks_asset = mode in (Mode.SWAP, Mode.ASSET_ESCROW, Mode.BRIDGE_SELLER_SIDE)
+        locks_payment = mode in (Mode.SWAP, Mode.PAYMENT_ESCROW, Mode.BRIDGE_BUYER_SIDE)
+        result = []
+        for _ in range(count):
+            seller = self.fresh_party(stack.asset if locks_asset else None, ASSET_AMOUNT)
+            buyer = self.fresh_party(stack.payment if locks_payment else None, PAYMENT_AMOUNT)
+            asset_token, payment_token = stack.asset.address, stack.payment.address
+            asset_amount, payment_amount = ASSET_AMOUNT, PAYMENT_AMOUNT
+            if mode == Mode.ASSET_ESCROW:
+                payment_token, payment_amount = ZERO_ADDRESS, 0
+            if mode == Mode.PAYMENT_ESCROW:
+                asset_token, asset_amount = ZERO_ADDRESS, 0
+            if mode == Mode.BRIDGE_SELLER_SIDE:
+                payment_token = stack.bridged_payment.address
+            if mode == Mode.BRIDGE_BUYER_SIDE:
+                asset_token = stack.bridged_asset.address
+            terms = Terms(os.urandom(32), int(mode), seller, buyer, asset_token, asset_amount,
+                          payment_token, payment_amount, deadline)  # fmt: skip
+            first = seller if locks_asset else buyer
+            self._send(
+                first,
+                self.co.address,
+                self.co.contract.encode_abi("createAndLock", args=[terms.as_abi()]),
+            )
+            if mode == Mode.SWAP:
+                self._send(
+                    buyer,
+                    self.co.address,
+                    self.co.contract.encode_abi("lockPayment", args=[terms.as_abi()]),
+                )
+            result.append(terms)
+        states = self.co.states_of([t.settlement_id for t in result])
+        if any(s != State.PREPARED for s in states):
+            raise RuntimeError(f"set-up left settlements of mode {mode.name} unprepared")
+        return result
+
+    def apply(self, terms: list[Terms], action: Action) -> int:
+        """gasUsed of one applyReport carrying ``action`` for every settlement."""
+        committee = self.stack.committee
+        self.round += 1
+        report = committee.report(
+            [Decision(t.settlement_id, action, t.terms_hash()) for t in terms],
+            epoch=1,
+            round=self.round,
+        )
+        cert = committee.certify(report)  # exactly t signers
+        calldata = certificate_calldata(cert)
+        data = self.co.contract.encode_abi(
+            "applyReport",
+            args=[
+                calldata.report,
+                calldata.signers,
+                calldata.signature,
+                [t.as_abi() for t in terms],
+            ],
+        )
+        tx = {"from": self.deployer, "to": self.co.address, "data": data}
+        receipt = self.w3.eth.wait_for_transaction_receipt(
+            self.chain.rpc("eth_sendTransaction", [tx])
+        )
+        self.transactions += 1
+        events = self.co.receipt_events(receipt)
+        applied = [e for e in events if e.NAME in ("SettlementCommitted", "SettlementAborted")]
+        if receipt["status"] != 1 or len(applied) != len(terms):
+            raise RuntimeError(f"applyReport applied {len(applied)} of {len(terms)} decisions")
+        return int(receipt["gasUsed"])
+
+
+def _measure(
+    bench: _Bench, rows: list[Row], batches: tuple[int, ...], progress: Callable[[str], None]
+) -> list[dict[str, Any]]:
+    results = []
+    for row in rows:
+        for batch in batches:
+            progress(f"{row.label}: batch of {batch}")
+            terms = bench.prepared(row.mode, batch)
+            gas = bench.apply(terms, row.action)
+            results.append(
+                {
+                    "row": row.key,
+                    "label": row.label,
+                    "mode": row.mode.name,
+                    "action": row.action.name,
+                    "batch": batch,
+                    "gas": gas,
+                    "gas_per_settlement": round(gas / batch),
+                }  # fmt: skip
+            )
+    return results
+
+
+def _existing_holders(bench: _Bench, batch: int) -> int:
+    """Messaging release at ``batch`` when every buyer already holds some of the asset."""
+    terms = bench.prepared(Mode.ASSET_ESCROW, batch)
+    for t in terms:
+        bench._send(bench.deployer, bench.stack.asset.address,
+                    bench.stack.asset.contract.encode_abi("mint", args=[t.buyer, 1]))  # fmt: skip
+    return bench.apply(terms, Action.COMMIT)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Measure, print a table, return the figures (see the module docstring)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    batches = QUICK_BATCHES if quick else BATCHES
+    rows = [r for r in ROWS if not quick or r.key in QUICK_ROWS]
+    artifacts = compile_contracts()
+    log_dir = Path(tempfile.mkdtemp(prefix="dvpsim-bench-settle-gas-"))
+    with start_chain(CHAIN_ID, log_dir=log_dir) as chain:
+        stack = deploy_escrow_stack(chain.web3(), artifacts, n=N, f=F)
+        bench = _Bench(chain, stack)
+        with console.status("measuring") as status:
+            results = _measure(bench, rows, batches, lambda text: status.update(text))
+            status.update(f"messaging release to existing holders, batch of {TARGET_BATCH}")
+            warm = _existing_holders(bench, TARGET_BATCH)
+        transactions = bench.transactions
+        t = stack.committee.config.t
+
+    table = Table(
+        title=f"gas per settlement: one applyReport per batch (n={N}, f={F}, t={t} signers; fresh recipients)"
+    )
+    table.add_column("mode / leg")
+    table.add_column("action")
+    for batch in batches:
+        table.add_column(f"batch {batch}", justify="right")
+    for row in rows:
+        cells = {r["batch"]: r for r in results if r["row"] == row.key}
+        table.add_row(
+            row.label, row.action.name, *(f"{cells[b]['gas_per_settlement']:,}" for b in batches)
+        )
+    console.print(table)
+    target = next(
+        (r["gas_per_settlement"] for r in results
+         if r["row"] == "messaging_chain_a_release" and r["batch"] == TARGET_BATCH),
+        None,
+    )  # fmt: skip
+    met = target is not None and target < TARGET_GAS
+    console.print(
+        f"messaging release at {TARGET_BATCH} per report: {target:,} gas per settlement "
+        f"(target < {TARGET_GAS:,}: {'met' if met else 'NOT met'}); "
+        f"to existing holders: {round(warm / TARGET_BATCH):,}"
+    )
+    console.print(f"{transactions} transactions sent")
+    return {
+        "chain": {"hardfork": "prague", "anvil": True},
+        "committee": {"n": N, "f": F, "t": t, "signers": t},
+        "recipients": "fresh accounts (zero balance before)",
+        "batches": list(batches),
+        "results": results,
+        "messaging_release_existing_holders": {
+            "batch": TARGET_BATCH,
+            "gas": warm,
+            "gas_per_settlement": round(warm / TARGET_BATCH),
+        },
+        "target": {
+            "what": f"messaging-mode release, {TARGET_BATCH} decisions per report, n={N}",
+            "limit": TARGET_GAS,
+            "gas_per_settlement": target,
+            "met": met,
+        },
+        "transactions": transactions,
+    }
