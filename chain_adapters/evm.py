@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import requests
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.types import RPCEndpoint
 
 __all__ = [
     "RetryPolicy",
@@ -202,7 +203,7 @@ class Rpc:
         """The hash of block ``number``, or None when the chain has no such block (yet)."""
 
         def fetch() -> bytes | None:
-            block = self.web3.provider.make_request("eth_getBlockByNumber", [hex(number), False])
+            block = self.web3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), [hex(number), False])
             if "error" in block:
                 raise Web3RPCError(str(block["error"]), rpc_response=block)
             result = block.get("result")
@@ -212,7 +213,7 @@ class Rpc:
 
     def raw(self, method: str, params: list[Any]) -> Any:
         def fetch() -> Any:
-            response = self.web3.provider.make_request(method, params)
+            response = self.web3.provider.make_request(RPCEndpoint(method), params)
             if "error" in response:
                 raise Web3RPCError(str(response["error"]), rpc_response=response)
             return response.get("result")

@@ -590,7 +590,7 @@ class EscrowModel:
 
     @staticmethod
     def check_terms(terms: Terms, now: int) -> None:
-        """Raise InvalidTerms for the first rule ``terms`` break (contract: ``_checkTerms``)."""
+        """Raise InvalidTerms for the first rule ``terms`` break (contract: ``_termsProblem``)."""
         problem = _terms_problem(terms, now)
         if problem is not None:
             raise EscrowRevert("InvalidTerms", terms.settlement_id, problem)

@@ -22,7 +22,11 @@ from pathlib import Path
 
 
 def die_with_parent() -> None:
-    """preexec_fn: the kernel sends SIGTERM to the child when its parent dies."""
+    """preexec_fn: the kernel sends SIGTERM to the child when its parent dies.
+
+    Linux ties this to the *thread* that forked the child: start long-lived processes
+    from a thread that lives as long as they should (the main thread, or one that waits).
+    """
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

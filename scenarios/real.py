@@ -670,6 +670,9 @@ class RealRun:
                     self._start_node(index)
                     self.history.write("fault", kind="restart-node", node=index)
             if not pending and not restarts:
+                # Stay alive: the kernel's parent-death signal follows the *thread* that
+                # started a process, so nodes restarted here would die with this thread.
+                self._stop.wait()
                 return
 
     def _apply_fault(self, fault: Any, restarts: list[tuple[float, int]], now: float) -> None:
@@ -801,6 +804,8 @@ class RealRun:
                 thread.start()
             self._drive()
             self._monitor(began + s.time_limit)
+            if self.bank is not None and s.faults:
+                self._bank_admin("PUT", "/admin/faults", {})  # read the final state at full speed
             node_metrics = self._scrape_nodes()
             states = self._leg_states()
             state = self._run_state(states, supply_before)
@@ -1075,6 +1080,11 @@ class RealRun:
             "messages_per_settlement": round(messages / count, 1),
             "wall_s": round(wall, 1),
             "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
+            "balances": {
+                key: {"expected": state.supply_before[key], "actual": state.supply_after.get(key)}
+                for key in sorted(state.supply_before)
+                if ": " in key
+            },
             "passed": passed(verdicts) and ended == len(self.tracked),
             "out_dir": str(self.out),
         }

@@ -108,7 +108,7 @@ class _Bench:
     def fresh_party(self, funded: Any | None, amount: int) -> str:
         """A new account that holds nothing, or only ``amount`` of ``funded`` (approved for
         the coordinator); it signs through anvil's impersonation."""
-        address = Account.create().address
+        address: str = Account.create().address
         if funded is None:
             return address
         self.chain.rpc("anvil_setBalance", [address, hex(ONE_ETH)])

@@ -1,0 +1,118 @@
+"""End to end: `dvpsim run` on the shipped scenarios, with real chains, bank and node processes.
+
+Each of the four settlement modes commits and aborts (insufficient funds, a missed
+deadline) and ends with every party's balances exactly as the committed settlements say;
+the kill-and-restart scenario passes its checks; the unsafe self-refunding variant makes
+the checks fail and the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chain_adapters.build import REPO_ROOT
+from scenarios.real import RealRun
+from scenarios.schema import load
+
+pytestmark = pytest.mark.e2e
+SCENARIOS = REPO_ROOT / "scenarios"
+
+
+def _run(name: str, out: Path) -> dict[str, Any]:
+    report = RealRun(load(SCENARIOS / f"{name}.toml"), out).run()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(report.summary, default=str))
+    assert (out / "history.jsonl").stat().st_size > 0
+    return summary
+
+
+def _assert_balances(summary: dict[str, Any]) -> None:
+    assert summary["balances"], "no party balances were checked"
+    for key, pair in summary["balances"].items():
+        assert pair["expected"] == pair["actual"], f"{key}: {pair}"
+
+
+@pytest.mark.parametrize(
+    "name", ["single-chain-onchain", "single-chain-bank", "multi-chain-token", "reference"]
+)
+def test_mode_commits_and_aborts_with_exact_balances(name: str, tmp_path: Path) -> None:
+    summary = _run(name, tmp_path / name)
+    scenario = load(SCENARIOS / f"{name}.toml")
+    failing = sum(f.count for f in scenario.settlements.fail)
+    assert summary["passed"], summary["checks"]
+    assert summary["ended"] == summary["settlements"] == scenario.settlements.count
+    assert summary["committed"] == scenario.settlements.count - failing
+    assert summary["aborted"] == failing > 0
+    _assert_balances(summary)
+    seller = next(v for k, v in summary["balances"].items() if k.startswith("seller: asset"))
+    opening = scenario.accounts[0].asset
+    assert seller["actual"] == opening - summary["committed"] * scenario.settlements.asset_amount
+
+
+def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
+    summary = _run("kill-restart", tmp_path / "kill")
+    assert summary["passed"], summary["checks"]
+    assert summary["committed"] == summary["settlements"]
+    _assert_balances(summary)
+    history = [
+        json.loads(line) for line in (tmp_path / "kill" / "history.jsonl").read_text().splitlines()
+    ]
+    assert [
+        e["node"] for e in history if e["event"] == "fault" and e.get("kind") == "restart-node"
+    ] == [2, 0]
+
+
+def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: Path) -> None:
+    out = tmp_path / "unsafe"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dvpsim.cli",
+            "run",
+            str(SCENARIOS / "unsafe-self-refund.toml"),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checks"]["atomicity"]["status"] == "invalid"
+    assert (
+        "committed on one leg and aborted on another" in summary["checks"]["atomicity"]["witness"]
+    )
+    assert "FAILED" in result.stdout
+
+
+def test_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text((SCENARIOS / "reference.toml").read_text().replace("f = 1", "f = 2"))
+    result = subprocess.run(
+        [sys.executable, "-m", "dvpsim.cli", "run", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        == f"dvpsim run: {bad}: committee.f: f = 2 is too large for n = 4 (n >= 3f+1): lower f or raise n"
+    )
+
+
+@pytest.mark.slow
+def test_reference_case_with_sixteen_nodes(tmp_path: Path) -> None:
+    summary = _run("reference-n16", tmp_path / "n16")
+    assert summary["passed"], summary["checks"]
+    _assert_balances(summary)
