@@ -103,9 +103,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.set_defaults(func=cmd_doctor)
 
-    run = sub.add_parser("run", help="run a scenario for real: chains, bank, node processes, checks")
+    run = sub.add_parser(
+        "run", help="run a scenario for real: chains, bank, node processes, checks"
+    )
     run.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/reference.toml")
-    run.add_argument("--out", metavar="DIR", help="run folder for history, summary and logs (default runs/NAME-TIME)")
+    run.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder for history, summary and logs (default runs/NAME-TIME)",
+    )
     run.set_defaults(func=cmd_run)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")

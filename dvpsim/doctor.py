@@ -47,7 +47,9 @@ def pairing_inputs() -> tuple[bytes, bytes]:
         return encode_g1_affine((int(x), int(y)))
 
     x2, y2 = normalize(G2)  # type: ignore[arg-type]
-    g2 = encode_g2_affine(((int(x2.coeffs[0]), int(x2.coeffs[1])), (int(y2.coeffs[0]), int(y2.coeffs[1]))))
+    g2 = encode_g2_affine(
+        ((int(x2.coeffs[0]), int(x2.coeffs[1])), (int(y2.coeffs[0]), int(y2.coeffs[1])))
+    )
     g1, minus_g1 = g1_point(G1), g1_point(neg(G1))
     return g1 + g2 + minus_g1 + g2, g1 + g2
 

@@ -18,7 +18,9 @@ from rich.table import Table
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"dvpsim run: {summary['scenario']} ({summary['mode']}, n={summary['n']}, f={summary['f']}, t={summary['t']})")
+    table = Table(
+        title=f"dvpsim run: {summary['scenario']} ({summary['mode']}, n={summary['n']}, f={summary['f']}, t={summary['t']})"
+    )
     table.add_column("figure")
     table.add_column("value", justify="right")
 
@@ -41,7 +43,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         table.add_row(name, value)
     for invariant, verdict in summary["checks"].items():
         colour = {"valid": "green", "invalid": "red"}.get(verdict["status"], "yellow")
-        text = f"[{colour}]{verdict['status']}[/]" + (f" {verdict['witness']}" if verdict["witness"] else "")
+        text = f"[{colour}]{verdict['status']}[/]" + (
+            f" {verdict['witness']}" if verdict["witness"] else ""
+        )
         table.add_row(f"check: {invariant}", text)
     table.add_row("verdict", "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]")
     return table
@@ -60,8 +64,17 @@ def main(scenario_path: str, out: str | None) -> int:
     except ScenarioError as exc:
         print(f"dvpsim run: {exc}", file=sys.stderr)
         return 2
-    out_dir = Path(out) if out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+    out_dir = (
+        Path(out) if out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         tasks: dict[str, Any] = {}
 
         def report(what: str, done: int, total: int) -> None:

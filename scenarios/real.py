@@ -155,7 +155,14 @@ class RealRun:
         scenario: Scenario,
         out_dir: Path,
         progress: Callable[[str, int, int], None] | None = None,
+        *,
+        fire_and_forget: bool = False,
     ) -> None:
+        # fire_and_forget: the parties send their locks without waiting for receipts (the
+        # throughput benchmark); lock times are then send times.
+        self.fire_and_forget = fire_and_forget
+        self.rss_peak_mb: dict[int, float] = {}
+        self._chain_time = (0.0, 0)
         self.scenario = scenario
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
@@ -557,7 +564,10 @@ class RealRun:
     def _drive_one(self, item: Tracked) -> None:
         s = self.scenario.settlements
         a = self.chains["A"]
-        now = int(a.rpc.call("block", lambda: a.rpc.eth.get_block("latest")["timestamp"]))
+        read_at, now = self._chain_time
+        if time.monotonic() - read_at > 0.5:
+            now = int(a.rpc.call("block", lambda: a.rpc.eth.get_block("latest")["timestamp"]))
+            self._chain_time = (time.monotonic(), now)
         deadline = now + max(1, int(round(s.deadline)))
         item.terms = self._terms_for(item, deadline)
         seller = self.parties[s.seller]["senders"]
@@ -571,7 +581,9 @@ class RealRun:
                     a.coordinator.create_tx(item.terms["A"])
                 )  # the seller never delivers
             else:
-                result = seller["A"].send(a.coordinator.create_and_lock_tx(item.terms["A"]))
+                result = seller["A"].send(
+                    a.coordinator.create_and_lock_tx(item.terms["A"]), wait=not self.fire_and_forget
+                )
                 item.locked_at = time.time()
                 self.gas_used += result.gas_used
             if self.scenario.mode == "single-chain-onchain" and item.fail not in (
@@ -614,6 +626,17 @@ class RealRun:
             self._drive_one(item)
 
     # ------------------------------------------------------------------ faults and time
+
+    def _sample_rss(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.5):
+            for index, proc in list(self.nodes.items()):
+                try:
+                    rss = psutil.Process(proc.pid).memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.rss_peak_mb[index] = max(self.rss_peak_mb.get(index, 0.0), rss)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
@@ -796,6 +819,7 @@ class RealRun:
             began = time.monotonic()
             threads = [
                 threading.Thread(target=self._heartbeat, daemon=True),
+                threading.Thread(target=self._sample_rss, daemon=True),
                 threading.Thread(target=self._faults, args=(began,), daemon=True),
             ]
             if s.unsafe_self_refund:
@@ -1079,6 +1103,8 @@ class RealRun:
             "gas_per_settlement_parties": self.gas_used // count,
             "messages_per_settlement": round(messages / count, 1),
             "wall_s": round(wall, 1),
+            "throughput_per_s": _throughput(self.tracked),
+            "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
             "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
             "balances": {
                 key: {"expected": state.supply_before[key], "actual": state.supply_after.get(key)}
@@ -1088,6 +1114,15 @@ class RealRun:
             "passed": passed(verdicts) and ended == len(self.tracked),
             "out_dir": str(self.out),
         }
+
+
+def _throughput(tracked: list[Tracked]) -> float | None:
+    """Committed settlements per second, from the first lock to the last release."""
+    done = [t for t in tracked if t.locked_at is not None and t.released_at is not None]
+    if len(done) < 2:
+        return None
+    span = max(t.released_at for t in done) - min(t.locked_at for t in done)  # type: ignore[type-var]
+    return round(len(done) / span, 1) if span > 0 else None
 
 
 def _percentile(values: list[float], q: float) -> float | None:

@@ -9,6 +9,7 @@ the checks fail and the command exit non-zero.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,19 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     assert [
         e["node"] for e in history if e["event"] == "fault" and e.get("kind") == "restart-node"
     ] == [2, 0]
+    # Every node, the two restarted ones included, signed at most one side of each settlement.
+    for index in range(4):
+        db = sqlite3.connect(
+            tmp_path / "kill" / "committee" / f"node{index}" / "data" / "safety.sqlite"
+        )
+        signed: dict[bytes, set[int]] = {}
+        for sid, action in db.execute("SELECT settlement_id, action FROM decisions"):
+            signed.setdefault(bytes(sid), set()).add(action)
+        db.close()
+        assert signed, f"node {index} signed nothing"
+        assert all(actions != {1, 2} for actions in signed.values()), (
+            f"node {index} signed COMMIT and ABORT"
+        )
 
 
 def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: Path) -> None:

@@ -1,0 +1,149 @@
+"""`dvpsim bench e2e`: end-to-end latency and throughput of real runs (the reference mode).
+
+Three runs of the reference case (escrow on a local chain, payment at the bank, node
+processes over libp2p), each a full `dvpsim run` with its checks:
+
+- latency at n = 4 and at n = 16: settlements arriving at a gentle rate; p50/p99 from the
+  mined escrow lock to the runner seeing the asset released;
+- throughput at n = 4: settlements arriving at 60/s for 60 s (10 s with --quick), locks
+  sent without waiting for receipts, reports batching up to 128 decisions; settlements
+  ended per second from the first lock to the last release;
+- the peak RSS of a node process over each run.
+
+Targets (issue): n = 4 p50 under 1 s, throughput at least 50/s sustained; n = 16 p50
+under 3 s. The figures are printed beside them; nothing here asserts them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from scenarios.real import RealRun
+from scenarios.schema import parse
+
+
+def _scenario(
+    name: str, n: int, f: int, count: int, rate: float, delta_round: float, time_limit: float
+) -> Any:
+    raw = {
+        "name": name,
+        "mode": "multi-chain-messaging",
+        "time_limit": time_limit,
+        "seed": 7,
+        "committee": {"n": n, "f": f},
+        "timing": {
+            "delta_progress": max(3.0, 10 * delta_round),
+            "delta_resend": 0.5,
+            "delta_round": delta_round,
+            "delta_grace": 0.02,
+            "delta_stage": 1.0,
+        },
+        "chains": [{"name": "rwa-chain", "chain_id": 31337}],
+        "bank": {"start": True},
+        "accounts": [
+            {"name": "seller", "asset": 10 * count + 10},
+            {"name": "buyer", "bank_balance": 100 * count + 100},
+        ],
+        "settlements": {
+            "count": count,
+            "asset_amount": 10,
+            "payment_amount": 100,
+            "deadline": 120,
+            "arrival_rate": rate,
+        },
+    }
+    return parse(raw, Path(f"<bench {name}>"))
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    console = Console()
+    cases = [
+        (
+            "latency n=4",
+            _scenario("bench-latency-n4", 4, 1, 10 if quick else 30, 5.0, 0.2, 120),
+            False,
+        ),
+        (
+            "latency n=16",
+            _scenario("bench-latency-n16", 16, 5, 6 if quick else 20, 2.0, 0.5, 240),
+            False,
+        ),
+        (
+            "throughput n=4",
+            _scenario(
+                "bench-throughput-n4",
+                4,
+                1,
+                600 if quick else 3600,
+                60.0,
+                0.2,
+                150 if quick else 400,
+            ),
+            True,
+        ),
+    ]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="dvpsim-bench-e2e-") as tmp:
+        for label, scenario, fire_and_forget in cases:
+            console.print(
+                f"[bold]{label}[/]: {scenario.settlements.count} settlements at {scenario.settlements.arrival_rate}/s ..."
+            )
+            report = RealRun(
+                scenario, Path(tmp) / scenario.name, fire_and_forget=fire_and_forget
+            ).run()
+            summary = report.summary
+            results[label] = {
+                key: summary[key]
+                for key in (
+                    "settlements",
+                    "ended",
+                    "committed",
+                    "latency_p50_s",
+                    "latency_p99_s",
+                    "throughput_per_s",
+                    "node_rss_peak_mb",
+                    "messages_per_settlement",
+                    "gas_per_settlement_reports",
+                    "passed",
+                    "wall_s",
+                )
+            }
+    table = Table(title="dvpsim bench e2e (reference mode, real processes)")
+    for column in (
+        "case",
+        "ended/total",
+        "p50 s",
+        "p99 s",
+        "ended/s",
+        "peak RSS MiB/node",
+        "msgs/settlement",
+        "checks",
+        "target",
+    ):
+        table.add_column(
+            column, justify="right" if column not in ("case", "target", "checks") else "left"
+        )
+    targets = {
+        "latency n=4": "p50 < 1 s",
+        "latency n=16": "p50 < 3 s",
+        "throughput n=4": ">= 50/s for 60 s",
+    }
+    for label, r in results.items():
+        table.add_row(
+            label,
+            f"{r['ended']}/{r['settlements']}",
+            str(r["latency_p50_s"]),
+            str(r["latency_p99_s"]),
+            str(r["throughput_per_s"]),
+            str(r["node_rss_peak_mb"]),
+            str(r["messages_per_settlement"]),
+            "passed" if r["passed"] else "FAILED",
+            targets[label],
+        )
+    console.print(table)
+    return {"quick": quick, "cases": results}
