@@ -138,18 +138,29 @@ class CoordinatorBinding:
     def config_digest(self) -> bytes:
         return bytes(self.contract.functions.latestConfigDetails().call()[1])
 
+    def settlements_of(self, settlement_ids: Sequence[bytes]) -> list[tuple[bytes, State]]:
+        """(terms hash, state) of each settlement, in one call."""
+        if not settlement_ids:
+            return []
+        hashes, states = self.contract.functions.settlementsOf(list(settlement_ids)).call()
+        return [(bytes(h), State(s)) for h, s in zip(hashes, states, strict=True)]
+
     def pending_decisions(self, report: Report) -> tuple[Decision, ...]:
         """The decisions of ``report`` that would still change state here, by the decision
         table (the transmitter's idempotency check: send only if this is not empty).
-        Decisions for unknown settlements or other terms are not pending: they can never
-        apply."""
+        Decisions that can never apply (unknown settlement, other terms, PREPARE) are not
+        pending either."""
         ids = [d.settlement_id for d in report.decisions]
-        states = self.states_of(ids)
         pending = []
-        for decision, state in zip(report.decisions, states, strict=True):
+        for decision, (stored, state) in zip(
+            report.decisions, self.settlements_of(ids), strict=True
+        ):
             if decision.action not in (Action.COMMIT, Action.ABORT) or state == State.NONE:
                 continue
-            if DECISION_OUTCOMES[(decision.action, state)] is None:
+            if (
+                stored == decision.terms_hash
+                and DECISION_OUTCOMES[(decision.action, state)] is None
+            ):
                 pending.append(decision)
         return tuple(pending)
 

@@ -181,7 +181,7 @@ _LOCKS_PAYMENT: Final = frozenset({Mode.SWAP, Mode.PAYMENT_ESCROW, Mode.BRIDGE_B
 LOCK_TRANSITIONS: Final[Mapping[tuple[bool, Leg, State], State]] = {
     # (is SWAP, leg, from) -> to
     (True, Leg.ASSET, State.CREATED): State.ASSET_LOCKED,
-    (True, Leg.ASSET, State.PAYMENT_LOCKED): State.PREPARED,
+    (True, Leg.ASSET, State.PAYMENT_LOCKED): State.ASSET_LOCKED,
     (True, Leg.PAYMENT, State.CREATED): State.PAYMENT_LOCKED,
     (True, Leg.PAYMENT, State.ASSET_LOCKED): State.PREPARED,
     (False, Leg.ASSET, State.CREATED): State.PREPARED,

@@ -61,7 +61,11 @@ class BankTarget:
         self.config = config
         self.currency = config.currency
         self.book = book
-        self.client = BankClient(config.url, config.client_id, config.client_secret.encode())
+        # A bank API may be slow (scenarios add latency); a timeout shorter than its answer
+        # would only turn one call into several.
+        self.client = BankClient(
+            config.url, config.client_id, config.client_secret.encode(), timeout_s=15.0
+        )
         self.statuses: dict[bytes, InstructionStatus] = {}
         self._wake = trio.Event()
 

@@ -55,6 +55,10 @@ from node.transport import Transport, TransportClosed
 
 log = logging.getLogger("dvpsim.node")
 
+#: Transmission results worth another try, and the pauses between tries (seconds).
+RETRYABLE_RESULTS = frozenset({"error", "rpc-error", "partial"})
+TRANSMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
 
 class Observer(Protocol):
     async def observe(self, epoch: int, round_: int) -> bytes: ...
@@ -213,14 +217,22 @@ class NodeRuntime:
         )
 
     async def _transmit(self, target: str, certificate: Certificate) -> None:
+        """Hand a certificate to its target; a failed hand-over (target unreachable, partly
+        refused) is retried a few times with backoff: a certified decision is only useful
+        once applied, and the targets make a repeated transmission harmless."""
         began = trio.current_time()
-        try:
-            result = await self.transmitter.transmit(target, certificate)
-        except Exception as exc:
-            result = "error"
-            log.warning(
-                "transmission failed", extra={"fields": {"target": target, "error": repr(exc)}}
-            )
+        result = "error"
+        for delay in (*TRANSMIT_RETRY_DELAYS, None):
+            try:
+                result = await self.transmitter.transmit(target, certificate)
+            except Exception as exc:
+                result = "error"
+                log.warning(
+                    "transmission failed", extra={"fields": {"target": target, "error": repr(exc)}}
+                )
+            if result not in RETRYABLE_RESULTS or delay is None:
+                break
+            await trio.sleep(delay)
         key = f"{target}:{result}"
         self.stats.transmissions[key] = self.stats.transmissions.get(key, 0) + 1
         self.stats.transmit_latency.append(trio.current_time() - began)

@@ -39,7 +39,7 @@ from typing import Any
 
 from eth_account import Account
 
-from bank_adapter.client import SyncBankClient
+from bank_adapter.client import BankApiError, SyncBankClient
 from bank_adapter.devcommittee import DevCommittee
 from bank_adapter.process import BankProcess
 from bank_adapter.terms import BANK_CHAIN_ID, BANK_VERIFIER_ID
@@ -162,7 +162,6 @@ class RealRun:
         # throughput benchmark); lock times are then send times.
         self.fire_and_forget = fire_and_forget
         self.rss_peak_mb: dict[int, float] = {}
-        self._chain_time = (0.0, 0)
         self.scenario = scenario
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
@@ -356,7 +355,8 @@ class RealRun:
         )
         url = self.bank.start()
         self.bank_clients = clients
-        self.bank_client = SyncBankClient(url, "runner", clients["runner"])
+        # Scenarios slow the bank down on purpose: the runner waits for its answers.
+        self.bank_client = SyncBankClient(url, "runner", clients["runner"], timeout_s=30.0)
         self.history.write("bank", url=url, pid=self.bank.pid, accounts=len(accounts))
 
     def _bank_admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -564,11 +564,11 @@ class RealRun:
     def _drive_one(self, item: Tracked) -> None:
         s = self.scenario.settlements
         a = self.chains["A"]
-        read_at, now = self._chain_time
-        if time.monotonic() - read_at > 0.5:
-            now = int(a.rpc.call("block", lambda: a.rpc.eth.get_block("latest")["timestamp"]))
-            self._chain_time = (time.monotonic(), now)
-        deadline = now + max(1, int(round(s.deadline)))
+        # Deadlines count from now by the wall clock: the latest block's timestamp is only
+        # as recent as the last transaction (anvil stamps new blocks with the wall clock).
+        now = int(time.time())
+        waits_for_deadline = item.fail in ("deadline", "insufficient-funds")
+        deadline = now + max(1, int(round(s.missed_deadline if waits_for_deadline else s.deadline)))
         item.terms = self._terms_for(item, deadline)
         seller = self.parties[s.seller]["senders"]
         buyer = self.parties[item.buyer]["senders"]
@@ -781,7 +781,12 @@ class RealRun:
                         state=_chain_leg_state(state).value,
                     )
             if rounds % 10 == 0:
-                states = self._leg_states()
+                try:
+                    states = self._leg_states()
+                except BankApiError as exc:  # a bank outage: look again later
+                    self.history.write("bank-unavailable", error=str(exc))
+                    rounds += 1
+                    continue
                 chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
                 ended = sum(self._ended(item, states, chain_time) for item in self.tracked)
                 self.progress("settlements ended", ended, total)

@@ -105,6 +105,9 @@ class Settlements:
     asset_amount: int = 10
     payment_amount: int = 1000
     deadline: float = 60.0  # seconds after creation
+    # Settlements meant to fail by a missing counterparty or missing funds on chain get this
+    # shorter deadline, so a run does not wait the healthy deadline for them.
+    missed_deadline: float = 4.0
     arrival_rate: float = 10.0  # settlements per second
     seller: str = "seller"
     buyer: str = "buyer"
@@ -436,6 +439,12 @@ def _check_settlements(reader: _Reader, s: Settlements, accounts: tuple[Account,
     if s.deadline <= 0:
         raise reader.fail(
             "settlements.deadline", "must be positive", "give the seconds from creation to deadline"
+        )
+    if s.missed_deadline <= 0:
+        raise reader.fail(
+            "settlements.missed_deadline",
+            "must be positive",
+            "give the seconds from creation to deadline",
         )
     if s.arrival_rate <= 0:
         raise reader.fail(

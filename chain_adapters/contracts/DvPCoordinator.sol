@@ -169,11 +169,26 @@ contract DvPCoordinator is OracleVerifierBase {
         return (s.termsHash, s.state);
     }
 
-    /// States of many settlements in one call (the transmitter's idempotency check).
+    /// States of many settlements in one call.
     function statesOf(bytes32[] calldata settlementIds) external view returns (uint8[] memory states) {
         states = new uint8[](settlementIds.length);
         for (uint256 i = 0; i < settlementIds.length; ++i) {
             states[i] = s_settlements[settlementIds[i]].state;
+        }
+    }
+
+    /// Terms hashes and states of many settlements in one call (the transmitter's
+    /// idempotency check: which decisions of a report would still apply).
+    function settlementsOf(bytes32[] calldata settlementIds)
+        external
+        view
+        returns (bytes32[] memory termsHashes, uint8[] memory states)
+    {
+        termsHashes = new bytes32[](settlementIds.length);
+        states = new uint8[](settlementIds.length);
+        for (uint256 i = 0; i < settlementIds.length; ++i) {
+            Settlement storage s = s_settlements[settlementIds[i]];
+            (termsHashes[i], states[i]) = (s.termsHash, s.state);
         }
     }
 

@@ -506,3 +506,29 @@ def test_no_gas_limit_makes_a_decision_fail_in_a_successful_transaction(
         outcomes.add(out.receipt["status"])
         chain.revert(snapshot)  # type: ignore[attr-defined]
     assert outcomes == {0, 1}  # the sweep crossed the limit
+
+
+def test_pending_decisions_lists_only_what_would_apply(escrow: Escrow, w3: object) -> None:
+    prepared, done, created = (escrow.terms(Mode.ASSET_ESCROW) for _ in range(3))
+    escrow.prepare(prepared)
+    escrow.prepare(done)
+    assert escrow.create(created).error is None
+    assert escrow.apply(escrow.decide(done, Action.COMMIT), [done]).error is None
+    decisions = [
+        (prepared.settlement_id, Action.COMMIT, prepared.terms_hash()),  # would apply
+        (done.settlement_id, Action.COMMIT, done.terms_hash()),  # already applied
+        (created.settlement_id, Action.COMMIT, created.terms_hash()),  # not prepared
+        (created.settlement_id[::-1], Action.ABORT, created.terms_hash()),  # unknown
+    ]
+    report = escrow.stack.committee.report(decisions)
+    assert [d.settlement_id for d in escrow.co.pending_decisions(report)] == [
+        prepared.settlement_id
+    ]
+    other_terms = escrow.stack.committee.report(
+        [(prepared.settlement_id, Action.COMMIT, bytes(32))]
+    )
+    assert escrow.co.pending_decisions(other_terms) == ()
+    abort = escrow.stack.committee.report(
+        [(created.settlement_id, Action.ABORT, created.terms_hash())]
+    )
+    assert len(escrow.co.pending_decisions(abort)) == 1
