@@ -26,6 +26,7 @@ asset-lock transaction was mined to the moment the runner saw the asset leg COMM
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import threading
@@ -421,16 +422,7 @@ class RealRun:
             for m in members:
                 address = Account.from_key(self._key(f"transmitter/{leg}/{m.index}")).address
                 side.rpc.raw("anvil_setBalance", [address, hex(10**21)])
-        t = s.timing
-        timing = {
-            "delta_progress": t.delta_progress,
-            "delta_resend": t.delta_resend,
-            "delta_round": t.delta_round,
-            "delta_grace": t.delta_grace,
-            "delta_stage": t.delta_stage,
-            "r_max": t.r_max,
-            "max_decisions_per_report": t.max_decisions_per_report,
-        }
+        timing = dataclasses.asdict(s.timing)
         self.node_paths = write_committee(
             self.out / "committee",
             members,

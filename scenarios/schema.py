@@ -23,6 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
+
 MODES = ("single-chain-onchain", "single-chain-bank", "multi-chain-messaging", "multi-chain-token")
 FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
 FAULT_KINDS = (
@@ -54,19 +56,6 @@ class Committee:
     @property
     def quorum(self) -> int:
         return self.observation_quorum or 2 * self.f + 1
-
-
-@dataclass(frozen=True)
-class Timing:
-    """OCR's Delta parameters, in seconds, and the round limits."""
-
-    delta_progress: float = 4.0
-    delta_resend: float = 1.0
-    delta_round: float = 0.5
-    delta_grace: float = 0.05
-    delta_stage: float = 1.0
-    r_max: int = 20
-    max_decisions_per_report: int = 128
 
 
 @dataclass(frozen=True)
