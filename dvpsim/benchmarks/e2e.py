@@ -61,7 +61,7 @@ def _scenario(
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    console = Console()
+    console = Console(width=150)
     cases = [
         (
             "latency n=4",
