@@ -64,7 +64,7 @@ class WrongChain(RpcError):
 class RetryPolicy:
     """How long transient failures are retried: ``attempts`` tries in all, waiting
     ``first_delay`` then multiplying by ``multiplier`` up to ``max_delay``, and never beyond
-    ``budget`` seconds in total."""
+    ``budget`` seconds in total (waits and failed calls together)."""
 
     attempts: int = 8
     first_delay: float = 0.1
@@ -159,13 +159,16 @@ class Rpc:
 
     def _with_retries(self, what: str, fn: Callable[[], T]) -> T:
         delays = self.retry.delays()
+        started = time.monotonic()
         for attempt in range(len(delays) + 1):
             try:
                 result = fn()
             except Exception as exc:
                 if not is_transient(exc):
                     raise
-                if attempt == len(delays):
+                # The budget covers the calls too: a hanging endpoint times out each attempt.
+                spent = time.monotonic() - started
+                if attempt == len(delays) or spent + delays[attempt] > self.retry.budget:
                     raise RpcUnreachable(
                         f"cannot reach RPC endpoint {self.url}: {_root_cause(exc)}"
                     ) from None
@@ -203,7 +206,9 @@ class Rpc:
         """The hash of block ``number``, or None when the chain has no such block (yet)."""
 
         def fetch() -> bytes | None:
-            block = self.web3.provider.make_request(RPCEndpoint("eth_getBlockByNumber"), [hex(number), False])
+            block = self.web3.provider.make_request(
+                RPCEndpoint("eth_getBlockByNumber"), [hex(number), False]
+            )
             if "error" in block:
                 raise Web3RPCError(str(block["error"]), rpc_response=block)
             result = block.get("result")

@@ -181,7 +181,7 @@ _LOCKS_PAYMENT: Final = frozenset({Mode.SWAP, Mode.PAYMENT_ESCROW, Mode.BRIDGE_B
 LOCK_TRANSITIONS: Final[Mapping[tuple[bool, Leg, State], State]] = {
     # (is SWAP, leg, from) -> to
     (True, Leg.ASSET, State.CREATED): State.ASSET_LOCKED,
-    (True, Leg.ASSET, State.PAYMENT_LOCKED): State.ASSET_LOCKED,
+    (True, Leg.ASSET, State.PAYMENT_LOCKED): State.PREPARED,
     (True, Leg.PAYMENT, State.CREATED): State.PAYMENT_LOCKED,
     (True, Leg.PAYMENT, State.ASSET_LOCKED): State.PREPARED,
     (False, Leg.ASSET, State.CREATED): State.PREPARED,
@@ -821,7 +821,9 @@ def _leg_token(terms: Terms, leg: Leg) -> tuple[str, int]:
 def _leg_ok(token: str, amount: int, present: bool) -> bool:
     if present:
         return token != ZERO_ADDRESS and amount > 0
-    return token == ZERO_ADDRESS and amount == 0
+    # A leg held elsewhere has no token here, but its amount may describe it (the bank
+    # payment of an ASSET_ESCROW settlement), so the committee can certify exactly that.
+    return token == ZERO_ADDRESS
 
 
 def _terms_problem(terms: Terms, now: int) -> TermsProblem | None:

@@ -359,7 +359,8 @@ def test_lock_rules(escrow: Escrow, w3: object) -> None:
 def test_no_lock_after_the_deadline(escrow: Escrow, chain: object, w3: object) -> None:
     t = escrow.terms(Mode.SWAP, deadline_in=60)
     assert escrow.create(t).error is None
-    assert escrow.lock_asset(t).error is None
+    chain.rpc("evm_setNextBlockTimestamp", [t.deadline])  # type: ignore[attr-defined]
+    assert escrow.lock_asset(t).error is None  # at the deadline itself: still in time
     chain.rpc("evm_setNextBlockTimestamp", [t.deadline + 1])  # type: ignore[attr-defined]
     chain.rpc("evm_mine")  # type: ignore[attr-defined]
     out = escrow.lock_payment(t)

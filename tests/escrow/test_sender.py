@@ -305,3 +305,22 @@ def test_deployed_code_is_reachable_through_the_binding(
     token = TokenBinding(w3, token_contract.address, contracts["AssetToken"].abi)
     sender.send(token.mint_tx(w3.eth.accounts[1], 42))
     assert token.balance_of(w3.eth.accounts[1]) == 42
+
+
+def test_an_endpoint_that_accepts_but_never_answers_times_out_in_one_line() -> None:
+    """A hung endpoint: each call times out, the retry budget counts those waits too."""
+    import socket
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    url = f"http://127.0.0.1:{server.getsockname()[1]}"
+    try:
+        retry = RetryPolicy(attempts=50, first_delay=0.01, max_delay=0.01, budget=0.5)
+        with pytest.raises(RpcUnreachable) as caught:
+            connect(url, CHAIN_ID, retry=retry, timeout=0.1)
+        assert str(caught.value) == (
+            f"cannot reach RPC endpoint {url}: timed out (is the chain overloaded or the URL wrong?)"
+        )
+    finally:
+        server.close()
