@@ -82,10 +82,18 @@ def test_missing_solcjs_says_how_to_fix(tmp_path: Path) -> None:
 def test_large_output_is_not_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """solcjs exits right after writing: a pipe would cut its answer at 64 KiB."""
     monkeypatch.setenv("DVPSIM_BUILD_DIR", str(tmp_path / "cache"))
-    body = "".join(f"    function f{i}(uint256 a) external pure returns (uint256) {{ return a * {i + 1}; }}\n" for i in range(200))
+    body = "".join(
+        f"    function f{i}(uint256 a) external pure returns (uint256) {{ return a * {i + 1}; }}\n"
+        for i in range(200)
+    )
     for k in range(6):
-        (tmp_path / f"Big{k}.sol").write_text(f"// SPDX-License-Identifier: MIT\npragma solidity 0.8.30;\ncontract Big{k} {{\n{body}}}\n")
+        (tmp_path / f"Big{k}.sol").write_text(
+            f"// SPDX-License-Identifier: MIT\npragma solidity 0.8.30;\ncontract Big{k} {{\n{body}}}\n"
+        )
     artifacts = build.compile_contracts(tmp_path)
     assert len(artifacts) == 6
-    size = sum(len(json.dumps(a.abi)) + len(a.bytecode) + len(a.deployed_bytecode) for a in artifacts.values())
+    size = sum(
+        len(json.dumps(a.abi)) + len(a.bytecode) + len(a.deployed_bytecode)
+        for a in artifacts.values()
+    )
     assert size > 200_000

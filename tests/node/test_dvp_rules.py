@@ -183,17 +183,27 @@ def test_outcome_function_maps_legs_to_consensus_targets() -> None:
 
 
 def test_observation_fits_its_limit_by_leaving_out_whole_settlements() -> None:
-    many = {Fact(bytes([i]) * 32, "A", kind, TA) for i in range(60) for kind in (FactKind.PREPARED, FactKind.EXPIRED)}
+    many = {
+        Fact(bytes([i]) * 32, "A", kind, TA)
+        for i in range(60)
+        for kind in (FactKind.PREPARED, FactKind.EXPIRED)
+    }
     data = encode_observation(many, max_bytes=2000)
     assert len(data) <= 2000
     kept = decode_observation(data)
     ids = {f.settlement_id for f in kept}
-    assert ids and all({(f.kind) for f in kept if f.settlement_id == sid} == {FactKind.PREPARED, FactKind.EXPIRED} for sid in ids)
+    assert ids and all(
+        {(f.kind) for f in kept if f.settlement_id == sid} == {FactKind.PREPARED, FactKind.EXPIRED}
+        for sid in ids
+    )
 
 
 def test_settled_settlements_are_those_closed_on_every_leg() -> None:
     from node.dvp import settled
 
     done = facts(("A", FactKind.COMMITTED), ("bank", FactKind.COMMITTED))
-    half = {Fact(b"\x01" * 32, "A", FactKind.COMMITTED, TA), Fact(b"\x01" * 32, "bank", FactKind.PREPARED, TBANK)}
+    half = {
+        Fact(b"\x01" * 32, "A", FactKind.COMMITTED, TA),
+        Fact(b"\x01" * 32, "bank", FactKind.PREPARED, TBANK),
+    }
     assert settled("multi-chain-messaging", done | half) == {SID}
