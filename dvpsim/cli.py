@@ -142,7 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DELEGATED = {
+    "bank": ("bank_adapter.cli", "the bank service"),
+    "node": ("node.cli", "the oracle node"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in DELEGATED:
+        # These subcommands own their options (`dvpsim node --config F`, `--help`...).
+        module, what = DELEGATED[argv[0]]
+        return int(_delegate(module, what)(argparse.Namespace(rest=argv[1:])))
     _terminate_on_sigterm()
     args = build_parser().parse_args(argv)
     try:

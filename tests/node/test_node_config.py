@@ -103,3 +103,20 @@ def test_wrong_keystore_password_is_one_line(tmp_path: Path) -> None:
     )
     assert result.returncode == 2, result.stderr
     assert "password" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dvpsim_node_passes_its_options_through(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvpsim.cli", "node", "--config", str(tmp_path / "missing.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "no such file" in result.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "dvpsim.cli", "node", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert helped.returncode == 0 and "--config" in helped.stdout
