@@ -24,6 +24,7 @@ import trio
 from bank_adapter.client import BankApiError, BankClient, InstructionStatus, WebhookReceiver
 from bank_adapter.ledger import InstructionState
 from bank_adapter.signing import WebhookSignatureError
+from bank_adapter.terms import PaymentTerms
 from consensus.report import Action, Certificate, Decision
 from node.book import SettlementBook
 from node.config import NodeConfig, TargetConfig
@@ -44,6 +45,8 @@ _DONE_BY = {
     Action.ABORT: InstructionState.CANCELLED,
 }
 POLL_INTERVAL = 0.5
+STALE_AFTER = 2.0  # seconds without news before the fallback asks
+MAX_POLLS_PER_CYCLE = 32
 MAX_REQUEST_BYTES = 1 << 20
 _RANK = {
     InstructionState.RECEIVED: 0,
@@ -67,16 +70,18 @@ class BankTarget:
             config.url, config.client_id, config.client_secret.encode(), timeout_s=15.0
         )
         self.statuses: dict[bytes, InstructionStatus] = {}
+        self._terms: dict[bytes, tuple[PaymentTerms, bytes]] = {}
+        self._heard: dict[bytes, float] = {}  # when the bank last told us about a settlement
         self._wake = trio.Event()
 
     async def facts(self) -> set[Fact]:
         now = time.time()
         facts: set[Fact] = set()
         for sid in list(self.book.terms):
-            terms = self.book.bank_terms(sid, self.currency)
-            if terms is None:
+            known = self._terms_of(sid)
+            if known is None:
                 continue
-            terms_hash = terms.terms_hash()
+            terms, terms_hash = known
             facts.add(Fact(sid, self.leg, FactKind.REQUESTED, terms_hash))
             status = self.statuses.get(sid)
             if (
@@ -89,6 +94,17 @@ class BankTarget:
             if not final and now > terms.deadline:
                 facts.add(Fact(sid, self.leg, FactKind.EXPIRED, terms_hash))
         return facts
+
+    def _terms_of(self, sid: bytes) -> tuple[PaymentTerms, bytes] | None:
+        """The bank leg's terms and their hash, derived once per settlement."""
+        cached = self._terms.get(sid)
+        if cached is None:
+            terms = self.book.bank_terms(sid, self.currency)
+            if terms is None:
+                return None
+            cached = (terms, terms.terms_hash())
+            self._terms[sid] = cached
+        return cached
 
     async def transmit(self, certificate: Certificate) -> str:
         results: list[str] = []
@@ -141,6 +157,7 @@ class BankTarget:
         return "ok"
 
     def _learn(self, status: InstructionStatus) -> None:
+        self._heard[status.settlement_id] = trio.current_time()
         current = self.statuses.get(status.settlement_id)
         if current is None or _RANK[status.state] >= _RANK[current.state]:
             self.statuses[status.settlement_id] = status
@@ -179,17 +196,21 @@ class BankTarget:
         await trio.serve_tcp(handle, int(port), host=host or "127.0.0.1")
 
     async def _poll(self) -> None:
-        """Poll the status of every instruction that is not final (the callbacks' fallback)."""
+        """The callbacks' fallback: ask for the instructions not final and not heard of for
+        ``STALE_AFTER`` seconds (a lost callback, a bank restart), a bounded number a cycle."""
         while True:
-            pending = [
+            now = trio.current_time()
+            stale = [
                 sid
                 for sid in list(self.book.terms)
                 if not (sid in self.statuses and self.statuses[sid].state in _FINAL)
-            ]
+                and now - self._heard.setdefault(sid, now) > STALE_AFTER
+            ][:MAX_POLLS_PER_CYCLE]
             limiter = trio.CapacityLimiter(MAX_PARALLEL_CALLS)
 
             async def poll(sid: bytes, limiter: trio.CapacityLimiter = limiter) -> None:
                 async with limiter:
+                    self._heard[sid] = trio.current_time()
                     try:
                         status = await self.client.status(sid)
                     except BankApiError:
@@ -198,7 +219,7 @@ class BankTarget:
                         self._learn(status)
 
             async with trio.open_nursery() as nursery:
-                for sid in pending:
+                for sid in stale:
                     nursery.start_soon(poll, sid)
             with trio.move_on_after(POLL_INTERVAL):
                 await self._wake.wait()

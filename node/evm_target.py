@@ -79,6 +79,7 @@ class EvmTarget:
         )
         self.terms: dict[bytes, Terms] = {}
         self.states: dict[bytes, State] = {}
+        self._hashes: dict[bytes, tuple[Terms, bytes]] = {}
         self.block_time = 0
         self._send_lock = trio.Lock()
 
@@ -88,13 +89,21 @@ class EvmTarget:
         facts: set[Fact] = set()
         for sid, terms in list(self.terms.items()):
             state = self.states.get(sid, State.CREATED)
-            h = terms_hash(terms)
+            h = self._hash_of(sid, terms)
             kind = _FACT_OF_STATE.get(state)
             if kind is not None:
                 facts.add(Fact(sid, self.leg, kind, h))
             if state not in _FINAL and self.block_time > terms.deadline:
                 facts.add(Fact(sid, self.leg, FactKind.EXPIRED, h))
         return facts
+
+    def _hash_of(self, sid: bytes, terms: Terms) -> bytes:
+        # Every round observes every open settlement: hash each one's terms once.
+        cached = self._hashes.get(sid)
+        if cached is None or cached[0] is not terms:
+            cached = (terms, terms_hash(terms))
+            self._hashes[sid] = cached
+        return cached[1]
 
     def _poll_once(self) -> None:
         records = self.watcher.poll()
