@@ -74,8 +74,13 @@ class EvmTarget:
             confirmations=max(1, config.confirmations),
             decoder=self.binding.decoder,
         )
+        # Other transactions land between estimate and execution (locks, other nodes'
+        # reports) and can move storage slots to costlier transitions: keep headroom.
         self.sender = TransactionSender(
-            self.rpc, config.transmitter_key, revert_decoder=self.binding.decode_error
+            self.rpc,
+            config.transmitter_key,
+            revert_decoder=self.binding.decode_error,
+            gas_margin=1.5,
         )
         self.terms: dict[bytes, Terms] = {}
         self.states: dict[bytes, State] = {}

@@ -80,6 +80,9 @@ MODE_TARGET_LEGS = {
 }
 HEARTBEAT_S = 1.0  # empty blocks keep chain time moving on automining chains
 POLL_S = 0.05
+# Node transactions run between a party's gas estimate and its lock: a release that empties
+# the escrow's balance makes the next lock's token transfer write a zero slot again (+20k).
+PARTY_GAS_MARGIN = 1.6
 
 
 class RunError(Exception):
@@ -178,6 +181,8 @@ class RealRun:
         self.tracked: list[Tracked] = []
         self.parties: dict[str, Any] = {}
         self.gas_used = 0
+        self._deployer_senders: dict[str, TransactionSender] = {}
+        self._report_gas: dict[bytes, int] = {}
         self._stop = threading.Event()
         self._rng_seed = scenario.seed
 
@@ -254,7 +259,10 @@ class RealRun:
             account = party["account"]
             for leg, side in self.chains.items():
                 party["senders"][leg] = TransactionSender(
-                    side.rpc, party["key"], revert_decoder=side.coordinator.decode_error
+                    side.rpc,
+                    party["key"],
+                    revert_decoder=side.coordinator.decode_error,
+                    gas_margin=PARTY_GAS_MARGIN,
                 )
             deployer_sender = self._deployer_sender("A")
             if account.asset and a.asset is not None:
@@ -282,11 +290,7 @@ class RealRun:
                 bank=account.bank_balance,
             )
 
-    _deployer_senders: dict[str, TransactionSender]
-
     def _deployer_sender(self, leg: str) -> TransactionSender:
-        if not hasattr(self, "_deployer_senders"):
-            self._deployer_senders = {}
         if leg not in self._deployer_senders:
             side = self.chains[leg]
             self._deployer_senders[leg] = TransactionSender(
@@ -1048,7 +1052,6 @@ class RealRun:
                     found.setdefault((leg, bytes(log["args"]["settlementId"])), []).append(name)
             for log in contract.events.ReportApplied().get_logs(from_block=0):
                 receipt = side.rpc.eth.get_transaction_receipt(log["transactionHash"])
-                self._report_gas = getattr(self, "_report_gas", {})
                 self._report_gas[log["transactionHash"]] = receipt["gasUsed"]
         return found
 
@@ -1079,7 +1082,7 @@ class RealRun:
             and t.final.get("B" if self.scenario.mode == "multi-chain-token" else "A")
             is LegState.COMMITTED
         )
-        report_gas = sum(getattr(self, "_report_gas", {}).values())
+        report_gas = sum(self._report_gas.values())
         count = max(1, len(self.tracked))
         messages = sum(m.get("dvpsim_messages_out_total", 0) for m in node_metrics.values())
         expected_failures = sum(1 for t in self.tracked if t.fail)

@@ -6,8 +6,9 @@ processes over libp2p), each a full `dvpsim run` with its checks:
 - latency at n = 4 and at n = 16: settlements arriving at a gentle rate; p50/p99 from the
   mined escrow lock to the runner seeing the asset released;
 - throughput at n = 4: settlements arriving at 60/s for 60 s (10 s with --quick), locks
-  sent without waiting for receipts, reports batching up to 128 decisions; settlements
-  ended per second from the first lock to the last release;
+  sent without waiting for receipts, blocks every 0.25 s (many transactions per block, as
+  on a real chain), reports batching up to 128 decisions; settlements ended per second
+  from the first lock to the last release;
 - the peak RSS of a node process over each run.
 
 Targets (issue): n = 4 p50 under 1 s, throughput at least 50/s sustained; n = 16 p50
@@ -28,7 +29,14 @@ from scenarios.schema import parse
 
 
 def _scenario(
-    name: str, n: int, f: int, count: int, rate: float, delta_round: float, time_limit: float
+    name: str,
+    n: int,
+    f: int,
+    count: int,
+    rate: float,
+    delta_round: float,
+    time_limit: float,
+    block_time: float = 0.0,
 ) -> Any:
     raw = {
         "name": name,
@@ -43,7 +51,7 @@ def _scenario(
             "delta_grace": 0.02,
             "delta_stage": 1.0,
         },
-        "chains": [{"name": "rwa-chain", "chain_id": 31337}],
+        "chains": [{"name": "rwa-chain", "chain_id": 31337, "block_time": block_time}],
         "bank": {"start": True},
         "accounts": [
             {"name": "seller", "asset": 10 * count + 10},
@@ -83,6 +91,7 @@ def run(quick: bool = False) -> dict[str, Any]:
                 60.0,
                 0.2,
                 150 if quick else 400,
+                block_time=0.25,
             ),
             True,
         ),
