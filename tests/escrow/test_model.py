@@ -239,14 +239,19 @@ def test_value_is_conserved_and_moves_at_most_once(
     supply_before = {a: t.total_supply for a, t in model.tokens.items()}
     events = run(model, mode_of, sequence)
     # Supplies: only the bridged tokens grow, by exactly the committed credit legs.
-    minted = {WRAPPED_ASSET: 0, WRAPPED_PAYMENT: 0}
+    # Keyed by the ledgers' own (checksummed) addresses, as model.tokens is.
+    wrapped_asset, wrapped_payment = (
+        model.token(WRAPPED_ASSET).address,
+        model.token(WRAPPED_PAYMENT).address,
+    )
+    minted = {wrapped_asset: 0, wrapped_payment: 0}
     for n, mode in mode_of.items():
         t = terms(mode, n)
         if model.state_of(t.settlement_id) == State.COMMITTED:
             if mode == Mode.BRIDGE_SELLER_SIDE:
-                minted[WRAPPED_PAYMENT] += t.payment_amount
+                minted[wrapped_payment] += t.payment_amount
             if mode == Mode.BRIDGE_BUYER_SIDE:
-                minted[WRAPPED_ASSET] += t.asset_amount
+                minted[wrapped_asset] += t.asset_amount
     for address, ledger in model.tokens.items():
         assert ledger.total_supply == supply_before[address] + minted.get(address, 0)
         assert sum(ledger.balances.values()) == ledger.total_supply
