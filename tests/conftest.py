@@ -8,13 +8,22 @@ before the test, so tests see a fresh chain without paying for a new process;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from chain_adapters.build import Artifact, compile_contracts
 from chain_adapters.localchain import LocalChain, start_chain
+
+
+# CI replays the same generated examples on every run (a red CI then means a change broke
+# something, not that a new example was drawn); local runs keep exploring new examples.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
