@@ -196,7 +196,7 @@ class RealRun:
             ).hexdigest()
         )
 
-    def _start_chains(self, stack: ExitStack, n: int) -> None:
+    def _start_chains(self, stack: ExitStack) -> None:
         legs = [leg for leg in MODE_TARGET_LEGS[self.scenario.mode] if leg != "bank"]
         for leg, chain in zip(legs, self.scenario.chains, strict=False):
             local = None
@@ -799,7 +799,7 @@ class RealRun:
         with ExitStack() as stack:
             stack.callback(self.history.close)
             self.progress("starting chains", 0, 1)
-            self._start_chains(stack, s.committee.n)
+            self._start_chains(stack)
             stack.callback(self._stop_everything)  # nodes and bank stop before the chains
             members = make_keys(s.committee.n, s.seed, [free_port() for _ in range(s.committee.n)])
             self._deploy_tokens()

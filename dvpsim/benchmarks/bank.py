@@ -24,6 +24,7 @@ import secrets
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+async def _run_clients(
+    url: str,
+    secret: bytes,
+    concurrency: int,
+    max_attempts: int,
+    worker: Callable[[BankClient], Awaitable[None]],
+) -> float:
+    """Run ``worker`` once per concurrent client; returns the wall time it took."""
+    clients = [
+        BankClient(url, CLIENT_ID, secret, max_attempts=max_attempts, max_connections=2)
+        for _ in range(concurrency)
+    ]
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker(c) for c in clients))
+    finally:
+        for c in clients:
+            await c.aclose()
+    return time.perf_counter() - started
+
+
 async def _status_load(
     url: str, secret: bytes, sid: bytes, concurrency: int, duration_s: float
 ) -> dict[str, Any]:
@@ -63,17 +85,7 @@ async def _status_load(
                 continue
             latencies.append(time.perf_counter() - t0)
 
-    clients = [
-        BankClient(url, CLIENT_ID, secret, max_attempts=1, max_connections=2)
-        for _ in range(concurrency)
-    ]
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker(c) for c in clients))
-    finally:
-        for c in clients:
-            await c.aclose()
-    elapsed = time.perf_counter() - started
+    elapsed = await _run_clients(url, secret, concurrency, 1, worker)
     return {
         "concurrency": concurrency,
         "duration_s": round(elapsed, 2),
@@ -144,17 +156,7 @@ async def _payment_load(
                 failures += 1
             latencies.append(time.perf_counter() - t0)
 
-    clients = [
-        BankClient(url, CLIENT_ID, secret, max_attempts=3, max_connections=2)
-        for _ in range(concurrency)
-    ]
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(worker(c) for c in clients))
-    finally:
-        for c in clients:
-            await c.aclose()
-    elapsed = time.perf_counter() - started
+    elapsed = await _run_clients(url, secret, concurrency, 3, worker)
     return {
         "concurrency": concurrency,
         "payments": len(latencies),
