@@ -26,7 +26,7 @@ import json
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -52,6 +52,7 @@ __all__ = [
     "BankClient",
     "BankUnavailableError",
     "CallbackEvent",
+    "DecisionResult",
     "InstructionStatus",
     "SyncBankClient",
     "WebhookReceiver",
@@ -167,15 +168,7 @@ class BankClient:
         self, terms: PaymentTerms, certificate: Certificate, *, idempotency_key: str | None = None
     ) -> InstructionStatus:
         """Ask the bank to hold the funds. A REJECTED instruction is an answer, not an error."""
-        body = {
-            "settlement_id": "0x" + terms.settlement_id.hex(),
-            "payer_account": terms.payer_account,
-            "payee_account": terms.payee_account,
-            "amount": terms.amount,
-            "currency": terms.currency,
-            "deadline": terms.deadline,
-            "certificate": certificate_to_json(certificate),
-        }
+        body = {**_terms_json(terms), "certificate": certificate_to_json(certificate)}
         key = idempotency_key or _default_key("prevalidate", terms.settlement_id, certificate)
         status, answer = await self._request(
             "POST", "/v1/instructions", body, key, ok=(200, 201, 422)
@@ -188,6 +181,43 @@ class BankClient:
         self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
     ) -> InstructionStatus:
         return await self._decide("execute", settlement_id, certificate, idempotency_key)
+
+    async def apply_report(
+        self,
+        certificate: Certificate,
+        terms: Sequence[PaymentTerms],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[DecisionResult]:
+        """Every decision of ``certificate`` in one call (``POST /v1/reports``), with the
+        terms of its PREPARE decisions; one result per decision, in report order. A
+        refused decision is a result (``error_code``), not an exception; a certificate the
+        bank refuses raises BankApiError."""
+        body = {
+            "certificate": certificate_to_json(certificate),
+            "terms": [_terms_json(t) for t in terms],
+        }
+        key = idempotency_key or f"report:{report_hash(certificate.report).hex()}"
+        _, answer = await self._request("POST", "/v1/reports", body, key)
+        results = []
+        for item in answer["results"]:
+            reply = item["answer"]
+            error = reply.get("error")
+            results.append(
+                DecisionResult(
+                    settlement_id=bytes.fromhex(item["settlement_id"][2:]),
+                    status=int(item["status"]),
+                    instruction=(
+                        InstructionStatus.from_json(
+                            reply["instruction"], bool(reply.get("duplicate"))
+                        )
+                        if "instruction" in reply
+                        else None
+                    ),
+                    error_code=None if error is None else str(error.get("code")),
+                )
+            )
+        return results
 
     async def cancel(
         self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
@@ -284,6 +314,17 @@ class BankClient:
         return ceiling * (0.5 + self._rng.random() / 2)
 
 
+def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
+    return {
+        "settlement_id": "0x" + terms.settlement_id.hex(),
+        "payer_account": terms.payer_account,
+        "payee_account": terms.payee_account,
+        "amount": terms.amount,
+        "currency": terms.currency,
+        "deadline": terms.deadline,
+    }
+
+
 def _api_error(status: int, answer: Mapping[str, Any]) -> BankApiError:
     error = answer.get("error") if isinstance(answer, Mapping) else None
     if isinstance(error, Mapping):
@@ -325,6 +366,11 @@ class SyncBankClient:
     ) -> InstructionStatus:
         return self._run(self._client.cancel(settlement_id, certificate, **kw))
 
+    def apply_report(
+        self, certificate: Certificate, terms: Sequence[PaymentTerms], **kw: Any
+    ) -> list[DecisionResult]:
+        return self._run(self._client.apply_report(certificate, terms, **kw))
+
     def status(self, settlement_id: bytes) -> InstructionStatus | None:
         return self._run(self._client.status(settlement_id))
 
@@ -350,6 +396,16 @@ async def _make(
 
 
 # --------------------------------------------------------------------------- callbacks
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionResult:
+    """What the bank did with one decision of a report (``BankClient.apply_report``)."""
+
+    settlement_id: bytes
+    status: int  # the HTTP status the decision's own endpoint would have answered
+    instruction: InstructionStatus | None  # None when the decision was refused
+    error_code: str | None  # e.g. "instruction_rejected", "unknown_instruction"
 
 
 @dataclass(frozen=True, slots=True)

@@ -61,6 +61,28 @@ _IDEMPOTENCY = {
 _SID_PARAM = {"name": "settlement_id", "in": "path", "required": True, "schema": _HEX32}
 
 
+_PAYMENT_TERMS: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "settlement_id",
+        "payer_account",
+        "payee_account",
+        "amount",
+        "currency",
+        "deadline",
+    ],
+    "properties": {
+        "settlement_id": _HEX32,
+        "payer_account": _ACCOUNT,
+        "payee_account": _ACCOUNT,
+        "amount": _AMOUNT,
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        "deadline": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+    },
+}
+
+
 def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Error": {
@@ -89,32 +111,49 @@ def openapi_document() -> dict[str, Any]:
             },
         },
         "PrevalidateRequest": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [
-                "settlement_id",
-                "payer_account",
-                "payee_account",
-                "amount",
-                "currency",
-                "deadline",
-                "certificate",
-            ],
-            "properties": {
-                "settlement_id": _HEX32,
-                "payer_account": _ACCOUNT,
-                "payee_account": _ACCOUNT,
-                "amount": _AMOUNT,
-                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
-                "deadline": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
-                "certificate": _ref("Certificate"),
-            },
+            **_PAYMENT_TERMS,
+            "required": [*_PAYMENT_TERMS["required"], "certificate"],
+            "properties": {**_PAYMENT_TERMS["properties"], "certificate": _ref("Certificate")},
         },
         "DecisionRequest": {
             "type": "object",
             "additionalProperties": False,
             "required": ["certificate"],
             "properties": {"certificate": _ref("Certificate")},
+        },
+        "PaymentTerms": _PAYMENT_TERMS,
+        "ReportRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["certificate", "terms"],
+            "properties": {
+                "certificate": _ref("Certificate"),
+                "terms": {
+                    "type": "array",
+                    "description": "the payment terms of the report's PREPARE decisions",
+                    "items": _ref("PaymentTerms"),
+                },
+            },
+        },
+        "ReportReply": {
+            "type": "object",
+            "required": ["results"],
+            "properties": {
+                "results": {
+                    "type": "array",
+                    "description": "one per decision, in report order: the status and body "
+                    "its own endpoint would have answered",
+                    "items": {
+                        "type": "object",
+                        "required": ["settlement_id", "status", "answer"],
+                        "properties": {
+                            "settlement_id": _HEX32,
+                            "status": {"type": "integer"},
+                            "answer": {"type": "object"},
+                        },
+                    },
+                }
+            },
         },
         "Instruction": {
             "type": "object",
@@ -226,6 +265,22 @@ def openapi_document() -> dict[str, Any]:
                         instruction_reply, "duplicate: the instruction exists with these terms"
                     ),
                     **_errors(400, 401, 403, 409, 422, 503),
+                },
+            }
+        },
+        "/v1/reports": {
+            "post": {
+                "summary": "every decision of one certificate in one request (PREPARE with its "
+                "terms, COMMIT as execute, ABORT as cancel); the certificate is checked once",
+                "security": signed,
+                "parameters": [*_AUTH_HEADERS, _IDEMPOTENCY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ReportRequest")}},
+                },
+                "responses": {
+                    "200": _json(_ref("ReportReply"), "one result per decision"),
+                    **_errors(400, 401, 403, 422, 503),
                 },
             }
         },

@@ -150,6 +150,7 @@ class BankServer:
         r.add_get("/v1/health", self._health)
         r.add_get("/v1/webhook-key", self._webhook_key)
         r.add_post("/v1/instructions", self._prevalidate)
+        r.add_post("/v1/reports", self._apply_report)
         r.add_post("/v1/instructions/{sid}/execute", self._execute)
         r.add_post("/v1/instructions/{sid}/cancel", self._cancel)
         r.add_get("/v1/instructions/{sid}", self._status)
@@ -282,6 +283,15 @@ class BankServer:
         return web.json_response({"ed25519_public_key": "0x" + self.webhook_public_key.hex()})
 
     async def _prevalidate(self, request: web.Request) -> web.StreamResponse:
+        return await self._mutating(request, self.service.prevalidate)
+
+    async def _apply_report(self, request: web.Request) -> web.StreamResponse:
+        return await self._mutating(request, self.service.apply_report)
+
+    async def _mutating(
+        self, request: web.Request, operation: Callable[..., Reply]
+    ) -> web.StreamResponse:
+        """An authenticated, idempotent request whose body is the whole input."""
         try:
             client_id, body = await self._authenticated(request)
             key = self._idempotency_key(request)
@@ -289,7 +299,7 @@ class BankServer:
             return refused.response
         rhash = request_hash(request.method, request.raw_path, body)
         reply = await self.committer.submit(
-            lambda: self.service.prevalidate(client_id, key, rhash, body, _now_ms())
+            lambda: operation(client_id, key, rhash, body, _now_ms())
         )
         return self._after_commit(reply)
 

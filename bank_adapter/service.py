@@ -21,6 +21,7 @@ never answer a mutating request from anything but the transaction that applied i
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from bank_adapter.ledger import (
 )
 from bank_adapter.storage import LedgerStorage, LedgerTransaction
 from bank_adapter.terms import PaymentTerms, TermsError
-from consensus.report import Certificate, CommitteeConfig
+from consensus.report import Action, Certificate, CommitteeConfig
 
 __all__ = ["STATUS_OF_CODE", "BankService", "Reply", "error_body", "parse_settlement_id"]
 
@@ -200,6 +201,21 @@ class BankService:
             fields = parse_json_object(body, _PREVALIDATE_FIELDS)
             return _parse_terms(fields), certificate_from_json(fields["certificate"])
 
+        return self._mutate(
+            client_id,
+            idempotency_key,
+            request_hash,
+            now_ms,
+            parse,
+            self._prevalidate_run(client_id, idempotency_key, now_ms),
+        )
+
+    def _prevalidate_run(
+        self, client_id: str, idempotency_key: str, now_ms: int
+    ) -> Callable[
+        [LedgerTransaction, tuple[PaymentTerms, Certificate]],
+        tuple[int, dict[str, Any], Changes],
+    ]:
         def run(
             txn: LedgerTransaction, parsed: tuple[PaymentTerms, Certificate]
         ) -> tuple[int, dict[str, Any], Changes]:
@@ -218,7 +234,7 @@ class BankService:
                 return 422, answer, outcome.changes
             return 201, answer, outcome.changes
 
-        return self._mutate(client_id, idempotency_key, request_hash, now_ms, parse, run)
+        return run
 
     def execute(
         self,
@@ -261,6 +277,20 @@ class BankService:
             fields = parse_json_object(body, ("certificate",))
             return sid, certificate_from_json(fields["certificate"])
 
+        return self._mutate(
+            client_id,
+            idempotency_key,
+            request_hash,
+            now_ms,
+            parse,
+            self._finish_run(rule, client_id, idempotency_key, now_ms),
+        )
+
+    def _finish_run(
+        self, rule: Callable[..., Outcome], client_id: str, idempotency_key: str, now_ms: int
+    ) -> Callable[
+        [LedgerTransaction, tuple[bytes, Certificate]], tuple[int, dict[str, Any], Changes]
+    ]:
         def run(
             txn: LedgerTransaction, parsed: tuple[bytes, Certificate]
         ) -> tuple[int, dict[str, Any], Changes]:
@@ -269,7 +299,77 @@ class BankService:
             outcome = rule(txn, sid, auth, client_id, idempotency_key, now_ms)
             return 200, _outcome_body(outcome), outcome.changes
 
-        return self._mutate(client_id, idempotency_key, request_hash, now_ms, parse, run)
+        return run
+
+    def apply_report(
+        self, client_id: str, idempotency_key: str, request_hash: bytes, body: bytes, now_ms: int
+    ) -> Reply:
+        """Every decision of one certificate, in report order: PREPARE with the terms the
+        request carries for it, COMMIT as execute, ABORT as cancel. Each decision is one
+        operation exactly as its own endpoint would run it (its own transaction inside
+        this request's group, its own idempotency record under ``KEY/0xSETTLEMENT``), so a
+        batch and the same decisions sent one by one leave the same ledger; one refused
+        decision does not stop the others. The certificate is checked once; a certificate
+        that does not verify refuses the whole request."""
+        try:
+            fields = parse_json_object(body, ("certificate", "terms"))
+            cert = certificate_from_json(fields["certificate"])
+            if not isinstance(fields["terms"], list):
+                raise BadRequest("invalid_field", "terms must be a list of payment terms", "terms")
+            terms_of: dict[bytes, PaymentTerms] = {}
+            for item in fields["terms"]:
+                if not isinstance(item, dict):
+                    raise BadRequest("invalid_field", "terms must be a list of objects", "terms")
+                terms = _parse_terms(item)
+                terms_of[terms.settlement_id] = terms
+            if not cert.report.decisions:
+                raise BadRequest(
+                    "invalid_field", "the certificate holds no decision", "certificate"
+                )
+            authorize(cert, self.committee, cert.report.decisions[0].settlement_id, self.cache)
+        except LedgerError as exc:
+            return _error_reply(exc)
+        results: list[dict[str, Any]] = []
+        committed = False
+        for decision in cert.report.decisions:
+            sid = decision.settlement_id
+            key = f"{idempotency_key}/0x{sid.hex()}"
+            sub_hash = hashlib.sha256(request_hash + sid).digest()
+            if decision.action is Action.PREPARE:
+                wanted = terms_of.get(sid)
+                if wanted is None:
+                    reply = Reply(
+                        400,
+                        error_body(
+                            "missing_field",
+                            f"no terms for the PREPARE of settlement 0x{sid.hex()}; send them in terms",
+                            "terms",
+                        ),
+                    )
+                else:
+                    reply = self._mutate(
+                        client_id,
+                        key,
+                        sub_hash,
+                        now_ms,
+                        lambda wanted=wanted: (wanted, cert),  # type: ignore[misc]
+                        self._prevalidate_run(client_id, key, now_ms),
+                    )
+            else:
+                rule = ledger.execute if decision.action is Action.COMMIT else ledger.cancel
+                reply = self._mutate(
+                    client_id,
+                    key,
+                    sub_hash,
+                    now_ms,
+                    lambda sid=sid: (sid, cert),  # type: ignore[misc]
+                    self._finish_run(rule, client_id, key, now_ms),
+                )
+            committed = committed or reply.committed
+            results.append(
+                {"settlement_id": "0x" + sid.hex(), "status": reply.status, "answer": reply.json()}
+            )
+        return Reply(200, canonical_json({"results": results}).encode(), committed=committed)
 
     def open_account(
         self, client_id: str, idempotency_key: str, request_hash: bytes, body: bytes, now_ms: int

@@ -4,7 +4,9 @@ Events are written to the outbox in the same transaction as the state change the
 (``sqlite_storage.py``), one delivery row per configured webhook URL. ``WebhookSender``
 polls for due deliveries, POSTs each event's canonical JSON signed with the bank's Ed25519
 key, marks it delivered on a 2xx answer, and otherwise schedules the next attempt after an
-exponential backoff with jitter (capped). A crash between a receiver's 2xx and the
+exponential backoff with jitter (capped). The marks of deliveries that end close together
+are written in one transaction (one fsync for many, ``FLUSH_DELAY_S`` after the first),
+and always before the outbox is read again. A crash between a receiver's 2xx and the
 bookkeeping write sends the event again: delivery is at least once, and receivers
 deduplicate by event id (``client.WebhookReceiver``). Retries go on until the receiver
 answers; the status endpoint is the fallback for a receiver that is gone.
@@ -17,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Final
 
 import aiohttp
@@ -34,6 +38,8 @@ __all__ = ["WebhookSender", "backoff_ms"]
 log = logging.getLogger("dvpsim.bank.webhooks")
 
 _BATCH: Final = 64
+#: How long delivery marks wait to share one commit (a crash in between only resends).
+FLUSH_DELAY_S: Final = 0.05
 
 
 def backoff_ms(attempts: int, base_ms: int, cap_ms: int, rng: random.Random) -> int:
@@ -72,6 +78,8 @@ class WebhookSender:
         self._in_flight: set[tuple[int, str]] = set()
         self._held_until: dict[tuple[int, str], int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._marks: list[Callable[[], None]] = []  # delivery outcomes not yet written
+        self._flush_scheduled = False
         self.sent = 0
         self.failed = 0
 
@@ -91,11 +99,32 @@ class WebhookSender:
                 for task in list(self._tasks):
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+                self._flush_marks()
+
+    def _mark(self, write: Callable[[], None]) -> None:
+        """Queue a delivery outcome; queued outcomes are written together, soon."""
+        self._marks.append(write)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_later(FLUSH_DELAY_S, self._flush_marks)
+
+    def _flush_marks(self) -> None:
+        self._flush_scheduled = False
+        marks, self._marks = self._marks, []
+        if not marks:
+            return
+        try:
+            with self.storage.group():
+                for write in marks:
+                    write()
+        except Exception:  # the marks are lost: those callbacks are sent again, nothing worse
+            log.exception("could not record %d callback outcomes", len(marks))
 
     async def _dispatch(self, session: aiohttp.ClientSession) -> None:
         now_ms = int(time.time() * 1000)
         if self.faults.outage(now_ms / 1000):
             return
+        self._flush_marks()  # the outbox must not offer what was delivered already
         due = [
             d
             for d in self.storage.due_deliveries(now_ms, _BATCH + len(self._in_flight))
@@ -140,7 +169,11 @@ class WebhookSender:
                 error = await self._post(session, delivery)
                 now_ms = int(time.time() * 1000)
                 if error is None:
-                    self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
+                    self._mark(
+                        functools.partial(
+                            self.storage.delivery_succeeded, delivery.seq, delivery.url, now_ms
+                        )
+                    )
                     self.sent += 1
                     self._held_until.pop(key, None)
                     if self.faults.duplicate_callback():
@@ -150,7 +183,15 @@ class WebhookSender:
                     delay = backoff_ms(
                         delivery.attempts, self.retry_base_ms, self.retry_cap_ms, self._rng
                     )
-                    self.storage.delivery_failed(delivery.seq, delivery.url, now_ms + delay, error)
+                    self._mark(
+                        functools.partial(
+                            self.storage.delivery_failed,
+                            delivery.seq,
+                            delivery.url,
+                            now_ms + delay,
+                            error,
+                        )
+                    )
                     log.info(
                         "callback %s to %s failed (%s); retry in %d ms",
                         delivery.event.event_id,

@@ -25,6 +25,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
+
 from chain_adapters.build import Artifact, compile_contracts
 from chain_adapters.deploy import deploy
 from chain_adapters.model import (
@@ -45,7 +48,7 @@ from chain_adapters.model import (
     Transfer,
 )
 from chain_adapters.sender import TxRequest
-from chain_adapters.verifier import certificate_calldata, decode_revert
+from chain_adapters.verifier import abi_type, certificate_calldata, decode_revert
 from chain_adapters.watcher import ChainLog, EventDecoder
 from consensus.report import Action, Certificate, Decision, Report
 
@@ -74,12 +77,42 @@ def _to_bytes(value: Any) -> bytes:
     return bytes(value)
 
 
+class CallEncoder:
+    """Calldata for a contract's functions: the 4-byte selector and ``eth_abi.encode`` of
+    the arguments. web3's ``contract.encode_abi`` does the same through its normalizers,
+    which cost ~9 ms for an ``applyReport`` of 128 decisions; tests hold the two
+    byte-identical."""
+
+    def __init__(self, abi: Sequence[Mapping[str, Any]]) -> None:
+        self._functions: dict[str, tuple[bytes, list[str]]] = {}
+        overloaded: set[str] = set()
+        for entry in abi:
+            if entry.get("type") != "function":
+                continue
+            name = str(entry["name"])
+            types = [abi_type(i) for i in entry["inputs"]]
+            selector = bytes(keccak(text=f"{name}({','.join(types)})"))[:4]
+            if name in self._functions:
+                overloaded.add(name)
+            self._functions[name] = (selector, types)
+        for name in overloaded:  # ambiguous by name: web3 is the way for those
+            del self._functions[name]
+
+    def encode(self, fn: str, args: Sequence[Any]) -> bytes:
+        try:
+            selector, types = self._functions[fn]
+        except KeyError:
+            raise ValueError(f"no function {fn!r} (or it is overloaded) in this ABI") from None
+        return selector + abi_encode(types, list(args))
+
+
 class TokenBinding:
     """A dvpsim ERC-20 (AssetToken, PaymentToken, BridgedToken)."""
 
     def __init__(self, w3: Any, address: str, abi: Sequence[Mapping[str, Any]]) -> None:
         self.contract = w3.eth.contract(address=address, abi=list(abi))
         self.address: str = self.contract.address
+        self.calls = CallEncoder(abi)
 
     def balance_of(self, holder: str) -> int:
         return int(self.contract.functions.balanceOf(holder).call())
@@ -91,8 +124,7 @@ class TokenBinding:
         return str(self.contract.functions.minter().call())
 
     def _tx(self, fn: str, *args: Any) -> TxRequest:
-        data = self.contract.encode_abi(fn, args=list(args))
-        return TxRequest(to=self.address, data=bytes.fromhex(data[2:]), label=f"{fn}")
+        return TxRequest(to=self.address, data=self.calls.encode(fn, args), label=fn)
 
     def mint_tx(self, to: str, amount: int) -> TxRequest:
         return self._tx("mint", to, amount)
@@ -114,6 +146,7 @@ class CoordinatorBinding:
         self._abis = escrow_abis(artifacts)
         self._error_abi = [e for abi in self._abis for e in abi if e.get("type") == "error"]
         self.decoder = EventDecoder(self._abis)
+        self.calls = CallEncoder(artifacts[COORDINATOR].abi)
 
     # ------------------------------------------------------------------ views
 
@@ -167,8 +200,7 @@ class CoordinatorBinding:
     # ------------------------------------------------------------------ transactions
 
     def _tx(self, fn: str, *args: Any) -> TxRequest:
-        data = self.contract.encode_abi(fn, args=list(args))
-        return TxRequest(to=self.address, data=bytes.fromhex(data[2:]), label=fn)
+        return TxRequest(to=self.address, data=self.calls.encode(fn, args), label=fn)
 
     def create_tx(self, terms: Terms) -> TxRequest:
         return self._tx("create", terms.as_abi())

@@ -143,6 +143,12 @@ class Rpc:
                 url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None
             )
         )
+        # web3's "validation" middleware asks eth_chainId before every eth_call and
+        # eth_estimateGas (it doubled the driver's and the nodes' RPC count). The chain id
+        # is checked here instead: on connect, after an outage, and where a changed chain
+        # would do harm (the sender's and the watcher's error paths).
+        self.web3.middleware_onion.remove("validation")
+        self.web3.middleware_onion.remove("ens_name_to_address")
         self._lock = threading.Lock()
         self._checked = False
         self.outages = 0  # times a call needed a retry: visible to tests and metrics

@@ -7,7 +7,8 @@ per key and chain. :meth:`TransactionSender.send` does, in order:
    (e.g. every decision of a certified report is already applied), nothing is sent;
 2. **gas**: ``eth_estimateGas`` with a margin; an estimate that reverts is not sent but
    raised as :class:`TransactionReverted` with the decoded custom error, in one line;
-3. **fees**: EIP-1559, ``maxFeePerGas = 2 * baseFee + tip``;
+3. **fees**: EIP-1559, ``maxFeePerGas = 2 * baseFee + tip`` (the node's suggested tip is
+   reused for ``TIP_QUOTE_TTL`` seconds);
 4. **nonce**: a local counter read once from the chain's pending count and advanced per
    send; resynchronised after "nonce too low", after an outage (the endpoint may have
    restarted with another history) and when the chain's nonce falls behind ours (a lost
@@ -53,6 +54,9 @@ __all__ = [
     "TransactionTimeout",
     "TxRequest",
 ]
+
+
+TIP_QUOTE_TTL = 5.0  # seconds a node's suggested priority fee is reused
 
 
 class TransactionReverted(RpcError):
@@ -166,6 +170,7 @@ class TransactionSender:
         self._lock = threading.Lock()
         self._nonce: int | None = None
         self._outages_seen = rpc.outages
+        self._tip_quote: tuple[float, int] | None = None  # (when, wei)
 
     # ------------------------------------------------------------------ public
 
@@ -217,16 +222,22 @@ class TransactionSender:
             raise self._reverted(request, exc) from None
         return int(estimate * self.gas_margin)
 
-    def _market_fees(self) -> tuple[int, int]:
+    def _market_fees(self) -> tuple[int, int, int]:
+        """(max fee, tip, latest block number) from one look at the latest block; the
+        node's suggested tip is asked at most every TIP_QUOTE_TTL seconds."""
         block = self.rpc.call("eth_getBlockByNumber", lambda: self.rpc.eth.get_block("latest"))
         base = int(block.get("baseFeePerGas", 0) or 0)
         tip = self.fees.priority_fee
         if tip is None:
-            tip = int(
-                self.rpc.call("eth_maxPriorityFeePerGas", lambda: self.rpc.eth.max_priority_fee)
-            )
+            now = self.clock()
+            if self._tip_quote is None or now - self._tip_quote[0] > TIP_QUOTE_TTL:
+                quote = self.rpc.call(
+                    "eth_maxPriorityFeePerGas", lambda: self.rpc.eth.max_priority_fee
+                )
+                self._tip_quote = (now, int(quote))
+            tip = self._tip_quote[1]
         max_fee = min(base * self.fees.base_fee_multiplier + tip, self.fees.max_fee_per_gas)
-        return max_fee, min(tip, max_fee)
+        return max_fee, min(tip, max_fee), int(block["number"])
 
     def _sign(self, flight: _InFlight, max_fee: int | None = None, tip: int | None = None) -> bytes:
         tx = {
@@ -260,17 +271,23 @@ class TransactionSender:
 
     def _submit(self, request: TxRequest) -> _InFlight:
         # The endpoint may have been replaced by another chain between two sends without
-        # any call failing: never sign for a chain we have not just seen.
-        self.rpc.check_chain_id()
-        gas = self._estimate(request)
+        # any call failing. A signed transaction names its chain id (EIP-155), so another
+        # chain refuses it; the chain id is checked when an estimate or a send fails, so
+        # that the error names the real cause.
+        try:
+            gas = self._estimate(request)
+        except TransactionReverted:
+            self.rpc.check_chain_id()
+            raise
         for _ in range(3):
             nonce = self._next_nonce()
-            max_fee, tip = self._market_fees()
-            flight = _InFlight(request, nonce, gas, max_fee, tip, self.rpc.block_number())
+            max_fee, tip, block_number = self._market_fees()
+            flight = _InFlight(request, nonce, gas, max_fee, tip, block_number)
             flight.raw = self._sign(flight)
             try:
                 tx_hash = self._broadcast(flight.raw)
             except Web3RPCError as exc:
+                self.rpc.check_chain_id()
                 raise RpcError(
                     f"{request.label or 'transaction'} rejected by {self.rpc.url}: {_rpc_message(exc)}"
                 ) from None
@@ -353,7 +370,7 @@ class TransactionSender:
     def _bump(self, flight: _InFlight) -> None:
         """Replace the transaction (same nonce) with fees raised by the bump ratio, or to
         the market if that is higher; a node that wants more gets doubles, up to the cap."""
-        market_fee, market_tip = self._market_fees()
+        market_fee, market_tip, _ = self._market_fees()
         ratio = self.fees.bump_ratio
         for _ in range(6):
             max_fee = min(

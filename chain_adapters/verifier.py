@@ -22,7 +22,7 @@ revert: failures surface as :class:`VerifierError` or the web3 exception, with t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -103,16 +103,17 @@ def _error_selectors(abi: Sequence[dict[str, Any]]) -> dict[bytes, tuple[str, li
     for entry in abi:
         if entry.get("type") != "error":
             continue
-        types = [_abi_type(arg) for arg in entry.get("inputs", [])]
+        types = [abi_type(arg) for arg in entry.get("inputs", [])]
         signature = f"{entry['name']}({','.join(types)})"
         selectors[bytes(keccak(text=signature))[:4]] = (entry["name"], types)
     return selectors
 
 
-def _abi_type(arg: dict[str, Any]) -> str:
+def abi_type(arg: Mapping[str, Any]) -> str:
+    """The canonical type of an ABI input (tuples spelled out), as selectors hash it."""
     kind = str(arg["type"])
     if kind.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in arg["components"]) + ")" + kind[5:]
+        return "(" + ",".join(abi_type(c) for c in arg["components"]) + ")" + kind[5:]
     return kind
 
 

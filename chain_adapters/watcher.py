@@ -28,11 +28,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3 import Web3
 
 from chain_adapters.evm import Rpc
+from chain_adapters.verifier import abi_type
 
 __all__ = [
     "ChainLog",
@@ -47,17 +48,6 @@ __all__ = [
 
 class ReorgTooDeep(Exception):
     """A reorg replaced blocks older than the watcher's history window."""
-
-
-def _plain(value: Any) -> Any:
-    """web3's AttributeDicts and lists as hashable, comparable plain values."""
-    if isinstance(value, Mapping):
-        return tuple(_plain(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
-    if isinstance(value, bytearray):
-        return bytes(value)
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,34 +91,69 @@ WatchRecord = Delivered | Retracted
 
 
 class EventDecoder:
-    """Decodes logs with the events of some contract ABIs (topic0 -> event)."""
+    """Decodes logs with the events of some contract ABIs (topic0 -> event): indexed
+    arguments from the topics, the others from the data, addresses checksummed, tuples as
+    tuples. It does with ``eth_abi`` what web3's ``process_log`` does (tests hold the two
+    equal) at a fraction of the cost: a node decodes every escrow log it watches."""
 
     def __init__(self, abis: Iterable[Sequence[Mapping[str, Any]]]) -> None:
-        self._w3 = Web3()
-        self._events: dict[bytes, Any] = {}
+        self._events: dict[bytes, _EventLayout] = {}
         for abi in abis:
-            contract = self._w3.eth.contract(abi=list(abi))
             for entry in abi:
                 if entry.get("type") != "event" or entry.get("anonymous"):
                     continue
-                signature = f"{entry['name']}({','.join(_abi_type(i) for i in entry['inputs'])})"
-                self._events[bytes(keccak(text=signature))] = contract.events[entry["name"]]()
+                inputs = list(entry["inputs"])
+                signature = f"{entry['name']}({','.join(abi_type(i) for i in inputs)})"
+                self._events[bytes(keccak(text=signature))] = _EventLayout(
+                    name=str(entry["name"]),
+                    inputs=tuple((str(i["name"]), i, bool(i.get("indexed"))) for i in inputs),
+                    data_types=[abi_type(i) for i in inputs if not i.get("indexed")],
+                )
 
     def decode(self, raw: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
-        topics = raw.get("topics") or []
-        event = self._events.get(bytes(topics[0])) if topics else None
-        if event is None:
+        topics = [_hexbytes(t) for t in raw.get("topics") or []]
+        layout = self._events.get(topics[0]) if topics else None
+        if layout is None:
             return "", ()
-        decoded = event.process_log(raw)
-        return decoded["event"], tuple((k, _plain(v)) for k, v in decoded["args"].items())
+        data = abi_decode(layout.data_types, _hexbytes(raw["data"]))
+        args: list[tuple[str, Any]] = []
+        next_topic, next_data = 1, 0
+        for name, entry, indexed in layout.inputs:
+            if indexed:
+                kind = abi_type(entry)
+                topic = topics[next_topic]
+                next_topic += 1
+                # Dynamic indexed values are stored as their hash: the topic is the value.
+                value = topic if _is_dynamic(kind) else abi_decode([kind], topic)[0]
+            else:
+                value = data[next_data]
+                next_data += 1
+            args.append((name, _normalized(entry, value)))
+        return layout.name, tuple(args)
 
 
-def _abi_type(entry: Mapping[str, Any]) -> str:
+@dataclass(frozen=True, slots=True)
+class _EventLayout:
+    name: str
+    inputs: tuple[tuple[str, Mapping[str, Any], bool], ...]  # (name, ABI entry, indexed)
+    data_types: list[str]
+
+
+def _is_dynamic(kind: str) -> bool:
+    return kind in ("bytes", "string") or kind.endswith("]") or kind.startswith("(")
+
+
+def _normalized(entry: Mapping[str, Any], value: Any) -> Any:
+    """eth_abi's value as the watcher hands it on: checksummed addresses, tuples."""
     kind = str(entry["type"])
-    if kind.startswith("tuple"):
-        inner = ",".join(_abi_type(c) for c in entry["components"])
-        return f"({inner}){kind[len('tuple') :]}"
-    return kind
+    if kind.endswith("]"):
+        inner = dict(entry, type=kind[: kind.rindex("[")])
+        return tuple(_normalized(inner, v) for v in value)
+    if kind == "tuple":
+        return tuple(_normalized(c, v) for c, v in zip(entry["components"], value, strict=True))
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
 
 
 def _hexbytes(value: Any) -> bytes:
@@ -175,7 +200,6 @@ class EventWatcher:
 
     def poll(self) -> list[WatchRecord]:
         """Retractions for dropped blocks, then the newly confirmed logs, in chain order."""
-        self.rpc.check_chain_id()  # another chain behind the same URL is not a reorg
         records: list[WatchRecord] = list(self._check_reorg())
         head = self.rpc.block_number()
         target = head - self.confirmations + 1
@@ -199,6 +223,8 @@ class EventWatcher:
                 break
         if fork == known[0]:
             return []
+        # Blocks changed. Another chain behind the same URL is not a reorg: say so instead.
+        self.rpc.check_chain_id()
         if fork is None:
             if self._retractable_from != self._from_block:
                 raise ReorgTooDeep(

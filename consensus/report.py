@@ -112,6 +112,9 @@ class Action(IntEnum):
     PREPARE = 3  # ask the bank to place a hold on the buyer's account
 
 
+_ACTION_WORDS: Final = {action: int(action).to_bytes(_WORD, "big") for action in Action}
+_DECISIONS_OFFSET_WORD: Final = (4 * _WORD).to_bytes(_WORD, "big")  # the array follows the head
+
 def _require_bytes(value: object, length: int, what: str) -> None:
     if not isinstance(value, bytes) or len(value) != length:
         raise ReportError(f"{what} must be {length} bytes")
@@ -165,16 +168,20 @@ class Report:
 
 
 def encode_report(report: Report) -> bytes:
-    """The ABI encoding the verifier decodes (see the module docstring)."""
-    return abi_encode(
-        _REPORT_TYPES,
-        [
-            report.config_digest,
-            report.epoch,
-            report.round,
-            [(d.settlement_id, int(d.action), d.terms_hash) for d in report.decisions],
-        ],
-    )
+    """The ABI encoding the verifier decodes (see the module docstring), written word by
+    word: the layout is fixed and every field was checked when the report was built, and
+    eth_abi's generic encoder took about 1.5 ms for 128 decisions, on every report hash.
+    Tests hold it byte-identical to ``eth_abi.encode(_REPORT_TYPES, ...)``."""
+    words = [
+        report.config_digest,
+        report.epoch.to_bytes(_WORD, "big"),
+        report.round.to_bytes(_WORD, "big"),
+        _DECISIONS_OFFSET_WORD,
+        len(report.decisions).to_bytes(_WORD, "big"),
+    ]
+    for d in report.decisions:
+        words += (d.settlement_id, _ACTION_WORDS[d.action], d.terms_hash)
+    return b"".join(words)
 
 
 def report_hash(report: Report) -> bytes:

@@ -8,10 +8,11 @@ runs for instructions that are not final): PREVALIDATED -> PREPARED, REJECTED ->
 REJECTED, EXECUTED -> COMMITTED, CANCELLED -> ABORTED. A leg not final after its
 deadline by this node's clock is EXPIRED.
 
-Transmission. Each decision of a certified report becomes one authenticated call:
-PREPARE -> prevalidate (with the derived terms), COMMIT -> execute, ABORT -> cancel,
-skipped when the bank already shows the result (idempotency check); the bank's
-idempotency keys make a retried call harmless anyway.
+Transmission. A certified report becomes one authenticated call, ``POST /v1/reports``,
+with the derived terms of its PREPARE decisions; the bank applies each decision as its
+own endpoint would (PREPARE -> prevalidate, COMMIT -> execute, ABORT -> cancel) and
+checks the certificate once. Skipped when the bank already shows every result
+(idempotency check); the bank's idempotency keys make a retried call harmless anyway.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import time
 
 import trio
 
-from bank_adapter.client import BankApiError, BankClient, InstructionStatus, WebhookReceiver
+from bank_adapter.client import (
+    BankApiError,
+    BankClient,
+    BankUnavailableError,
+    InstructionStatus,
+    WebhookReceiver,
+)
 from bank_adapter.ledger import InstructionState
 from bank_adapter.signing import WebhookSignatureError
 from bank_adapter.terms import PaymentTerms
@@ -107,54 +114,49 @@ class BankTarget:
         return cached
 
     async def transmit(self, certificate: Certificate) -> str:
-        results: list[str] = []
-        limiter = trio.CapacityLimiter(MAX_PARALLEL_CALLS)
-
-        async def one(decision: Decision) -> None:
-            async with limiter:
-                results.append(await self._apply(decision, certificate))
-
-        async with trio.open_nursery() as nursery:
-            for decision in certificate.report.decisions:
-                nursery.start_soon(one, decision)
-        self._wake.set()
-        if not results:
+        """All decisions of the report in one call (``POST /v1/reports``), with the terms
+        of its PREPARE decisions; skipped when the bank already showed every result."""
+        decisions = certificate.report.decisions
+        if not decisions:
             return "empty"
-        return "ok" if all(r in ("ok", "already-applied") for r in results) else "partial"
-
-    async def _apply(self, decision: Decision, certificate: Certificate) -> str:
-        sid = decision.settlement_id
-        known = self.statuses.get(sid)
-        done_state = _DONE_BY[decision.action]
-        if known is not None and (
-            known.state == done_state
-            or (decision.action is Action.PREPARE and known.state != InstructionState.RECEIVED)
-        ):
+        if all(self._already_applied(d) for d in decisions):
             return "already-applied"
-        try:
+        terms: list[PaymentTerms] = []
+        for decision in decisions:
             if decision.action is Action.PREPARE:
-                terms = self.book.bank_terms(sid, self.currency)
-                if terms is None or terms.terms_hash() != decision.terms_hash:
-                    return "unknown-terms"
-                status = await self.client.prevalidate(terms, certificate)
-            elif decision.action is Action.COMMIT:
-                status = await self.client.execute(sid, certificate)
-            else:
-                status = await self.client.cancel(sid, certificate)
+                known = self._terms_of(decision.settlement_id)
+                # Terms this node cannot derive (or derives differently) are left out: the
+                # bank refuses that one decision, and another transmitter may have them.
+                if known is not None and known[1] == decision.terms_hash:
+                    terms.append(known[0])
+        try:
+            results = await self.client.apply_report(certificate, terms)
         except BankApiError as exc:
             log.warning(
-                "bank refused",
-                extra={
-                    "fields": {
-                        "settlement": sid.hex(),
-                        "action": decision.action.name,
-                        "error": str(exc),
-                    }
-                },
+                "bank refused the report",
+                extra={"fields": {"round": certificate.report.round, "error": str(exc)}},
             )
-            return f"refused-{exc.code}"
-        self._learn(status)
+            return "error" if isinstance(exc, BankUnavailableError) else f"refused-{exc.code}"
+        finally:
+            self._wake.set()
+        refused = []
+        for result in results:
+            if result.instruction is not None:
+                self._learn(result.instruction)
+            else:
+                refused.append(f"0x{result.settlement_id.hex()[:8]}:{result.error_code}")
+        if refused:
+            log.warning("bank refused decisions", extra={"fields": {"refused": refused}})
+            return "partial"
         return "ok"
+
+    def _already_applied(self, decision: Decision) -> bool:
+        known = self.statuses.get(decision.settlement_id)
+        if known is None:
+            return False
+        if decision.action is Action.PREPARE:
+            return known.state != InstructionState.RECEIVED
+        return known.state == _DONE_BY[decision.action]
 
     def _learn(self, status: InstructionStatus) -> None:
         self._heard[status.settlement_id] = trio.current_time()

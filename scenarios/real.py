@@ -79,7 +79,8 @@ MODE_TARGET_LEGS = {
     "multi-chain-token": ("A", "B"),
 }
 HEARTBEAT_S = 1.0  # empty blocks keep chain time moving on automining chains
-POLL_S = 0.05
+POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
+END_POLL_S = 0.5  # how often it reads every leg to see whether the run has ended
 # Node transactions run between a party's gas estimate and its lock: a release that empties
 # the escrow's balance makes the next lock's token transfer write a zero slot again (+20k).
 PARTY_GAS_MARGIN = 1.6
@@ -184,6 +185,7 @@ class RealRun:
         self._deployer_senders: dict[str, TransactionSender] = {}
         self._report_gas: dict[bytes, int] = {}
         self._stop = threading.Event()
+        self._releases_seen = threading.Event()  # the run ended: the release watcher stops
         self._rng_seed = scenario.seed
 
     # ------------------------------------------------------------------ set-up
@@ -754,20 +756,30 @@ class RealRun:
             )
         return chain_time > deadline + 2
 
-    def _monitor(self, deadline: float) -> None:
-        """Watch the asset legs closely (latency) and every leg now and then (the end)."""
-        total = len(self.tracked)
+    def _watch_releases(self) -> None:
+        """Record when each asset leg ends (the latency figure), from the first lock on:
+        a thread of its own, so the driver's pace never delays a reading. It reads the
+        chain through its own connection (web3 providers are not shared across threads)."""
         asset_leg = "B" if self.scenario.mode == "multi-chain-token" else "A"
         side = self.chains[asset_leg]
-        rounds = 0
-        while time.monotonic() < deadline:
-            ids = [t.settlement_id for t in self.tracked if t.released_at is None and t.terms]
+        rpc = connect(side.rpc.url, side.chain_id)
+        binding = CoordinatorBinding(rpc.web3, side.coordinator.address, self.artifacts)
+        while True:
+            last = self._releases_seen.wait(POLL_S)  # one more look after the run ended
+            open_items = [t for t in self.tracked if t.released_at is None and t.terms]
+            if not open_items:
+                if last:
+                    return
+                continue
+            try:
+                states = binding.states_of([t.settlement_id for t in open_items])
+            except Exception as exc:  # a chain that stopped answering: try again
+                self.history.write("release-watch-failed", error=str(exc))
+                if last:
+                    return
+                continue
             now = time.time()
-            for item, state in zip(
-                [t for t in self.tracked if t.released_at is None and t.terms],
-                side.coordinator.states_of(ids),
-                strict=True,
-            ):
+            for item, state in zip(open_items, states, strict=True):
                 if _chain_leg_state(state) in (LegState.COMMITTED, LegState.ABORTED):
                     item.released_at = now
                     self.history.write(
@@ -776,20 +788,25 @@ class RealRun:
                         leg=asset_leg,
                         state=_chain_leg_state(state).value,
                     )
-            if rounds % 10 == 0:
-                try:
-                    states = self._leg_states()
-                except BankApiError as exc:  # a bank outage: look again later
-                    self.history.write("bank-unavailable", error=str(exc))
-                    rounds += 1
-                    continue
-                chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
-                ended = sum(self._ended(item, states, chain_time) for item in self.tracked)
-                self.progress("settlements ended", ended, total)
-                if ended == total and all(t.terms for t in self.tracked):
-                    return
-            rounds += 1
-            time.sleep(POLL_S)
+            if last:
+                return
+
+    def _wait_for_end(self, deadline: float) -> None:
+        """Wait until every settlement ended on every leg, or the time limit."""
+        total = len(self.tracked)
+        while time.monotonic() < deadline:
+            try:
+                states = self._leg_states()
+            except BankApiError as exc:  # a bank outage: look again later
+                self.history.write("bank-unavailable", error=str(exc))
+                time.sleep(END_POLL_S)
+                continue
+            chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
+            ended = sum(self._ended(item, states, chain_time) for item in self.tracked)
+            self.progress("settlements ended", ended, total)
+            if ended == total and all(t.terms for t in self.tracked):
+                return
+            time.sleep(END_POLL_S)
 
     # ------------------------------------------------------------------ the run
 
@@ -818,6 +835,8 @@ class RealRun:
                 self._wait_ready(i)
             self.tracked = self._plan()
             began = time.monotonic()
+            watcher = threading.Thread(target=self._watch_releases, daemon=True)
+            watcher.start()
             threads = [
                 threading.Thread(target=self._heartbeat, daemon=True),
                 threading.Thread(target=self._sample_rss, daemon=True),
@@ -828,7 +847,9 @@ class RealRun:
             for thread in threads:
                 thread.start()
             self._drive()
-            self._monitor(began + s.time_limit)
+            self._wait_for_end(began + s.time_limit)
+            self._releases_seen.set()
+            watcher.join(timeout=10)
             if self.bank is not None and s.faults:
                 self._bank_admin("PUT", "/admin/faults", {})  # read the final state at full speed
             node_metrics = self._scrape_nodes()
@@ -841,6 +862,7 @@ class RealRun:
 
     def _stop_everything(self) -> None:
         self._stop.set()
+        self._releases_seen.set()
         for proc in list(self.nodes.values()):
             proc.stop(timeout=3)
         if self.bank_client is not None:

@@ -8,6 +8,7 @@ import re
 
 import pytest
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,6 +93,16 @@ def test_keccak_backend_is_keccak_not_sha3() -> None:
 def test_round_trip_and_eth_abi_agreement(report: Report) -> None:
     encoded = encode_report(report)
     assert decode_report(encoded) == report
+    # The word-by-word encoder against eth_abi's generic one (the reference).
+    assert encoded == abi_encode(
+        ["bytes32", "uint64", "uint64", "(bytes32,uint8,bytes32)[]"],
+        [
+            report.config_digest,
+            report.epoch,
+            report.round,
+            [(d.settlement_id, int(d.action), d.terms_hash) for d in report.decisions],
+        ],
+    )
     digest, epoch, round_, items = abi_decode(
         ["bytes32", "uint64", "uint64", "(bytes32,uint8,bytes32)[]"], encoded
     )
