@@ -357,6 +357,14 @@ def openapi_document() -> dict[str, Any]:
                 "responses": {"200": {"description": "ok flag and problems"}},
             }
         },
+        "/admin/instructions": {
+            "get": {
+                "summary": "the state of every instruction, by settlement id (admin; one read "
+                "instead of one status request per settlement)",
+                "security": admin,
+                "responses": {"200": {"description": "instructions: {settlement id: state}"}},
+            }
+        },
         "/admin/faults": {
             "get": {
                 "summary": "current fault settings (admin)",

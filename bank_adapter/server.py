@@ -158,6 +158,7 @@ class BankServer:
         if self.config.admin_token:
             r.add_post("/admin/accounts", self._admin_open_account)
             r.add_get("/admin/reconcile", self._admin_reconcile)
+            r.add_get("/admin/instructions", self._admin_instructions)
             r.add_get("/admin/faults", self._admin_get_faults)
             r.add_put("/admin/faults", self._admin_set_faults)
             r.add_post("/admin/crash", self._admin_crash)
@@ -358,6 +359,13 @@ class BankServer:
         except _Refused as refused:
             return refused.response
         return _json_response(self.service.reconcile())
+
+    async def _admin_instructions(self, request: web.Request) -> web.StreamResponse:
+        try:
+            self._admin(request)
+        except _Refused as refused:
+            return refused.response
+        return _json_response(self.service.instruction_states())
 
     async def _admin_get_faults(self, request: web.Request) -> web.StreamResponse:
         try:

@@ -452,6 +452,10 @@ class BankService:
             return Reply(404, error_body("unknown_account", f"no account {account_id}"))
         return Reply(200, canonical_json(_account_json(account)).encode())
 
+    def instruction_states(self) -> Reply:
+        states = {"0x" + sid.hex(): state for sid, state in self.storage.instruction_states()}
+        return Reply(200, canonical_json({"instructions": states}).encode())
+
     def reconcile(self) -> Reply:
         snapshot = self.storage.snapshot()
         problems = reconcile(snapshot)

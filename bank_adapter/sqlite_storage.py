@@ -408,6 +408,13 @@ class SqliteStorage:
             (next_attempt_ms, error[:500], seq, url),
         )
 
+    def instruction_states(self) -> list[tuple[bytes, str]]:
+        """(settlement id, state) of every instruction: one cheap read for operators."""
+        return [
+            (bytes(sid), str(state))
+            for sid, state in self._db.execute("SELECT settlement_id, state FROM instructions")
+        ]
+
     def pending_delivery_count(self) -> int:
         if not self.webhook_urls:
             return 0

@@ -84,6 +84,7 @@ class LedgerStorage(Protocol):
     def delivery_succeeded(self, seq: int, url: str, now_ms: int) -> None: ...
     def delivery_failed(self, seq: int, url: str, next_attempt_ms: int, error: str) -> None: ...
     def pending_delivery_count(self) -> int: ...
+    def instruction_states(self) -> list[tuple[bytes, str]]: ...
     def close(self) -> None: ...
 
 
@@ -247,6 +248,9 @@ class MemoryStorage:
         self._deliveries[(seq, url)] = replace(
             d, attempts=d.attempts + 1, next_attempt_ms=next_attempt_ms, last_error=error[:500]
         )
+
+    def instruction_states(self) -> list[tuple[bytes, str]]:
+        return [(sid, i.state.value) for sid, i in self._instructions.items()]
 
     def pending_delivery_count(self) -> int:
         return sum(

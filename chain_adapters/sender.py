@@ -154,6 +154,7 @@ class TransactionSender:
         revert_decoder: Callable[[bytes], str] | None = None,
         poll_interval: float = 0.05,
         timeout: float = 120.0,
+        fee_quote_ttl: float = 0.0,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -171,6 +172,10 @@ class TransactionSender:
         self._nonce: int | None = None
         self._outages_seen = rpc.outages
         self._tip_quote: tuple[float, int] | None = None  # (when, wei)
+        # A sender that sends many transactions a second (a load generator) may reuse the
+        # latest block's fees for fee_quote_ttl seconds; 0 reads them for every send.
+        self.fee_quote_ttl = fee_quote_ttl
+        self._fee_quote: tuple[float, tuple[int, int, int]] | None = None
 
     # ------------------------------------------------------------------ public
 
@@ -212,6 +217,12 @@ class TransactionSender:
             )
         return self._nonce
 
+    def estimate(self, request: TxRequest) -> int:
+        """The gas limit a send of ``request`` would use (estimate times the margin);
+        TransactionReverted if it would revert."""
+        with self._lock:
+            return self._estimate(request)
+
     def _estimate(self, request: TxRequest) -> int:
         if request.gas is not None:
             return request.gas
@@ -225,11 +236,13 @@ class TransactionSender:
     def _market_fees(self) -> tuple[int, int, int]:
         """(max fee, tip, latest block number) from one look at the latest block; the
         node's suggested tip is asked at most every TIP_QUOTE_TTL seconds."""
+        now = self.clock()
+        if self._fee_quote is not None and now - self._fee_quote[0] < self.fee_quote_ttl:
+            return self._fee_quote[1]
         block = self.rpc.call("eth_getBlockByNumber", lambda: self.rpc.eth.get_block("latest"))
         base = int(block.get("baseFeePerGas", 0) or 0)
         tip = self.fees.priority_fee
         if tip is None:
-            now = self.clock()
             if self._tip_quote is None or now - self._tip_quote[0] > TIP_QUOTE_TTL:
                 quote = self.rpc.call(
                     "eth_maxPriorityFeePerGas", lambda: self.rpc.eth.max_priority_fee
@@ -237,7 +250,9 @@ class TransactionSender:
                 self._tip_quote = (now, int(quote))
             tip = self._tip_quote[1]
         max_fee = min(base * self.fees.base_fee_multiplier + tip, self.fees.max_fee_per_gas)
-        return max_fee, min(tip, max_fee), int(block["number"])
+        quote = (max_fee, min(tip, max_fee), int(block["number"]))
+        self._fee_quote = (now, quote)
+        return quote
 
     def _sign(self, flight: _InFlight, max_fee: int | None = None, tip: int | None = None) -> bytes:
         tx = {

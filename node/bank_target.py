@@ -79,12 +79,14 @@ class BankTarget:
         self.statuses: dict[bytes, InstructionStatus] = {}
         self._terms: dict[bytes, tuple[PaymentTerms, bytes]] = {}
         self._heard: dict[bytes, float] = {}  # when the bank last told us about a settlement
-        self._wake = trio.Event()
 
     async def facts(self) -> set[Fact]:
         now = time.time()
         facts: set[Fact] = set()
+        over = self.book.settled
         for sid in list(self.book.terms):
+            if sid in over:
+                continue
             known = self._terms_of(sid)
             if known is None:
                 continue
@@ -137,8 +139,6 @@ class BankTarget:
                 extra={"fields": {"round": certificate.report.round, "error": str(exc)}},
             )
             return "error" if isinstance(exc, BankUnavailableError) else f"refused-{exc.code}"
-        finally:
-            self._wake.set()
         refused = []
         for result in results:
             if result.instruction is not None:
@@ -188,7 +188,6 @@ class BankTarget:
                         event, code = None, b"401 Unauthorized"
                     if event is not None:
                         self._learn(event.instruction)
-                        self._wake.set()
                     await stream.send_all(
                         b"HTTP/1.1 " + code + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                     )
@@ -202,10 +201,12 @@ class BankTarget:
         ``STALE_AFTER`` seconds (a lost callback, a bank restart), a bounded number a cycle."""
         while True:
             now = trio.current_time()
+            over = self.book.settled
             stale = [
                 sid
                 for sid in list(self.book.terms)
-                if not (sid in self.statuses and self.statuses[sid].state in _FINAL)
+                if sid not in over
+                and not (sid in self.statuses and self.statuses[sid].state in _FINAL)
                 and now - self._heard.setdefault(sid, now) > STALE_AFTER
             ][:MAX_POLLS_PER_CYCLE]
             limiter = trio.CapacityLimiter(MAX_PARALLEL_CALLS)
@@ -223,9 +224,8 @@ class BankTarget:
             async with trio.open_nursery() as nursery:
                 for sid in stale:
                     nursery.start_soon(poll, sid)
-            with trio.move_on_after(POLL_INTERVAL):
-                await self._wake.wait()
-            self._wake = trio.Event()
+            # News (callbacks, answers) never makes an instruction stale: a fixed pace.
+            await trio.sleep(POLL_INTERVAL)
 
     def close(self) -> None:
         pass

@@ -22,7 +22,11 @@ from chain_adapters.model import Terms
 @dataclass
 class SettlementBook:
     terms: dict[bytes, Terms] = field(default_factory=dict)  # asset-chain terms by settlement id
-    asset_prepared: set[bytes] = field(default_factory=set)
+    # Settlements every leg of which applied a decision, as this node's observer saw them:
+    # nothing is left to decide, so the targets leave them out of their facts (a round's
+    # cost then follows the open settlements, not every settlement ever seen). A chain
+    # reorg that retracts one of their events takes it out of here again.
+    settled: set[bytes] = field(default_factory=set)
 
     def bank_terms(self, settlement_id: bytes, currency: str) -> PaymentTerms | None:
         t = self.terms.get(settlement_id)

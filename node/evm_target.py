@@ -92,7 +92,10 @@ class EvmTarget:
 
     async def facts(self) -> set[Fact]:
         facts: set[Fact] = set()
+        over = self.book.settled
         for sid, terms in list(self.terms.items()):
+            if sid in over:
+                continue
             state = self.states.get(sid, State.CREATED)
             h = self._hash_of(sid, terms)
             kind = _FACT_OF_STATE.get(state)
@@ -122,6 +125,7 @@ class EvmTarget:
                 continue
             if isinstance(record, Retracted):
                 refresh.add(sid)
+                self.book.settled.discard(sid)  # not over after all: report it again
                 continue
             assert isinstance(record, Delivered)
             if isinstance(event, SettlementCreated):

@@ -58,16 +58,25 @@ class BuiltTargets:
 class CompositeObserver:
     """Every target's facts in one observation, without settlements that are over."""
 
-    def __init__(self, adapters: list[TargetAdapter], mode: str, max_bytes: int) -> None:
+    def __init__(
+        self,
+        adapters: list[TargetAdapter],
+        mode: str,
+        max_bytes: int,
+        book: SettlementBook | None = None,
+    ) -> None:
         self.adapters = adapters
         self.mode = mode
         self.max_bytes = max_bytes
+        self.book = book  # told which settlements are over, so targets stop reporting them
 
     async def observe(self, epoch: int, round_: int) -> bytes:
         facts: set[Fact] = set()
         for adapter in self.adapters:
             facts |= await adapter.facts()
         over = settled(self.mode, facts)
+        if self.book is not None:
+            self.book.settled |= over
         return encode_observation((f for f in facts if f.settlement_id not in over), self.max_bytes)
 
 
@@ -181,5 +190,5 @@ def build_targets(config: NodeConfig) -> BuiltTargets:
         for closer in closers:
             closer()
 
-    observer = CompositeObserver(adapters, config.mode, config.timing.max_observation_bytes)
+    observer = CompositeObserver(adapters, config.mode, config.timing.max_observation_bytes, book)
     return BuiltTargets(observer, CompositeTransmitter(adapters), background, close)

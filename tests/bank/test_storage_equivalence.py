@@ -145,6 +145,11 @@ def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(
                     supply[op[2]] = supply.get(op[2], 0) + op[3]
                 snap = memory.snapshot()
                 assert sqlite.snapshot() == snap
+                assert (
+                    sorted(sqlite.instruction_states())
+                    == sorted(memory.instruction_states())
+                    == sorted((i.settlement_id, i.state.value) for i in snap.instructions)
+                )
                 assert reconcile(snap) == []
                 # Conservation: customer money per currency is exactly what was opened.
                 for currency, total in supply.items():
