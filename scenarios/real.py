@@ -744,9 +744,7 @@ class RealRun:
                 known = self._bank_admin("GET", "/admin/instructions")["instructions"]
             except OSError as exc:  # urllib's errors: a bank outage or a slow bank
                 raise BankApiError(503, "unavailable", str(exc)) from None
-            states["bank"] = {
-                sid: _bank_leg_state(known.get("0x" + sid.hex())) for sid in ids
-            }
+            states["bank"] = {sid: _bank_leg_state(known.get("0x" + sid.hex())) for sid in ids}
         return states
 
     def _ended(
@@ -1120,6 +1118,7 @@ class RealRun:
         count = max(1, len(self.tracked))
         messages = sum(m.get("dvpsim_messages_out_total", 0) for m in node_metrics.values())
         expected_failures = sum(1 for t in self.tracked if t.fail)
+        throughput, window = _throughput(self.tracked)
         return {
             "scenario": self.scenario.name,
             "mode": self.scenario.mode,
@@ -1137,7 +1136,8 @@ class RealRun:
             "gas_per_settlement_parties": self.gas_used // count,
             "messages_per_settlement": round(messages / count, 1),
             "wall_s": round(wall, 1),
-            "throughput_per_s": _throughput(self.tracked),
+            "throughput_per_s": throughput,
+            "throughput_window_s": window,
             "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
             "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
             "balances": {
@@ -1150,13 +1150,16 @@ class RealRun:
         }
 
 
-def _throughput(tracked: list[Tracked]) -> float | None:
-    """Committed settlements per second, from the first lock to the last release."""
+def _throughput(tracked: list[Tracked]) -> tuple[float | None, float | None]:
+    """Ended settlements per second from the first lock to the last release, and that
+    window in seconds."""
     done = [t for t in tracked if t.locked_at is not None and t.released_at is not None]
     if len(done) < 2:
-        return None
+        return None, None
     span = max(t.released_at for t in done) - min(t.locked_at for t in done)  # type: ignore[type-var]
-    return round(len(done) / span, 1) if span > 0 else None
+    if span <= 0:
+        return None, None
+    return round(len(done) / span, 1), round(span, 1)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
