@@ -76,15 +76,15 @@ STATUS_OF_CODE: Final = {
     "supply_limit": 422,
 }
 
-_PREVALIDATE_FIELDS: Final = (
+_TERMS_FIELDS: Final = (
     "settlement_id",
     "payer_account",
     "payee_account",
     "amount",
     "currency",
     "deadline",
-    "certificate",
 )
+_PREVALIDATE_FIELDS: Final = (*_TERMS_FIELDS, "certificate")
 
 T = TypeVar("T")
 
@@ -318,8 +318,12 @@ class BankService:
                 raise BadRequest("invalid_field", "terms must be a list of payment terms", "terms")
             terms_of: dict[bytes, PaymentTerms] = {}
             for item in fields["terms"]:
-                if not isinstance(item, dict):
-                    raise BadRequest("invalid_field", "terms must be a list of objects", "terms")
+                if not isinstance(item, dict) or set(item) != set(_TERMS_FIELDS):
+                    raise BadRequest(
+                        "invalid_field",
+                        f"terms must be a list of objects with exactly {', '.join(_TERMS_FIELDS)}",
+                        "terms",
+                    )
                 terms = _parse_terms(item)
                 terms_of[terms.settlement_id] = terms
             if not cert.report.decisions:

@@ -70,8 +70,11 @@ def post_report(
 
 
 def _state(svc: BankService) -> tuple[Any, ...]:
+    return _state_of(svc.storage.snapshot())
+
+
+def _state_of(snap: Any) -> tuple[Any, ...]:
     """What the money and the instructions look like (idempotency records differ by key)."""
-    snap = svc.storage.snapshot()
     return (
         sorted((a.account_id, a.balance, a.held) for a in snap.accounts),
         sorted((i.settlement_id, i.state.value, i.terms_hash) for i in snap.instructions),
@@ -125,13 +128,6 @@ def test_replay_answers_the_same_and_changes_nothing(
     assert _state(service) == _state_of(before)
 
 
-def _state_of(snap: Any) -> tuple[Any, ...]:
-    return (
-        sorted((a.account_id, a.balance, a.held) for a in snap.accounts),
-        sorted((i.settlement_id, i.state.value, i.terms_hash) for i in snap.instructions),
-    )
-
-
 def test_a_prepare_without_terms_is_refused_alone(
     service: BankService, committee: DevCommittee
 ) -> None:
@@ -180,6 +176,14 @@ def test_bad_bodies_are_one_clear_error(service: BankService, committee: DevComm
         ({"certificate": cert}, "terms"),
         ({"certificate": cert, "terms": {}}, "terms"),
         ({"certificate": cert, "terms": [1]}, "terms"),
+        ({"certificate": cert, "terms": [{**_terms_json(t), "memo": "x"}]}, "terms"),
+        (
+            {
+                "certificate": cert,
+                "terms": [{k: v for k, v in _terms_json(t).items() if k != "amount"}],
+            },
+            "terms",
+        ),
         ({"certificate": cert, "terms": [], "extra": 1}, "extra"),
     ):
         raw = json.dumps(body).encode()
