@@ -57,6 +57,8 @@ __all__ = [
 
 
 TIP_QUOTE_TTL = 5.0  # seconds a node's suggested priority fee is reused
+# Polls for a receipt after the chain counted our nonce without serving one (a lag).
+RECEIPT_LAG_POLLS = 20
 
 
 class TransactionReverted(RpcError):
@@ -329,6 +331,14 @@ class TransactionSender:
             return dict(receipt)
         return None
 
+    def _receipt_soon(self, flight: _InFlight) -> dict[str, Any] | None:
+        for _ in range(RECEIPT_LAG_POLLS):
+            receipt = self._receipt(flight)
+            if receipt is not None:
+                return receipt
+            self.sleep(self.poll_interval)
+        return self._receipt(flight)
+
     def _wait(self, flight: _InFlight, already_done: Callable[[], bool] | None) -> SendResult:
         started = self.clock()
         while True:
@@ -348,11 +358,15 @@ class TransactionSender:
                 )
             )
             if chain_nonce > flight.nonce:
-                # Our nonce was used but none of our hashes has a receipt: another
-                # transaction took it. Send again from a fresh nonce unless the work is done.
-                receipt = self._receipt(flight)
+                # Our nonce was used but none of our hashes has a receipt yet. A node may
+                # count the nonce a moment before it serves the receipt (anvil did, and a
+                # lock was then sent twice): look again for a while before concluding that
+                # another transaction took the nonce.
+                receipt = self._receipt_soon(flight)
                 if receipt is not None:
                     return self._finish(flight, receipt)
+                # Another transaction took it: send again from a fresh nonce unless the
+                # work is done.
                 if already_done is not None and already_done():
                     return SendResult(None, None, skipped=True, bumps=flight.bumps)
                 self._nonce = None

@@ -113,6 +113,29 @@ def test_consecutive_sends_use_consecutive_nonces_and_eip1559(fee_chain: LocalCh
         assert result.receipt["status"] == 1
 
 
+def test_a_receipt_that_lags_behind_the_nonce_is_waited_for_not_sent_again(
+    fee_chain: LocalChain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node may count a nonce before it serves the receipt. The sender must not take that
+    for a stolen nonce and send the work again (a lock sent twice reverted in a run)."""
+    sender = TransactionSender(connect(fee_chain.rpc_url, fee_chain.chain_id), DEV_PRIVATE_KEYS[5])
+    w3 = fee_chain.web3()
+    start = w3.eth.get_transaction_count(sender.address)
+    real_receipt = sender._receipt
+    lagging = {"misses": 3}
+
+    def lagging_receipt(flight: Any) -> Any:
+        if lagging["misses"] > 0:
+            lagging["misses"] -= 1
+            return None
+        return real_receipt(flight)
+
+    monkeypatch.setattr(sender, "_receipt", lagging_receipt)
+    result = sender.send(transfer_to(w3.eth.accounts[9], 3))
+    assert result.receipt["status"] == 1 and result.nonce == start
+    assert w3.eth.get_transaction_count(sender.address) == start + 1  # sent once
+
+
 def test_concurrent_callers_never_share_a_nonce(fee_chain: LocalChain) -> None:
     sender = TransactionSender(connect(fee_chain.rpc_url, fee_chain.chain_id), DEV_PRIVATE_KEYS[7])
     recipient = fee_chain.web3().eth.accounts[9]
