@@ -91,14 +91,23 @@ class ObservationError(ValueError):
 def encode_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> bytes:
     """The canonical encoding of a fact set. With ``max_bytes``, whole settlements are left
     out (highest ids first) until it fits: a node never sends a partial view of a leg."""
-    ordered = sorted(set(facts))[:MAX_FACTS_PER_OBSERVATION]
+    return fit_observation(facts, max_bytes)[0]
+
+
+def fit_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> tuple[bytes, int]:
+    """``encode_observation``, and how many settlements it had to leave out to fit."""
+    ordered = sorted(set(facts))
     rows = [[f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in ordered]
+    settlements = len({row[0] for row in rows})
+    if len(rows) > MAX_FACTS_PER_OBSERVATION:
+        cut = rows[MAX_FACTS_PER_OBSERVATION][0]  # never half a settlement
+        rows = [row for row in rows[:MAX_FACTS_PER_OBSERVATION] if row[0] != cut]
     data = bytes(msgpack.packb(rows))
     while max_bytes is not None and len(data) > max_bytes and rows:
         last = rows[-1][0]
         rows = [row for row in rows if row[0] != last]
         data = bytes(msgpack.packb(rows))
-    return data
+    return data, settlements - len({row[0] for row in rows})
 
 
 def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:

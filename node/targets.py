@@ -21,6 +21,8 @@ routes each certificate to the adapter of its target. Kinds:
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +33,11 @@ import trio
 from consensus.report import Action, Certificate
 from node.book import SettlementBook
 from node.config import NodeConfig, TargetConfig
-from node.dvp import Fact, FactKind, encode_observation, settled
+from node.dvp import Fact, FactKind, fit_observation, settled
+
+log = logging.getLogger("dvpsim.node")
+
+LEFT_OUT_WARNING_EVERY_S = 10.0
 
 
 class TargetError(Exception):
@@ -69,6 +75,9 @@ class CompositeObserver:
         self.mode = mode
         self.max_bytes = max_bytes
         self.book = book  # told which settlements are over, so targets stop reporting them
+        self.largest_bytes = 0  # the largest observation so far (metrics: headroom)
+        self.settlements_left_out = 0  # summed over rounds: settlements that did not fit
+        self._warned_at = -LEFT_OUT_WARNING_EVERY_S
 
     async def observe(self, epoch: int, round_: int) -> bytes:
         facts: set[Fact] = set()
@@ -77,7 +86,27 @@ class CompositeObserver:
         over = settled(self.mode, facts)
         if self.book is not None:
             self.book.settled |= over
-        return encode_observation((f for f in facts if f.settlement_id not in over), self.max_bytes)
+        data, left_out = fit_observation(
+            (f for f in facts if f.settlement_id not in over), self.max_bytes
+        )
+        self.largest_bytes = max(self.largest_bytes, len(data))
+        if left_out:
+            # Those settlements wait for a round with room: say so, they are not lost.
+            self.settlements_left_out += left_out
+            now = time.monotonic()
+            if now - self._warned_at > LEFT_OUT_WARNING_EVERY_S:
+                self._warned_at = now
+                log.warning(
+                    "observation full",
+                    extra={
+                        "fields": {
+                            "left_out": left_out,
+                            "max_bytes": self.max_bytes,
+                            "hint": "raise timing.max_observation_bytes or lower the load",
+                        }
+                    },
+                )
+        return data
 
 
 class CompositeTransmitter:

@@ -472,6 +472,23 @@ class RealRun:
             f"node {index} did not start within {timeout:.0f} s (log {self.nodes[index].log_path})"
         )
 
+    def _wait_live(self, timeout: float = 60.0) -> None:
+        """Wait until every node has accepted a certificate: the committee is connected and
+        running rounds. Settlements driven before that would count the committee's start-up
+        (dialling n-1 peers, the first epoch) as settlement latency."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            metrics = self._scrape_nodes()
+            live = sum(1 for m in metrics.values() if m.get("dvpsim_certificates_total", 0) >= 1)
+            self.progress("committee live", live, len(self.nodes))
+            if live == len(self.nodes):
+                return
+            time.sleep(0.1)
+        raise RunError(
+            f"the committee did not certify a round within {timeout:.0f} s of starting "
+            f"(see the node logs under {self.out / 'committee'})"
+        )
+
     # ------------------------------------------------------------------ settlements
 
     def _plan(self) -> list[Tracked]:
@@ -843,6 +860,7 @@ class RealRun:
             for i in range(s.committee.n):
                 self.progress("nodes ready", i, s.committee.n)
                 self._wait_ready(i)
+            self._wait_live()
             self.tracked = self._plan()
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)
@@ -1135,6 +1153,19 @@ class RealRun:
             "gas_per_settlement_reports": report_gas // count,
             "gas_per_settlement_parties": self.gas_used // count,
             "messages_per_settlement": round(messages / count, 1),
+            # Headroom of the observation limit, and settlements that had to wait for room.
+            "observation_largest_bytes": int(
+                max(
+                    (m.get("dvpsim_observation_largest_bytes", 0) for m in node_metrics.values()),
+                    default=0,
+                )
+            ),
+            "observation_left_out": int(
+                sum(
+                    m.get("dvpsim_observation_settlements_left_out_total", 0)
+                    for m in node_metrics.values()
+                )
+            ),
             "wall_s": round(wall, 1),
             "throughput_per_s": throughput,
             "throughput_window_s": window,

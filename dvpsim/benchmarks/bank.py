@@ -8,7 +8,10 @@ measures
 * executed payments: prevalidate + execute, each with a real BLS certificate made before
   timing starts, counted per second; once with batched reports (one certificate carrying
   the decisions for 16 settlements, as the oracle network batches a round) and once with
-  one certificate per decision (every request pays a full pairing check).
+  one certificate per decision (every request pays a full pairing check);
+* the same batched reports through ``POST /v1/reports``, the way the nodes transmit: one
+  request applies a whole certificate (16 decisions). The per-decision endpoints above are
+  its baseline in the same run.
 
 Targets: >= 500 status requests/s with p99 < 50 ms, >= 200 executed payments/s. The
 clients run in this process and share the machine's cores with the bank, so the figures
@@ -168,6 +171,56 @@ async def _payment_load(
     }
 
 
+async def _report_load(
+    url: str,
+    secret: bytes,
+    work: list[tuple[PaymentTerms, Certificate, Certificate]],
+    concurrency: int,
+) -> dict[str, Any]:
+    """Each unit: one ``/v1/reports`` call with a PREPARE certificate and its terms, then
+    one with the COMMIT certificate; payments counted by the decisions that executed."""
+    reports: dict[bytes, list[PaymentTerms]] = {}
+    certificates: dict[bytes, tuple[Certificate, Certificate]] = {}
+    for terms, prepare, commit in work:
+        key = prepare.signature
+        reports.setdefault(key, []).append(terms)
+        certificates[key] = (prepare, commit)
+    queue = [(reports[k], *certificates[k]) for k in reversed(list(reports))]
+    latencies: list[float] = []
+    executed = failures = 0
+
+    async def worker(client: BankClient) -> None:
+        nonlocal executed, failures
+        while queue:
+            chunk, prepare, commit = queue.pop()
+            t0 = time.perf_counter()
+            try:
+                await client.apply_report(prepare, chunk)
+                results = await client.apply_report(commit, [])
+            except Exception:
+                failures += len(chunk)
+                continue
+            done = sum(
+                1
+                for r in results
+                if r.instruction is not None and r.instruction.state == "EXECUTED"
+            )
+            executed += done
+            failures += len(chunk) - done
+            latencies.append(time.perf_counter() - t0)
+
+    elapsed = await _run_clients(url, secret, concurrency, 3, worker)
+    return {
+        "concurrency": concurrency,
+        "payments": executed,
+        "failures": failures,
+        "duration_s": round(elapsed, 2),
+        "executed_per_s": round(executed / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
+        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2) if latencies else None,
+    }
+
+
 def run(quick: bool) -> dict[str, Any]:
     from rich.console import Console
     from rich.table import Table
@@ -181,6 +234,7 @@ def run(quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     batched = _payments(committee, count, BATCH, rng)
     single = _payments(committee, count // 2, 1, rng)
+    by_report = _payments(committee, count, BATCH, rng)
     prep_s = time.perf_counter() - t0
     accounts = [(f"payer{i}", "EUR", 10**12) for i in range(PAYERS)] + [
         (f"payee{i}", "EUR", 0) for i in range(PAYERS)
@@ -200,10 +254,13 @@ def run(quick: bool) -> dict[str, Any]:
                 )
                 pay_batched = await _payment_load(bank.url, secret, batched[1:], concurrency)
                 pay_single = await _payment_load(bank.url, secret, single, concurrency)
+                # One request per report: fewer, larger requests, so fewer clients.
+                pay_reports = await _report_load(bank.url, secret, by_report, 4)
                 return {
                     "status": status,
                     "payments_batched": pay_batched,
                     "payments_single": pay_single,
+                    "payments_reports": pay_reports,
                 }
 
             figures = asyncio.run(main())
@@ -239,6 +296,7 @@ def run(quick: bool) -> dict[str, Any]:
     for key, label in (
         ("payments_batched", f"payments, {BATCH}/certificate"),
         ("payments_single", "payments, 1/certificate"),
+        ("payments_reports", f"payments, /v1/reports ({BATCH}/request; p50/p99 per report)"),
     ):
         p = figures[key]
         table.add_row(

@@ -119,6 +119,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                     "throughput_window_s",
                     "node_rss_peak_mb",
                     "messages_per_settlement",
+                    "observation_largest_bytes",
+                    "observation_left_out",
                     "gas_per_settlement_reports",
                     "passed",
                     "wall_s",
@@ -134,6 +136,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "over s",
         "peak RSS MiB/node",
         "msgs/settlement",
+        "largest obs. B",
         "checks",
         "target",
     ):
@@ -155,6 +158,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             str(r["throughput_window_s"]),
             str(r["node_rss_peak_mb"]),
             str(r["messages_per_settlement"]),
+            f"{r['observation_largest_bytes']} ({r['observation_left_out']} waited)",
             "passed" if r["passed"] else "FAILED",
             targets[label],
         )

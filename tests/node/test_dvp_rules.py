@@ -198,6 +198,35 @@ def test_observation_fits_its_limit_by_leaving_out_whole_settlements() -> None:
     )
 
 
+def test_fitting_counts_the_settlements_left_out_and_never_splits_one() -> None:
+    from node.dvp import MAX_FACTS_PER_OBSERVATION, fit_observation
+
+    many = {
+        Fact(i.to_bytes(32, "big"), "A", kind, TA)
+        for i in range(60)
+        for kind in (FactKind.PREPARED, FactKind.EXPIRED)
+    }
+    data, left_out = fit_observation(many, max_bytes=2000)
+    assert left_out == 60 - len({f.settlement_id for f in decode_observation(data)}) > 0
+    assert fit_observation(many)[1] == 0
+    # The fact-count cap falls in the middle of a settlement: that one is left out whole.
+    count = MAX_FACTS_PER_OBSERVATION // 3 + 2  # settlements of three facts each
+    capped = {
+        Fact(i.to_bytes(32, "big"), target, kind, TA)
+        for i in range(count)
+        for target, kind in (
+            ("A", FactKind.PREPARED),
+            ("A", FactKind.EXPIRED),
+            ("B", FactKind.PREPARED),
+        )
+    }
+    assert MAX_FACTS_PER_OBSERVATION % 3 != 0  # so the cap does split one
+    data, left_out = fit_observation(capped)
+    kept = decode_observation(data)
+    whole = MAX_FACTS_PER_OBSERVATION // 3
+    assert len(kept) == 3 * whole and left_out == count - whole
+
+
 def test_settled_settlements_are_those_closed_on_every_leg() -> None:
     from node.dvp import settled
 
