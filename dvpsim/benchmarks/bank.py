@@ -160,12 +160,18 @@ async def _payment_load(
             latencies.append(time.perf_counter() - t0)
 
     elapsed = await _run_clients(url, secret, concurrency, 3, worker)
+    return _load_figures(concurrency, len(latencies) - failures, failures, elapsed, latencies)
+
+
+def _load_figures(
+    concurrency: int, executed: int, failures: int, elapsed: float, latencies: list[float]
+) -> dict[str, Any]:
     return {
         "concurrency": concurrency,
-        "payments": len(latencies),
+        "payments": executed,
         "failures": failures,
         "duration_s": round(elapsed, 2),
-        "executed_per_s": round((len(latencies) - failures) / elapsed, 1),
+        "executed_per_s": round(executed / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
         "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2) if latencies else None,
     }
@@ -210,15 +216,7 @@ async def _report_load(
             latencies.append(time.perf_counter() - t0)
 
     elapsed = await _run_clients(url, secret, concurrency, 3, worker)
-    return {
-        "concurrency": concurrency,
-        "payments": executed,
-        "failures": failures,
-        "duration_s": round(elapsed, 2),
-        "executed_per_s": round(executed / elapsed, 1),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2) if latencies else None,
-        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2) if latencies else None,
-    }
+    return _load_figures(concurrency, executed, failures, elapsed, latencies)
 
 
 def run(quick: bool) -> dict[str, Any]:
