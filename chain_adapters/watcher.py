@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
@@ -152,8 +153,14 @@ def _normalized(entry: Mapping[str, Any], value: Any) -> Any:
     if kind == "tuple":
         return tuple(_normalized(c, v) for c, v in zip(entry["components"], value, strict=True))
     if kind == "address":
-        return to_checksum_address(value)
+        return _checksummed(value)
     return value
+
+
+@lru_cache(maxsize=4096)
+def _checksummed(address: str) -> str:
+    # A keccak per address per log adds up; the same few parties and tokens recur.
+    return str(to_checksum_address(address))
 
 
 def _hexbytes(value: Any) -> bytes:
@@ -275,7 +282,7 @@ class EventWatcher:
         event, args = self.decoder.decode(raw) if self.decoder else ("", ())
         return ChainLog(
             chain_id=self.rpc.expected_chain_id,
-            address=to_checksum_address(raw["address"]),
+            address=_checksummed(raw["address"]),
             block_number=int(raw["blockNumber"]),
             block_hash=_hexbytes(raw["blockHash"]),
             transaction_hash=_hexbytes(raw["transactionHash"]),

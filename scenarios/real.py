@@ -746,9 +746,10 @@ class RealRun:
 
     # ------------------------------------------------------------------ observation
 
-    def _leg_states(self) -> dict[str, dict[bytes, LegState]]:
+    def _leg_states(self, items: list[Tracked] | None = None) -> dict[str, dict[bytes, LegState]]:
+        """Every leg's state of ``items`` (default: every settlement driven so far)."""
         states: dict[str, dict[bytes, LegState]] = {}
-        ids = [t.settlement_id for t in self.tracked if t.terms]
+        ids = [t.settlement_id for t in (self.tracked if items is None else items) if t.terms]
         for leg, side in self.chains.items():
             raw = side.coordinator.states_of(ids)
             states[leg] = {
@@ -821,17 +822,19 @@ class RealRun:
     def _wait_for_end(self, deadline: float) -> None:
         """Wait until every settlement ended on every leg, or the time limit."""
         total = len(self.tracked)
+        done: set[int] = set()  # an ended settlement stays ended: only the others are read
         while time.monotonic() < deadline:
+            open_items = [t for t in self.tracked if t.index not in done]
             try:
-                states = self._leg_states()
+                states = self._leg_states(open_items)
             except BankApiError as exc:  # a bank outage: look again later
                 self.history.write("bank-unavailable", error=str(exc))
                 time.sleep(END_POLL_S)
                 continue
             chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
-            ended = sum(self._ended(item, states, chain_time) for item in self.tracked)
-            self.progress("settlements ended", ended, total)
-            if ended == total and all(t.terms for t in self.tracked):
+            done |= {t.index for t in open_items if self._ended(t, states, chain_time)}
+            self.progress("settlements ended", len(done), total)
+            if len(done) == total and all(t.terms for t in self.tracked):
                 return
             time.sleep(END_POLL_S)
 
