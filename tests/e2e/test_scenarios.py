@@ -82,6 +82,26 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         )
 
 
+def test_bank_outage_errors_and_duplicate_callbacks_change_no_outcome(tmp_path: Path) -> None:
+    summary = _run("bank-faults", tmp_path / "bank")
+    scenario = load(SCENARIOS / "bank-faults.toml")
+    failing = sum(f.count for f in scenario.settlements.fail)
+    assert summary["passed"], summary["checks"]
+    assert summary["ended"] == summary["settlements"]
+    assert summary["committed"] == scenario.settlements.count - failing
+    _assert_balances(summary)
+    # The faults bit: nodes saw the bank refuse or fail reports and retried them.
+    warnings = [
+        json.loads(line)["msg"]
+        for index in range(scenario.committee.n)
+        for line in (tmp_path / "bank" / "committee" / f"node{index}" / "node.log")
+        .read_text()
+        .splitlines()
+        if '"warning"' in line
+    ]
+    assert "bank refused the report" in warnings
+
+
 def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: Path) -> None:
     out = tmp_path / "unsafe"
     result = subprocess.run(
