@@ -18,6 +18,7 @@ import atexit
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import socket
@@ -99,7 +100,47 @@ def anvil_version(path: Path | None = None) -> str:
     return first[0].replace("anvil Version:", "").strip() if first else "unknown"
 
 
+_LOWEST_PORT = 15000
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now, for a process that binds it a little later.
+
+    The port is drawn outside the kernel's ephemeral range: a port the kernel picked (bind
+    to port 0) goes back into that pool, where an outgoing connection or another port-0
+    listener can take it before its owner binds it. That happened: a node lost its
+    webhook port and the run could not start. Ports handed out by this process are not
+    handed out again."""
+    low, high = _ephemeral_range()
+    if low - _LOWEST_PORT >= 1000:
+        candidates = range(_LOWEST_PORT, low)
+    elif 65535 - high >= 1000:
+        candidates = range(high + 1, 65536)
+    else:  # no room outside the ephemeral range: let the kernel choose
+        candidates = range(0)
+    rng = random.SystemRandom()
+    for _ in range(200 if candidates else 0):
+        port = rng.choice(candidates)
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

@@ -478,6 +478,9 @@ class RealRun:
         (dialling n-1 peers, the first epoch) as settlement latency."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            for index, proc in self.nodes.items():
+                if not proc.running():
+                    raise RunError(f"node {index} exited during start-up: {proc.log_tail(3)}")
             metrics = self._scrape_nodes()
             live = sum(1 for m in metrics.values() if m.get("dvpsim_certificates_total", 0) >= 1)
             self.progress("committee live", live, len(self.nodes))

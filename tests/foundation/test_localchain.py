@@ -162,3 +162,20 @@ def test_pairing_precompile_missing_before_prague_reads_as_missing(
         probe = deploy(chain.web3(), contracts["PrecompileProbe"])
         with pytest.raises(ContractLogicError):
             probe.functions.pairingCheck(pairing_inputs()[0]).call()
+
+
+def test_free_ports_are_outside_the_ephemeral_range_distinct_and_bindable() -> None:
+    """Ports for processes that bind later must not be ones the kernel hands out to
+    outgoing connections or port-0 listeners in the meantime."""
+    import socket
+
+    from chain_adapters.localchain import _ephemeral_range, free_port
+
+    low, high = _ephemeral_range()
+    ports = [free_port() for _ in range(40)]
+    assert len(set(ports)) == len(ports)
+    if low > 16000:  # room below the range (the Linux default): every port comes from there
+        assert all(p < low for p in ports)
+    for port in ports[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

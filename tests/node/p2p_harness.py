@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,16 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from chain_adapters.localchain import free_port
 from node.identity import NodeIdentity, identity_from_seed, seed_from_label
 
 REPO = Path(__file__).resolve().parents[2]
 ECHO_SCRIPT = REPO / "scripts" / "p2p_echo.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
