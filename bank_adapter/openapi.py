@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bank_adapter.service import TERMS_FIELDS
 from bank_adapter.signing import (
     HEADER_CLIENT,
     HEADER_IDEMPOTENCY,
@@ -64,14 +65,7 @@ _SID_PARAM = {"name": "settlement_id", "in": "path", "required": True, "schema":
 _PAYMENT_TERMS: dict[str, Any] = {
     "type": "object",
     "additionalProperties": False,
-    "required": [
-        "settlement_id",
-        "payer_account",
-        "payee_account",
-        "amount",
-        "currency",
-        "deadline",
-    ],
+    "required": list(TERMS_FIELDS),
     "properties": {
         "settlement_id": _HEX32,
         "payer_account": _ACCOUNT,

@@ -76,7 +76,7 @@ STATUS_OF_CODE: Final = {
     "supply_limit": 422,
 }
 
-_TERMS_FIELDS: Final = (
+TERMS_FIELDS: Final = (
     "settlement_id",
     "payer_account",
     "payee_account",
@@ -84,7 +84,7 @@ _TERMS_FIELDS: Final = (
     "currency",
     "deadline",
 )
-_PREVALIDATE_FIELDS: Final = (*_TERMS_FIELDS, "certificate")
+_PREVALIDATE_FIELDS: Final = (*TERMS_FIELDS, "certificate")
 
 T = TypeVar("T")
 
@@ -318,10 +318,10 @@ class BankService:
                 raise BadRequest("invalid_field", "terms must be a list of payment terms", "terms")
             terms_of: dict[bytes, PaymentTerms] = {}
             for item in fields["terms"]:
-                if not isinstance(item, dict) or set(item) != set(_TERMS_FIELDS):
+                if not isinstance(item, dict) or set(item) != set(TERMS_FIELDS):
                     raise BadRequest(
                         "invalid_field",
-                        f"terms must be a list of objects with exactly {', '.join(_TERMS_FIELDS)}",
+                        f"terms must be a list of objects with exactly {', '.join(TERMS_FIELDS)}",
                         "terms",
                     )
                 terms = _parse_terms(item)
