@@ -12,10 +12,7 @@ secret) and does no I/O except ``write_committee_file``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from bank_adapter.authorization import certificate_to_json, committee_to_json
@@ -25,21 +22,16 @@ from consensus.report import (
     Action,
     Certificate,
     CommitteeConfig,
-    Decision,
-    Report,
-    config_digest,
     default_threshold,
-    make_certificate,
-    report_hash,
 )
+from consensus.signing import SigningCommittee, dev_secret_keys
 
 __all__ = ["DevCommittee"]
 
 
-@dataclass(frozen=True)
-class DevCommittee:
-    config: CommitteeConfig
-    secret_keys: tuple[int, ...]
+class DevCommittee(SigningCommittee):
+    """A committee for the bank's domain; adds its committee file and one-decision
+    certificates to :class:`consensus.signing.SigningCommittee`."""
 
     @classmethod
     def create(
@@ -52,9 +44,7 @@ class DevCommittee:
         chain_id: int = BANK_CHAIN_ID,
         verifier: bytes = BANK_VERIFIER_ID,
     ) -> DevCommittee:
-        sks = tuple(
-            bls.keygen(hashlib.sha256(seed + i.to_bytes(4, "big")).digest()) for i in range(n)
-        )
+        sks = dev_secret_keys(n, seed)
         cfg = CommitteeConfig(
             chain_id=chain_id,
             verifier=verifier,
@@ -65,10 +55,6 @@ class DevCommittee:
         )
         return cls(cfg, sks)
 
-    @property
-    def digest(self) -> bytes:
-        return config_digest(self.config)
-
     def committee_json(self) -> dict[str, object]:
         return committee_to_json(self.config, [bls.pop_prove(sk) for sk in self.secret_keys])
 
@@ -76,24 +62,6 @@ class DevCommittee:
         path = Path(path)
         path.write_text(json.dumps(self.committee_json(), indent=2))
         return path
-
-    def report(
-        self, decisions: Sequence[tuple[bytes, Action, bytes]], epoch: int = 1, round: int = 1
-    ) -> Report:
-        return Report(
-            config_digest=self.digest,
-            epoch=epoch,
-            round=round,
-            decisions=tuple(Decision(sid, action, th) for sid, action, th in decisions),
-        )
-
-    def certify(self, report: Report, signers: Sequence[int] | None = None) -> Certificate:
-        """A certificate signed by ``signers`` (member indices; default the first t)."""
-        members = range(self.config.t) if signers is None else signers
-        message = report_hash(report)
-        return make_certificate(
-            report, {i: bls.sign(self.secret_keys[i], message) for i in members}
-        )
 
     def certificate(
         self,

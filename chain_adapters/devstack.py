@@ -14,7 +14,6 @@ seed are not secret). It uses the chain's unlocked dev accounts, so it is for lo
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,58 +27,19 @@ from chain_adapters.bindings import (
 )
 from chain_adapters.build import Artifact, compile_contracts
 from chain_adapters.verifier import configure_bls_verifier
-from consensus import bls
-from consensus.report import (
-    Action,
-    Certificate,
-    CommitteeConfig,
-    Decision,
-    Report,
-    config_digest,
-    make_certificate,
-    report_hash,
-)
+from consensus import bls, signing
+from consensus.signing import SigningCommittee
 
 __all__ = ["ChainCommittee", "EscrowStack", "deploy_escrow_stack", "dev_secret_keys"]
 
 
 def dev_secret_keys(n: int, seed: bytes = b"dvpsim dev chain committee") -> tuple[int, ...]:
     """n BLS secret keys from a public seed (IETF KeyGen): for local runs only."""
-    return tuple(bls.keygen(hashlib.sha256(seed + i.to_bytes(4, "big")).digest()) for i in range(n))
+    return signing.dev_secret_keys(n, seed)
 
 
-@dataclass(frozen=True)
-class ChainCommittee:
+class ChainCommittee(SigningCommittee):
     """A committee configured on one coordinator, with its members' secret keys."""
-
-    config: CommitteeConfig
-    secret_keys: tuple[int, ...]
-
-    @property
-    def digest(self) -> bytes:
-        return config_digest(self.config)
-
-    def report(
-        self,
-        decisions: Sequence[Decision | tuple[bytes, Action, bytes]],
-        epoch: int = 1,
-        round: int = 1,
-        digest: bytes | None = None,
-    ) -> Report:
-        return Report(
-            config_digest=self.digest if digest is None else digest,
-            epoch=epoch,
-            round=round,
-            decisions=tuple(d if isinstance(d, Decision) else Decision(*d) for d in decisions),
-        )
-
-    def certify(self, report: Report, signers: Sequence[int] | None = None) -> Certificate:
-        """A certificate signed by ``signers`` (member indices; default the first t)."""
-        members = range(self.config.t) if signers is None else signers
-        message = report_hash(report)
-        return make_certificate(
-            report, {i: bls.sign(self.secret_keys[i], message) for i in members}
-        )
 
 
 @dataclass(frozen=True)

@@ -115,6 +115,7 @@ class Action(IntEnum):
 _ACTION_WORDS: Final = {action: int(action).to_bytes(_WORD, "big") for action in Action}
 _DECISIONS_OFFSET_WORD: Final = (4 * _WORD).to_bytes(_WORD, "big")  # the array follows the head
 
+
 def _require_bytes(value: object, length: int, what: str) -> None:
     if not isinstance(value, bytes) or len(value) != length:
         raise ReportError(f"{what} must be {length} bytes")

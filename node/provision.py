@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 
 from consensus import bls, keystore
 from consensus.identity import identity_key_from_seed, public_key_bytes
+from dvpsim.process import ManagedProcess, start_python
 from node.identity import identity_from_seed, write_identity_file
 
 
@@ -133,3 +135,36 @@ def write_committee(
         path.write_text(json.dumps(config, indent=2))
         paths.append(path)
     return paths
+
+
+class NodeStartError(RuntimeError):
+    """A node process exited or stayed silent during start-up; one line with its log."""
+
+
+def start_node(index: int, config_path: Path) -> ManagedProcess:
+    """Launch ``python -m node`` for a provisioned config; its ready file and log sit
+    beside the config (``ready.json``, ``node.log``)."""
+    ready = config_path.parent / "ready.json"
+    ready.unlink(missing_ok=True)
+    return start_python(
+        f"node{index}",
+        "node",
+        ["--config", str(config_path), "--ready-file", str(ready)],
+        config_path.parent / "node.log",
+    )
+
+
+def wait_node_ready(
+    index: int, proc: ManagedProcess, config_path: Path, timeout: float = 60.0
+) -> dict[str, Any]:
+    """The node's ready file (pid, peer id, listen addresses, metrics port) once written;
+    NodeStartError if the process exits first or ``timeout`` seconds pass."""
+    ready = config_path.parent / "ready.json"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready.exists():
+            return dict(json.loads(ready.read_text()))
+        if not proc.running():
+            raise NodeStartError(f"node {index} exited during start-up: {proc.log_tail(3)}")
+        time.sleep(0.05)
+    raise NodeStartError(f"node {index} did not start within {timeout:.0f} s (log {proc.log_path})")

@@ -58,9 +58,16 @@ from chain_adapters.model import ZERO_ADDRESS, Mode, State, Terms
 from chain_adapters.sender import TransactionReverted, TransactionSender
 from chain_adapters.verifier import configure_bls_verifier
 from consensus.report import CommitteeConfig
-from dvpsim.process import ManagedProcess, start_python
+from dvpsim.process import ManagedProcess
 from node.book import bank_account
-from node.provision import MemberKeys, make_keys, write_committee
+from node.provision import (
+    MemberKeys,
+    NodeStartError,
+    make_keys,
+    start_node,
+    wait_node_ready,
+    write_committee,
+)
 from scenarios.checks import (
     LegState,
     Movement,
@@ -444,33 +451,16 @@ class RealRun:
         )
 
     def _start_node(self, index: int) -> ManagedProcess:
-        path = self.node_paths[index]
-        ready = path.parent / "ready.json"
-        ready.unlink(missing_ok=True)
-        proc = start_python(
-            f"node{index}",
-            "node",
-            ["--config", str(path), "--ready-file", str(ready)],
-            path.parent / "node.log",
-        )
+        proc = start_node(index, self.node_paths[index])
         self.nodes[index] = proc
         self.history.write("node-start", node=index, pid=proc.pid)
         return proc
 
-    def _wait_ready(self, index: int, timeout: float = 60.0) -> dict[str, Any]:
-        ready = self.node_paths[index].parent / "ready.json"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready.exists():
-                return dict(json.loads(ready.read_text()))
-            if not self.nodes[index].running():
-                raise RunError(
-                    f"node {index} exited during start-up: {self.nodes[index].log_tail(3)}"
-                )
-            time.sleep(0.05)
-        raise RunError(
-            f"node {index} did not start within {timeout:.0f} s (log {self.nodes[index].log_path})"
-        )
+    def _wait_ready(self, index: int) -> dict[str, Any]:
+        try:
+            return wait_node_ready(index, self.nodes[index], self.node_paths[index])
+        except NodeStartError as exc:
+            raise RunError(str(exc)) from None
 
     def _wait_live(self, timeout: float = 60.0) -> None:
         """Wait until every node has accepted a certificate: the committee is connected and
@@ -522,65 +512,35 @@ class RealRun:
         s = self.scenario.settlements
         seller = self.parties[s.seller]["address"]
         buyer = self.parties[item.buyer]["address"]
+
+        def leg(mode: Mode, asset_token: str, payment_token: str) -> Terms:
+            return Terms(
+                item.settlement_id,
+                mode,
+                seller,
+                buyer,
+                asset_token,
+                s.asset_amount,
+                payment_token,
+                s.payment_amount,
+                deadline,
+            )
+
         a = self.chains["A"]
         assert a.asset is not None
         mode = self.scenario.mode
         if mode == "single-chain-onchain":
             assert a.payment is not None
-            return {
-                "A": Terms(
-                    item.settlement_id,
-                    Mode.SWAP,
-                    seller,
-                    buyer,
-                    a.asset.address,
-                    s.asset_amount,
-                    a.payment.address,
-                    s.payment_amount,
-                    deadline,
-                )
-            }
+            return {"A": leg(Mode.SWAP, a.asset.address, a.payment.address)}
         if mode in ("single-chain-bank", "multi-chain-messaging"):
             # The payment leg is at the bank: no token here, but its amount is part of the
             # terms, so the committee asks the bank for exactly what the escrow promised.
-            return {
-                "A": Terms(
-                    item.settlement_id,
-                    Mode.ASSET_ESCROW,
-                    seller,
-                    buyer,
-                    a.asset.address,
-                    s.asset_amount,
-                    ZERO_ADDRESS,
-                    s.payment_amount,
-                    deadline,
-                )
-            }
+            return {"A": leg(Mode.ASSET_ESCROW, a.asset.address, ZERO_ADDRESS)}
         b = self.chains["B"]
         assert a.payment is not None and b.asset is not None and b.payment is not None
         return {
-            "A": Terms(
-                item.settlement_id,
-                Mode.BRIDGE_SELLER_SIDE,
-                seller,
-                buyer,
-                a.asset.address,
-                s.asset_amount,
-                a.payment.address,
-                s.payment_amount,
-                deadline,
-            ),
-            "B": Terms(
-                item.settlement_id,
-                Mode.BRIDGE_BUYER_SIDE,
-                seller,
-                buyer,
-                b.asset.address,
-                s.asset_amount,
-                b.payment.address,
-                s.payment_amount,
-                deadline,
-            ),
+            "A": leg(Mode.BRIDGE_SELLER_SIDE, a.asset.address, a.payment.address),
+            "B": leg(Mode.BRIDGE_BUYER_SIDE, b.asset.address, b.payment.address),
         }
 
     def _drive_one(self, item: Tracked) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -10,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from chain_adapters.localchain import free_port
-from dvpsim.process import ManagedProcess, start_python
-from node.provision import MemberKeys, make_keys, write_committee
+from dvpsim.process import ManagedProcess
+from node.provision import MemberKeys, make_keys, start_node, wait_node_ready, write_committee
 
 FAST_TIMING = {
     "delta_progress": 2.0,
@@ -40,15 +39,7 @@ class Committee:
         self.procs: dict[int, ManagedProcess] = {}
 
     def start(self, index: int) -> ManagedProcess:
-        path = self.paths[index]
-        ready = path.parent / "ready.json"
-        ready.unlink(missing_ok=True)
-        proc = start_python(
-            f"node{index}",
-            "node",
-            ["--config", str(path), "--ready-file", str(ready)],
-            path.parent / "node.log",
-        )
+        proc = start_node(index, self.paths[index])
         self.procs[index] = proc
         return proc
 
@@ -57,17 +48,7 @@ class Committee:
             self.start(i)
 
     def ready(self, index: int, timeout: float = 30.0) -> dict[str, Any]:
-        ready = self.paths[index].parent / "ready.json"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ready.exists():
-                return dict(json.loads(ready.read_text()))
-            proc = self.procs[index]
-            assert proc.running(), f"node {index} exited: {proc.log_tail()}"
-            time.sleep(0.05)
-        raise AssertionError(
-            f"node {index} not ready after {timeout} s: {self.procs[index].log_tail()}"
-        )
+        return wait_node_ready(index, self.procs[index], self.paths[index], timeout)
 
     def stop_all(self) -> dict[int, int | None]:
         return {i: p.stop() for i, p in self.procs.items()}
