@@ -10,14 +10,18 @@ and is decoded strictly (``consensus.report.decode_report``), verified with
 ``verify_certificate`` against the trusted config, and reduced to the ``Authorization``
 the ledger core needs: the decision the report holds for the request's settlement.
 
-Verification results are cached (bounded LRU) by (trusted config digest, report hash,
-signer bitmap, signature). That is safe because ``verify_certificate`` is a pure function
-of exactly those inputs: the report hash commits to every report byte including its config
-digest, the trusted config never changes while the process runs (and is in the key anyway),
-and only successes are cached, so an attacker cannot poison the cache with a failure or
+Verification results are cached (bounded LRU) by (crypto suite, trusted config digest,
+report hash, signer bitmap, signature). That is safe because ``verify_certificate`` is a
+pure function of exactly those inputs: the report hash commits to every report byte
+including its config digest, the trusted config never changes while the process runs (and
+is in the key anyway), the suite's name keeps a simulation's stand-in signatures from ever
+vouching for a certificate under real crypto, and only successes are cached, so an attacker cannot poison the cache with a failure or
 grow it with garbage. The cache skips only the pairing check; the replay, action, terms
 and state rules run on every request. It pays off when one report batches decisions for
 many settlements and when several nodes transmit the same certificate.
+
+Signatures are checked with a crypto suite (``consensus.crypto``): the real one, unless a
+simulated bank is given its world's suite (``authorize(..., crypto=...)``).
 
 This module must never accept a certificate without checking it against the trusted
 config, cache a failed verification, or read the clock.
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bank_adapter.ledger import Authorization, LedgerError, Operation
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.report import (
     Action,
     Certificate,
@@ -148,17 +153,21 @@ def _report_hash(report: Report) -> bytes:
     return report_hash(report)
 
 
+#: (crypto suite name, trusted config digest, report hash, signer bitmap, signature).
+CacheKey = tuple[str, bytes, bytes, int, bytes]
+
+
 class VerificationCache:
     """Bounded LRU of certificates that verified (see the module docstring for why this is
     safe). Only ``authorize`` writes it."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self.capacity = capacity
-        self._entries: OrderedDict[tuple[bytes, bytes, int, bytes], None] = OrderedDict()
+        self._entries: OrderedDict[CacheKey, None] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
-    def contains(self, key: tuple[bytes, bytes, int, bytes]) -> bool:
+    def contains(self, key: CacheKey) -> bool:
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1
@@ -166,7 +175,7 @@ class VerificationCache:
         self.misses += 1
         return False
 
-    def add(self, key: tuple[bytes, bytes, int, bytes]) -> None:
+    def add(self, key: CacheKey) -> None:
         self._entries[key] = None
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -177,15 +186,18 @@ def authorize(
     committee: CommitteeConfig,
     settlement_id: bytes,
     cache: VerificationCache | None = None,
+    *,
+    crypto: CryptoSuite = REAL_CRYPTO,
 ) -> Authorization:
-    """Verify ``cert`` against the trusted committee and return its decision for
-    ``settlement_id``. Raises CertificateRejected (certificate_invalid) if it does not
-    verify, LedgerError (certificate_wrong_settlement) if it holds no decision for it."""
+    """Verify ``cert`` against the trusted committee (with ``crypto``) and return its
+    decision for ``settlement_id``. Raises CertificateRejected (certificate_invalid) if it
+    does not verify, LedgerError (certificate_wrong_settlement) if it holds no decision
+    for it."""
     rhash = _report_hash(cert.report)
-    key = (config_digest(committee), rhash, cert.signers, cert.signature)
+    key = (crypto.name, config_digest(committee), rhash, cert.signers, cert.signature)
     if cache is None or not cache.contains(key):
         try:
-            verify_certificate(cert, committee)
+            verify_certificate(cert, committee, crypto=crypto)
         except CertificateError as exc:
             raise CertificateRejected(
                 "certificate_invalid",

@@ -15,6 +15,12 @@ signature against the bank's pinned public key, refuses stale signatures, and dr
 duplicates by event id (delivery is at least once). It also keeps each settlement's most
 advanced state, so an out-of-order callback never moves a settlement backwards.
 
+The bank states its own clock (``as_of_ms``, unix ms) in status answers, report answers and
+callbacks. Every ``InstructionStatus`` carries the time of the answer it came from, and
+``status_reply`` / ``apply_report_reply`` / ``CallbackEvent`` give it with the answer as a
+whole (a 404 for an unknown settlement states it too). Nodes judge a bank leg EXPIRED by
+this clock, never by their own; None means the answer did not state it.
+
 This module must never retry a request the bank refused with a 4xx (it would fail the same
 way), send an unsigned request, or trust a callback whose signature it did not check.
 """
@@ -54,9 +60,13 @@ __all__ = [
     "CallbackEvent",
     "DecisionResult",
     "InstructionStatus",
+    "ReportReply",
+    "StatusReply",
     "SyncBankClient",
     "WebhookReceiver",
     "WebhookSignatureError",
+    "report_reply_from_answer",
+    "status_reply_from_answer",
 ]
 
 _RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
@@ -95,9 +105,13 @@ class InstructionStatus:
     currency: str | None
     deadline: int | None
     duplicate: bool  # the bank had already applied this decision
+    # The bank's clock (unix ms) in the answer that stated this status; None: not stated.
+    as_of_ms: int | None = None
 
     @classmethod
-    def from_json(cls, value: Mapping[str, Any], duplicate: bool = False) -> InstructionStatus:
+    def from_json(
+        cls, value: Mapping[str, Any], duplicate: bool = False, as_of_ms: int | None = None
+    ) -> InstructionStatus:
         reason = value.get("reject_reason")
         return cls(
             settlement_id=bytes.fromhex(value["settlement_id"][2:]),
@@ -110,7 +124,27 @@ class InstructionStatus:
             currency=value.get("currency"),
             deadline=value.get("deadline"),
             duplicate=duplicate,
+            as_of_ms=as_of_ms,
         )
+
+
+def _as_of_ms(answer: Mapping[str, Any]) -> int | None:
+    """The bank's clock an answer or callback states (``as_of_ms``), None if it states none.
+    ValueError if it is there but not a non-negative integer."""
+    value = answer.get("as_of_ms")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"as_of_ms must be a non-negative integer of unix ms, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """The bank's answer to a status request (``BankClient.status_reply``)."""
+
+    instruction: InstructionStatus | None  # None: the bank has no instruction (404)
+    as_of_ms: int | None  # the bank's clock when it answered; None: not stated
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +209,7 @@ class BankClient:
         )
         if status == 422 and "instruction" not in answer:
             raise _api_error(status, answer)
-        return InstructionStatus.from_json(answer["instruction"], bool(answer.get("duplicate")))
+        return _instruction(status, answer)
 
     async def execute(
         self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
@@ -192,32 +226,27 @@ class BankClient:
         """Every decision of ``certificate`` in one call (``POST /v1/reports``), with the
         terms of its PREPARE decisions; one result per decision, in report order. A
         refused decision is a result (``error_code``), not an exception; a certificate the
-        bank refuses raises BankApiError."""
+        bank refuses raises BankApiError. ``apply_report_reply`` also gives the bank's
+        time."""
+        reply = await self.apply_report_reply(certificate, terms, idempotency_key=idempotency_key)
+        return list(reply.results)
+
+    async def apply_report_reply(
+        self,
+        certificate: Certificate,
+        terms: Sequence[PaymentTerms],
+        *,
+        idempotency_key: str | None = None,
+    ) -> ReportReply:
+        """``apply_report`` with the bank's clock when it answered (``as_of_ms``): always
+        the time of this request, even when every decision's answer is a replayed one."""
         body = {
             "certificate": certificate_to_json(certificate),
             "terms": [_terms_json(t) for t in terms],
         }
         key = idempotency_key or f"report:{report_hash(certificate.report).hex()}"
-        _, answer = await self._request("POST", "/v1/reports", body, key)
-        results = []
-        for item in answer["results"]:
-            reply = item["answer"]
-            error = reply.get("error")
-            results.append(
-                DecisionResult(
-                    settlement_id=bytes.fromhex(item["settlement_id"][2:]),
-                    status=int(item["status"]),
-                    instruction=(
-                        InstructionStatus.from_json(
-                            reply["instruction"], bool(reply.get("duplicate"))
-                        )
-                        if "instruction" in reply
-                        else None
-                    ),
-                    error_code=None if error is None else str(error.get("code")),
-                )
-            )
-        return results
+        status, answer = await self._request("POST", "/v1/reports", body, key)
+        return report_reply_from_answer(status, answer)
 
     async def cancel(
         self, settlement_id: bytes, certificate: Certificate, *, idempotency_key: str | None = None
@@ -232,25 +261,25 @@ class BankClient:
         idempotency_key: str | None,
     ) -> InstructionStatus:
         key = idempotency_key or _default_key(operation, settlement_id, certificate)
-        _, answer = await self._request(
+        status, answer = await self._request(
             "POST",
             f"/v1/instructions/0x{settlement_id.hex()}/{operation}",
             {"certificate": certificate_to_json(certificate)},
             key,
         )
-        return InstructionStatus.from_json(answer["instruction"], bool(answer.get("duplicate")))
+        return _instruction(status, answer)
 
     async def status(self, settlement_id: bytes) -> InstructionStatus | None:
         """The instruction for a settlement, or None if the bank has none (polling fallback)."""
-        try:
-            _, answer = await self._request(
-                "GET", f"/v1/instructions/0x{settlement_id.hex()}", None, None
-            )
-        except BankApiError as exc:
-            if exc.code == "unknown_instruction":
-                return None
-            raise
-        return InstructionStatus.from_json(answer["instruction"])
+        return (await self.status_reply(settlement_id)).instruction
+
+    async def status_reply(self, settlement_id: bytes) -> StatusReply:
+        """The instruction for a settlement (None if the bank has none) and the bank's clock
+        when it answered, which a 404 for an unknown settlement states too."""
+        status, answer = await self._request(
+            "GET", f"/v1/instructions/0x{settlement_id.hex()}", None, None, ok=(200, 404)
+        )
+        return status_reply_from_answer(status, answer)
 
     async def account(self, account_id: str) -> AccountStatus:
         _, answer = await self._request("GET", f"/v1/accounts/{account_id}", None, None)
@@ -310,7 +339,7 @@ class BankClient:
         )
 
     def _backoff_s(self, retry: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2**retry)
+        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2.0**retry)
         return ceiling * (0.5 + self._rng.random() / 2)
 
 
@@ -323,6 +352,61 @@ def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
         "currency": terms.currency,
         "deadline": terms.deadline,
     }
+
+
+def status_reply_from_answer(status: int, answer: Mapping[str, Any]) -> StatusReply:
+    """A status answer (200, or 404 for an unknown settlement) as a StatusReply; the one
+    parser of ``GET /v1/instructions/{id}`` answers (the simulated bank's clients use it
+    too). Raises BankApiError for any other answer."""
+    as_of_ms = _answer_as_of_ms(status, answer)
+    if status == 404:
+        error = answer.get("error")
+        if not isinstance(error, Mapping) or error.get("code") != "unknown_instruction":
+            raise _api_error(status, answer)
+        return StatusReply(None, as_of_ms)
+    if status != 200:
+        raise _api_error(status, answer)
+    return StatusReply(_instruction(status, answer), as_of_ms)
+
+
+def report_reply_from_answer(status: int, answer: Mapping[str, Any]) -> ReportReply:
+    """A ``POST /v1/reports`` answer (200) as a ReportReply: one result per decision, in
+    report order, each with the bank's time of this answer; the one parser of those
+    answers (the simulated bank's clients use it too)."""
+    as_of_ms = _answer_as_of_ms(status, answer)
+    results = []
+    for item in answer["results"]:
+        reply = item["answer"]
+        error = reply.get("error")
+        results.append(
+            DecisionResult(
+                settlement_id=bytes.fromhex(item["settlement_id"][2:]),
+                status=int(item["status"]),
+                instruction=(
+                    InstructionStatus.from_json(
+                        reply["instruction"], bool(reply.get("duplicate")), as_of_ms
+                    )
+                    if "instruction" in reply
+                    else None
+                ),
+                error_code=None if error is None else str(error.get("code")),
+            )
+        )
+    return ReportReply(tuple(results), as_of_ms)
+
+
+def _answer_as_of_ms(status: int, answer: Mapping[str, Any]) -> int | None:
+    try:
+        return _as_of_ms(answer)
+    except ValueError as exc:
+        raise BankApiError(status, "invalid_response", str(exc)) from None
+
+
+def _instruction(status: int, answer: Mapping[str, Any]) -> InstructionStatus:
+    """The instruction of an instruction answer, with the time the answer states."""
+    return InstructionStatus.from_json(
+        answer["instruction"], bool(answer.get("duplicate")), _answer_as_of_ms(status, answer)
+    )
 
 
 def _api_error(status: int, answer: Mapping[str, Any]) -> BankApiError:
@@ -371,8 +455,16 @@ class SyncBankClient:
     ) -> list[DecisionResult]:
         return self._run(self._client.apply_report(certificate, terms, **kw))
 
+    def apply_report_reply(
+        self, certificate: Certificate, terms: Sequence[PaymentTerms], **kw: Any
+    ) -> ReportReply:
+        return self._run(self._client.apply_report_reply(certificate, terms, **kw))
+
     def status(self, settlement_id: bytes) -> InstructionStatus | None:
         return self._run(self._client.status(settlement_id))
+
+    def status_reply(self, settlement_id: bytes) -> StatusReply:
+        return self._run(self._client.status_reply(settlement_id))
 
     def account(self, account_id: str) -> AccountStatus:
         return self._run(self._client.account(account_id))
@@ -409,11 +501,22 @@ class DecisionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportReply:
+    """The bank's answer to a report (``BankClient.apply_report_reply``)."""
+
+    results: tuple[DecisionResult, ...]  # one per decision, in report order
+    as_of_ms: int | None  # the bank's clock when it answered; None: not stated
+
+
+@dataclass(frozen=True, slots=True)
 class CallbackEvent:
     event_id: str
     type: str
-    created_ms: int
+    created_ms: int  # when the bank made the change the event reports
     instruction: InstructionStatus
+    # The bank's clock when this delivery attempt was sent (a retry states a later time);
+    # None for a body that does not state it.
+    as_of_ms: int | None = None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -428,7 +531,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 class WebhookReceiver:
-    """Checks and deduplicates the bank's callbacks; tracks each settlement's state."""
+    """Checks and deduplicates the bank's callbacks; tracks each settlement's state and the
+    latest bank time stated."""
 
     def __init__(
         self, bank_public_key: bytes, *, tolerance_s: int = 300, remember: int = 100_000
@@ -439,6 +543,9 @@ class WebhookReceiver:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self.states: dict[bytes, InstructionState] = {}
         self.duplicates = 0
+        # The latest bank clock any authentic delivery stated, duplicates included (a
+        # duplicate is dropped, but the time it was sent at is still news).
+        self.latest_as_of_ms: int | None = None
 
     def receive(
         self, headers: Mapping[str, str], body: bytes, now_s: float
@@ -454,11 +561,15 @@ class WebhookReceiver:
         )
         try:
             value = json.loads(body)
+            if not isinstance(value, dict):
+                raise TypeError("a bank event is a JSON object")
+            as_of_ms = _as_of_ms(value)
             event = CallbackEvent(
                 event_id=str(value["event_id"]),
                 type=str(value["type"]),
                 created_ms=int(value["created_ms"]),
-                instruction=InstructionStatus.from_json(value["instruction"]),
+                instruction=InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms),
+                as_of_ms=as_of_ms,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise WebhookSignatureError(
@@ -467,6 +578,10 @@ class WebhookReceiver:
         header_id = _header(headers, WEBHOOK_EVENT_HEADER)
         if header_id is not None and header_id != event.event_id:
             raise WebhookSignatureError("callback event id header does not match its body")
+        if as_of_ms is not None and (
+            self.latest_as_of_ms is None or as_of_ms > self.latest_as_of_ms
+        ):
+            self.latest_as_of_ms = as_of_ms
         if event.event_id in self._seen:
             self.duplicates += 1
             return None

@@ -209,7 +209,7 @@ class Event:
     event_id: str
     kind: str
     settlement_id: bytes
-    payload: str  # canonical JSON, signed as is by the webhook sender
+    payload: str  # canonical JSON; the webhook sender adds its clock (as_of_ms) and signs that
     created_ms: int
 
 

@@ -25,6 +25,13 @@ __all__ = ["openapi_document"]
 _HEX32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 _ACCOUNT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
 _AMOUNT = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "minor units"}
+_AS_OF_MS = {
+    "type": "integer",
+    "minimum": 0,
+    "description": "the bank's clock when it answered, unix ms; set for this answer, never "
+    "stored or replayed. Nodes judge a bank leg EXPIRED by it: as_of_ms > deadline * 1000 "
+    "while the instruction is not final (EXECUTED, CANCELLED, REJECTED)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -35,7 +42,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
+def _errors(*statuses: int, schema: str = "Error") -> dict[str, Any]:
     text = {
         400: "malformed request (invalid_json, missing_field, unknown_field, invalid_field, invalid_amount, certificate_malformed, missing_idempotency_key)",
         401: "authentication failed (bad signature, unknown client, stale timestamp, replayed nonce)",
@@ -45,7 +52,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         422: "instruction_rejected (with the REJECTED instruction) or idempotency_key_reused",
         503: "bank_outage or injected_error (fault controls); retry with the same Idempotency-Key",
     }
-    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+    return {str(s): _json(_ref(schema), text[s]) for s in statuses}
 
 
 _AUTH_HEADERS = [
@@ -61,6 +68,16 @@ _IDEMPOTENCY = {
 }
 _SID_PARAM = {"name": "settlement_id", "in": "path", "required": True, "schema": _HEX32}
 
+
+_ERROR_OBJECT: dict[str, Any] = {
+    "type": "object",
+    "required": ["code", "message"],
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+    },
+}
 
 _PAYMENT_TERMS: dict[str, Any] = {
     "type": "object",
@@ -82,17 +99,13 @@ def openapi_document() -> dict[str, Any]:
         "Error": {
             "type": "object",
             "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "field": {"type": "string"},
-                    },
-                }
-            },
+            "properties": {"error": _ERROR_OBJECT},
+        },
+        "TimedError": {
+            "type": "object",
+            "description": "an error of a status or report request, with the bank's clock",
+            "required": ["error", "as_of_ms"],
+            "properties": {"error": _ERROR_OBJECT, "as_of_ms": _AS_OF_MS},
         },
         "Certificate": {
             "type": "object",
@@ -131,12 +144,13 @@ def openapi_document() -> dict[str, Any]:
         },
         "ReportReply": {
             "type": "object",
-            "required": ["results"],
+            "required": ["results", "as_of_ms"],
             "properties": {
                 "results": {
                     "type": "array",
                     "description": "one per decision, in report order: the status and body "
-                    "its own endpoint would have answered",
+                    "its own endpoint would have answered (a retry with the same "
+                    "Idempotency-Key gets the stored first answers here)",
                     "items": {
                         "type": "object",
                         "required": ["settlement_id", "status", "answer"],
@@ -146,7 +160,12 @@ def openapi_document() -> dict[str, Any]:
                             "answer": {"type": "object"},
                         },
                     },
-                }
+                },
+                "as_of_ms": {
+                    **_AS_OF_MS,
+                    "description": "the bank's clock when it answered this request, unix ms "
+                    "(a retry states the time of the retry); see StatusReply",
+                },
             },
         },
         "Instruction": {
@@ -183,6 +202,15 @@ def openapi_document() -> dict[str, Any]:
                 "duplicate": {"type": "boolean", "description": "already applied; nothing changed"},
             },
         },
+        "StatusReply": {
+            "type": "object",
+            "required": ["instruction", "duplicate", "as_of_ms"],
+            "properties": {
+                "instruction": _ref("Instruction"),
+                "duplicate": {"type": "boolean", "description": "always false"},
+                "as_of_ms": _AS_OF_MS,
+            },
+        },
         "Account": {
             "type": "object",
             "properties": {
@@ -206,8 +234,18 @@ def openapi_document() -> dict[str, Any]:
                         "instruction.cancelled",
                     ]
                 },
-                "created_ms": {"type": "integer"},
+                "created_ms": {
+                    "type": "integer",
+                    "description": "when the bank made the change (unix ms)",
+                },
                 "instruction": _ref("Instruction"),
+                "as_of_ms": {
+                    **_AS_OF_MS,
+                    "description": "the bank's clock when this delivery attempt was sent, unix "
+                    "ms: added to the event at each attempt (a retry or duplicate states a "
+                    "later time) and covered by the signature; not part of the event's "
+                    "identity (deduplicate by event_id)",
+                },
             },
         },
         "FaultConfig": {
@@ -227,8 +265,8 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-    signed = [{"hmacRequest": []}]
-    admin = [{"adminToken": []}]
+    signed: list[dict[str, list[str]]] = [{"hmacRequest": []}]
+    admin: list[dict[str, list[str]]] = [{"adminToken": []}]
     instruction_reply = _ref("InstructionReply")
     paths: dict[str, Any] = {
         "/openapi.json": {
@@ -273,19 +311,24 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("ReportRequest")}},
                 },
                 "responses": {
-                    "200": _json(_ref("ReportReply"), "one result per decision"),
-                    **_errors(400, 401, 403, 422, 503),
+                    "200": _json(
+                        _ref("ReportReply"), "one result per decision, and the bank's clock"
+                    ),
+                    **_errors(400, 403, 422, schema="TimedError"),
+                    **_errors(401, 503),
                 },
             }
         },
         "/v1/instructions/{settlement_id}": {
             "get": {
-                "summary": "instruction status (polling fallback for callbacks)",
+                "summary": "instruction status (polling fallback for callbacks), with the "
+                "bank's clock (as_of_ms), the 404 of an unknown settlement too",
                 "security": signed,
                 "parameters": [_SID_PARAM, *_AUTH_HEADERS],
                 "responses": {
-                    "200": _json(instruction_reply, "the instruction"),
-                    **_errors(400, 401, 404, 503),
+                    "200": _json(_ref("StatusReply"), "the instruction and the bank's clock"),
+                    **_errors(400, 404, schema="TimedError"),
+                    **_errors(401, 503),
                 },
             }
         },

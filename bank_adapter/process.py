@@ -4,6 +4,8 @@
 writes (committee, clients, accounts) and reads the ready line to learn the port. It is how
 tests, benchmarks and scenario runners get a real bank: ``kill()`` is a SIGKILL (a crash),
 ``stop()`` a SIGTERM with a bounded wait, ``start()`` again reopens the same ledger file.
+The child is started, registered and stopped by ``processes`` (the one way dvpsim starts a
+process), with ``PR_SET_PDEATHSIG``: start it from a thread that outlives it.
 
 It must never signal a process it did not start, or leave its child running after
 ``stop()``; the bank binds 127.0.0.1 only.
@@ -12,17 +14,14 @@ It must never signal a process it did not start, or leave its child running afte
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import select
-import signal
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
 from bank_adapter.devcommittee import DevCommittee
+from processes import ManagedProcess, ProcessStartError, start_process
 
 __all__ = ["BankProcess", "BankStartError"]
 
@@ -76,13 +75,13 @@ class BankProcess:
         self.webhooks = tuple(webhooks)
         self.extra_args = tuple(extra_args)
         self.start_timeout_s = start_timeout_s
-        self.proc: subprocess.Popen[str] | None = None
+        self.process: ManagedProcess | None = None
         self.url = ""
         self.starts = 0
 
     @property
     def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
+        return None if self.process is None else self.process.pid
 
     def command(self) -> list[str]:
         cmd = [
@@ -111,57 +110,39 @@ class BankProcess:
 
     def start(self) -> str:
         """Start (or restart on the same ledger) and return the base URL."""
-        if self.proc is not None and self.proc.poll() is None:
+        if self.process is not None and self.process.running():
             raise RuntimeError("bank process is already running")
-        env = dict(os.environ, DVPSIM_BANK_ADMIN_TOKEN=self.admin_token, PYTHONUNBUFFERED="1")
-        log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-        log.close()
         self.starts += 1
-        assert self.proc.stdout is not None
-        # The ready line is the first stdout line; a dead child closes stdout (EOF: "").
-        ready, _, _ = select.select([self.proc.stdout], [], [], self.start_timeout_s)
-        line = self.proc.stdout.readline() if ready else ""
-        if not line.startswith(_READY_PREFIX):
-            self.kill()
-            raise BankStartError(
-                f"bank did not start (exit {self.proc.returncode}); log {self.log_path}:\n"
-                + self.log_path.read_text()[-2000:]
+        try:
+            self.process = start_process(
+                "bank",
+                self.command(),
+                self.log_path,
+                env={"DVPSIM_BANK_ADMIN_TOKEN": self.admin_token, "PYTHONUNBUFFERED": "1"},
+                ready_prefix=_READY_PREFIX,
+                ready_timeout=self.start_timeout_s,
             )
-        self.url = line[len(_READY_PREFIX) :].strip()
+        except ProcessStartError as exc:
+            self.process = exc.process
+            raise BankStartError(
+                f"bank did not start ({exc}); log {self.log_path}:\n"
+                + self.log_path.read_text(errors="replace")[-2000:]
+            ) from None
+        assert self.process.ready_line is not None
+        self.url = self.process.ready_line[len(_READY_PREFIX) :].strip()
         # Later runs reuse the port so clients keep their base URL across restarts.
         self._port = int(self.url.rsplit(":", 1)[1])
         return self.url
 
     def kill(self) -> None:
         """SIGKILL: the crash the ledger must survive."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        if self.proc is not None:
-            self.proc.wait(timeout=10)
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
+        if self.process is not None:
+            self.process.kill()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM, then SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+        if self.process is not None:
+            self.process.stop(timeout_s)
 
     def __enter__(self) -> BankProcess:
         self.start()

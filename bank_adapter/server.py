@@ -2,7 +2,9 @@
 
 The server is a thin adapter: it reads the clock, authenticates the request
 (``signing.RequestAuthenticator``), applies the configured faults, and hands the body to
-``service.BankService``, which does everything that decides. Handlers call the service
+``service.BankService``, which does everything that decides. The clock it reads is the
+bank's clock: the ``now_ms`` the ledger rules run at, and the ``as_of_ms`` that status and
+report answers state. Handlers call the service
 synchronously, so a storage transaction never spans an ``await`` and requests are applied
 one at a time in arrival order.
 
@@ -14,6 +16,7 @@ Routes (see ``openapi.py`` for the schemas, served at ``GET /openapi.json``)::
     POST /v1/instructions/{settlement_id}/execute     execute     (COMMIT certificate)
     POST /v1/instructions/{settlement_id}/cancel      cancel      (ABORT certificate)
     GET  /v1/instructions/{settlement_id}             status, the polling fallback
+    POST /v1/reports                                  every decision of one certificate
     GET  /v1/accounts/{account_id}                    balance, held, available
     POST /admin/accounts        GET /admin/reconcile   GET|PUT /admin/faults
     POST /admin/crash                                  (admin: only with an admin token)
@@ -330,7 +333,7 @@ class BankServer:
             await self._authenticated(request)
         except _Refused as refused:
             return refused.response
-        return _json_response(self.service.status(request.match_info["sid"]))
+        return _json_response(self.service.status(request.match_info["sid"], _now_ms()))
 
     async def _account(self, request: web.Request) -> web.StreamResponse:
         try:

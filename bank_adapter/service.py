@@ -46,6 +46,7 @@ from bank_adapter.ledger import (
 )
 from bank_adapter.storage import LedgerStorage, LedgerTransaction
 from bank_adapter.terms import PaymentTerms, TermsError
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.report import Action, Certificate, CommitteeConfig
 
 __all__ = ["STATUS_OF_CODE", "BankService", "Reply", "error_body", "parse_settlement_id"]
@@ -176,6 +177,12 @@ def _parse_terms(body: dict[str, Any]) -> PaymentTerms:
         raise BadRequest(code, str(exc), exc.field) from None
 
 
+def _stated_at(reply: Reply, now_ms: int) -> Reply:
+    """``reply`` with the bank's clock in its body (top-level ``as_of_ms``, unix ms)."""
+    body = {**json.loads(reply.body), "as_of_ms": now_ms}
+    return Reply(reply.status, canonical_json(body).encode(), reply.replayed, reply.committed)
+
+
 def _outcome_body(outcome: Outcome) -> dict[str, Any]:
     return {"instruction": instruction_to_json(outcome.instruction), "duplicate": outcome.duplicate}
 
@@ -188,10 +195,14 @@ class BankService:
         storage: LedgerStorage,
         committee: CommitteeConfig,
         cache: VerificationCache | None = None,
+        crypto: CryptoSuite = REAL_CRYPTO,
     ) -> None:
         self.storage = storage
         self.committee = committee
         self.cache = cache if cache is not None else VerificationCache()
+        #: Checks certificates' signatures: the real suite, unless a simulated bank is
+        #: given its world's (``consensus.crypto``).
+        self.crypto = crypto
 
     # mutating operations ---------------------------------------------------
     def prevalidate(
@@ -220,7 +231,9 @@ class BankService:
             txn: LedgerTransaction, parsed: tuple[PaymentTerms, Certificate]
         ) -> tuple[int, dict[str, Any], Changes]:
             terms, cert = parsed
-            auth = authorize(cert, self.committee, terms.settlement_id, self.cache)
+            auth = authorize(
+                cert, self.committee, terms.settlement_id, self.cache, crypto=self.crypto
+            )
             outcome = ledger.prevalidate(txn, terms, auth, client_id, idempotency_key, now_ms)
             answer = _outcome_body(outcome)
             if outcome.duplicate:
@@ -295,7 +308,7 @@ class BankService:
             txn: LedgerTransaction, parsed: tuple[bytes, Certificate]
         ) -> tuple[int, dict[str, Any], Changes]:
             sid, cert = parsed
-            auth = authorize(cert, self.committee, sid, self.cache)
+            auth = authorize(cert, self.committee, sid, self.cache, crypto=self.crypto)
             outcome = rule(txn, sid, auth, client_id, idempotency_key, now_ms)
             return 200, _outcome_body(outcome), outcome.changes
 
@@ -310,7 +323,9 @@ class BankService:
         this request's group, its own idempotency record under ``KEY/0xSETTLEMENT``), so a
         batch and the same decisions sent one by one leave the same ledger; one refused
         decision does not stop the others. The certificate is checked once; a certificate
-        that does not verify refuses the whole request."""
+        that does not verify refuses the whole request. Every answer states the bank's clock
+        (top-level ``as_of_ms``, never stored); the inner answers are exactly what the single
+        endpoints answer (stored, replayed as first given)."""
         try:
             fields = parse_json_object(body, ("certificate", "terms"))
             cert = certificate_from_json(fields["certificate"])
@@ -330,9 +345,15 @@ class BankService:
                 raise BadRequest(
                     "invalid_field", "the certificate holds no decision", "certificate"
                 )
-            authorize(cert, self.committee, cert.report.decisions[0].settlement_id, self.cache)
+            authorize(
+                cert,
+                self.committee,
+                cert.report.decisions[0].settlement_id,
+                self.cache,
+                crypto=self.crypto,
+            )
         except LedgerError as exc:
-            return _error_reply(exc)
+            return _stated_at(_error_reply(exc), now_ms)
         results: list[dict[str, Any]] = []
         committed = False
         for decision in cert.report.decisions:
@@ -373,7 +394,10 @@ class BankService:
             results.append(
                 {"settlement_id": "0x" + sid.hex(), "status": reply.status, "answer": reply.json()}
             )
-        return Reply(200, canonical_json({"results": results}).encode(), committed=committed)
+        # The outer body is built for this request, so it states the bank's clock now, even
+        # when every inner answer is a stored first answer replayed.
+        answer = {"results": results, "as_of_ms": now_ms}
+        return Reply(200, canonical_json(answer).encode(), committed=committed)
 
     def open_account(
         self, client_id: str, idempotency_key: str, request_hash: bytes, body: bytes, now_ms: int
@@ -432,21 +456,31 @@ class BankService:
         return Reply(status, body, committed=True)
 
     # reads ---------------------------------------------------------------
-    def status(self, settlement_hex: str) -> Reply:
+    def status(self, settlement_hex: str, now_ms: int) -> Reply:
+        """The instruction of a settlement (the polling fallback). Every answer, the 404 of
+        an unknown settlement too, states the bank's clock ``now_ms`` as ``as_of_ms``: the
+        clock by which nodes judge whether a bank leg has EXPIRED."""
         try:
             sid = parse_settlement_id(settlement_hex, "settlement id in the path")
         except LedgerError as exc:
-            return _error_reply(exc)
+            return _stated_at(_error_reply(exc), now_ms)
         with self.storage.read() as view:
             instruction = view.instruction(sid)
         if instruction is None:
-            return Reply(
-                404,
-                error_body(
-                    "unknown_instruction", f"no instruction for settlement {settlement_hex}"
+            return _stated_at(
+                Reply(
+                    404,
+                    error_body(
+                        "unknown_instruction", f"no instruction for settlement {settlement_hex}"
+                    ),
                 ),
+                now_ms,
             )
-        body = {"instruction": instruction_to_json(instruction), "duplicate": False}
+        body = {
+            "instruction": instruction_to_json(instruction),
+            "duplicate": False,
+            "as_of_ms": now_ms,
+        }
         return Reply(200, canonical_json(body).encode())
 
     def account(self, account_id: str) -> Reply:

@@ -130,6 +130,9 @@ class MemoryStorage:
         self._uses: dict[tuple[bytes, bytes], CertificateUse] = {}
         self._idempotency: dict[tuple[str, str], IdempotencyRecord] = {}
         self._deliveries: dict[tuple[int, str], Delivery] = {}
+        # The deliveries not made yet, so the outbox is read in time proportional to what
+        # is pending rather than to every event ever sent (simulations send many).
+        self._undelivered: dict[tuple[int, str], None] = {}
         self._in_transaction = False
 
     # reads ---------------------------------------------------------------
@@ -208,6 +211,7 @@ class MemoryStorage:
                 self._deliveries[(seq, url)] = Delivery(
                     seq, url, event, 0, event.created_ms, None, None
                 )
+                self._undelivered[(seq, url)] = None
         for use in changes.certificate_uses:
             self._uses[(use.report_hash, use.settlement_id)] = use
         for record in changes.idempotency:
@@ -229,12 +233,17 @@ class MemoryStorage:
             ),
         )
 
+    def snapshot_events(self, after: int = 0) -> list[Event]:
+        """The events recorded after the first ``after``, in order (cheap: no copy of the
+        rest of the ledger)."""
+        return [stored.event for stored in self._events[after:]]
+
     # webhook deliveries ----------------------------------------------------
     def due_deliveries(self, now_ms: int, limit: int) -> list[Delivery]:
         due = [
             d
-            for d in self._deliveries.values()
-            if d.delivered_ms is None and d.next_attempt_ms <= now_ms and d.url in self.webhook_urls
+            for d in map(self._deliveries.__getitem__, self._undelivered)
+            if d.next_attempt_ms <= now_ms and d.url in self.webhook_urls
         ]
         due.sort(key=lambda d: (d.next_attempt_ms, d.seq, d.url))
         return due[:limit]
@@ -242,6 +251,7 @@ class MemoryStorage:
     def delivery_succeeded(self, seq: int, url: str, now_ms: int) -> None:
         d = self._deliveries[(seq, url)]
         self._deliveries[(seq, url)] = replace(d, attempts=d.attempts + 1, delivered_ms=now_ms)
+        self._undelivered.pop((seq, url), None)
 
     def delivery_failed(self, seq: int, url: str, next_attempt_ms: int, error: str) -> None:
         d = self._deliveries[(seq, url)]
@@ -253,11 +263,7 @@ class MemoryStorage:
         return [(sid, i.state.value) for sid, i in self._instructions.items()]
 
     def pending_delivery_count(self) -> int:
-        return sum(
-            1
-            for d in self._deliveries.values()
-            if d.delivered_ms is None and d.url in self.webhook_urls
-        )
+        return sum(1 for _, url in self._undelivered if url in self.webhook_urls)
 
     def close(self) -> None:
         pass

@@ -11,6 +11,10 @@ bookkeeping write sends the event again: delivery is at least once, and receiver
 deduplicate by event id (``client.WebhookReceiver``). Retries go on until the receiver
 answers; the status endpoint is the fallback for a receiver that is gone.
 
+Each attempt's body is the stored event with the bank's clock at sending added
+(``as_of_ms``, ``callback_body``), then signed: a late retry tells the receiver the bank's
+time now, not the time of the state change, and the outbox row itself never changes.
+
 This module must never hold a storage transaction across an ``await``, change ledger
 state, or send a callback that is not in the outbox.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import random
 import time
@@ -30,10 +35,11 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_adapter.faults import FaultInjector
+from bank_adapter.ledger import canonical_json
 from bank_adapter.signing import WEBHOOK_EVENT_HEADER, WEBHOOK_SIGNATURE_HEADER, sign_webhook
 from bank_adapter.storage import Delivery, LedgerStorage
 
-__all__ = ["WebhookSender", "backoff_ms"]
+__all__ = ["WebhookSender", "backoff_ms", "callback_body"]
 
 log = logging.getLogger("dvpsim.bank.webhooks")
 
@@ -47,6 +53,12 @@ def backoff_ms(attempts: int, base_ms: int, cap_ms: int, rng: random.Random) -> 
     [50%, 100%] so that many failed deliveries do not retry in lockstep."""
     ceiling = min(cap_ms, base_ms * 2 ** min(attempts, 30))
     return int(ceiling * (0.5 + rng.random() / 2))
+
+
+def callback_body(payload: str, now_ms: int) -> bytes:
+    """What one delivery attempt sends and signs: the stored event (canonical JSON) with
+    the bank's clock at sending, ``as_of_ms`` (unix ms), added at the top level."""
+    return canonical_json({**json.loads(payload), "as_of_ms": now_ms}).encode()
 
 
 class WebhookSender:
@@ -147,11 +159,12 @@ class WebhookSender:
 
     async def _post(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None:
         """POST once; None on a 2xx answer, else what went wrong."""
-        body = delivery.event.payload.encode()
+        now_ms = int(time.time() * 1000)  # one reading: the body's time and the signature's
+        body = callback_body(delivery.event.payload, now_ms)
         headers = {
             "Content-Type": "application/json",
             WEBHOOK_EVENT_HEADER: delivery.event.event_id,
-            WEBHOOK_SIGNATURE_HEADER: sign_webhook(self.key, body, int(time.time())),
+            WEBHOOK_SIGNATURE_HEADER: sign_webhook(self.key, body, now_ms // 1000),
         }
         try:
             async with session.post(delivery.url, data=body, headers=headers) as response:

@@ -6,21 +6,19 @@ to 127.0.0.1 on a free port, with a given chain id and ``--hardfork prague`` (wi
 Prague the EIP-2537 BLS12-381 precompiles silently return nothing). Its output goes
 to a log file.
 
-A chain is stopped by its PID: when its ``with`` block ends (normally, on an exception
-or on Ctrl-C), at interpreter exit for chains still running, and by the kernel if this
-process dies without cleaning up (``PR_SET_PDEATHSIG``). This module never signals a
-process it did not start.
+A chain is a :class:`processes.ManagedProcess`, stopped by its PID: when its ``with``
+block ends (normally, on an exception or on Ctrl-C), at interpreter exit for chains still
+running, and by the kernel if this process dies without cleaning up (``PR_SET_PDEATHSIG``);
+``processes`` does all three. This module never signals a process it did not start.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
 import platform
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -33,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from chain_adapters.build import REPO_ROOT
-from dvpsim.process import die_with_parent
+from processes import ManagedProcess, start_process
 
 HARDFORK = "prague"
 ANVIL_VERSION = "1.7.1"
@@ -161,18 +159,13 @@ def rpc_call(url: str, method: str, params: list[Any] | None = None, timeout: fl
     return reply["result"]
 
 
-_live: dict[int, LocalChain] = {}
-_live_lock = threading.Lock()
-
-
 @dataclass
 class LocalChain:
     """A running anvil process. Use as a context manager, or call :meth:`stop`."""
 
     chain_id: int
     port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
+    process: ManagedProcess
     block_time: float | None = None
     started_in: float = 0.0
     _w3: Any = field(default=None, repr=False)
@@ -182,11 +175,15 @@ class LocalChain:
         return self.process.pid
 
     @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+    @property
     def rpc_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def running(self) -> bool:
-        return self.process.poll() is None
+        return self.process.running()
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         return rpc_call(self.rpc_url, method, params)
@@ -207,22 +204,11 @@ class LocalChain:
             raise ChainError(f"evm_revert({snapshot_id}) refused by chain {self.chain_id}")
 
     def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return self.process.log_tail(lines)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop this anvil by its PID: SIGTERM, then SIGKILL if it lingers."""
-        with _live_lock:
-            _live.pop(self.pid, None)
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        self.process.stop(timeout)
 
     def __enter__(self) -> LocalChain:
         return self
@@ -259,19 +245,8 @@ def start_chain(
         if block_time is not None:
             args += ["--block-time", str(block_time)]
         begun = time.monotonic()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,
-            )
-        chain = LocalChain(
-            chain_id=chain_id, port=port, process=process, log_path=log_path, block_time=block_time
-        )
-        with _live_lock:
-            _live[process.pid] = chain
+        process = start_process(f"anvil-{chain_id}", args, log_path)
+        chain = LocalChain(chain_id=chain_id, port=port, process=process, block_time=block_time)
         try:
             _wait_until_ready(chain, startup_timeout)
         except ChainError as exc:
@@ -308,14 +283,3 @@ def _wait_until_ready(chain: LocalChain, timeout: float) -> None:
                 f"anvil on port {chain.port} did not answer within {timeout:.0f} s (log: {chain.log_path})"
             )
         time.sleep(0.02)
-
-
-def stop_all() -> None:
-    """Stop every chain this process started and has not stopped yet."""
-    with _live_lock:
-        chains = list(_live.values())
-    for chain in chains:
-        chain.stop()
-
-
-atexit.register(stop_all)

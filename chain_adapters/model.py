@@ -65,6 +65,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.report import (
     Action,
     Certificate,
@@ -690,12 +691,14 @@ class EscrowModel:
         terms: Sequence[Terms],
         *,
         strict: bool = False,
+        crypto: CryptoSuite = REAL_CRYPTO,
     ) -> list[EscrowEvent]:
         """``applyReport`` / ``applyReportStrict``: verify the certificate against the
         coordinator's committee (the contract's OracleVerifierBase checks, in the same
-        order), then apply its report."""
+        order), then apply its report. ``crypto`` is the suite the signatures are checked
+        with: the real one, as on chain, unless a simulation passes its own."""
         try:
-            verify_certificate(certificate, committee)
+            verify_certificate(certificate, committee, crypto=crypto)
         except CertificateError as exc:
             raise _certificate_revert(exc.reason, certificate, committee) from None
         return self.apply_report(certificate.report, terms, strict=strict)

@@ -22,7 +22,9 @@ Flood                  sends bursts of junk and well-formed but useless messages
 =====================  ==================================================================
 
 Randomness comes from a ``random.Random`` seeded per member by the caller, so a
-simulation with Byzantine members stays deterministic.
+simulation with Byzantine members stays deterministic. A Byzantine member signs, verifies
+and aggregates through the crypto suite of the node it wraps (``Node.crypto``), with its own
+keys only, and draws the same random numbers under every suite.
 
 This module must never give a Byzantine member another member's secret key or any view
 of another member's state: what it knows, it received.
@@ -36,9 +38,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, encode, peek_kind
 from consensus.config import ConsensusConfig
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.events import (
     Action,
     Broadcast,
@@ -47,7 +49,7 @@ from consensus.events import (
     ObservationReady,
     Send,
 )
-from consensus.identity import sign_observation
+from consensus.identity import observation_message
 from consensus.messages import (
     Kind,
     NewEpoch,
@@ -89,8 +91,9 @@ __all__ = [
 @dataclass(slots=True)
 class ByzantineContext:
     """What a Byzantine member has: its configuration, index, own keys, the outcome
-    function every member runs, its coalition (other Byzantine members it colludes with)
-    and its own seeded random generator."""
+    function every member runs, its coalition (other Byzantine members it colludes with),
+    its own seeded random generator, and the crypto suite of the node it wraps (it signs
+    with its own keys through that suite, as the honest node does)."""
 
     config: ConsensusConfig
     index: int
@@ -98,6 +101,7 @@ class ByzantineContext:
     outcome: OutcomeFunction
     coalition: frozenset[int]
     rng: random.Random
+    crypto: CryptoSuite = REAL_CRYPTO
     limits: CodecLimits = field(init=False)
 
     def __post_init__(self) -> None:
@@ -168,7 +172,9 @@ def byzantine(
     def factory(node: Node) -> ByzantineNode:
         starts[0] += 1
         rng = random.Random(f"{seed}/{node.index}/{starts[0]}")
-        ctx = ByzantineContext(config, node.index, keys[node.index], outcome, coalition, rng)
+        ctx = ByzantineContext(
+            config, node.index, keys[node.index], outcome, coalition, rng, crypto=node.crypto
+        )
         return ByzantineNode(node, ctx, behaviours())
 
     return factory
@@ -238,7 +244,7 @@ class InvalidShares(_Passive):
     @staticmethod
     def _corrupt(ctx: ByzantineContext) -> bytes:
         if ctx.rng.random() < 0.5:
-            return bls.sign(ctx.keys.bls_secret, ctx.rng.randbytes(32))
+            return ctx.crypto.bls_sign(ctx.keys.bls_secret, ctx.rng.randbytes(32))
         return ctx.rng.randbytes(96)
 
 
@@ -247,7 +253,7 @@ def _sign_reports(ctx: ByzantineContext, reports: Sequence[Report]) -> Shares:
     return Shares(
         first.epoch,
         first.round,
-        tuple(bls.sign(ctx.keys.bls_secret, report_hash(rep)) for rep in reports),
+        tuple(ctx.crypto.bls_sign(ctx.keys.bls_secret, report_hash(rep)) for rep in reports),
     )
 
 
@@ -430,8 +436,11 @@ class EquivocatingLeader(_Passive):
             ranked = sorted(others, key=lambda so: (-self.support(v, so), rng.random()))
             chosen = sorted(ranked[:size], key=lambda so: so.observer)
             mine = self.own_observation(ctx, v, honest)[: cfg.max_observation_bytes]
-            signature = sign_observation(
-                ctx.keys.identity, cfg.instance_digest, honest.epoch, honest.round, ctx.index, mine
+            signature = ctx.crypto.sign_observation(
+                ctx.keys.identity,
+                observation_message(
+                    cfg.instance_digest, honest.epoch, honest.round, ctx.index, mine
+                ),
             )
             own = SignedObservation(honest.epoch, honest.round, ctx.index, mine, signature)
             observations = tuple(sorted([*chosen, own], key=lambda so: so.observer))
@@ -458,7 +467,7 @@ class EquivocatingLeader(_Passive):
                 if not share or sender in variant.shares[i]:
                     continue
                 pk = ctx.config.targets[i].committee.public_keys[sender]
-                if bls.verify(pk, variant.hashes[i], share):
+                if ctx.crypto.bls_verify(pk, variant.hashes[i], share):
                     variant.shares[i][sender] = share
 
     def _finished(self, ctx: ByzantineContext) -> list[Action]:
@@ -471,7 +480,7 @@ class EquivocatingLeader(_Passive):
                 certs: list[Certificate] = []
                 for i, rep in enumerate(variant.reports):
                     chosen = dict(sorted(variant.shares[i].items())[: ts[i]])
-                    certs.append(make_certificate(rep, chosen))
+                    certs.append(make_certificate(rep, chosen, crypto=ctx.crypto))
                 variant.done = True
                 epoch, round_ = self.round_key
                 out.append(Broadcast(encode(RoundCertificates(epoch, round_, tuple(certs)))))

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from consensus.config import ConsensusConfig
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.harness import CertificateSighting, NetworkProfile, Simulation, SimulationResult
 from consensus.outcome import decode_facts
 from consensus.report import CertificateError, Decision, conflicts, verify_certificate
@@ -46,22 +47,31 @@ class Verdict:
 
 
 def valid_sightings(
-    config: ConsensusConfig, sightings: Iterable[CertificateSighting]
+    config: ConsensusConfig,
+    sightings: Iterable[CertificateSighting],
+    *,
+    crypto: CryptoSuite = REAL_CRYPTO,
 ) -> list[CertificateSighting]:
-    """The sightings whose certificate verifies for its target's committee."""
+    """The sightings whose certificate verifies for its target's committee, with the
+    run's crypto suite (a certificate of one suite never verifies under another)."""
     valid = []
     for s in sightings:
         try:
-            verify_certificate(s.certificate, config.targets[s.target].committee)
+            verify_certificate(s.certificate, config.targets[s.target].committee, crypto=crypto)
         except CertificateError:
             continue
         valid.append(s)
     return valid
 
 
-def check_agreement(config: ConsensusConfig, sightings: Sequence[CertificateSighting]) -> Verdict:
+def check_agreement(
+    config: ConsensusConfig,
+    sightings: Sequence[CertificateSighting],
+    *,
+    crypto: CryptoSuite = REAL_CRYPTO,
+) -> Verdict:
     first: dict[bytes, tuple[Decision, CertificateSighting]] = {}
-    valid = valid_sightings(config, sightings)
+    valid = valid_sightings(config, sightings, crypto=crypto)
     for s in valid:
         for d in s.certificate.report.decisions:
             seen = first.get(d.settlement_id)
@@ -83,13 +93,15 @@ def check_fact_validity(
     config: ConsensusConfig,
     sightings: Sequence[CertificateSighting],
     honest_observations: Iterable[bytes],
+    *,
+    crypto: CryptoSuite = REAL_CRYPTO,
 ) -> Verdict:
     """For ``FactsOutcome`` runs: each certified decision is a fact an honest member
     observed (``honest_observations``: every observation honest members produced)."""
     observed: set[Decision] = set()
     for observation in honest_observations:
         observed.update(decode_facts(observation) or ())
-    for s in valid_sightings(config, sightings):
+    for s in valid_sightings(config, sightings, crypto=crypto):
         for d in s.certificate.report.decisions:
             if d not in observed:
                 return Verdict(

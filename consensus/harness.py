@@ -2,16 +2,25 @@
 
 This is the seed of dvpsim's simulation mode. It runs the real node state machines
 (``consensus.protocol.Node``, wrapped by ``consensus.byzantine`` for Byzantine members)
-with real Ed25519 and BLS, and replaces only the world around them:
+and replaces only the world around them:
 
 - time: a priority queue of ``(time, sequence)`` events; virtual seconds, no sleeping;
-- network: per-link base delay plus jitter; until ``heal_at``, per-message drops,
-  duplicates, extra delay that reorders, and partitions (symmetric, or one-way: messages
-  from one side are lost, the other direction works);
+- network: ``consensus.network.SimulatedNetwork``, the one network model of every
+  simulation (the full-system world of ``scenarios.sim`` uses it too): per-link base
+  delay plus jitter; until ``heal_at``, per-message drops, duplicates, extra delay that
+  reorders, and partitions (symmetric, or one-way: messages from one side are lost, the
+  other direction works);
 - crashes: a node's volatile state is lost at ``at`` (optionally in the middle of a step,
   after its first k actions, to exercise the persistence contract) and it restarts with
   exactly what its Persist actions wrote;
-- observations: a deterministic ``ObservationSource`` answers RequestObservation.
+- observations: a deterministic ``ObservationSource`` answers RequestObservation;
+- cryptography, optionally: every node signs and verifies through the ``crypto`` suite
+  given (``consensus.crypto``); the real one by default, the memoized one to verify each
+  certificate once per process, or the simulation's keyed-hash stand-in
+  (``scenarios.sim.fastcrypto``), whose findings are re-run with real crypto before they
+  are reported. A suite that needs the members' keys (``KeyRegistry``) is given them here.
+  The suite changes signature bytes only: with the same seed, every suite certifies the
+  same reports in the same rounds with the same signers.
 
 Everything random comes from one ``random.Random(schedule.seed)``, consumed in event order,
 so the same configuration, schedule and adversary give the same history, record for record
@@ -42,6 +51,7 @@ import msgpack
 from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, peek_kind
 from consensus.config import ConsensusConfig, Target
+from consensus.crypto import REAL_CRYPTO, CryptoSuite, KeyRegistry
 from consensus.events import (
     Action,
     Broadcast,
@@ -63,6 +73,7 @@ from consensus.events import (
 )
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from consensus.messages import Kind, RoundCertificates
+from consensus.network import Crash, NetworkProfile, Partition, SimulatedNetwork
 from consensus.outcome import OutcomeFunction
 from consensus.protocol import Node, NodeKeys
 from consensus.report import (
@@ -86,6 +97,7 @@ __all__ = [
     "Simulation",
     "SimulationResult",
     "TimedCertificate",
+    "register_keys",
     "simulated_committee",
 ]
 
@@ -114,47 +126,6 @@ class ObservationSource(Protocol):
 
 
 # --------------------------------------------------------------------------- schedules
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkProfile:
-    """Link behaviour. Delays are one-way, in virtual seconds."""
-
-    delay: float = 0.05  # base delay of every link ...
-    link_spread: float = 0.0  # ... plus a per-link constant drawn from [0, link_spread]
-    jitter: float = 0.005  # per-message extra delay, uniform in [0, jitter]
-    drop: float = 0.0  # until heal_at: probability a message is lost
-    duplicate: float = 0.0  # until heal_at: probability a message arrives twice
-    reorder: float = 0.0  # until heal_at: probability of an extra delay ...
-    reorder_delay: float = 0.2  # ... uniform in [0, reorder_delay]
-
-    @property
-    def max_healthy_delay(self) -> float:
-        """The longest one-way delay once the network has healed."""
-        return self.delay + self.link_spread + self.jitter
-
-
-@dataclass(frozen=True, slots=True)
-class Partition:
-    """Until ``end`` (or heal_at, whichever is first), messages between ``side`` and the
-    other nodes are lost; with ``one_way`` only those sent from ``side``."""
-
-    start: float
-    end: float
-    side: tuple[int, ...]
-    one_way: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Crash:
-    """Node ``node`` loses its volatile state at ``at`` and restarts at ``restart_at``
-    (None: at heal_at, or 1 s later if that has passed). With ``after_actions`` = k the
-    crash hits during the node's first step at or after ``at``, after k of its actions."""
-
-    node: int
-    at: float
-    restart_at: float | None = None
-    after_actions: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +189,15 @@ class SimulationResult:
 # --------------------------------------------------------------------------- committees
 
 
+def register_keys(crypto: CryptoSuite, keys: Sequence[NodeKeys]) -> None:
+    """Give a suite that checks only keys it knows (``KeyRegistry``) the members' keys,
+    as the simulated world does when it builds a committee; other suites need nothing."""
+    if isinstance(crypto, KeyRegistry):
+        for member in keys:
+            crypto.register_bls(member.bls_secret)
+            crypto.register_identity(member.identity)
+
+
 @lru_cache(maxsize=32)
 def simulated_committee(
     n: int,
@@ -227,19 +207,22 @@ def simulated_committee(
     targets: tuple[str, ...] = ("asset",),
     t: int | None = None,
     allow_unsafe_threshold: bool = False,
+    crypto: CryptoSuite = REAL_CRYPTO,
     **parameters: Any,
 ) -> tuple[ConsensusConfig, tuple[NodeKeys, ...]]:
     """A committee with keys derived from ``seed`` (never use them for anything real):
-    Ed25519 identities and BLS keys with checked proofs of possession, one
+    Ed25519 identities and BLS keys with proofs of possession made and checked with
+    ``crypto`` (which is given the keys first if it is a ``KeyRegistry``), one
     CommitteeConfig per target (chain ids 1, 2, ...), and the ConsensusConfig with the
-    given Delta parameters and limits."""
+    given Delta parameters and limits. The keys and configs are the same for every suite."""
     keys = []
     for i in range(n):
         base = hashlib.sha256(b"dvpsim/simulated-committee" + seed.to_bytes(8, "big") + bytes([i]))
         identity = identity_key_from_seed(hashlib.sha256(base.digest() + b"identity").digest())
         bls_secret = bls.keygen(hashlib.sha256(base.digest() + b"bls").digest())
         keys.append(NodeKeys(identity, bls_secret))
-    public_keys = tuple(bls.sk_to_pk(k.bls_secret) for k in keys)
+    register_keys(crypto, keys)
+    public_keys = tuple(crypto.sk_to_pk(k.bls_secret) for k in keys)
     threshold = default_threshold(n, f) if t is None else t
     committees = []
     for number, name in enumerate(targets, start=1):
@@ -251,7 +234,9 @@ def simulated_committee(
             f=f,
             t=threshold,
         )
-        check_proofs_of_possession(committee, [bls.pop_prove(k.bls_secret) for k in keys])
+        check_proofs_of_possession(
+            committee, [crypto.pop_prove(k.bls_secret) for k in keys], crypto=crypto
+        )
         committees.append(Target(name, committee))
     config = ConsensusConfig(
         f=f,
@@ -316,6 +301,7 @@ class Simulation:
         *,
         record_history: bool = True,
         keep_deliveries: bool = False,
+        crypto: CryptoSuite = REAL_CRYPTO,
     ) -> None:
         self.config = config
         self.keys = tuple(keys)
@@ -325,6 +311,8 @@ class Simulation:
         self.byzantine = dict(byzantine or {})
         self.record_history = record_history
         self.keep_deliveries = keep_deliveries
+        self.crypto = crypto
+        register_keys(crypto, self.keys)
         #: After run(): the members as they ended (None if crashed), and, with
         #: keep_deliveries, every delivered message as (time, sender, receiver, bytes).
         self.final_nodes: list[NodeLike | None] = []
@@ -334,7 +322,7 @@ class Simulation:
         self._limits = CodecLimits.from_config(config)
 
     def _make_node(self, index: int) -> NodeLike:
-        node = Node(self.config, index, self.keys[index], self.outcome)
+        node = Node(self.config, index, self.keys[index], self.outcome, crypto=self.crypto)
         factory = self.byzantine.get(index)
         return node if factory is None else factory(node)
 
@@ -361,10 +349,9 @@ class Simulation:
             if self.record_history:
                 run.history.append(msgpack.packb(list(fields), use_bin_type=True))
 
-        link_delay = [
-            [sched.network.delay + rng.uniform(0, sched.network.link_spread) for _ in range(n)]
-            for _ in range(n)
-        ]
+        network = SimulatedNetwork(
+            n, sched.network, rng, partitions=sched.partitions, heal_at=sched.heal_at
+        )
         nodes: list[NodeLike | None] = [None] * n
         durable = [DurableStore() for _ in range(n)]
         incarnation = [0] * n
@@ -376,31 +363,15 @@ class Simulation:
         for crash in sched.crashes:
             push(crash.at, _Ev.CRASH, crash.node, crash)
 
-        def partitioned(src: int, dst: int, now: float) -> bool:
-            for p in sched.partitions:
-                if p.start <= now < min(p.end, sched.heal_at):
-                    src_in, dst_in = src in p.side, dst in p.side
-                    if src_in != dst_in and (src_in or not p.one_way):
-                        return True
-            return False
-
         def transmit(src: int, dst: int, data: bytes, now: float) -> None:
             run.stats.sent += 1
-            net = sched.network
-            faulty = now < sched.heal_at
-            if faulty and partitioned(src, dst, now):
-                record(now, "lost", src, dst, _short(data), "partition")
+            route = network.route(src, dst, now)
+            if isinstance(route, str):
+                record(now, "lost", src, dst, _short(data), route)
                 return
-            if faulty and net.drop and rng.random() < net.drop:
-                record(now, "lost", src, dst, _short(data), "drop")
-                return
-            copies = 2 if faulty and net.duplicate and rng.random() < net.duplicate else 1
-            for _ in range(copies):
-                delay = link_delay[src][dst] + rng.uniform(0, net.jitter)
-                if faulty and net.reorder and rng.random() < net.reorder:
-                    delay += rng.uniform(0, net.reorder_delay)
+            for delay in route:
                 push(now + delay, _Ev.DELIVER, dst, (src, data))
-            record(now, "send", src, dst, _short(data), copies)
+            record(now, "send", src, dst, _short(data), len(route))
 
         def note_certificates(node: int, data: bytes, now: float) -> None:
             if peek_kind(data) is not Kind.CERTIFICATES:

@@ -16,6 +16,11 @@ Keys and signatures are PyNaCl's (libsodium), the Ed25519 implementation libp2p 
 the same identity keys; its verification is about twice as fast as OpenSSL's here, and a
 follower verifies every observation of every proposal.
 
+The consensus node does not call these functions directly: it signs and verifies through
+its crypto suite (``consensus.crypto``), whose real suite uses ``sign_message`` and
+``verify_message`` over ``observation_message``; ``sign_observation`` and
+``verify_observation`` are the same two steps in one call, for tests and tools.
+
 This module must never accept a signature that does not verify under the observer's
 configured key, raise on a malformed signature from a peer (that is a False), or do I/O.
 """
@@ -33,7 +38,9 @@ __all__ = [
     "identity_key_from_seed",
     "observation_message",
     "public_key_bytes",
+    "sign_message",
     "sign_observation",
+    "verify_message",
     "verify_observation",
 ]
 
@@ -65,7 +72,14 @@ def sign_observation(
     observation: bytes,
 ) -> bytes:
     """The observer's 64-byte signature of its observation for (epoch, round)."""
-    message = observation_message(instance_digest, epoch, round_, observer, observation)
+    return sign_message(
+        key, observation_message(instance_digest, epoch, round_, observer, observation)
+    )
+
+
+def sign_message(key: SigningKey, message: bytes) -> bytes:
+    """The 64-byte Ed25519 signature of ``message`` (for observations: an
+    ``observation_message``). ``consensus.crypto.REAL_CRYPTO`` signs with this."""
     return bytes(key.sign(message).signature)
 
 
@@ -86,6 +100,13 @@ def verify_observation(
 ) -> bool:
     """True iff ``signature`` is the observer's signature of this observation."""
     message = observation_message(instance_digest, epoch, round_, observer, observation)
+    return verify_message(public_key, message, signature)
+
+
+def verify_message(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """True iff ``signature`` is a valid Ed25519 signature of ``message`` under the raw
+    32-byte ``public_key``; a malformed key or signature is a False, never an error.
+    ``consensus.crypto.REAL_CRYPTO`` verifies with this."""
     try:
         _public_key(public_key).verify(message, signature)
     except (BadSignatureError, CryptoError, ValueError, TypeError):

@@ -31,6 +31,10 @@ Safety rests on the safety store (``consensus.safety``): shares are signed only 
 decisions that conflict with nothing the node signed before, and the record is returned
 as a Persist action placed before the Send that carries the shares.
 
+Every signature the node makes or checks (observations, shares, the aggregate and its
+per-share fallback, certificates) goes through its crypto suite (``consensus.crypto``,
+the real one unless the runtime passes another).
+
 This module must never read a clock, the network, a global random generator or the disk;
 time comes only in events, randomness nowhere.
 """
@@ -49,6 +53,7 @@ from nacl.signing import SigningKey
 from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, encode
 from consensus.config import ConsensusConfig
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.events import (
     Action,
     Broadcast,
@@ -69,7 +74,7 @@ from consensus.events import (
     TimerKind,
     Transmit,
 )
-from consensus.identity import public_key_bytes, sign_observation, verify_observation
+from consensus.identity import observation_message, public_key_bytes
 from consensus.messages import (
     MAX_EPOCH,
     Message,
@@ -201,7 +206,13 @@ class Node:
     """One committee member (see the module docstring)."""
 
     def __init__(
-        self, config: ConsensusConfig, index: int, keys: NodeKeys, outcome: OutcomeFunction
+        self,
+        config: ConsensusConfig,
+        index: int,
+        keys: NodeKeys,
+        outcome: OutcomeFunction,
+        *,
+        crypto: CryptoSuite = REAL_CRYPTO,
     ) -> None:
         if not 0 <= index < config.n:
             raise LocalProtocolError(f"node index {index} is outside the committee of {config.n}")
@@ -209,7 +220,7 @@ class Node:
             raise LocalProtocolError(
                 f"identity key of node {index} does not match identity_keys[{index}]"
             )
-        bls_pk = bls.sk_to_pk(keys.bls_secret)
+        bls_pk = crypto.sk_to_pk(keys.bls_secret)
         for target in config.targets:
             if target.committee.public_keys[index] != bls_pk:
                 raise LocalProtocolError(
@@ -217,6 +228,8 @@ class Node:
                 )
         self.config = config
         self.index = index
+        #: The suite every signature of this node goes through (Byzantine wrappers use it).
+        self.crypto = crypto
         self._keys = keys
         self._outcome = outcome
         self._limits = CodecLimits.from_config(config)
@@ -622,8 +635,10 @@ class Node:
         while len(shares) >= t:
             chosen = sorted(shares, key=lambda j: (j not in good, j))[:t]
             try:
-                cert = make_certificate(self._l_reports[target], {j: shares[j] for j in chosen})
-                verify_certificate(cert, committee)
+                cert = make_certificate(
+                    self._l_reports[target], {j: shares[j] for j in chosen}, crypto=self.crypto
+                )
+                verify_certificate(cert, committee, crypto=self.crypto)
             except (CertificateError, bls.BlsError):
                 unchecked = [j for j in chosen if j not in good]
                 if not unchecked:
@@ -633,7 +648,10 @@ class Node:
                         f"valid shares of {chosen} do not aggregate into a valid certificate"
                     ) from None
                 for j in unchecked:
-                    if bls.verify(committee.public_keys[j], self._l_hashes[target], shares[j]):
+                    share_ok = self.crypto.bls_verify(
+                        committee.public_keys[j], self._l_hashes[target], shares[j]
+                    )
+                    if share_ok:
                         good.add(j)
                     else:
                         bad.add(j)
@@ -692,13 +710,15 @@ class Node:
                 f"observation of {len(event.observation)} bytes exceeds max_observation_bytes "
                 f"({self.config.max_observation_bytes}); shrink it or raise the limit"
             )
-        signature = sign_observation(
+        signature = self.crypto.sign_observation(
             self._keys.identity,
-            self.config.instance_digest,
-            event.epoch,
-            event.round,
-            self.index,
-            event.observation,
+            observation_message(
+                self.config.instance_digest,
+                event.epoch,
+                event.round,
+                self.index,
+                event.observation,
+            ),
         )
         so = SignedObservation(event.epoch, event.round, self.index, event.observation, signature)
         self._f_awaiting_observation = False
@@ -707,13 +727,11 @@ class Node:
         self._send(self._leader, so)
 
     def _observation_valid(self, so: SignedObservation) -> bool:
-        return verify_observation(
+        return self.crypto.verify_observation(
             self.config.identity_keys[so.observer],
-            self.config.instance_digest,
-            so.epoch,
-            so.round,
-            so.observer,
-            so.observation,
+            observation_message(
+                self.config.instance_digest, so.epoch, so.round, so.observer, so.observation
+            ),
             so.signature,
         )
 
@@ -782,7 +800,7 @@ class Node:
         if any(signable):
             self._out.append(Persist(self._safety.record(e, r, pending)))
         shares = tuple(
-            bls.sign(self._keys.bls_secret, digest) if ok else b""
+            self.crypto.bls_sign(self._keys.bls_secret, digest) if ok else b""
             for digest, ok in zip(hashes, signable, strict=True)
         )
         message = Shares(e, r, shares)
@@ -807,7 +825,7 @@ class Node:
         if sender != self.index:
             for i, cert in enumerate(message.certificates):
                 try:
-                    verify_certificate(cert, self.config.targets[i].committee)
+                    verify_certificate(cert, self.config.targets[i].committee, crypto=self.crypto)
                 except CertificateError as err:
                     self._reject(sender, f"certificate for target {i}: {err.reason}")
                     return

@@ -22,6 +22,11 @@ the other ABORT. With ``t >= floor((n+f)/2)+1`` two certificates for conflicting
 share an honest signer, which honest nodes never allow; ``t`` stays configurable down to
 ``f+1`` so reviewers can watch that unsafe setting break atomicity.
 
+Signing, aggregation and verification go through a crypto suite (``consensus.crypto``),
+the real one unless the caller passes another; committee public keys are always real
+BLS12-381 keys, checked with ``bls.key_validate``, so config digests and report hashes do
+not depend on the suite.
+
 This module must never accept a report, config or certificate that does not re-encode to
 exactly the bytes it was given, nor verify a certificate without checking its config digest,
 and it does no I/O.
@@ -39,6 +44,7 @@ from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
 from consensus import bls
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 
 __all__ = [
     "CONFIG_DIGEST_PREFIX",
@@ -301,14 +307,16 @@ class CommitteeConfig:
         return len(self.public_keys)
 
 
-def check_proofs_of_possession(cfg: CommitteeConfig, proofs: Sequence[bytes]) -> None:
+def check_proofs_of_possession(
+    cfg: CommitteeConfig, proofs: Sequence[bytes], *, crypto: CryptoSuite = REAL_CRYPTO
+) -> None:
     """Raise CommitteeConfigError unless proofs[i] proves possession of member i's key.
     Must pass before a committee is used: without it one member could pick a rogue key
     that cancels the others in ``fast_aggregate_verify``."""
     if len(proofs) != cfg.n:
         raise CommitteeConfigError(f"{len(proofs)} proofs of possession for {cfg.n} members")
     for i, (pk, proof) in enumerate(zip(cfg.public_keys, proofs, strict=True)):
-        if not bls.pop_verify(pk, proof):
+        if not crypto.pop_verify(pk, proof):
             raise CommitteeConfigError(f"proof of possession of member {i} does not verify")
 
 
@@ -351,7 +359,9 @@ def signer_indices(signers: int) -> tuple[int, ...]:
     return tuple(i for i in range(signers.bit_length()) if signers >> i & 1)
 
 
-def make_certificate(report: Report, shares: Mapping[int, bytes]) -> Certificate:
+def make_certificate(
+    report: Report, shares: Mapping[int, bytes], *, crypto: CryptoSuite = REAL_CRYPTO
+) -> Certificate:
     """Aggregate signature shares (member index -> that member's signature of
     ``report_hash(report)``) into a certificate. Shares are not verified here (the leader
     checks each share against its member's key when it arrives); a malformed share raises
@@ -363,11 +373,13 @@ def make_certificate(report: Report, shares: Mapping[int, bytes]) -> Certificate
         if not isinstance(index, int) or not 0 <= index < MAX_COMMITTEE_SIZE:
             raise ReportError(f"signature share index {index!r} is not a member index")
         signers |= 1 << index
-    signature = bls.aggregate([shares[i] for i in sorted(shares)])
+    signature = crypto.bls_aggregate([shares[i] for i in sorted(shares)])
     return Certificate(report=report, signers=signers, signature=signature)
 
 
-def verify_certificate(cert: Certificate, cfg: CommitteeConfig) -> None:
+def verify_certificate(
+    cert: Certificate, cfg: CommitteeConfig, *, crypto: CryptoSuite = REAL_CRYPTO
+) -> None:
     """Return if ``cert`` is valid for ``cfg``; otherwise raise CertificateError whose
     ``reason`` is one of: config digest mismatch, signer bit out of range, too few signers,
     malformed signature, invalid signature (checked in that order)."""
@@ -387,8 +399,8 @@ def verify_certificate(cert: Certificate, cfg: CommitteeConfig) -> None:
         raise CertificateError(
             CertificateError.TOO_FEW_SIGNERS, f"{len(indices)} signers, threshold is {cfg.t}"
         )
-    if not bls.signature_validate(cert.signature):
+    if not crypto.bls_signature_validate(cert.signature):
         raise CertificateError(CertificateError.MALFORMED_SIGNATURE)
     keys = [cfg.public_keys[i] for i in indices]
-    if not bls.fast_aggregate_verify(keys, report_hash(cert.report), cert.signature):
+    if not crypto.bls_fast_aggregate_verify(keys, report_hash(cert.report), cert.signature):
         raise CertificateError(CertificateError.INVALID_SIGNATURE)

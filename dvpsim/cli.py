@@ -77,6 +77,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_main(args.scenario, args.out)
 
 
+def cmd_sim(args: argparse.Namespace) -> int:
+    from dvpsim.sim import main as sim_main
+
+    return sim_main(args.scenario, args.out, args.seed, args.crypto, args.check_determinism)
+
+
 def _delegate(module_name: str, what: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -113,6 +119,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="run folder for history, summary and logs (default runs/NAME-TIME)",
     )
     run.set_defaults(func=cmd_run)
+
+    sim = sub.add_parser(
+        "sim",
+        help="simulate a scenario: every node, the chains and the bank in one process, "
+        "on a virtual clock; a seed replays the run exactly",
+    )
+    sim.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/reference.toml")
+    sim.add_argument("--seed", metavar="S", help="override the scenario's seed (an integer)")
+    sim.add_argument(
+        "--out",
+        metavar="DIR",
+        help="run folder for history and summary (default runs/NAME-sim-TIME)",
+    )
+    sim.add_argument(
+        "--crypto",
+        default="real",
+        metavar="real|fast",
+        help="real BLS and Ed25519 (default), or fast keyed hashes for exploration "
+        "(simulation only; confirm findings with real crypto)",
+    )
+    sim.add_argument(
+        "--check-determinism",
+        action="store_true",
+        help="run twice and compare the history digests (exit 3 if they differ)",
+    )
+    sim.set_defaults(func=cmd_sim)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")

@@ -7,21 +7,21 @@ unreachable chain) come back as one :class:`AssemblyError` line.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from consensus import keystore
 from consensus.config import ConfigError, ConsensusConfig, Target
 from consensus.identity import identity_key_from_seed
-from consensus.protocol import LocalProtocolError, Node, NodeKeys
+from consensus.protocol import LocalProtocolError, NodeKeys
 from consensus.report import CommitteeConfig, CommitteeConfigError
-from node.config import NodeConfig
-from node.dvp import DvpOutcome
+from node.config import NodeConfig, consensus_parameters
+from node.driver import DriverConfig, NodeDriver, TargetSpec
 from node.identity import IdentityError, load_identity_file
 from node.metrics import serve_metrics
 from node.p2p import P2PConfig, P2PConfigError, P2PTransport
-from node.runtime import NodeRuntime
+from node.pumps import Pump, TargetError, build_pumps
+from node.runtime import NodeRuntime, TraceFile
 from node.store import SafetyFile
 
 
@@ -36,7 +36,6 @@ class Parts:
     store: SafetyFile
     peer_id: str
     metrics_port: int
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     closers: list[Callable[[], None]] = field(default_factory=list)
 
     def close(self) -> None:
@@ -60,21 +59,23 @@ def consensus_config(config: NodeConfig) -> ConsensusConfig:
         )
         for t in config.targets
     )
-    timing = config.timing
     return ConsensusConfig(
         f=config.f,
         identity_keys=tuple(m.identity_key for m in config.members),
         targets=targets,
         leader_selection_key=config.leader_selection_key,
-        delta_progress=timing.delta_progress,
-        delta_resend=timing.delta_resend,
-        delta_round=timing.delta_round,
-        delta_grace=timing.delta_grace,
-        delta_stage=timing.delta_stage,
-        r_max=timing.r_max,
-        max_decisions_per_report=timing.max_decisions_per_report,
-        max_observation_bytes=timing.max_observation_bytes,
         allow_unsafe_threshold=config.allow_unsafe_threshold,
+        **consensus_parameters(config.timing),
+    )
+
+
+def driver_config(config: NodeConfig) -> DriverConfig:
+    """What the node driver needs of a node config (the world-facing parts stay out)."""
+    return DriverConfig(
+        consensus=consensus_config(config),
+        index=config.index,
+        mode=config.mode,
+        targets=tuple(TargetSpec(t.name, t.leg, t.kind, t.currency) for t in config.targets),
     )
 
 
@@ -87,8 +88,8 @@ def read_seed(config: NodeConfig) -> bytes:
         ) from None
 
 
-def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) -> Parts:
-    """All parts of one node. ``observer``/``transmitter`` default to the config's targets."""
+def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
+    """All parts of one node. ``pumps`` default to the config's targets."""
     try:
         password = config.password_file.read_text().rstrip("\n")
         bls_secret = keystore.load_bls_key(config.keystore, password)
@@ -104,10 +105,8 @@ def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) 
         raise AssemblyError(str(exc)) from None
     seed = read_seed(config)
     try:
-        consensus = consensus_config(config)
-        outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
-        node = Node(
-            consensus, config.index, NodeKeys(identity_key_from_seed(seed), bls_secret), outcome
+        driver = NodeDriver(
+            driver_config(config), NodeKeys(identity_key_from_seed(seed), bls_secret)
         )
         transport = P2PTransport(
             identity,
@@ -115,26 +114,35 @@ def assemble(config: NodeConfig, observer: Any = None, transmitter: Any = None) 
             [m.address for m in config.members],
             P2PConfig(listen_addr=config.listen),
         )
-    except (ConfigError, CommitteeConfigError, LocalProtocolError, P2PConfigError) as exc:
+    except (
+        ConfigError,
+        CommitteeConfigError,
+        LocalProtocolError,
+        P2PConfigError,
+        ValueError,
+    ) as exc:
         raise AssemblyError(f"{config.path}: {exc}") from None
     closers: list[Callable[[], None]] = []
-    background: list[Callable[[], Awaitable[None]]] = []
-    if observer is None or transmitter is None:
-        from node.targets import TargetError, build_targets
+    if pumps is None:
+        artifacts = None
+        if any(t.kind == "evm" for t in config.targets):
+            from chain_adapters.build import CompileError, compile_contracts
 
+            try:
+                artifacts = compile_contracts()
+            except CompileError as exc:
+                raise AssemblyError(f"the contracts do not compile: {exc}") from None
         try:
-            built = build_targets(config)
+            pumps = build_pumps(config, artifacts)
         except TargetError as exc:
             raise AssemblyError(str(exc)) from None
-        observer = observer or built.observer
-        transmitter = transmitter or built.transmitter
-        background.extend(built.background)
-        closers.append(built.close)
     store = SafetyFile(config.data_dir / "safety.sqlite")
     closers.append(store.close)
-    runtime = NodeRuntime(node, transport, store, observer, transmitter)
+    trace = TraceFile(
+        config.data_dir / "trace.jsonl", config.index, config.n, messages=config.trace_messages
+    )
+    runtime = NodeRuntime(driver, transport, store, pumps, trace)
+    closers.append(runtime.close)
     host, _, port = config.metrics.rpartition(":")
     metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))
-    return Parts(
-        runtime, transport, store, identity.peer_id_text, metrics_port, background, closers
-    )
+    return Parts(runtime, transport, store, identity.peer_id_text, metrics_port, closers)

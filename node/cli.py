@@ -103,8 +103,6 @@ async def _serve(parts: Any, ready_file: str | None) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(parts.runtime.run)
-            for task in parts.background:
-                nursery.start_soon(task)
             info = {
                 "pid": __import__("os").getpid(),
                 "peer_id": parts.peer_id,

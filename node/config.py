@@ -15,7 +15,9 @@ their own). It names:
   client credentials), each with its committee config (chain id / domain, verifier
   address, config count, threshold t);
 - ``listen``: the libp2p multiaddr to listen on; ``metrics``: host:port of the
-  Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store lives.
+  Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store and
+  the node's trace (``trace.jsonl``, its part of a run's history) live;
+  ``trace_messages``: also trace every message sent and received (off by default).
 
 Every mistake is one :class:`NodeConfigError` line naming the file, the key and the fix.
 This module only reads and validates; it starts nothing.
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from node.dvp import MODE_LEGS
+from node.modes import MODES
 
 
 class NodeConfigError(ValueError):
@@ -46,7 +48,7 @@ class Member:
 class TargetConfig:
     name: str  # consensus target name, e.g. "chain-A" or "bank"
     leg: str  # the leg it carries in the DvP rules: "A", "B" or "bank"
-    kind: str  # "evm", "bank" or "file" (dry run, see node.targets)
+    kind: str  # "evm", "bank" or "file" (dry run, see node.pumps.file)
     chain_id: int  # EVM chain id, or the bank's domain id
     verifier: bytes  # 20 B: coordinator address, or the bank's domain address
     config_count: int
@@ -72,6 +74,20 @@ class Timing:
     max_observation_bytes: int = 32768
 
 
+def consensus_parameters(timing: Timing) -> dict[str, Any]:
+    """The ConsensusConfig keywords a Timing stands for (both worlds build with these)."""
+    return {
+        "delta_progress": timing.delta_progress,
+        "delta_resend": timing.delta_resend,
+        "delta_round": timing.delta_round,
+        "delta_grace": timing.delta_grace,
+        "delta_stage": timing.delta_stage,
+        "r_max": timing.r_max,
+        "max_decisions_per_report": timing.max_decisions_per_report,
+        "max_observation_bytes": timing.max_observation_bytes,
+    }
+
+
 @dataclass(frozen=True)
 class NodeConfig:
     path: Path
@@ -90,6 +106,7 @@ class NodeConfig:
     timing: Timing = field(default_factory=Timing)
     allow_unsafe_threshold: bool = False
     log_level: str = "info"
+    trace_messages: bool = False  # also write every message sent and received to the trace
 
     @property
     def n(self) -> int:
@@ -177,6 +194,7 @@ _TOP = {
     "timing",
     "allow_unsafe_threshold",
     "log_level",
+    "trace_messages",
 }
 
 
@@ -186,8 +204,8 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         if key not in _TOP:
             raise r.fail(key, "unknown key", f"remove it or use one of {', '.join(sorted(_TOP))}")
     mode = r.get(raw, "", "mode", str)
-    if mode not in MODE_LEGS:
-        raise r.fail("mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODE_LEGS)}")
+    if mode not in MODES:
+        raise r.fail("mode", f"unknown mode {mode!r}", f"use one of {', '.join(MODES)}")
     committee = r.get(raw, "", "committee", dict)
     f = r.get(committee, "committee.", "f", int)
     members_raw = r.get(committee, "committee.", "members", list)
@@ -273,7 +291,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
                 "add the bank API credentials",
             )
         targets.append(target)
-    legs = {leg.target for leg in MODE_LEGS[mode]}
+    legs = set(MODES[mode].targets)
     missing = legs - {t.leg for t in targets}
     if missing:
         raise r.fail(
@@ -311,4 +329,5 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         timing=Timing(**timing_kwargs),
         allow_unsafe_threshold=r.get(raw, "", "allow_unsafe_threshold", bool, False),
         log_level=r.get(raw, "", "log_level", str, "info"),
+        trace_messages=r.get(raw, "", "trace_messages", bool, False),
     )

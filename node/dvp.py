@@ -43,6 +43,7 @@ import msgpack
 
 from consensus.outcome import AttributedObservation, OutcomeContext
 from consensus.report import Action, Decision
+from node.modes import MODES, Leg
 
 MAX_FACTS_PER_OBSERVATION = 4096
 
@@ -64,24 +65,6 @@ class Fact:
     target: str
     kind: FactKind
     terms_hash: bytes  # 32 B: the terms of that leg, as the target knows them
-
-
-@dataclass(frozen=True, slots=True)
-class Leg:
-    target: str
-    needs_prepare_request: bool = False  # the bank: asked by a certified PREPARE
-    after: str | None = None  # COMMIT reaches this leg only once `after` has COMMITTED
-
-
-#: The legs of a settlement in each mode, in preparation order (DESIGN.md's table).
-MODE_LEGS: Mapping[str, tuple[Leg, ...]] = {
-    "single-chain-onchain": (Leg("A"),),  # one coordinator holds both legs: one COMMIT swaps
-    # RTGS style: once the hold is in place, one round commits both legs at once.
-    "single-chain-bank": (Leg("A"), Leg("bank", needs_prepare_request=True)),
-    "multi-chain-messaging": (Leg("A", after="bank"), Leg("bank", needs_prepare_request=True)),
-    "multi-chain-messaging-evm": (Leg("A"), Leg("B")),
-    "multi-chain-token": (Leg("A"), Leg("B")),
-}
 
 
 class ObservationError(ValueError):
@@ -113,7 +96,7 @@ def fit_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> tupl
 def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
     """Settlements every leg of which has applied a decision (or was rejected): nothing is
     left to decide for them, so observations leave them out and stay small."""
-    legs = {leg.target for leg in MODE_LEGS[mode]}
+    legs = set(MODES[mode].targets)
     closed: dict[bytes, set[str]] = defaultdict(set)
     for fact in facts:
         if fact.target in legs and fact.kind in (
@@ -210,7 +193,7 @@ def settlement_decision(legs: tuple[Leg, ...], views: Mapping[str, LegView]) -> 
 
 def decide(mode: str, facts: Iterable[Fact]) -> dict[str, tuple[Decision, ...]]:
     """Decisions per target name, sorted by settlement id; targets with none are omitted."""
-    legs = MODE_LEGS[mode]
+    legs = MODES[mode].legs
     out: dict[str, list[Decision]] = defaultdict(list)
     for sid, views in sorted(_leg_views(facts).items()):
         action = settlement_decision(legs, views)

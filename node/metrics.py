@@ -56,16 +56,15 @@ class RuntimeCollector(Collector):
             ("dvpsim_transmit_latency_seconds", stats.transmit_latency, "Transmission duration"),
         ):
             yield SummaryMetricFamily(name, text, count_value=len(samples), sum_value=sum(samples))
-        observer = self.runtime.observer
         yield GaugeMetricFamily(
             "dvpsim_observation_largest_bytes",
             "Largest observation this node sent (limit: timing.max_observation_bytes)",
-            value=getattr(observer, "largest_bytes", 0),
+            value=stats.observation_largest_bytes,
         )
         yield CounterMetricFamily(
             "dvpsim_observation_settlements_left_out",
             "Settlements left out of an observation for lack of room, summed over rounds",
-            value=getattr(observer, "settlements_left_out", 0),
+            value=stats.observation_left_out,
         )
         transport = self.runtime.transport.metrics()
         yield CounterMetricFamily(

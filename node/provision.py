@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from consensus import bls, keystore
+from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
 from consensus.identity import identity_key_from_seed, public_key_bytes
-from dvpsim.process import ManagedProcess, start_python
 from node.identity import identity_from_seed, write_identity_file
+from processes import ManagedProcess, start_python
 
 
 @dataclass(frozen=True)
@@ -45,21 +45,18 @@ class MemberKeys:
 
 
 def make_keys(n: int, seed: int, ports: Sequence[int]) -> list[MemberKeys]:
-    rng = random.Random(seed)
     members = []
-    for i in range(n):
-        identity_seed = hashlib.sha256(b"dvpsim/identity/" + rng.randbytes(32)).digest()
-        bls_secret = bls.keygen(rng.randbytes(32))
-        identity = identity_from_seed(identity_seed)
+    for secrets in dev_member_secrets(n, seed):
+        identity = identity_from_seed(secrets.identity_seed)
         members.append(
             MemberKeys(
-                index=i,
-                seed=identity_seed,
-                bls_secret=bls_secret,
-                bls_public_key=bls.sk_to_pk(bls_secret),
-                identity_public_key=public_key_bytes(identity_key_from_seed(identity_seed)),
+                index=secrets.index,
+                seed=secrets.identity_seed,
+                bls_secret=secrets.bls_secret,
+                bls_public_key=bls.sk_to_pk(secrets.bls_secret),
+                identity_public_key=public_key_bytes(identity_key_from_seed(secrets.identity_seed)),
                 peer_id=identity.peer_id_text,
-                port=ports[i],
+                port=ports[secrets.index],
             )
         )
     return members
@@ -82,10 +79,7 @@ def write_committee(
     log_level: str = "info",
 ) -> list[Path]:
     """Write every member's files; returns the config paths in committee order."""
-    leader_key = (
-        leader_selection_key
-        or hashlib.sha256(b"dvpsim/leader/" + b"".join(m.seed for m in members)).digest()
-    )
+    leader_key = leader_selection_key or dev_leader_selection_key([m.seed for m in members])
     committee = {
         "f": f,
         "leader_selection_key": "0x" + leader_key.hex(),

@@ -1,241 +1,257 @@
-"""The node runtime: drives the sans-I/O consensus node with a wall clock, timers, the
-durable safety store, a transport, an observer and a transmitter.
+"""The real world of one node: carries out the node driver's effects with trio, a durable
+safety store, a committee transport, the wall clock and the targets' pumps.
 
-One trio task owns the consensus ``Node`` and handles one event at a time, in arrival
-order: frames from the transport, timers that fire, observations that are ready. For
-each event it carries out the returned actions *in order*:
+The runtime decides nothing: ``node.driver.NodeDriver`` does. One trio task owns the
+driver and hands it one event at a time, in the order the events reached the runtime's
+queue: frames from the transport, timers that fell due, what the pumps saw (chain
+events, bank statuses, transmission results). Each event is stamped with the trio clock
+(``trio.current_time()``, monotonic seconds) when it is handled, so the driver's clock
+never runs back. The effects of a step are carried out *in order*, before the next event:
 
 - ``Persist``: written to the :class:`~node.store.SafetyFile` and fsynced before the next
-  action is even looked at, so a share never leaves before the record that protects it
-  (the ordering contract of ``consensus.safety``);
+  effect is even looked at, so a share never leaves before the record that protects it;
 - ``Send`` / ``Broadcast``: handed to the transport (which never blocks);
-- ``SetTimer`` / ``CancelTimer``: one trio task per armed timer, cancelled on replace;
-- ``RequestObservation``: the observer runs in its own task (it may wait on chains and
-  the bank) and its answer comes back as an ``ObservationReady`` event;
-- ``Transmit``: the transmitter runs in its own task; results are counted;
-- ``Certified``, ``EpochStarted``, ``Rejected``: logged and counted.
+- ``SetTimer`` / ``CancelTimer``: one timer queue ordered by (deadline, order of setting),
+  served by one task, so timers due together fire in the order they were set. trio runs
+  ready tasks in a shuffled order; a task per timer would make that order a coin toss;
+- ``Transmit`` / ``ReadLeg``: the target's pump runs it in a task of its own (it waits on
+  a chain or the bank); its answer comes back as events through the same queue;
+- ``Certified``, ``EpochStarted``, ``Rejected``, ``Observed``, ``TransmissionFinished``:
+  logged and, with a trace sink, written to the node's event trace.
 
-The clock is ``trio.current_time()`` (monotonic seconds). The runtime never interprets
-messages or decides anything: that is the consensus core's and the DvP rules' job.
+This module must never interpret a message, choose what to observe, or decide whether to
+transmit, retry or poll: it only carries out what the driver returned.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import heapq
+import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import trio
 
 from consensus.events import (
     Broadcast,
-    CancelTimer,
     Certified,
     EpochStarted,
-    Event,
     MessageReceived,
-    ObservationReady,
     Persist,
     Rejected,
-    RequestObservation,
     Send,
-    SetTimer,
     Start,
-    Timer,
+)
+from node.driver import (
+    CancelTimer,
+    DriverStats,
+    Effect,
+    NodeDriver,
+    NodeEvent,
+    Observed,
+    ReadLeg,
+    SetTimer,
     TimerFired,
+    TransmissionDone,
+    TransmissionFinished,
     Transmit,
 )
-from consensus.protocol import Node
-from consensus.report import Certificate
+from node.pumps.base import Pump
 from node.store import SafetyFile
+from node.trace import effect_records, message_record
 from node.transport import Transport, TransportClosed
 
 log = logging.getLogger("dvpsim.node")
 
-#: Transmission results worth another try, and the pauses between tries (seconds).
-RETRYABLE_RESULTS = frozenset({"error", "rpc-error", "partial"})
-TRANSMIT_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+LEFT_OUT_WARNING_EVERY_S = 10.0
 
 
-class Observer(Protocol):
-    async def observe(self, epoch: int, round_: int) -> bytes: ...
+class TraceFile:
+    """The node's part of a run's history (``node.trace`` records) as JSON lines, each
+    stamped with the wall clock (unix seconds) so a runner can merge every node's trace
+    into one time-ordered history. Messages sent and received are written only with
+    ``messages=True`` (one line per message per member: a cost a loaded node notices)."""
+
+    def __init__(self, path: Path, node: int, n: int, *, messages: bool = False) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = path.open("a", buffering=1)
+        self.node = node
+        self.messages = messages
+        self._others = [i for i in range(n) if i != node]
+
+    def _write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps({"t": round(time.time(), 6), **record}) + "\n")
+
+    def effect(self, effect: Effect) -> None:
+        for record in effect_records(self.node, effect):
+            self._write(record)
+        if self.messages and isinstance(effect, Send | Broadcast):
+            peers = [effect.to] if isinstance(effect, Send) else self._others
+            for peer in peers:
+                self._write(message_record("send", self.node, peer, effect.data))
+
+    def received(self, sender: int, data: bytes) -> None:
+        if self.messages:
+            self._write(message_record("recv", sender, self.node, data))
+
+    def close(self) -> None:
+        self._file.close()
 
 
-class Transmitter(Protocol):
-    async def transmit(self, target: str, certificate: Certificate) -> str: ...
+class TimerQueue:
+    """Timers of one node, due in (deadline, order set) order; setting a timer again
+    replaces its deadline, cancelling removes it. Pure: the caller gives the time."""
 
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Any]] = []
+        self._live: dict[Any, int] = {}  # timer -> sequence of its live entry
+        self._sequence = 0
 
-@dataclass
-class RuntimeStats:
-    """Counters the metrics endpoint publishes (monotonic)."""
+    def set(self, timer: Any, at: float) -> None:
+        self._sequence += 1
+        self._live[timer] = self._sequence
+        heapq.heappush(self._heap, (at, self._sequence, timer))
 
-    events: int = 0
-    rounds_observed: int = 0
-    certificates: int = 0
-    epochs: int = 0
-    rejected: int = 0
-    persists: int = 0
-    decisions: dict[str, int] = field(
-        default_factory=dict
-    )  # action name -> count in certified reports
-    transmissions: dict[str, int] = field(default_factory=dict)  # "target:result" -> count
-    certify_latency: list[float] = field(default_factory=list)  # observe request -> certificate, s
-    transmit_latency: list[float] = field(default_factory=list)
-    last_certified_at: float = 0.0
+    def cancel(self, timer: Any) -> None:
+        self._live.pop(timer, None)
+
+    def next_deadline(self) -> float | None:
+        self._drop_dead()
+        return self._heap[0][0] if self._heap else None
+
+    def pop_due(self, now: float) -> list[Any]:
+        due = []
+        while True:
+            self._drop_dead()
+            if not self._heap or self._heap[0][0] > now:
+                return due
+            _, _, timer = heapq.heappop(self._heap)
+            del self._live[timer]
+            due.append(timer)
+
+    def _drop_dead(self) -> None:
+        heap = self._heap
+        while heap and self._live.get(heap[0][2]) != heap[0][1]:
+            heapq.heappop(heap)
 
 
 class NodeRuntime:
-    """Runs one consensus node until cancelled (see the module docstring)."""
+    """Runs one node driver until cancelled (see the module docstring)."""
 
     def __init__(
         self,
-        node: Node,
+        driver: NodeDriver,
         transport: Transport,
         store: SafetyFile,
-        observer: Observer,
-        transmitter: Transmitter,
-        on_action: Callable[[Any], None] | None = None,
+        pumps: Mapping[str, Pump],
+        trace: TraceFile | None = None,
     ) -> None:
-        self.node = node
+        self.driver = driver
         self.transport = transport
         self.store = store
-        self.observer = observer
-        self.transmitter = transmitter
-        self.stats = RuntimeStats()
-        self._on_action = on_action
-        self._send_events, self._events = trio.open_memory_channel[Event](4096)
-        self._timers: dict[Timer, trio.CancelScope] = {}
-        self._round_started: dict[tuple[int, int], float] = {}
+        self.pumps = dict(pumps)
+        self._trace = trace
+        self._send_events, self._events = trio.open_memory_channel[NodeEvent](4096)
+        self._timers = TimerQueue()
+        self._timers_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._warned_at = -LEFT_OUT_WARNING_EVERY_S
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    @property
+    def stats(self) -> DriverStats:
+        return self.driver.stats
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            await nursery.start(self.transport.run)  # type: ignore[attr-defined]
+            await nursery.start(self.transport.run)
             self._dispatch(Start(now=trio.current_time(), persisted=self.store.load()))
             nursery.start_soon(self._receive_loop)
+            nursery.start_soon(self._timer_loop)
+            for pump in self.pumps.values():
+                nursery.start_soon(pump.run, self._send_events.send)
             task_status.started()
             async for event in self._events:
                 self._dispatch(event)
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: NodeEvent) -> None:
         # Events wait in a queue; stamp them when handled so the node's clock never runs back.
-        event = dataclasses.replace(event, now=trio.current_time())
-        self.stats.events += 1
-        for action in self.node.handle(event):
-            self._carry_out(action)
-
-    def _carry_out(self, action: Any) -> None:
-        assert self._nursery is not None
-        if self._on_action is not None:
-            self._on_action(action)
-        if isinstance(action, Persist):
-            self.store.apply(action.update)  # durable before anything after it
-            self.stats.persists += 1
-        elif isinstance(action, Send):
-            self.transport.send(action.to, action.data)
-        elif isinstance(action, Broadcast):
-            self.transport.broadcast(action.data)
-        elif isinstance(action, SetTimer):
-            self._cancel(action.timer)
-            scope = trio.CancelScope()
-            self._timers[action.timer] = scope
-            self._nursery.start_soon(self._timer, action.timer, action.at, scope)
-        elif isinstance(action, CancelTimer):
-            self._cancel(action.timer)
-        elif isinstance(action, RequestObservation):
-            self.stats.rounds_observed += 1
-            self._round_started[(action.epoch, action.round)] = trio.current_time()
-            self._nursery.start_soon(self._observe, action.epoch, action.round)
-        elif isinstance(action, Transmit):
-            self._nursery.start_soon(self._transmit, action.target, action.certificate)
-        elif isinstance(action, Certified):
-            self._on_certified(action)
-        elif isinstance(action, EpochStarted):
-            self.stats.epochs += 1
-            log.info(
-                "epoch started", extra={"fields": {"epoch": action.epoch, "leader": action.leader}}
-            )
-        elif isinstance(action, Rejected):
-            self.stats.rejected += 1
-            log.debug(
-                "rejected", extra={"fields": {"sender": action.sender, "reason": action.reason}}
-            )
-
-    def _on_certified(self, action: Certified) -> None:
-        self.stats.certificates += 1
-        report = action.certificate.report
-        for decision in report.decisions:
-            name = decision.action.name
-            self.stats.decisions[name] = self.stats.decisions.get(name, 0) + 1
-        began = self._round_started.pop((report.epoch, report.round), None)
         now = trio.current_time()
-        if began is not None:
-            self.stats.certify_latency.append(now - began)
-        self.stats.last_certified_at = time.time()
-        if report.decisions:
-            log.info(
-                "certified",
-                extra={
-                    "fields": {
-                        "target": action.target,
-                        "epoch": report.epoch,
-                        "round": report.round,
-                        "decisions": len(report.decisions),
-                    }
-                },
-            )
+        event = dataclasses.replace(event, now=now)
+        for effect in self.driver.handle(event):
+            self._carry_out(effect, now)
 
-    def _cancel(self, timer: Timer) -> None:
-        scope = self._timers.pop(timer, None)
-        if scope is not None:
-            scope.cancel()
+    def _carry_out(self, effect: Effect, now: float) -> None:
+        assert self._nursery is not None
+        if self._trace is not None:
+            self._trace.effect(effect)
+        if isinstance(effect, Persist):
+            self.store.apply(effect.update)  # durable before anything after it
+        elif isinstance(effect, Send):
+            self.transport.send(effect.to, effect.data)
+        elif isinstance(effect, Broadcast):
+            self.transport.broadcast(effect.data)
+        elif isinstance(effect, SetTimer):
+            self._timers.set(effect.timer, effect.at)
+            self._timers_changed.set()
+        elif isinstance(effect, CancelTimer):
+            self._timers.cancel(effect.timer)
+        elif isinstance(effect, Transmit):
+            self._nursery.start_soon(self._transmit, effect)
+        elif isinstance(effect, ReadLeg):
+            self._nursery.start_soon(self._read, effect)
+        else:
+            self._inform(effect)
 
-    async def _timer(self, timer: Timer, at: float, scope: trio.CancelScope) -> None:
-        with scope:
-            await trio.sleep_until(at)
-            if self._timers.get(timer) is scope:
-                del self._timers[timer]
-                await self._send_events.send(TimerFired(now=trio.current_time(), timer=timer))
+    async def _timer_loop(self) -> None:
+        while True:
+            deadline = self._timers.next_deadline()
+            self._timers_changed = trio.Event()
+            with trio.move_on_at(deadline if deadline is not None else float("inf")):
+                await self._timers_changed.wait()
+                continue  # an earlier timer may have been set: look again
+            for timer in self._timers.pop_due(trio.current_time()):
+                await self._send_events.send(TimerFired(trio.current_time(), timer))
 
-    async def _observe(self, epoch: int, round_: int) -> None:
-        try:
-            observation = await self.observer.observe(epoch, round_)
-        except Exception as exc:  # an observer failure skips this round's observation, nothing more
-            log.warning(
-                "observation failed",
-                extra={"fields": {"epoch": epoch, "round": round_, "error": repr(exc)}},
-            )
-            return
-        await self._send_events.send(
-            ObservationReady(
-                now=trio.current_time(), epoch=epoch, round=round_, observation=observation
-            )
-        )
-
-    async def _transmit(self, target: str, certificate: Certificate) -> None:
-        """Hand a certificate to its target; a failed hand-over (target unreachable, partly
-        refused) is retried a few times with backoff: a certified decision is only useful
-        once applied, and the targets make a repeated transmission harmless."""
-        began = trio.current_time()
-        result = "error"
-        for delay in (*TRANSMIT_RETRY_DELAYS, None):
+    async def _transmit(self, effect: Transmit) -> None:
+        pump = self.pumps.get(effect.target)
+        report = effect.certificate.report
+        extra: tuple[NodeEvent, ...] = ()
+        if pump is None:
+            result = "unknown-target"
+        else:
             try:
-                result = await self.transmitter.transmit(target, certificate)
-            except Exception as exc:
+                result, extra = await pump.transmit(effect)
+            except Exception as exc:  # a pump failure is a failed try; the driver retries
                 result = "error"
                 log.warning(
-                    "transmission failed", extra={"fields": {"target": target, "error": repr(exc)}}
+                    "transmission failed",
+                    extra={"fields": {"target": effect.target, "error": repr(exc)}},
                 )
-            if result not in RETRYABLE_RESULTS or delay is None:
-                break
-            await trio.sleep(delay)
-        key = f"{target}:{result}"
-        self.stats.transmissions[key] = self.stats.transmissions.get(key, 0) + 1
-        self.stats.transmit_latency.append(trio.current_time() - began)
+        for event in extra:
+            await self._send_events.send(event)
+        await self._send_events.send(
+            TransmissionDone(trio.current_time(), effect.target, report.epoch, report.round, result)
+        )
+
+    async def _read(self, effect: ReadLeg) -> None:
+        pump = self.pumps.get(effect.target)
+        if pump is None:
+            return
+        try:
+            events = await pump.read(effect)
+        except Exception as exc:  # unanswered: the driver asks again when it needs to
+            log.warning(
+                "target read failed",
+                extra={"fields": {"target": effect.target, "error": repr(exc)}},
+            )
+            return
+        for event in events:
+            await self._send_events.send(event)
 
     async def _receive_loop(self) -> None:
         while True:
@@ -243,8 +259,73 @@ class NodeRuntime:
                 frame = await self.transport.receive()
             except TransportClosed:
                 return
+            if self._trace is not None:
+                self._trace.received(frame.peer_index, frame.payload)
             await self._send_events.send(
                 MessageReceived(
                     now=trio.current_time(), sender=frame.peer_index, data=frame.payload
                 )
+            )
+
+    def close(self) -> None:
+        for pump in self.pumps.values():
+            pump.close()
+        if self._trace is not None:
+            self._trace.close()
+
+    def _inform(self, effect: Effect) -> None:
+        """Log what the driver reports for information."""
+        if isinstance(effect, Certified):
+            report = effect.certificate.report
+            if report.decisions:
+                log.info(
+                    "certified",
+                    extra={
+                        "fields": {
+                            "target": effect.target,
+                            "epoch": report.epoch,
+                            "round": report.round,
+                            "decisions": len(report.decisions),
+                        }
+                    },
+                )
+        elif isinstance(effect, EpochStarted):
+            log.info(
+                "epoch started", extra={"fields": {"epoch": effect.epoch, "leader": effect.leader}}
+            )
+        elif isinstance(effect, Rejected):
+            log.debug(
+                "rejected", extra={"fields": {"sender": effect.sender, "reason": effect.reason}}
+            )
+        elif isinstance(effect, Observed):
+            if effect.left_out:
+                # Those settlements wait for a round with room: say so, they are not lost.
+                now = trio.current_time()
+                if now - self._warned_at > LEFT_OUT_WARNING_EVERY_S:
+                    self._warned_at = now
+                    log.warning(
+                        "observation full",
+                        extra={
+                            "fields": {
+                                "left_out": effect.left_out,
+                                "size": effect.size,
+                                "hint": "raise timing.max_observation_bytes or lower the load",
+                            }
+                        },
+                    )
+        elif isinstance(effect, TransmissionFinished) and effect.result not in (
+            "ok",
+            "already-applied",
+        ):
+            log.warning(
+                "transmission ended",
+                extra={
+                    "fields": {
+                        "target": effect.target,
+                        "epoch": effect.epoch,
+                        "round": effect.round,
+                        "result": effect.result,
+                        "attempts": effect.attempts,
+                    }
+                },
             )

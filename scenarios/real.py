@@ -18,6 +18,14 @@
    conservation, exactly-once), writes ``history.jsonl`` and ``summary.json`` to the run
    folder and returns the summary.
 
+What both worlds share lives elsewhere and is used here: the workload
+(``scenarios.workload``), when a settlement has ended and the final-state audit and
+summary (``scenarios.accounting``), the history writer (``scenarios.history``). This
+module is the real world's side: starting and reaching the parts, sending the parties'
+transactions, injecting faults, reading the final state over JSON-RPC and the bank's API
+(:class:`RealLedgers`). At the end it merges every node's trace (``node/trace.py``
+records, written by the node processes) into the run's history, in time order.
+
 Everything it starts is stopped by PID in ``finally`` (and by the kernel if the runner
 itself is killed). Latencies are the runner's wall-clock observations: from the moment the
 asset-lock transaction was mined to the moment the runner saw the asset leg COMMITTED.
@@ -32,9 +40,9 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +62,12 @@ from chain_adapters.bindings import (
 from chain_adapters.build import compile_contracts
 from chain_adapters.evm import Rpc, connect
 from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain, free_port, start_chain
-from chain_adapters.model import ZERO_ADDRESS, Mode, State, Terms
+from chain_adapters.model import State
 from chain_adapters.sender import TransactionReverted, TransactionSender
 from chain_adapters.verifier import configure_bls_verifier
 from consensus.report import CommitteeConfig
-from dvpsim.process import ManagedProcess
-from node.book import bank_account
+from node.legs import bank_account
+from node.modes import MODES
 from node.provision import (
     MemberKeys,
     NodeStartError,
@@ -68,23 +76,24 @@ from node.provision import (
     wait_node_ready,
     write_committee,
 )
-from scenarios.checks import (
-    LegState,
-    Movement,
-    RunState,
-    SettlementOutcome,
-    Verdict,
-    check_all,
-    passed,
+from processes import ManagedProcess
+from scenarios import accounting
+from scenarios.accounting import Tracked
+from scenarios.checks import LegState, Verdict, check_all, passed
+from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
+from scenarios.history import History, plain
+from scenarios.schema import Scenario, ScenarioError
+from scenarios.workload import (
+    ChainTokens,
+    Planned,
+    check_fits,
+    deadline_after,
+    party_steps,
+    plan,
+    reclaimer,
+    terms_for,
 )
-from scenarios.schema import Scenario
 
-MODE_TARGET_LEGS = {
-    "single-chain-onchain": ("A",),
-    "single-chain-bank": ("A", "bank"),
-    "multi-chain-messaging": ("A", "bank"),
-    "multi-chain-token": ("A", "B"),
-}
 HEARTBEAT_S = 1.0  # empty blocks keep chain time moving on automining chains
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
 END_POLL_S = 0.5  # how often it reads every leg to see whether the run has ended
@@ -106,44 +115,6 @@ class ChainSide:
     asset: TokenBinding | None = None  # the asset token on this chain (locked or minted)
     payment: TokenBinding | None = None
     local: LocalChain | None = None
-
-
-@dataclass
-class Tracked:
-    index: int
-    settlement_id: bytes
-    buyer: str
-    fail: str  # "" or the scenario's failure reason
-    terms: dict[str, Terms] = field(default_factory=dict)  # leg -> terms on that chain
-    locked_at: float | None = None  # wall clock when the asset lock was mined
-    released_at: float | None = None  # wall clock when the runner saw the asset leg final
-    final: dict[str, LegState] = field(default_factory=dict)
-
-
-class History:
-    """history.jsonl: one JSON object per line, flushed as it goes (nothing lost on a crash)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file = path.open("a", buffering=1)
-        self._lock = threading.Lock()
-        self.began = time.time()
-
-    def write(self, event: str, **fields: Any) -> None:
-        entry = {"t": round(time.time() - self.began, 4), "event": event, **fields}
-        with self._lock:
-            self._file.write(json.dumps(entry, default=_plain) + "\n")
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
-    if hasattr(value, "name"):
-        return value.name
-    return str(value)
 
 
 @dataclass
@@ -179,7 +150,8 @@ class RealRun:
         self.out = out_dir
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress or (lambda _what, _done, _total: None)
-        self.history = History(self.out / "history.jsonl")
+        self._began_wall = time.time()
+        self.history = History(self.out / "history.jsonl", lambda: time.time() - self._began_wall)
         self.artifacts = compile_contracts()
         self.chains: dict[str, ChainSide] = {}
         self.nodes: dict[int, ManagedProcess] = {}
@@ -195,6 +167,7 @@ class RealRun:
         self._stop = threading.Event()
         self._releases_seen = threading.Event()  # the run ended: the release watcher stops
         self._rng_seed = scenario.seed
+        self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
 
     # ------------------------------------------------------------------ set-up
 
@@ -207,7 +180,7 @@ class RealRun:
         )
 
     def _start_chains(self, stack: ExitStack) -> None:
-        legs = [leg for leg in MODE_TARGET_LEGS[self.scenario.mode] if leg != "bank"]
+        legs = MODES[self.scenario.mode].chains
         for leg, chain in zip(legs, self.scenario.chains, strict=False):
             local = None
             url = chain.rpc_url
@@ -327,7 +300,12 @@ class RealRun:
                 sender=side.rpc.web3.eth.accounts[0],
             )
             self.history.write(
-                "committee", leg=leg, n=c.n, f=c.f, t=c.t, config_count=configs[leg].config_count
+                "committee",
+                leg=leg,
+                n=c.n,
+                f=c.f,
+                threshold=c.t,
+                config_count=configs[leg].config_count,
             )
         return configs
 
@@ -414,7 +392,7 @@ class RealRun:
                         "confirmations": s.chains[0].confirmations if s.chains else 0,
                     }
                 )
-            if "bank" in MODE_TARGET_LEGS[s.mode]:
+            if MODES[s.mode].uses_bank:
                 assert self.bank is not None and s.bank is not None
                 targets.append(
                     {
@@ -485,110 +463,24 @@ class RealRun:
     # ------------------------------------------------------------------ settlements
 
     def _plan(self) -> list[Tracked]:
-        s = self.scenario.settlements
-        reasons: list[str] = []
-        for failure in s.fail:
-            reasons += [failure.reason] * failure.count
-        # Spread the failing settlements evenly through the run.
-        plan = [""] * s.count
-        if reasons:
-            step = s.count / len(reasons)
-            for k, reason in enumerate(reasons):
-                plan[min(s.count - 1, int(k * step + step / 2))] = reason
-        tracked = []
-        for i, reason in enumerate(plan):
-            sid = hashlib.sha256(
-                f"dvpsim/settlement/{self.scenario.name}/{self._rng_seed}/{i}".encode()
-            ).digest()
-            buyer = (
-                "poor-buyer"
-                if reason == "insufficient-funds" and "poor-buyer" in self.parties
-                else s.buyer
-            )
-            tracked.append(Tracked(i, sid, buyer, reason))
-        return tracked
+        return [Tracked(p.index, p.settlement_id, p.buyer, p.fail) for p in plan(self.scenario)]
 
-    def _terms_for(self, item: Tracked, deadline: int) -> dict[str, Terms]:
-        s = self.scenario.settlements
-        seller = self.parties[s.seller]["address"]
-        buyer = self.parties[item.buyer]["address"]
-
-        def leg(mode: Mode, asset_token: str, payment_token: str) -> Terms:
-            return Terms(
-                item.settlement_id,
-                mode,
-                seller,
-                buyer,
-                asset_token,
-                s.asset_amount,
-                payment_token,
-                s.payment_amount,
-                deadline,
-            )
-
-        a = self.chains["A"]
-        assert a.asset is not None
-        mode = self.scenario.mode
-        if mode == "single-chain-onchain":
-            assert a.payment is not None
-            return {"A": leg(Mode.SWAP, a.asset.address, a.payment.address)}
-        if mode in ("single-chain-bank", "multi-chain-messaging"):
-            # The payment leg is at the bank: no token here, but its amount is part of the
-            # terms, so the committee asks the bank for exactly what the escrow promised.
-            return {"A": leg(Mode.ASSET_ESCROW, a.asset.address, ZERO_ADDRESS)}
-        b = self.chains["B"]
-        assert a.payment is not None and b.asset is not None and b.payment is not None
+    def _tokens(self) -> dict[str, ChainTokens]:
         return {
-            "A": leg(Mode.BRIDGE_SELLER_SIDE, a.asset.address, a.payment.address),
-            "B": leg(Mode.BRIDGE_BUYER_SIDE, b.asset.address, b.payment.address),
+            leg: ChainTokens(
+                side.asset.address if side.asset is not None else None,
+                side.payment.address if side.payment is not None else None,
+            )
+            for leg, side in self.chains.items()
         }
 
     def _drive_one(self, item: Tracked) -> None:
-        s = self.scenario.settlements
-        a = self.chains["A"]
+        planned = Planned(item.index, item.settlement_id, item.buyer, item.fail, 0.0)
         # Deadlines count from now by the wall clock: the latest block's timestamp is only
         # as recent as the last transaction (anvil stamps new blocks with the wall clock).
-        now = int(time.time())
-        waits_for_deadline = item.fail in ("deadline", "insufficient-funds")
-        deadline = now + max(1, int(round(s.missed_deadline if waits_for_deadline else s.deadline)))
-        item.terms = self._terms_for(item, deadline)
-        seller = self.parties[s.seller]["senders"]
-        buyer = self.parties[item.buyer]["senders"]
-        try:
-            if item.fail == "deadline" and self.scenario.mode not in (
-                "single-chain-onchain",
-                "multi-chain-token",
-            ):
-                seller["A"].send(
-                    a.coordinator.create_tx(item.terms["A"])
-                )  # the seller never delivers
-            else:
-                request = a.coordinator.create_and_lock_tx(item.terms["A"])
-                if self.fire_and_forget:
-                    # Every lock of the load costs the same: estimate the first, reuse it.
-                    if self._lock_gas is None:
-                        self._lock_gas = seller["A"].estimate(request)
-                    request = dataclasses.replace(request, gas=self._lock_gas)
-                result = seller["A"].send(request, wait=not self.fire_and_forget)
-                item.locked_at = time.time()
-                self.gas_used += result.gas_used
-            if self.scenario.mode == "single-chain-onchain" and item.fail not in (
-                "deadline",
-                "insufficient-funds",
-            ):
-                self.gas_used += (
-                    buyer["A"].send(a.coordinator.lock_payment_tx(item.terms["A"])).gas_used
-                )
-            if self.scenario.mode == "multi-chain-token" and item.fail not in (
-                "deadline",
-                "insufficient-funds",
-            ):
-                b = self.chains["B"]
-                self.gas_used += (
-                    buyer["B"].send(b.coordinator.create_and_lock_tx(item.terms["B"])).gas_used
-                )
-        except TransactionReverted as exc:
-            self.history.write("drive-reverted", settlement=item.settlement_id, error=str(exc))
+        deadline = int(time.time()) + deadline_after(self.scenario, planned)
+        addresses = {name: party["address"] for name, party in self.parties.items()}
+        item.terms = terms_for(self.scenario, planned, addresses, self._tokens(), deadline)
         self.history.write(
             "settlement",
             index=item.index,
@@ -596,8 +488,50 @@ class RealRun:
             fail=item.fail,
             buyer=item.buyer,
             deadline=deadline,
-            locked=item.locked_at is not None,
         )
+        for step in party_steps(self.scenario, planned):
+            side = self.chains[step.chain]
+            terms = item.terms[step.chain]
+            sender = self.parties[step.party]["senders"][step.chain]
+            request = getattr(side.coordinator, f"{step.call}_tx")(terms)
+            self.history.write(
+                "leg",
+                phase="invoke",
+                step=step.label,
+                settlement=item.settlement_id,
+                leg=step.chain,
+            )
+            wait = True
+            if step.label == "lock" and self.fire_and_forget:
+                # Every lock of the load costs the same: estimate the first, reuse it.
+                if self._lock_gas is None:
+                    self._lock_gas = sender.estimate(request)
+                request = dataclasses.replace(request, gas=self._lock_gas)
+                wait = False
+            try:
+                result = sender.send(request, wait=wait)
+            except TransactionReverted as exc:
+                self.history.write(
+                    "leg",
+                    phase="fail",
+                    step=step.label,
+                    settlement=item.settlement_id,
+                    leg=step.chain,
+                    error=str(exc),
+                )
+                return  # the parties stop at the first refused call
+            self.gas_used += result.gas_used
+            if step.label == "lock":
+                item.locked_at = time.time() - self._began_wall
+            self.history.write(
+                "leg",
+                phase="ok",
+                step=step.label,
+                settlement=item.settlement_id,
+                leg=step.chain,
+                tx=result.tx_hash,
+                gas=result.gas_used,
+            )
 
     def _drive(self) -> None:
         s = self.scenario.settlements
@@ -634,7 +568,6 @@ class RealRun:
 
     def _unsafe_reclaimer(self) -> None:
         """In the unsafe variant, parties take their locked legs back once the deadline passed."""
-        s = self.scenario.settlements
         while not self._stop.wait(0.25):
             for item in self.tracked:
                 for leg, terms in item.terms.items():
@@ -648,11 +581,7 @@ class RealRun:
                     now = int(side.rpc.eth.get_block("latest")["timestamp"])
                     if now <= terms.deadline:
                         continue
-                    party = (
-                        s.seller
-                        if terms.mode in (Mode.ASSET_ESCROW, Mode.SWAP, Mode.BRIDGE_SELLER_SIDE)
-                        else item.buyer
-                    )
+                    party = reclaimer(self.scenario, item.buyer, terms)
                     try:
                         self.parties[party]["senders"][leg].send(
                             side.coordinator.reclaim_after_deadline_tx(terms)
@@ -666,92 +595,70 @@ class RealRun:
                         )
 
     def _faults(self, began: float) -> None:
-        pending = sorted(self.scenario.faults, key=lambda f: f.at)
-        restarts: list[tuple[float, int]] = []
+        """Each fault at its time after driving began, and its end after its duration."""
+        due: list[tuple[float, int, str, Any]] = []
+        for k, fault in enumerate(self.scenario.faults):
+            due.append((fault.at, k, "begin", fault))
+            if fault.duration > 0 and fault.kind != "stop-node":
+                due.append((fault.at + fault.duration, k, "end", fault))
+        due.sort(key=lambda entry: entry[:2])
         while not self._stop.wait(0.05):
             now = time.monotonic() - began
-            while pending and pending[0].at <= now:
-                fault = pending.pop(0)
-                self._apply_fault(fault, restarts, now)
-            for due, index in list(restarts):
-                if due <= now:
-                    restarts.remove((due, index))
-                    self._start_node(index)
-                    self.history.write("fault", kind="restart-node", node=index)
-            if not pending and not restarts:
+            while due and due[0][0] <= now:
+                _, _, phase, fault = due.pop(0)
+                if phase == "begin":
+                    self._begin_fault(fault)
+                else:
+                    self._end_fault(fault)
+            if not due:
                 # Stay alive: the kernel's parent-death signal follows the *thread* that
                 # started a process, so nodes restarted here would die with this thread.
                 self._stop.wait()
                 return
 
-    def _apply_fault(self, fault: Any, restarts: list[tuple[float, int]], now: float) -> None:
+    def _begin_fault(self, fault: Any) -> None:
         self.history.write(
-            "fault", kind=fault.kind, node=fault.node, duration=fault.duration, value=fault.value
+            "fault",
+            phase="begin",
+            kind=fault.kind,
+            node=fault.node,
+            duration=fault.duration,
+            value=fault.value,
         )
         if fault.kind == "kill-node":
             self.nodes[fault.node].kill()
-            if fault.duration > 0:
-                restarts.append((now + fault.duration, fault.node))
+            self.history.write("node-stop", node=fault.node, how="kill")
         elif fault.kind == "stop-node":
             self.nodes[fault.node].stop()
+            self.history.write("node-stop", node=fault.node, how="stop")
         elif self.bank is not None:
-            settings: dict[str, Any] = {"seed": self.scenario.seed}
-            if fault.kind == "bank-latency":
-                settings["latency_ms"] = int(fault.value)
-            elif fault.kind == "bank-error-rate":
-                settings["error_rate"] = float(fault.value)
-            elif fault.kind == "bank-duplicate-callbacks":
-                settings["duplicate_callback_rate"] = float(fault.value or 1.0)
-            elif fault.kind == "bank-outage":
-                settings["outage_start_s"] = time.time()
-                settings["outage_end_s"] = time.time() + fault.duration
-            self._bank_admin("PUT", "/admin/faults", settings)
+            self._bank_faults = bank_fault_settings(
+                self._bank_faults, fault, time.time(), self.scenario.seed
+            )
+            self._bank_admin("PUT", "/admin/faults", self._bank_faults)
+
+    def _end_fault(self, fault: Any) -> None:
+        self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
+        if fault.kind == "kill-node":
+            self._start_node(fault.node)
+        elif fault.kind in BANK_FAULTS and self.bank is not None:
+            self._bank_faults = bank_fault_cleared(self._bank_faults, fault)
+            self._bank_admin("PUT", "/admin/faults", self._bank_faults)
 
     # ------------------------------------------------------------------ observation
 
-    def _leg_states(self, items: list[Tracked] | None = None) -> dict[str, dict[bytes, LegState]]:
-        """Every leg's state of ``items`` (default: every settlement driven so far)."""
-        states: dict[str, dict[bytes, LegState]] = {}
-        ids = [t.settlement_id for t in (self.tracked if items is None else items) if t.terms]
-        for leg, side in self.chains.items():
-            raw = side.coordinator.states_of(ids)
-            states[leg] = {
-                sid: _chain_leg_state(state) for sid, state in zip(ids, raw, strict=True)
-            }
-        if self.bank is not None:
-            # One admin read for every instruction (a status request each took seconds
-            # for thousands of settlements).
-            try:
-                known = self._bank_admin("GET", "/admin/instructions")["instructions"]
-            except OSError as exc:  # urllib's errors: a bank outage or a slow bank
-                raise BankApiError(503, "unavailable", str(exc)) from None
-            states["bank"] = {sid: _bank_leg_state(known.get("0x" + sid.hex())) for sid in ids}
-        return states
-
-    def _ended(
-        self, item: Tracked, states: dict[str, dict[bytes, LegState]], chain_time: int
-    ) -> bool:
-        if not item.terms:
-            return False
-        deadline = next(iter(item.terms.values())).deadline
-        legs = MODE_TARGET_LEGS[self.scenario.mode]
-        finals = {leg: states[leg].get(item.settlement_id, LegState.NONE) for leg in legs}
-        item.final = finals
-        if any(state is LegState.PREPARED for state in finals.values()):
-            return False
-        if any(state in (LegState.COMMITTED, LegState.ABORTED) for state in finals.values()):
-            # Legs that never existed are ended once the deadline passed (nothing can come).
-            return (
-                all(state is not LegState.NONE for state in finals.values())
-                or chain_time > deadline
-            )
-        return chain_time > deadline + 2
+    def _read_legs(self, items: list[Tracked]) -> accounting.RawLegs:
+        ledgers = RealLedgers(self)
+        try:
+            return accounting.read_legs(self.scenario, ledgers, [t.settlement_id for t in items])
+        except OSError as exc:  # urllib's errors: a bank outage or a slow bank
+            raise BankApiError(503, "unavailable", str(exc)) from None
 
     def _watch_releases(self) -> None:
         """Record when each asset leg ends (the latency figure), from the first lock on:
         a thread of its own, so the driver's pace never delays a reading. It reads the
         chain through its own connection (web3 providers are not shared across threads)."""
-        asset_leg = "B" if self.scenario.mode == "multi-chain-token" else "A"
+        asset_leg = MODES[self.scenario.mode].asset_leg
         side = self.chains[asset_leg]
         rpc = connect(side.rpc.url, side.chain_id)
         binding = CoordinatorBinding(rpc.web3, side.coordinator.address, self.artifacts)
@@ -769,45 +676,58 @@ class RealRun:
                 if last:
                     return
                 continue
-            now = time.time()
+            now = time.time() - self._began_wall
             for item, state in zip(open_items, states, strict=True):
-                if _chain_leg_state(state) in (LegState.COMMITTED, LegState.ABORTED):
+                leg_state = accounting.chain_leg_state(state)
+                if leg_state in (LegState.COMMITTED, LegState.ABORTED):
                     item.released_at = now
                     self.history.write(
-                        "leg-final",
+                        "leg",
+                        phase="ok",
+                        step="release" if leg_state is LegState.COMMITTED else "refund",
                         settlement=item.settlement_id,
                         leg=asset_leg,
-                        state=_chain_leg_state(state).value,
                     )
             if last:
                 return
 
-    def _wait_for_end(self, deadline: float) -> None:
+    def _wait_for_end(self, deadline: float) -> str:
         """Wait until every settlement ended on every leg, or the time limit."""
         total = len(self.tracked)
         done: set[int] = set()  # an ended settlement stays ended: only the others are read
         while time.monotonic() < deadline:
             open_items = [t for t in self.tracked if t.index not in done]
             try:
-                states = self._leg_states(open_items)
+                raw = self._read_legs(open_items)
             except BankApiError as exc:  # a bank outage: look again later
                 self.history.write("bank-unavailable", error=str(exc))
                 time.sleep(END_POLL_S)
                 continue
             chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
-            done |= {t.index for t in open_items if self._ended(t, states, chain_time)}
+            done |= {
+                t.index for t in open_items if accounting.ended(self.scenario, t, raw, chain_time)
+            }
             self.progress("settlements ended", len(done), total)
             if len(done) == total and all(t.terms for t in self.tracked):
-                return
+                return "ended"
             time.sleep(END_POLL_S)
+        return "time limit"
 
     # ------------------------------------------------------------------ the run
 
     def run(self) -> RunReport:
         s = self.scenario
-        began_wall = time.time()
+        try:
+            check_fits(s)
+        except ScenarioError as exc:
+            raise RunError(str(exc)) from None
+        mode = MODES[s.mode]
         with ExitStack() as stack:
             stack.callback(self.history.close)
+            self.history.write(
+                "run", world="real", scenario=s.name, mode=s.mode, seed=s.seed, crypto="real"
+            )
+            self.history.write("run-start", wall_clock=True, started_at=round(self._began_wall, 3))
             self.progress("starting chains", 0, 1)
             self._start_chains(stack)
             stack.callback(self._stop_everything)  # nodes and bank stop before the chains
@@ -815,12 +735,13 @@ class RealRun:
             self._deploy_tokens()
             self._fund_parties()
             configs = self._configure_committee(members)
-            if "bank" in MODE_TARGET_LEGS[s.mode]:
+            if mode.uses_bank:
                 if s.bank is None:
                     raise RunError(f"{s.path}: mode {s.mode} needs a [bank] table")
                 self._start_bank(members)
             self._write_committee(members, configs)
-            supply_before = self._supplies()
+            addresses = {name: party["address"] for name, party in self.parties.items()}
+            supply_before = accounting.supplies(s, RealLedgers(self), addresses, ())
             for i in range(s.committee.n):
                 self._start_node(i)
             for i in range(s.committee.n):
@@ -828,6 +749,7 @@ class RealRun:
                 self._wait_ready(i)
             self._wait_live()
             self.tracked = self._plan()
+            self.history.write("drive-start")
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)
             watcher.start()
@@ -841,18 +763,80 @@ class RealRun:
             for thread in threads:
                 thread.start()
             self._drive()
-            self._wait_for_end(began + s.time_limit)
+            reason = self._wait_for_end(began + s.time_limit)
             self._releases_seen.set()
             watcher.join(timeout=10)
+            self.history.write("run-end", reason=reason)
             if self.bank is not None and s.faults:
                 self._bank_admin("PUT", "/admin/faults", {})  # read the final state at full speed
             node_metrics = self._scrape_nodes()
-            states = self._leg_states()
-            state = self._run_state(states, supply_before)
+            ledgers = RealLedgers(self)
+            state = accounting.run_state(s, ledgers, addresses, self.tracked, supply_before)
+            accounting.mark_final(s, ledgers, self.tracked)
             verdicts = check_all(state)
-            summary = self._summary(state, verdicts, node_metrics, time.time() - began_wall)
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=_plain))
+            summary = accounting.summary(
+                s,
+                "real",
+                state,
+                verdicts,
+                self.tracked,
+                ledgers,
+                messages=sum(m.get("dvpsim_messages_out_total", 0) for m in node_metrics.values()),
+                party_gas=self.gas_used,
+                observation_largest_bytes=int(
+                    max(
+                        (
+                            m.get("dvpsim_observation_largest_bytes", 0)
+                            for m in node_metrics.values()
+                        ),
+                        default=0,
+                    )
+                ),
+                observation_left_out=int(
+                    sum(
+                        m.get("dvpsim_observation_settlements_left_out_total", 0)
+                        for m in node_metrics.values()
+                    )
+                ),
+                extra={
+                    "crypto": "real",
+                    "gas_source": "anvil receipts",
+                    "sim_duration_s": None,
+                    "wall_s": round(time.time() - self._began_wall, 1),
+                    "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
+                    "out_dir": str(self.out),
+                },
+            )
+        self._merge_node_traces()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
         return RunReport(s.name, s.mode, self.out, verdicts, summary)
+
+    def _merge_node_traces(self) -> None:
+        """One time-ordered history: the runner's own records and every node's trace
+        (``node/trace.py`` records the node processes wrote with their wall clock)."""
+        path = self.out / "history.jsonl"
+        lines: list[tuple[float, int, str]] = []
+        for order, line in enumerate(path.read_text().splitlines()):
+            lines.append((json.loads(line)["t"], order, line))
+        order = len(lines)
+        for node_path in self.node_paths:
+            trace = node_path.parent / "data" / "trace.jsonl"
+            if not trace.exists():
+                continue
+            for raw in trace.read_text().splitlines():
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                at = round(float(record.pop("t")) - self._began_wall, 6)
+                event = record.pop("event")
+                order += 1
+                line = json.dumps({"t": at, "event": event, **record}, separators=(",", ":"))
+                lines.append((at, order, line))
+        lines.sort(key=lambda entry: entry[:2])
+        merged = path.with_suffix(".merging")
+        merged.write_text("".join(line + "\n" for _, _, line in lines))
+        merged.replace(path)
 
     def _stop_everything(self) -> None:
         self._stop.set()
@@ -887,297 +871,56 @@ class RealRun:
             }
         return metrics
 
-    # ------------------------------------------------------------------ final state
 
-    def _holders(self, leg: str) -> list[str]:
-        """Everyone who can hold tokens on a chain: the parties and that chain's coordinator
-        (coordinators on different chains may share an address)."""
-        return [p["address"] for p in self.parties.values()] + [
-            self.chains[leg].coordinator.address
-        ]
+class RealLedgers:
+    """``scenarios.accounting.Ledgers`` over the run's chains (JSON-RPC) and bank (API)."""
 
-    def _supplies(self) -> dict[str, int]:
-        """Every token's total over all holders, and the bank's total over all accounts.
+    def __init__(self, run: RealRun) -> None:
+        self.run = run
 
-        In the token-transfer mode an asset lives on both chains: native where it was
-        issued, bridged where COMMIT minted it. Its supply is then what circulates natively
-        plus what is bridged, where the native units locked as backing of committed
-        settlements no longer count: bridged value without backing (or the reverse) shows.
-        """
-        totals: dict[str, int] = {}
-        if self.scenario.mode == "multi-chain-token":
-            a, b = self.chains["A"], self.chains["B"]
-            assert a.asset and a.payment and b.asset and b.payment
-            committed = {
-                leg: sum(
-                    1
-                    for t in self.tracked
-                    if t.terms and side.coordinator.state_of(t.settlement_id) == State.COMMITTED
-                )
-                for leg, side in self.chains.items()
-            }
-            s = self.scenario.settlements
-            parties = [p["address"] for p in self.parties.values()]
-            totals["asset (A+B)"] = (
-                sum(a.asset.balance_of(h) for h in self._holders("A"))
-                - s.asset_amount * committed["A"]
-                + sum(b.asset.balance_of(h) for h in parties)
-            )
-            totals["payment (A+B)"] = (
-                sum(b.payment.balance_of(h) for h in self._holders("B"))
-                - s.payment_amount * committed["B"]
-                + sum(a.payment.balance_of(h) for h in parties)
-            )
-            return totals
-        for leg, side in self.chains.items():
-            for kind, token in (("asset", side.asset), ("payment", side.payment)):
-                if token is None:
-                    continue
-                totals[f"{kind}@{leg}"] = sum(token.balance_of(h) for h in self._holders(leg))
-        if self.bank_client is not None and self.scenario.bank is not None:
-            totals["bank"] = sum(
-                self.bank_client.account(bank_account(p["address"])).balance
-                for p in self.parties.values()
-            )
-        return totals
+    def chain_states(self, leg: str, ids: Sequence[bytes]) -> list[State]:
+        return self.run.chains[leg].coordinator.states_of(list(ids))
 
-    def _run_state(
-        self, states: dict[str, dict[bytes, LegState]], supply_before: dict[str, int]
-    ) -> RunState:
-        s = self.scenario
-        outcomes = []
-        events = self._coordinator_events()
-        for item in self.tracked:
-            legs = {
-                leg: states[leg].get(item.settlement_id, LegState.NONE)
-                for leg in MODE_TARGET_LEGS[s.mode]
-            }
-            movements: list[tuple[str, Movement]] = []
-            for leg in self.chains:
-                for name in events.get((leg, item.settlement_id), []):
-                    movements.append(
-                        (
-                            leg,
-                            {
-                                "SettlementCommitted": Movement.RELEASE,
-                                "SettlementAborted": Movement.REFUND,
-                                "SettlementExpired": Movement.REFUND,
-                            }[name],
-                        )
-                    )
-            if "bank" in legs and legs["bank"] is LegState.COMMITTED:
-                movements.append(("bank", Movement.PAYMENT))
-            asset_leg = "B" if s.mode == "multi-chain-token" else "A"
-            pay_leg = "bank" if "bank" in legs else "A"
-            asset_to_buyer = (
-                s.settlements.asset_amount
-                if legs.get(asset_leg) is LegState.COMMITTED
-                and (asset_leg, Movement.REFUND) not in movements
-                else 0
-            )
-            paid = s.settlements.payment_amount if legs.get(pay_leg) is LegState.COMMITTED else 0
-            outcomes.append(
-                SettlementOutcome(
-                    "0x" + item.settlement_id.hex()[:16],
-                    legs,
-                    asset_to_buyer,
-                    paid,
-                    s.settlements.asset_amount,
-                    s.settlements.payment_amount,
-                    tuple(movements),
-                )
-            )
-        supply_after = self._supplies()
-        before, after = dict(supply_before), dict(supply_after)
-        self._expected_balances(outcomes, before, after)
-        return RunState(tuple(outcomes), before, after)
+    def coordinator(self, leg: str) -> str:
+        return self.run.chains[leg].coordinator.address
 
-    def _expected_balances(
-        self, outcomes: list[SettlementOutcome], expected: dict[str, int], actual: dict[str, int]
-    ) -> None:
-        """Each party's final balances must be its opening balances moved by exactly the
-        committed settlements (a double payment or release shows here)."""
-        s = self.scenario
-        seller = self.parties[s.settlements.seller]
-        mode = s.mode
-        for name, party in self.parties.items():
-            account = party["account"]
-            asset_delta = pay_delta = 0
-            for item, outcome in zip(self.tracked, outcomes, strict=True):
-                committed = outcome.asset_to_buyer > 0 or outcome.paid_to_seller > 0
-                if not committed:
-                    continue
-                if party is seller:
-                    asset_delta -= outcome.asset_to_buyer
-                    pay_delta += outcome.paid_to_seller
-                elif name == item.buyer:
-                    asset_delta += outcome.asset_to_buyer
-                    pay_delta -= outcome.paid_to_seller
-            if mode == "multi-chain-token":
-                # The asset and the payment each exist on both chains (locked there, minted here).
-                a, b = self.chains["A"], self.chains["B"]
-                assert a.asset and a.payment and b.asset and b.payment
-                address = party["address"]
-                pairs = [
-                    (
-                        f"{name}: asset@A+B",
-                        account.asset + asset_delta,
-                        a.asset.balance_of(address) + b.asset.balance_of(address),
-                    ),
-                    (
-                        f"{name}: payment@A+B",
-                        account.payment + pay_delta,
-                        a.payment.balance_of(address) + b.payment.balance_of(address),
-                    ),
-                ]
-            else:
-                a = self.chains["A"]
-                assert a.asset is not None
-                pairs = [
-                    (
-                        f"{name}: asset@A",
-                        account.asset + asset_delta,
-                        a.asset.balance_of(party["address"]),
-                    )
-                ]
-                if a.payment is not None:
-                    pairs.append(
-                        (
-                            f"{name}: payment@A",
-                            account.payment + pay_delta,
-                            a.payment.balance_of(party["address"]),
-                        )
-                    )
-                if self.bank_client is not None:
-                    pairs.append(
-                        (
-                            f"{name}: bank",
-                            account.bank_balance + pay_delta,
-                            self.bank_client.account(bank_account(party["address"])).balance,
-                        )
-                    )
-            for key, want, have in pairs:
-                expected[key], actual[key] = want, have
+    def token(self, leg: str, kind: str) -> str | None:
+        side = self.run.chains[leg]
+        binding = side.asset if kind == "asset" else side.payment
+        return None if binding is None else binding.address
 
-    def _coordinator_events(self) -> dict[tuple[str, bytes], list[str]]:
+    def balance(self, leg: str, token: str, holder: str) -> int:
+        side = self.run.chains[leg]
+        for binding in (side.asset, side.payment):
+            if binding is not None and binding.address == token:
+                return int(binding.balance_of(holder))
+        raise KeyError(token)
+
+    def coordinator_events(self) -> Mapping[tuple[str, bytes], Sequence[str]]:
         found: dict[tuple[str, bytes], list[str]] = {}
-        for leg, side in self.chains.items():
+        for leg, side in self.run.chains.items():
             contract = side.coordinator.contract
             for name in ("SettlementCommitted", "SettlementAborted", "SettlementExpired"):
                 for log in getattr(contract.events, name)().get_logs(from_block=0):
                     found.setdefault((leg, bytes(log["args"]["settlementId"])), []).append(name)
-            for log in contract.events.ReportApplied().get_logs(from_block=0):
-                receipt = side.rpc.eth.get_transaction_receipt(log["transactionHash"])
-                self._report_gas[log["transactionHash"]] = receipt["gasUsed"]
         return found
 
-    def _summary(
-        self,
-        state: RunState,
-        verdicts: tuple[Verdict, ...],
-        node_metrics: dict[int, dict[str, float]],
-        wall: float,
-    ) -> dict[str, Any]:
-        committed = sum(
-            1 for o in state.settlements if set(o.legs.values()) == {LegState.COMMITTED}
-        )
-        aborted = sum(
-            1
-            for o in state.settlements
-            if LegState.COMMITTED not in o.legs.values()
-            and LegState.PREPARED not in o.legs.values()
-        )
-        ended = sum(
-            1 for t in self.tracked if t.final and LegState.PREPARED not in t.final.values()
-        )
-        latencies = sorted(
-            t.released_at - t.locked_at
-            for t in self.tracked
-            if t.locked_at is not None
-            and t.released_at is not None
-            and t.final.get("B" if self.scenario.mode == "multi-chain-token" else "A")
-            is LegState.COMMITTED
-        )
-        report_gas = sum(self._report_gas.values())
-        count = max(1, len(self.tracked))
-        messages = sum(m.get("dvpsim_messages_out_total", 0) for m in node_metrics.values())
-        expected_failures = sum(1 for t in self.tracked if t.fail)
-        throughput, window = _throughput(self.tracked)
-        return {
-            "scenario": self.scenario.name,
-            "mode": self.scenario.mode,
-            "n": self.scenario.committee.n,
-            "f": self.scenario.committee.f,
-            "t": self.scenario.committee.t,
-            "settlements": len(self.tracked),
-            "ended": ended,
-            "committed": committed,
-            "aborted": aborted,
-            "expected_to_fail": expected_failures,
-            "latency_p50_s": _percentile(latencies, 0.5),
-            "latency_p99_s": _percentile(latencies, 0.99),
-            "gas_per_settlement_reports": report_gas // count,
-            "gas_per_settlement_parties": self.gas_used // count,
-            "messages_per_settlement": round(messages / count, 1),
-            # Headroom of the observation limit, and settlements that had to wait for room.
-            "observation_largest_bytes": int(
-                max(
-                    (m.get("dvpsim_observation_largest_bytes", 0) for m in node_metrics.values()),
-                    default=0,
-                )
-            ),
-            "observation_left_out": int(
-                sum(
-                    m.get("dvpsim_observation_settlements_left_out_total", 0)
-                    for m in node_metrics.values()
-                )
-            ),
-            "wall_s": round(wall, 1),
-            "throughput_per_s": throughput,
-            "throughput_window_s": window,
-            "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
-            "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
-            "balances": {
-                key: {"expected": state.supply_before[key], "actual": state.supply_after.get(key)}
-                for key in sorted(state.supply_before)
-                if ": " in key
-            },
-            "passed": passed(verdicts) and ended == len(self.tracked),
-            "out_dir": str(self.out),
-        }
+    def report_gas(self) -> Sequence[int]:
+        gas = []
+        for side in self.run.chains.values():
+            for log in side.coordinator.contract.events.ReportApplied().get_logs(from_block=0):
+                receipt = side.rpc.eth.get_transaction_receipt(log["transactionHash"])
+                gas.append(int(receipt["gasUsed"]))
+        return gas
 
+    def bank_states(self, ids: Sequence[bytes]) -> Mapping[bytes, str | None]:
+        if self.run.bank is None:
+            return {sid: None for sid in ids}
+        # One admin read for every instruction (a status request each took seconds for
+        # thousands of settlements).
+        known = self.run._bank_admin("GET", "/admin/instructions")["instructions"]
+        return {sid: known.get("0x" + sid.hex()) for sid in ids}
 
-def _throughput(tracked: list[Tracked]) -> tuple[float | None, float | None]:
-    """Ended settlements per second from the first lock to the last release, and that
-    window in seconds."""
-    done = [t for t in tracked if t.locked_at is not None and t.released_at is not None]
-    if len(done) < 2:
-        return None, None
-    span = max(t.released_at for t in done) - min(t.locked_at for t in done)  # type: ignore[type-var]
-    if span <= 0:
-        return None, None
-    return round(len(done) / span, 1), round(span, 1)
-
-
-def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * len(values)))], 3)
-
-
-def _chain_leg_state(state: State) -> LegState:
-    if state == State.COMMITTED:
-        return LegState.COMMITTED
-    if state in (State.ABORTED, State.EXPIRED):
-        return LegState.ABORTED
-    if state in (State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED):
-        return LegState.PREPARED
-    return LegState.NONE
-
-
-def _bank_leg_state(state: str | None) -> LegState:
-    return {
-        "PREVALIDATED": LegState.PREPARED,
-        "EXECUTED": LegState.COMMITTED,
-        "CANCELLED": LegState.ABORTED,
-    }.get(state or "", LegState.NONE)
+    def bank_balance(self, account_id: str) -> int:
+        assert self.run.bank_client is not None
+        return int(self.run.bank_client.account(account_id).balance)

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
+from node.modes import MODES as MODE_REGISTRY
+from node.modes import SCENARIO_MODES
 
-MODES = ("single-chain-onchain", "single-chain-bank", "multi-chain-messaging", "multi-chain-token")
+MODES = SCENARIO_MODES  # the registry: node.modes
 FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
 FAULT_KINDS = (
     "kill-node",
@@ -129,7 +131,7 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default=())
 
     def uses_bank(self) -> bool:
-        return self.mode in ("single-chain-bank", "multi-chain-messaging") and self.bank is not None
+        return MODE_REGISTRY[self.mode].uses_bank and self.bank is not None
 
 
 _TOP_KEYS = {
@@ -243,7 +245,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         reader.table(f"chains[{i}]", item, Chain, ("name", "chain_id"))
         for i, item in enumerate(raw.get("chains", []))
     )
-    needed = 2 if mode.startswith("multi-chain") and mode != "multi-chain-messaging" else 1
+    needed = len(MODE_REGISTRY[mode].chains)
     if len(chains) < needed:
         raise reader.fail(
             "chains",
@@ -272,7 +274,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
             )
 
     bank = reader.table("bank", raw["bank"], Bank) if "bank" in raw else None
-    if mode in ("single-chain-bank",) and bank is None:
+    if MODE_REGISTRY[mode].uses_bank and bank is None:
         raise reader.fail(
             "bank",
             f"mode {mode} pays through the bank but there is no [bank] table",

@@ -18,7 +18,6 @@ from hypothesis import settings
 from chain_adapters.build import Artifact, compile_contracts
 from chain_adapters.localchain import LocalChain, start_chain
 
-
 # CI replays the same generated examples on every run (a red CI then means a change broke
 # something, not that a new example was drawn); local runs keep exploring new examples.
 settings.register_profile("ci", derandomize=True, print_blob=True)

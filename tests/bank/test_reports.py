@@ -6,6 +6,7 @@ covers replay, partial refusal, forged certificates and the HTTP path."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 from collections.abc import Iterator
@@ -61,12 +62,13 @@ def post_report(
     prepare_terms: list[PaymentTerms],
     key: str = "r1",
     client: str = "node-0",
+    now_ms: int = NOW_MS,
 ) -> Any:
     payload = certificate_to_json(cert) if isinstance(cert, Certificate) else cert
     body = json.dumps(
         {"certificate": payload, "terms": [_terms_json(t) for t in prepare_terms]}
     ).encode()
-    return svc.apply_report(client, key, request_hash("POST", "/v1/reports", body), body, NOW_MS)
+    return svc.apply_report(client, key, request_hash("POST", "/v1/reports", body), body, now_ms)
 
 
 def _state(svc: BankService) -> tuple[Any, ...]:
@@ -296,5 +298,12 @@ def test_the_client_applies_a_report_over_http(bank_factory: Any, committee: Dev
         (done,) = client.apply_report(commit, [])
         assert done.instruction is not None and done.instruction.state.value == "EXECUTED"
         (again,) = client.apply_report(commit, [])  # the same key: the stored answer
-        assert again == done
+        # ... stated at the time of the retry (as_of_ms), never earlier than the first.
+        assert again.instruction is not None and again.instruction.as_of_ms is not None
+        assert done.instruction.as_of_ms is not None
+        assert again.instruction.as_of_ms >= done.instruction.as_of_ms
+        assert again == dataclasses.replace(
+            done,
+            instruction=dataclasses.replace(done.instruction, as_of_ms=again.instruction.as_of_ms),
+        )
         assert client.account("payee").balance == 10

@@ -14,7 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bank_adapter.client import SyncBankClient, WebhookReceiver, WebhookSignatureError
+from bank_adapter.client import (
+    CallbackEvent,
+    SyncBankClient,
+    WebhookReceiver,
+    WebhookSignatureError,
+)
 from bank_adapter.devcommittee import DevCommittee
 from bank_adapter.ledger import InstructionState
 from bank_adapter.process import BankProcess
@@ -31,6 +36,7 @@ class Receiver:
         self.fail_first = fail_first
         self.attempts = 0
         self.accepted: list[str] = []  # event ids, in arrival order, including duplicates
+        self.events: list[CallbackEvent] = []  # the new events, in arrival order
         self.lock = threading.Lock()
         self.checker: WebhookReceiver | None = None
         self.rejected = 0
@@ -49,6 +55,8 @@ class Receiver:
                             event = receiver.checker.receive(dict(self.headers), body, time.time())
                             status = 200
                             receiver.accepted.append(event.event_id if event else "duplicate")
+                            if event is not None:
+                                receiver.events.append(event)
                         except WebhookSignatureError:
                             receiver.rejected += 1
                             status = 401

@@ -1,9 +1,15 @@
-"""End to end: `dvpsim run` on the shipped scenarios, with real chains, bank and node processes.
+"""End to end: `dvpsim run` on the shipped scenarios, with real chains, bank and node
+processes, each held against `dvpsim sim` on the same scenario.
 
 Each of the four settlement modes commits and aborts (insufficient funds, a missed
 deadline) and ends with every party's balances exactly as the committed settlements say;
 the kill-and-restart scenario passes its checks; the unsafe self-refunding variant makes
 the checks fail and the command exit non-zero.
+
+Real against sim (the differential of the two worlds): every scenario gives the same
+status for each check in both, and, for the reference case and each mode without faults,
+the same committed and aborted settlements and every party's same final token and bank
+balances (native gas is not among them).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import pytest
 from chain_adapters.build import REPO_ROOT
 from scenarios.real import RealRun
 from scenarios.schema import load
+from scenarios.sim.run import SimRun
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = REPO_ROOT / "scenarios"
@@ -31,6 +38,25 @@ def _run(name: str, out: Path) -> dict[str, Any]:
     assert summary == json.loads(json.dumps(report.summary, default=str))
     assert (out / "history.jsonl").stat().st_size > 0
     return summary
+
+
+def _sim(name: str, out: Path) -> dict[str, Any]:
+    report = SimRun(load(SCENARIOS / f"{name}.toml"), out).run()
+    return report.summary
+
+
+def _statuses(summary: dict[str, Any]) -> dict[str, str]:
+    return {name: check["status"] for name, check in summary["checks"].items()}
+
+
+def _assert_same_outcome(real: dict[str, Any], sim: dict[str, Any]) -> None:
+    """Both worlds settled the same workload the same way."""
+    assert _statuses(sim) == _statuses(real)
+    assert sim["committed_ids"] == real["committed_ids"]
+    assert sim["aborted_ids"] == real["aborted_ids"]
+    assert set(sim["balances"]) == set(real["balances"])
+    for key, pair in real["balances"].items():
+        assert sim["balances"][key] == pair, f"{key}: sim {sim['balances'][key]}, real {pair}"
 
 
 def _assert_balances(summary: dict[str, Any]) -> None:
@@ -54,6 +80,7 @@ def test_mode_commits_and_aborts_with_exact_balances(name: str, tmp_path: Path) 
     seller = next(v for k, v in summary["balances"].items() if k.startswith("seller: asset"))
     opening = scenario.accounts[0].asset
     assert seller["actual"] == opening - summary["committed"] * scenario.settlements.asset_amount
+    _assert_same_outcome(summary, _sim(name, tmp_path / f"{name}-sim"))
 
 
 def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
@@ -64,9 +91,13 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
     history = [
         json.loads(line) for line in (tmp_path / "kill" / "history.jsonl").read_text().splitlines()
     ]
-    assert [
-        e["node"] for e in history if e["event"] == "fault" and e.get("kind") == "restart-node"
-    ] == [2, 0]
+    restarted = [
+        e["node"]
+        for e in history
+        if e["event"] == "fault" and e["phase"] == "end" and e["kind"] == "kill-node"
+    ]
+    assert restarted == [2, 0]
+    assert _statuses(_sim("kill-restart", tmp_path / "kill-sim")) == _statuses(summary)
     # Every node, the two restarted ones included, signed at most one side of each settlement.
     for index in range(4):
         db = sqlite3.connect(
@@ -100,6 +131,9 @@ def test_bank_outage_errors_and_duplicate_callbacks_change_no_outcome(tmp_path: 
         if '"warning"' in line
     ]
     assert "bank refused the report" in warnings
+    sim = _sim("bank-faults", tmp_path / "bank-sim")
+    assert _statuses(sim) == _statuses(summary)
+    assert sim["committed"] == summary["committed"]
 
 
 def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: Path) -> None:
@@ -126,6 +160,9 @@ def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: P
         "committed on one leg and aborted on another" in summary["checks"]["atomicity"]["witness"]
     )
     assert "FAILED" in result.stdout
+    sim = _sim("unsafe-self-refund", tmp_path / "unsafe-sim")
+    assert _statuses(sim) == _statuses(summary)
+    assert "committed on one leg and aborted on another" in sim["checks"]["atomicity"]["witness"]
 
 
 def test_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -150,3 +187,4 @@ def test_reference_case_with_sixteen_nodes(tmp_path: Path) -> None:
     summary = _run("reference-n16", tmp_path / "n16")
     assert summary["passed"], summary["checks"]
     _assert_balances(summary)
+    _assert_same_outcome(summary, _sim("reference-n16", tmp_path / "n16-sim"))

@@ -30,7 +30,7 @@ from chain_adapters.localchain import (
 from chain_adapters.model import Mode, State
 from chain_adapters.sender import FeePolicy, TransactionReverted, TransactionSender, TxRequest
 from consensus.report import Action
-from dvpsim.process import die_with_parent
+from processes import die_with_parent
 from tests.escrow.escrow_helpers import Escrow
 
 CHAIN_ID = 41_002

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from chain_adapters.localchain import free_port
-from dvpsim.process import ManagedProcess
 from node.provision import MemberKeys, make_keys, start_node, wait_node_ready, write_committee
+from processes import ManagedProcess
 
 FAST_TIMING = {
     "delta_progress": 2.0,

@@ -1,0 +1,557 @@
+"""The node driver: everything one oracle node decides, with no I/O at all.
+
+``NodeDriver.handle(event) -> tuple[Effect, ...]`` is the whole node. It combines
+
+- the consensus state machine (``consensus.protocol.Node``): rounds, shares, certificates;
+- the leg trackers (``node.legs``): what this node has seen of each leg on each target;
+- the DvP rules (``node.dvp``): the outcome function the committee certifies with, and the
+  observation a node contributes (its trackers' facts, minus settlements that are over).
+
+A *world* feeds it events and carries out its effects. Two worlds exist: the real one
+(``node.runtime``: trio, libp2p, chains over JSON-RPC, the bank over HTTP, the wall clock)
+and the simulated one (``scenarios.sim``: one event queue, a virtual clock, simulated
+network, chains and bank). A world decides nothing; the same decisions come out of the
+same events in both.
+
+=====================  ==================================================================
+event                  meaning
+=====================  ==================================================================
+Start                  (consensus) the node (re)starts with what its Persist effects wrote
+MessageReceived        (consensus) bytes from an authenticated committee member
+TimerFired             a timer set by SetTimer is due (consensus and driver timers alike)
+ChainUpdate            a chain target's watcher delivered (or retracted) coordinator events,
+                       and the newest block's timestamp
+ChainStates            the answer to ReadLeg on a chain target: settlements' current states
+BankUpdate             instruction statuses from the bank (callback, poll, transmission
+                       answer) and the bank's time
+ReportedFacts          facts a ``file`` target states directly
+TransmissionDone       the result of a Transmit effect ("ok", "reverted", "error", ...)
+=====================  ==================================================================
+
+=====================  ==================================================================
+effect                 the world must
+=====================  ==================================================================
+Persist                (consensus) make the update durable before any later effect
+Send / Broadcast       (consensus) deliver bytes to one member / every other member
+SetTimer / CancelTimer arm (replacing an earlier deadline of the same timer) / disarm
+Transmit               hand the certificate, with the terms it needs, to its target; answer
+                       with TransmissionDone
+ReadLeg                read these settlements' state at the target; answer with
+                       ChainStates (a chain) or BankUpdate (the bank)
+Certified, EpochStarted, Rejected, Observed, TransmissionFinished
+                       (information) for logs, metrics and the history
+=====================  ==================================================================
+
+Effects of one step come out in the order they must be carried out (a Persist before the
+Send that carries the shares it protects). The driver answers the consensus node's
+RequestObservation itself, from its trackers, within the same step: trackers are memory.
+
+Transmission retries are timers: a result worth another try ("error", "rpc-error",
+"partial") arms a RETRY timer with the next pause of ``retry_delays``; when it fires the
+driver looks again whether the target already shows every decision applied.
+
+This module must never read a clock, the network, the disk or a global random generator:
+time comes only in events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, Final
+
+from bank_adapter.client import InstructionStatus
+from bank_adapter.terms import PaymentTerms
+from chain_adapters.model import State, Terms
+from consensus.config import ConsensusConfig
+from consensus.events import (
+    Broadcast,
+    Certified,
+    EpochStarted,
+    MessageReceived,
+    ObservationReady,
+    Persist,
+    Rejected,
+    RequestObservation,
+    Send,
+    Start,
+    Timer,
+)
+from consensus.events import CancelTimer as ConsensusCancelTimer
+from consensus.events import Event as ConsensusEvent
+from consensus.events import SetTimer as ConsensusSetTimer
+from consensus.events import TimerFired as ConsensusTimerFired
+from consensus.events import Transmit as ConsensusTransmit
+from consensus.protocol import Node, NodeKeys
+from consensus.report import Certificate
+from node.dvp import DvpOutcome, Fact, fit_observation, settled
+from node.legs import (
+    BankLegTracker,
+    EscrowLegTracker,
+    EscrowRecord,
+    ReportedFactsTracker,
+    SettlementBook,
+)
+
+__all__ = [
+    "RETRYABLE_RESULTS",
+    "TRANSMIT_RETRY_DELAYS",
+    "BankUpdate",
+    "CancelTimer",
+    "ChainStates",
+    "ChainUpdate",
+    "DriverConfig",
+    "DriverStats",
+    "DriverTimer",
+    "DriverTimerKind",
+    "Effect",
+    "NodeDriver",
+    "NodeEvent",
+    "Observed",
+    "ReadLeg",
+    "ReportedFacts",
+    "SetTimer",
+    "TargetSpec",
+    "TimerFired",
+    "Transmit",
+    "TransmissionDone",
+    "TransmissionFinished",
+]
+
+#: Transmission results worth another try, and the pauses between tries (seconds).
+RETRYABLE_RESULTS: Final = frozenset({"error", "rpc-error", "partial"})
+TRANSMIT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
+#: How often a node asks the bank about instructions it has not heard of lately, how
+#: quiet "lately" is, and how many it asks about at once (callbacks are the fast path).
+BANK_POLL_INTERVAL: Final = 0.5
+BANK_QUIET_FOR: Final = 2.0
+BANK_POLLS_PER_CYCLE: Final = 32
+
+TARGET_KINDS: Final = ("evm", "bank", "file")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """What the driver needs to know of one target (the world knows how to reach it)."""
+
+    name: str  # consensus target name, e.g. "chain-A" or "bank"
+    leg: str  # the leg it carries: "A", "B" or "bank"
+    kind: str  # "evm", "bank" or "file"
+    currency: str = "USD"  # bank: the payment leg's currency
+
+
+@dataclass(frozen=True)
+class DriverConfig:
+    consensus: ConsensusConfig
+    index: int
+    mode: str
+    targets: tuple[TargetSpec, ...]
+    retry_delays: tuple[float, ...] = TRANSMIT_RETRY_DELAYS
+    bank_poll_interval: float = BANK_POLL_INTERVAL
+    bank_quiet_for: float = BANK_QUIET_FOR
+    bank_polls_per_cycle: int = BANK_POLLS_PER_CYCLE
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.consensus.targets]
+        for target in self.targets:
+            if target.kind not in TARGET_KINDS:
+                raise ValueError(f"target {target.name}: unknown kind {target.kind!r}")
+            if target.name not in names:
+                raise ValueError(f"target {target.name} is not a target of the committee")
+
+
+# --------------------------------------------------------------------------- timers
+
+
+class DriverTimerKind(IntEnum):
+    RETRY = 1  # try a transmission again
+    POLL = 2  # ask the bank about quiet instructions
+
+
+@dataclass(frozen=True, slots=True)
+class DriverTimer:
+    kind: DriverTimerKind
+    target: str
+    epoch: int = 0
+    round: int = 0
+
+
+AnyTimer = Timer | DriverTimer
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    now: float
+    timer: AnyTimer
+
+
+@dataclass(frozen=True, slots=True)
+class ChainUpdate:
+    now: float
+    target: str
+    records: tuple[EscrowRecord, ...]
+    block_time: int  # timestamp of the newest block the watcher saw
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStates:
+    now: float
+    target: str
+    states: tuple[tuple[bytes, State], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BankUpdate:
+    now: float
+    target: str
+    statuses: tuple[InstructionStatus, ...]
+    as_of_ms: int | None  # the bank's time when it stated them (None: not stated)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedFacts:
+    now: float
+    target: str
+    facts: frozenset[Fact]
+
+
+@dataclass(frozen=True, slots=True)
+class TransmissionDone:
+    now: float
+    target: str
+    epoch: int
+    round: int
+    result: str
+
+
+NodeEvent = (
+    Start
+    | MessageReceived
+    | TimerFired
+    | ChainUpdate
+    | ChainStates
+    | BankUpdate
+    | ReportedFacts
+    | TransmissionDone
+)
+
+
+# --------------------------------------------------------------------------- effects
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    timer: AnyTimer
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    timer: AnyTimer
+
+
+@dataclass(frozen=True, slots=True)
+class Transmit:
+    """Hand ``certificate`` to ``target``. ``terms`` are what the target needs besides the
+    certificate: an escrow's terms per decision, or the bank's terms of PREPARE decisions.
+    ``attempt`` counts from 0."""
+
+    target: str
+    certificate: Certificate
+    terms: tuple[Terms, ...] | tuple[PaymentTerms, ...]
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadLeg:
+    target: str
+    settlement_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """(information) the node's observation for (epoch, round)."""
+
+    epoch: int
+    round: int
+    size: int  # bytes
+    settlements: int  # open settlements it reports on
+    left_out: int  # settlements that did not fit and wait for a later round
+
+
+@dataclass(frozen=True, slots=True)
+class TransmissionFinished:
+    """(information) a certificate's transmission to a target ended with ``result``."""
+
+    target: str
+    epoch: int
+    round: int
+    result: str
+    attempts: int
+    seconds: float  # from the first try to the end
+
+
+Effect = (
+    Persist
+    | Send
+    | Broadcast
+    | SetTimer
+    | CancelTimer
+    | Transmit
+    | ReadLeg
+    | Certified
+    | EpochStarted
+    | Rejected
+    | Observed
+    | TransmissionFinished
+)
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+@dataclass
+class DriverStats:
+    """Counters the metrics endpoint publishes (monotonic)."""
+
+    events: int = 0
+    rounds_observed: int = 0
+    certificates: int = 0
+    epochs: int = 0
+    rejected: int = 0
+    persists: int = 0
+    decisions: dict[str, int] = field(default_factory=dict)  # action -> count, certified
+    transmissions: dict[str, int] = field(default_factory=dict)  # "target:result" -> count
+    certify_latency: list[float] = field(default_factory=list)  # observe request -> cert, s
+    transmit_latency: list[float] = field(default_factory=list)
+    last_certified_at: float = 0.0  # node time of the last certificate accepted
+    observation_largest_bytes: int = 0
+    observation_left_out: int = 0  # summed over rounds
+
+
+@dataclass
+class _Transmission:
+    certificate: Certificate
+    began: float
+    attempt: int = 0
+
+
+_Tracker = EscrowLegTracker | BankLegTracker | ReportedFactsTracker
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+class NodeDriver:
+    """One oracle node, events in, effects out (module docstring)."""
+
+    def __init__(self, config: DriverConfig, keys: NodeKeys, *, crypto: Any = None) -> None:
+        self.config = config
+        self.index = config.index
+        outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
+        kwargs: dict[str, Any] = {} if crypto is None else {"crypto": crypto}
+        self.node = Node(config.consensus, config.index, keys, outcome, **kwargs)
+        self.book = SettlementBook()
+        self.trackers: dict[str, _Tracker] = {}
+        for target in config.targets:
+            self.trackers[target.name] = _make_tracker(target, self.book)
+        self._max_observation = config.consensus.max_observation_bytes
+        self.stats = DriverStats()
+        self._now = 0.0
+        self._out: list[Effect] = []
+        self._round_started: dict[tuple[int, int], float] = {}
+        self._transmissions: dict[tuple[str, int, int], _Transmission] = {}
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def epoch(self) -> int:
+        return self.node.epoch
+
+    def handle(self, event: NodeEvent) -> tuple[Effect, ...]:
+        """Process one event; return the effects the world must carry out, in order."""
+        self._now = event.now
+        self._out = []
+        self.stats.events += 1
+        if isinstance(event, Start):
+            self._consensus(event)
+            for target in self.config.targets:
+                if target.kind == "bank":
+                    self._arm_poll(target.name)
+        elif isinstance(event, MessageReceived):
+            self._consensus(event)
+        elif isinstance(event, TimerFired):
+            timer = event.timer
+            if isinstance(timer, Timer):
+                self._consensus(ConsensusTimerFired(event.now, timer))
+            else:
+                self._on_driver_timer(timer)
+        elif isinstance(event, ChainUpdate):
+            tracker = self._tracker(event.target, EscrowLegTracker)
+            refresh = tracker.apply(event.records, event.block_time)
+            if refresh:
+                self._out.append(ReadLeg(event.target, refresh))
+        elif isinstance(event, ChainStates):
+            self._tracker(event.target, EscrowLegTracker).refresh(event.states)
+        elif isinstance(event, BankUpdate):
+            self._tracker(event.target, BankLegTracker).learn(
+                event.statuses, event.as_of_ms, event.now
+            )
+        elif isinstance(event, ReportedFacts):
+            self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
+        else:
+            self._on_transmission_done(event)
+        out = tuple(self._out)
+        self._out = []
+        return out
+
+    def observation(self) -> tuple[bytes, int, int]:
+        """This node's observation now: (encoded facts, settlements in it, left out)."""
+        facts: set[Fact] = set()
+        for tracker in self.trackers.values():
+            facts |= tracker.facts()
+        over = settled(self.config.mode, facts)
+        self.book.settled |= over
+        open_facts = [f for f in facts if f.settlement_id not in over]
+        data, left_out = fit_observation(open_facts, self._max_observation)
+        settlements = len({f.settlement_id for f in open_facts}) - left_out
+        return data, settlements, left_out
+
+    # ------------------------------------------------------------------ consensus
+
+    def _consensus(self, first: ConsensusEvent) -> None:
+        pending: list[ConsensusEvent] = [first]
+        while pending:
+            for action in self.node.handle(pending.pop(0)):
+                if isinstance(action, RequestObservation):
+                    pending.append(self._observe(action))
+                elif isinstance(action, ConsensusTransmit):
+                    self._transmit(action.target, action.certificate, attempt=0)
+                elif isinstance(action, ConsensusSetTimer):
+                    self._out.append(SetTimer(action.timer, action.at))
+                elif isinstance(action, ConsensusCancelTimer):
+                    self._out.append(CancelTimer(action.timer))
+                elif isinstance(action, Certified):
+                    self._on_certified(action)
+                    self._out.append(action)
+                else:
+                    if isinstance(action, Persist):
+                        self.stats.persists += 1
+                    elif isinstance(action, EpochStarted):
+                        self.stats.epochs += 1
+                    elif isinstance(action, Rejected):
+                        self.stats.rejected += 1
+                    self._out.append(action)
+
+    def _observe(self, request: RequestObservation) -> ObservationReady:
+        self.stats.rounds_observed += 1
+        self._round_started[(request.epoch, request.round)] = self._now
+        data, settlements, left_out = self.observation()
+        self.stats.observation_largest_bytes = max(self.stats.observation_largest_bytes, len(data))
+        self.stats.observation_left_out += left_out
+        self._out.append(Observed(request.epoch, request.round, len(data), settlements, left_out))
+        return ObservationReady(self._now, request.epoch, request.round, data)
+
+    def _on_certified(self, action: Certified) -> None:
+        stats = self.stats
+        stats.certificates += 1
+        report = action.certificate.report
+        for decision in report.decisions:
+            name = decision.action.name
+            stats.decisions[name] = stats.decisions.get(name, 0) + 1
+        began = self._round_started.pop((report.epoch, report.round), None)
+        if began is not None:
+            stats.certify_latency.append(self._now - began)
+        stats.last_certified_at = self._now
+
+    # ------------------------------------------------------------------ transmission
+
+    def _transmit(self, target: str, certificate: Certificate, attempt: int) -> None:
+        report = certificate.report
+        key = (target, report.epoch, report.round)
+        pending = self._transmissions.get(key)
+        if pending is None:
+            pending = _Transmission(certificate, self._now)
+            self._transmissions[key] = pending
+        pending.attempt = attempt
+        tracker = self.trackers.get(target)
+        if tracker is None:
+            self._finish(key, "unknown-target")
+            return
+        if all(tracker.already_applied(d) for d in report.decisions):
+            self._finish(key, "already-applied")
+            return
+        terms: tuple[Terms, ...] | tuple[PaymentTerms, ...] | None
+        if isinstance(tracker, EscrowLegTracker | BankLegTracker):
+            terms = tracker.transmission_terms(report)
+        else:
+            terms = ()
+        if terms is None:
+            self._finish(key, "unknown-settlement")
+            return
+        self._out.append(Transmit(target, certificate, terms, attempt))
+
+    def _on_transmission_done(self, event: TransmissionDone) -> None:
+        key = (event.target, event.epoch, event.round)
+        pending = self._transmissions.get(key)
+        if pending is None:
+            return  # a result for a transmission this incarnation did not start
+        delays = self.config.retry_delays
+        if event.result in RETRYABLE_RESULTS and pending.attempt < len(delays):
+            timer = DriverTimer(DriverTimerKind.RETRY, event.target, event.epoch, event.round)
+            self._out.append(SetTimer(timer, self._now + delays[pending.attempt]))
+            return
+        self._finish(key, event.result)
+
+    def _finish(self, key: tuple[str, int, int], result: str) -> None:
+        pending = self._transmissions.pop(key)
+        target, epoch, round_ = key
+        label = f"{target}:{result}"
+        self.stats.transmissions[label] = self.stats.transmissions.get(label, 0) + 1
+        seconds = self._now - pending.began
+        self.stats.transmit_latency.append(seconds)
+        self._out.append(
+            TransmissionFinished(target, epoch, round_, result, pending.attempt + 1, seconds)
+        )
+
+    # ------------------------------------------------------------------ driver timers
+
+    def _on_driver_timer(self, timer: DriverTimer) -> None:
+        if timer.kind is DriverTimerKind.RETRY:
+            pending = self._transmissions.get((timer.target, timer.epoch, timer.round))
+            if pending is not None:
+                self._transmit(timer.target, pending.certificate, pending.attempt + 1)
+        else:
+            tracker = self._tracker(timer.target, BankLegTracker)
+            stale = tracker.stale(
+                self._now, self.config.bank_quiet_for, self.config.bank_polls_per_cycle
+            )
+            if stale:
+                self._out.append(ReadLeg(timer.target, stale))
+            self._arm_poll(timer.target)
+
+    def _arm_poll(self, target: str) -> None:
+        timer = DriverTimer(DriverTimerKind.POLL, target)
+        self._out.append(SetTimer(timer, self._now + self.config.bank_poll_interval))
+
+    # ------------------------------------------------------------------ helpers
+
+    def _tracker(self, name: str, kind: type[Any]) -> Any:
+        tracker = self.trackers.get(name)
+        if not isinstance(tracker, kind):
+            raise ValueError(f"event for target {name!r}, which is not a {kind.__name__} target")
+        return tracker
+
+
+def _make_tracker(target: TargetSpec, book: SettlementBook) -> _Tracker:
+    if target.kind == "evm":
+        return EscrowLegTracker(target.leg, book)
+    if target.kind == "bank":
+        return BankLegTracker(target.leg, target.currency, book)
+    return ReportedFactsTracker(target.leg)

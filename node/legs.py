@@ -1,0 +1,378 @@
+"""Leg trackers: what one node knows about the legs on one target, turned into facts.
+
+A node watches every leg of a settlement on the leg's own target: a chain's DvP
+coordinator or the bank. A tracker takes what the world reports about that target and
+answers with ``node.dvp.Fact`` values (the node's observation) and with what a
+transmission to the target needs. Trackers are pure and synchronous: the world (a trio
+pump in real mode, the simulated world in sim) hands them events, and they never read a
+clock, the network or the disk. Time enters only as the leg's *own* clock:
+
+- an escrow leg's clock is the timestamp of the newest block the node has seen;
+- a bank leg's clock is the bank's time, as the bank states it in its answers and
+  callbacks (``as_of_ms``).
+
+A leg is EXPIRED when its own clock passed its deadline while it is not final, so every
+honest node that saw the same chain or bank answers agrees, whatever its wall clock says.
+
+``EscrowLegTracker`` takes the coordinator's events (``chain_adapters.model`` types) as
+the event watcher delivers them, each once its block has the target's confirmations, and
+an event *retracted* by a reorg. A retraction undoes what its event said: the tracker asks
+for the settlement's state to be read again (``refresh``). Facts: PREPARED, COMMITTED,
+ABORTED (an unsafe self-refund, EXPIRED on chain, also rolled the leg back: it reads as
+ABORTED), and EXPIRED.
+
+``BankLegTracker`` takes instruction statuses (callbacks, polls, transmission answers).
+The bank leg of a settlement is REQUESTED with terms derived from the asset chain's
+escrow terms (``SettlementBook``); PREVALIDATED -> PREPARED, REJECTED -> REJECTED,
+EXECUTED -> COMMITTED, CANCELLED -> ABORTED. Statuses never move backwards: an answer
+that is older than what the tracker knows (a late poll, a duplicate callback) is ignored.
+
+``ReportedFactsTracker`` holds facts a target reports directly (the ``file`` dry-run
+target of tests and demos).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+from bank_adapter.client import InstructionStatus
+from bank_adapter.ledger import InstructionState
+from bank_adapter.terms import PaymentTerms
+from chain_adapters.model import (
+    EscrowEvent,
+    LegLocked,
+    SettlementAborted,
+    SettlementCommitted,
+    SettlementCreated,
+    SettlementExpired,
+    State,
+    Terms,
+    terms_hash,
+)
+from consensus.report import Action, Decision, Report
+from node.dvp import Fact, FactKind
+
+__all__ = [
+    "BankLegTracker",
+    "EscrowLegTracker",
+    "EscrowRecord",
+    "LegTracker",
+    "ReportedFactsTracker",
+    "SettlementBook",
+    "bank_account",
+]
+
+
+def bank_account(address: str) -> str:
+    """The bank account id of a party: its EVM address in lower-case hex."""
+    return address.lower()
+
+
+@dataclass
+class SettlementBook:
+    """What a node knows about settlements across its targets.
+
+    The asset chain's coordinator announces every settlement with its full terms
+    (``SettlementCreated``). The bank leg's terms are derived from them, identically on
+    every node, so the committee asks the bank to hold exactly what the escrow promised:
+    payer = the buyer's address (lower-case hex), payee = the seller's address, amount =
+    the on-chain paymentAmount, currency = the bank target's currency, deadline = the
+    on-chain deadline.
+    """
+
+    terms: dict[bytes, Terms] = field(default_factory=dict)  # asset-chain terms by settlement
+    # Settlements every leg of which applied a decision, as this node's observer saw them:
+    # nothing is left to decide, so the trackers leave them out of their facts (a round's
+    # cost then follows the open settlements, not every settlement ever seen). A chain
+    # reorg that retracts one of their events takes it out of here again.
+    settled: set[bytes] = field(default_factory=set)
+
+    def bank_terms(self, settlement_id: bytes, currency: str) -> PaymentTerms | None:
+        t = self.terms.get(settlement_id)
+        if t is None:
+            return None
+        return PaymentTerms(
+            settlement_id=settlement_id,
+            payer_account=bank_account(t.buyer),
+            payee_account=bank_account(t.seller),
+            amount=t.payment_amount,
+            currency=currency,
+            deadline=t.deadline,
+        )
+
+
+class LegTracker(Protocol):
+    """What the node driver asks of every tracker."""
+
+    leg: str
+
+    def facts(self) -> set[Fact]: ...
+
+    def already_applied(self, decision: Decision) -> bool: ...
+
+
+# --------------------------------------------------------------------------- escrow legs
+
+
+@dataclass(frozen=True, slots=True)
+class EscrowRecord:
+    """One coordinator event as the watcher reported it: delivered, or retracted by a reorg."""
+
+    event: EscrowEvent
+    retracted: bool = False
+
+
+_FACT_OF_STATE: Final = {
+    State.PREPARED: FactKind.PREPARED,
+    State.COMMITTED: FactKind.COMMITTED,
+    State.ABORTED: FactKind.ABORTED,
+    State.EXPIRED: FactKind.ABORTED,
+}
+_FINAL_STATES: Final = frozenset({State.COMMITTED, State.ABORTED, State.EXPIRED})
+_DONE_ON_CHAIN: Final = {
+    Action.COMMIT: frozenset({State.COMMITTED}),
+    Action.ABORT: frozenset({State.ABORTED, State.EXPIRED}),
+}
+
+
+class EscrowLegTracker:
+    """The legs of one chain coordinator (module docstring)."""
+
+    def __init__(self, leg: str, book: SettlementBook) -> None:
+        self.leg = leg
+        self.book = book
+        # The asset chain's terms are the ones the bank leg's terms are derived from.
+        self.feeds_book = leg == "A"
+        self.terms: dict[bytes, Terms] = {}
+        self.states: dict[bytes, State] = {}
+        self.block_time = 0  # the leg's clock: the newest block's timestamp seen
+        self._hashes: dict[bytes, tuple[Terms, bytes]] = {}
+
+    def apply(self, records: Iterable[EscrowRecord], block_time: int) -> tuple[bytes, ...]:
+        """Take newly confirmed (or retracted) events and the head's timestamp; return the
+        settlements whose state must be read again from the chain (``refresh``)."""
+        refresh: dict[bytes, None] = {}
+        for record in records:
+            sid: bytes | None = getattr(record.event, "settlement_id", None)
+            if sid is None:
+                continue
+            if record.retracted:
+                refresh[sid] = None
+                self.book.settled.discard(sid)  # not over after all: report it again
+                continue
+            event = record.event
+            if isinstance(event, SettlementCreated):
+                self.terms[sid] = event.terms
+                self.states.setdefault(sid, State.CREATED)
+                if self.feeds_book:
+                    self.book.terms[sid] = event.terms
+            elif isinstance(event, LegLocked):
+                self.states[sid] = event.state
+            elif isinstance(event, SettlementCommitted):
+                self.states[sid] = State.COMMITTED
+            elif isinstance(event, SettlementAborted):
+                self.states[sid] = State.ABORTED
+            elif isinstance(event, SettlementExpired):
+                self.states[sid] = State.EXPIRED
+        # A chain's time only moves forward; a reorg to a branch with an earlier head does
+        # not make an expired leg live again.
+        self.block_time = max(self.block_time, block_time)
+        return tuple(refresh)
+
+    def refresh(self, states: Iterable[tuple[bytes, State]]) -> None:
+        """The chain's current state of settlements asked for by ``apply``."""
+        for sid, state in states:
+            if state == State.NONE:
+                self.terms.pop(sid, None)
+                self.states.pop(sid, None)
+                self._hashes.pop(sid, None)
+                if self.feeds_book:
+                    self.book.terms.pop(sid, None)
+            else:
+                self.states[sid] = state
+
+    def facts(self) -> set[Fact]:
+        facts: set[Fact] = set()
+        over = self.book.settled
+        for sid, terms in self.terms.items():
+            if sid in over:
+                continue
+            state = self.states.get(sid, State.CREATED)
+            digest = self._hash_of(sid, terms)
+            kind = _FACT_OF_STATE.get(state)
+            if kind is not None:
+                facts.add(Fact(sid, self.leg, kind, digest))
+            if state not in _FINAL_STATES and self.block_time > terms.deadline:
+                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, digest))
+        return facts
+
+    def _hash_of(self, sid: bytes, terms: Terms) -> bytes:
+        # Every round observes every open settlement: hash each one's terms once.
+        cached = self._hashes.get(sid)
+        if cached is None or cached[0] is not terms:
+            cached = (terms, terms_hash(terms))
+            self._hashes[sid] = cached
+        return cached[1]
+
+    def already_applied(self, decision: Decision) -> bool:
+        done = _DONE_ON_CHAIN.get(decision.action)
+        return done is not None and self.states.get(decision.settlement_id) in done
+
+    def transmission_terms(self, report: Report) -> tuple[Terms, ...] | None:
+        """The terms ``applyReport`` needs, one per decision; None if one is unknown here."""
+        terms = []
+        for decision in report.decisions:
+            known = self.terms.get(decision.settlement_id)
+            if known is None:
+                return None
+            terms.append(known)
+        return tuple(terms)
+
+
+# --------------------------------------------------------------------------- bank legs
+
+_BANK_FINAL: Final = frozenset(
+    {InstructionState.REJECTED, InstructionState.EXECUTED, InstructionState.CANCELLED}
+)
+_BANK_FACT: Final = {
+    InstructionState.PREVALIDATED: FactKind.PREPARED,
+    InstructionState.REJECTED: FactKind.REJECTED,
+    InstructionState.EXECUTED: FactKind.COMMITTED,
+    InstructionState.CANCELLED: FactKind.ABORTED,
+}
+_BANK_RANK: Final = {
+    InstructionState.RECEIVED: 0,
+    InstructionState.PREVALIDATED: 1,
+    InstructionState.REJECTED: 2,
+    InstructionState.EXECUTED: 2,
+    InstructionState.CANCELLED: 2,
+}
+_DONE_AT_BANK: Final = {
+    Action.COMMIT: InstructionState.EXECUTED,
+    Action.ABORT: InstructionState.CANCELLED,
+}
+
+
+class BankLegTracker:
+    """The bank legs of a node (module docstring). ``now`` arguments are the node's own
+    clock, used only to pace polling (which settlements the bank has not spoken of lately)."""
+
+    def __init__(self, leg: str, currency: str, book: SettlementBook) -> None:
+        self.leg = leg
+        self.currency = currency
+        self.book = book
+        self.statuses: dict[bytes, InstructionStatus] = {}
+        self.bank_time_ms: int | None = None  # the leg's clock: the latest bank time heard
+        self._terms: dict[bytes, tuple[PaymentTerms, bytes]] = {}
+        self._heard: dict[bytes, float] = {}  # node time the bank last spoke of a settlement
+
+    def learn(
+        self, statuses: Iterable[InstructionStatus], as_of_ms: int | None, now: float
+    ) -> None:
+        """Take statuses the bank stated at its time ``as_of_ms`` (None: not stated)."""
+        if as_of_ms is not None and (self.bank_time_ms is None or as_of_ms > self.bank_time_ms):
+            self.bank_time_ms = as_of_ms
+        for status in statuses:
+            sid = status.settlement_id
+            self._heard[sid] = now
+            current = self.statuses.get(sid)
+            if current is None or _BANK_RANK[status.state] >= _BANK_RANK[current.state]:
+                self.statuses[sid] = status
+
+    def facts(self) -> set[Fact]:
+        facts: set[Fact] = set()
+        over = self.book.settled
+        bank_time_s = None if self.bank_time_ms is None else self.bank_time_ms / 1000
+        for sid in self.book.terms:
+            if sid in over:
+                continue
+            known = self.terms_of(sid)
+            if known is None:
+                continue
+            terms, digest = known
+            facts.add(Fact(sid, self.leg, FactKind.REQUESTED, digest))
+            status = self.statuses.get(sid)
+            if status is not None and status.terms_hash == digest and status.state in _BANK_FACT:
+                facts.add(Fact(sid, self.leg, _BANK_FACT[status.state], digest))
+            final = status is not None and status.state in _BANK_FINAL
+            if not final and bank_time_s is not None and bank_time_s > terms.deadline:
+                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, digest))
+        return facts
+
+    def terms_of(self, sid: bytes) -> tuple[PaymentTerms, bytes] | None:
+        """The bank leg's terms and their hash, derived once per settlement."""
+        cached = self._terms.get(sid)
+        if cached is None:
+            terms = self.book.bank_terms(sid, self.currency)
+            if terms is None:
+                return None
+            cached = (terms, terms.terms_hash())
+            self._terms[sid] = cached
+        return cached
+
+    def already_applied(self, decision: Decision) -> bool:
+        known = self.statuses.get(decision.settlement_id)
+        if known is None:
+            return False
+        if decision.action is Action.PREPARE:
+            return known.state != InstructionState.RECEIVED
+        return known.state == _DONE_AT_BANK.get(decision.action)
+
+    def transmission_terms(self, report: Report) -> tuple[PaymentTerms, ...]:
+        """The terms of the report's PREPARE decisions that this node can derive. Terms it
+        cannot derive (or derives differently) are left out: the bank refuses that one
+        decision, and another transmitter may have them."""
+        terms = []
+        for decision in report.decisions:
+            if decision.action is Action.PREPARE:
+                known = self.terms_of(decision.settlement_id)
+                if known is not None and known[1] == decision.terms_hash:
+                    terms.append(known[0])
+        return tuple(terms)
+
+    def stale(self, now: float, quiet_for: float, limit: int) -> tuple[bytes, ...]:
+        """Up to ``limit`` open settlements the bank has not spoken of for ``quiet_for``
+        seconds (a lost callback, a bank restart): the ones to ask about now. Asking
+        counts as hearing, so each is asked at most once per ``quiet_for``."""
+        over = self.book.settled
+        stale: list[bytes] = []
+        for sid in self.book.terms:
+            if len(stale) >= limit:
+                break
+            if sid in over:
+                continue
+            status = self.statuses.get(sid)
+            if status is not None and status.state in _BANK_FINAL:
+                continue
+            if now - self._heard.setdefault(sid, now) > quiet_for:
+                stale.append(sid)
+        for sid in stale:
+            self._heard[sid] = now
+        return tuple(stale)
+
+
+# --------------------------------------------------------------------------- reported facts
+
+
+class ReportedFactsTracker:
+    """Facts a target states directly (the ``file`` dry-run target): the latest set wins."""
+
+    def __init__(self, leg: str) -> None:
+        self.leg = leg
+        self.reported: frozenset[Fact] = frozenset()
+
+    def replace(self, facts: Iterable[Fact]) -> None:
+        self.reported = frozenset(f for f in facts if f.target == self.leg)
+
+    def facts(self) -> set[Fact]:
+        return set(self.reported)
+
+    def already_applied(self, decision: Decision) -> bool:
+        kind = {Action.COMMIT: FactKind.COMMITTED, Action.ABORT: FactKind.ABORTED}.get(
+            decision.action
+        )
+        return kind is not None and any(
+            f.settlement_id == decision.settlement_id and f.kind is kind for f in self.reported
+        )

@@ -1,0 +1,145 @@
+"""An EVM chain's DvP coordinator as a node's target: watch its events, read it, send to it.
+
+Watching. A background task polls the coordinator's events through the reorg-aware
+watcher (``chain_adapters.watcher``) with the target's confirmation depth and gives the
+driver each event as it is delivered, or retracted by a reorg, with the newest block's
+timestamp (the leg's clock): a ``ChainUpdate`` event. What the events mean is the escrow
+leg tracker's business (``node.legs``).
+
+Reading. ``ReadLeg`` (the driver asks after a retraction) reads the settlements' current
+states from the coordinator (``statesOf``): a ``ChainStates`` event.
+
+Transmission. ``applyReport`` with the terms the driver gives, through the transaction
+sender (nonce, fees, bumping, retries), after the sender's last check that some decision
+of the report would still change something here (if not, nothing is sent:
+"already-applied"). One transaction at a time per target.
+
+The contracts' ABIs come from the caller (compiled once per process); this module never
+compiles anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import trio
+
+from chain_adapters.bindings import CoordinatorBinding, chain_log_event
+from chain_adapters.evm import RpcError, connect
+from chain_adapters.model import Terms
+from chain_adapters.sender import TransactionReverted, TransactionSender
+from chain_adapters.watcher import EventWatcher, Retracted, WatchRecord
+from consensus.report import Certificate
+from node.config import TargetConfig
+from node.driver import ChainStates, ChainUpdate, NodeEvent, ReadLeg, Transmit
+from node.legs import EscrowRecord
+from node.pumps.base import Emit, TargetError
+
+log = logging.getLogger("dvpsim.node.evm")
+
+POLL_INTERVAL = 0.1
+
+
+class EvmPump:
+    def __init__(self, config: TargetConfig, artifacts: Mapping[str, Any]) -> None:
+        self.name = config.name
+        self.config = config
+        try:
+            self.rpc = connect(config.url, config.chain_id)
+        except RpcError as exc:
+            raise TargetError(f"target {config.name}: {exc}") from None
+        address = "0x" + config.verifier.hex()
+        self.binding = CoordinatorBinding(
+            self.rpc.web3, self.rpc.web3.to_checksum_address(address), artifacts
+        )
+        self.watcher = EventWatcher(
+            self.rpc,
+            [self.binding.address],
+            confirmations=max(1, config.confirmations),
+            decoder=self.binding.decoder,
+        )
+        # Other transactions land between estimate and execution (locks, other nodes'
+        # reports) and can move storage slots to costlier transitions: keep headroom.
+        self.sender = TransactionSender(
+            self.rpc,
+            config.transmitter_key,
+            revert_decoder=self.binding.decode_error,
+            gas_margin=1.5,
+        )
+        self._send_lock = trio.Lock()
+        self._block_time = -1
+
+    # ------------------------------------------------------------------ watching
+
+    async def run(self, emit: Emit) -> None:
+        while True:
+            try:
+                update = await trio.to_thread.run_sync(self._poll_once)
+            except RpcError as exc:
+                log.warning(
+                    "chain poll failed", extra={"fields": {"target": self.name, "error": str(exc)}}
+                )
+                await trio.sleep(1.0)
+                continue
+            if update is not None:
+                await emit(update)
+            await trio.sleep(POLL_INTERVAL)
+
+    def _poll_once(self) -> ChainUpdate | None:
+        records = [r for r in (_escrow_record(w) for w in self.watcher.poll()) if r is not None]
+        block_time = int(
+            self.rpc.call("latest block", lambda: self.rpc.eth.get_block("latest")["timestamp"])
+        )
+        if not records and block_time == self._block_time:
+            return None  # nothing new: the driver's clock for this leg stands still
+        self._block_time = block_time
+        return ChainUpdate(0.0, self.name, tuple(records), block_time)
+
+    # ------------------------------------------------------------------ reading
+
+    async def read(self, effect: ReadLeg) -> tuple[NodeEvent, ...]:
+        ids = list(effect.settlement_ids)
+        states = await trio.to_thread.run_sync(self.binding.states_of, ids)
+        return (ChainStates(0.0, self.name, tuple(zip(ids, states, strict=True))),)
+
+    # ------------------------------------------------------------------ transmission
+
+    async def transmit(self, effect: Transmit) -> tuple[str, tuple[NodeEvent, ...]]:
+        terms = [t for t in effect.terms if isinstance(t, Terms)]
+        async with self._send_lock:
+            result = await trio.to_thread.run_sync(self._send, effect.certificate, terms)
+        return result, ()
+
+    def _send(self, certificate: Certificate, terms: list[Terms]) -> str:
+        def already_done() -> bool:
+            return not self.binding.pending_decisions(certificate.report)
+
+        try:
+            result = self.sender.send(
+                self.binding.apply_report_tx(certificate, terms), already_done=already_done
+            )
+        except TransactionReverted as exc:
+            log.warning(
+                "report reverted", extra={"fields": {"target": self.name, "error": str(exc)}}
+            )
+            return "reverted"
+        except RpcError as exc:
+            log.warning(
+                "transmission failed", extra={"fields": {"target": self.name, "error": str(exc)}}
+            )
+            return "rpc-error"
+        if result.skipped:
+            return "already-applied"
+        return "ok"
+
+    def close(self) -> None:
+        pass
+
+
+def _escrow_record(record: WatchRecord) -> EscrowRecord | None:
+    event = chain_log_event(record.log)
+    if event is None:
+        return None
+    return EscrowRecord(event, retracted=isinstance(record, Retracted))

@@ -1,0 +1,143 @@
+"""History records of what a node did: one function, used by both worlds.
+
+A run's history (``docs/HISTORY.md``) holds, per node, the protocol's steps: epochs
+entered, rounds a leader started, proposals, certificates formed and accepted,
+observations, transmissions sent and how they ended, and, where asked for, every message
+sent and received. Both worlds turn the node driver's effects into those records with
+:func:`effect_records` and :func:`message_record`, so a real run and a simulated one
+describe the same things with the same fields. The caller adds the time.
+
+Message kinds, epochs and rounds are read from the first bytes of the canonical encoding
+(``consensus.codec``): a map whose first keys are "k", "e" and "r".
+
+This module only describes: it never decides anything and does no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgpack
+
+from consensus.events import Broadcast, Certified, EpochStarted, Rejected, Send
+from consensus.messages import Kind
+from node.driver import Effect, Observed, TransmissionFinished, Transmit
+
+__all__ = ["KIND_NAMES", "effect_records", "message_header", "message_record"]
+
+KIND_NAMES: Final = {
+    Kind.NEW_EPOCH: "new-epoch",
+    Kind.OBSERVE_REQ: "observe-req",
+    Kind.OBSERVATION: "observation",
+    Kind.PROPOSAL: "proposal",
+    Kind.SHARES: "shares",
+    Kind.CERTIFICATES: "certificates",
+}
+_FINISHED_OK: Final = frozenset({"ok", "already-applied"})
+
+
+def message_header(data: bytes) -> tuple[str, int, int | None]:
+    """(kind name, epoch, round or None) of an encoded consensus message; ("malformed",
+    -1, None) when its head is not canonical."""
+    try:
+        unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) or 1)
+        unpacker.feed(data)
+        size = unpacker.read_map_header()
+        head: dict[str, Any] = {}
+        for _ in range(min(size, 3)):
+            key = unpacker.unpack()
+            if key not in ("k", "e", "r"):
+                break
+            head[key] = unpacker.unpack()
+        kind = KIND_NAMES[Kind(head["k"])]
+        epoch = int(head["e"])
+    except Exception:
+        return "malformed", -1, None
+    round_ = head.get("r")
+    return kind, epoch, round_ if isinstance(round_, int) else None
+
+
+def message_record(event: str, sender: int, receiver: int, data: bytes) -> dict[str, Any]:
+    """A "send", "recv" or "lost" record of one message between two members."""
+    kind, epoch, round_ = message_header(data)
+    record: dict[str, Any] = {"event": event, "from": sender, "to": receiver, "kind": kind}
+    record["epoch"] = epoch
+    if round_ is not None:
+        record["round"] = round_
+    return record
+
+
+def effect_records(node: int, effect: Effect) -> list[dict[str, Any]]:
+    """The history records one driver effect stands for (none for most of them)."""
+    if isinstance(effect, Broadcast):
+        kind, epoch, round_ = message_header(effect.data)
+        # A leader's broadcasts mark the round's steps; followers never broadcast these.
+        if kind == "observe-req":
+            return [{"event": "round", "node": node, "epoch": epoch, "round": round_}]
+        if kind == "proposal":
+            return [{"event": "proposal", "node": node, "epoch": epoch, "round": round_}]
+        if kind == "certificates":
+            return [{"event": "certificate", "node": node, "epoch": epoch, "round": round_}]
+        return []
+    if isinstance(effect, Send):
+        return []
+    if isinstance(effect, Certified):
+        report = effect.certificate.report
+        return [
+            {
+                "event": "certified",
+                "node": node,
+                "target": effect.target,
+                "epoch": report.epoch,
+                "round": report.round,
+                "decisions": [
+                    ["0x" + d.settlement_id.hex(), d.action.name] for d in report.decisions
+                ],
+            }
+        ]
+    if isinstance(effect, EpochStarted):
+        return [{"event": "epoch", "node": node, "epoch": effect.epoch, "leader": effect.leader}]
+    if isinstance(effect, Rejected):
+        return [
+            {"event": "rejected", "node": node, "sender": effect.sender, "reason": effect.reason}
+        ]
+    if isinstance(effect, Observed):
+        return [
+            {
+                "event": "observation",
+                "node": node,
+                "epoch": effect.epoch,
+                "round": effect.round,
+                "bytes": effect.size,
+                "settlements": effect.settlements,
+                "left_out": effect.left_out,
+            }
+        ]
+    if isinstance(effect, Transmit):
+        report = effect.certificate.report
+        return [
+            {
+                "event": "transmission",
+                "phase": "invoke",
+                "node": node,
+                "target": effect.target,
+                "epoch": report.epoch,
+                "round": report.round,
+                "attempt": effect.attempt,
+                "decisions": len(report.decisions),
+            }
+        ]
+    if isinstance(effect, TransmissionFinished):
+        return [
+            {
+                "event": "transmission",
+                "phase": "ok" if effect.result in _FINISHED_OK else "fail",
+                "node": node,
+                "target": effect.target,
+                "epoch": effect.epoch,
+                "round": effect.round,
+                "result": effect.result,
+                "attempts": effect.attempts,
+            }
+        ]
+    return []

@@ -1,0 +1,464 @@
+"""Accounting shared by both worlds: when a settlement has ended, the final-state audit,
+and the run's summary.
+
+A runner (real or simulated) tracks its settlements as :class:`Tracked` and, at the end,
+reads the final state of its chains and bank through :class:`Ledgers`, a read-only view
+each world implements over its own parts (JSON-RPC and the bank's API in real mode, the
+escrow models and the bank's storage in sim). Everything else is here, once:
+
+- :func:`ended`: a settlement has ended when none of its legs is still open at its
+  target. A leg that exists at its target (a created escrow, a bank instruction) must
+  have applied a decision; a leg that never came to exist counts as ended only once the
+  deadline passed and some other leg is final (nothing can come for it any more). A
+  created but unlocked escrow is open: the committee's ABORT for it is still on its way;
+- :func:`run_state`: turns the final state into the checkers' ``RunState``: each
+  settlement's leg states and value movements, total supplies before and after, and
+  every party's expected against actual balances;
+- :func:`summary`: the figures of ``summary.json``.
+
+This module never talks to a chain or the bank itself and never reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from chain_adapters.model import State, Terms
+from node.legs import bank_account
+from node.modes import BANK, MODES
+from scenarios.checks import (
+    LegState,
+    Movement,
+    RunState,
+    SettlementOutcome,
+    Verdict,
+    passed,
+)
+from scenarios.schema import Scenario
+
+__all__ = [
+    "Ledgers",
+    "Tracked",
+    "chain_leg_state",
+    "bank_leg_state",
+    "ended",
+    "leg_states",
+    "percentile",
+    "run_state",
+    "summary",
+    "supplies",
+    "throughput",
+]
+
+_MOVEMENT_OF_EVENT: Final = {
+    "SettlementCommitted": Movement.RELEASE,
+    "SettlementAborted": Movement.REFUND,
+    "SettlementExpired": Movement.REFUND,
+}
+_OPEN_ON_CHAIN: Final = frozenset(
+    {State.CREATED, State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED}
+)
+
+
+@dataclass
+class Tracked:
+    """One settlement a run drives, and what the runner saw of it."""
+
+    index: int
+    settlement_id: bytes
+    buyer: str  # account name
+    fail: str  # "" or the scenario's failure reason
+    terms: dict[str, Terms] = field(default_factory=dict)  # chain leg -> its terms
+    locked_at: float | None = None  # run seconds: the asset lock was mined
+    released_at: float | None = None  # run seconds: the asset leg ended
+    final: dict[str, LegState] = field(default_factory=dict)
+
+    @property
+    def deadline(self) -> int | None:
+        return next(iter(self.terms.values())).deadline if self.terms else None
+
+
+class Ledgers(Protocol):
+    """The final state of a run's chains and bank, read-only."""
+
+    def chain_states(self, leg: str, ids: Sequence[bytes]) -> list[State]: ...
+
+    def coordinator(self, leg: str) -> str: ...
+
+    def token(self, leg: str, kind: str) -> str | None:
+        """The address of the ``kind`` ("asset" or "payment") token on ``leg``, if any."""
+
+    def balance(self, leg: str, token: str, holder: str) -> int: ...
+
+    def coordinator_events(self) -> Mapping[tuple[str, bytes], Sequence[str]]:
+        """Per (leg, settlement id): the names of SettlementCommitted, SettlementAborted
+        and SettlementExpired events, in chain order."""
+
+    def report_gas(self) -> Sequence[int]:
+        """Gas of every transaction that applied a certified report."""
+
+    def bank_states(self, ids: Sequence[bytes]) -> Mapping[bytes, str | None]:
+        """Each settlement's instruction state at the bank (None: no instruction)."""
+
+    def bank_balance(self, account_id: str) -> int: ...
+
+
+# --------------------------------------------------------------------------- leg states
+
+
+def chain_leg_state(state: State) -> LegState:
+    if state == State.COMMITTED:
+        return LegState.COMMITTED
+    if state in (State.ABORTED, State.EXPIRED):
+        return LegState.ABORTED
+    if state in (State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED):
+        return LegState.PREPARED
+    return LegState.NONE
+
+
+def bank_leg_state(state: str | None) -> LegState:
+    return {
+        "PREVALIDATED": LegState.PREPARED,
+        "EXECUTED": LegState.COMMITTED,
+        "CANCELLED": LegState.ABORTED,
+    }.get(state or "", LegState.NONE)
+
+
+@dataclass(frozen=True, slots=True)
+class RawLegs:
+    """The raw state of each leg of some settlements: chain states and bank states."""
+
+    chains: dict[str, dict[bytes, State]]
+    bank: dict[bytes, str | None] | None
+
+
+def read_legs(scenario: Scenario, ledgers: Ledgers, ids: Sequence[bytes]) -> RawLegs:
+    mode = MODES[scenario.mode]
+    chains = {
+        leg: dict(zip(ids, ledgers.chain_states(leg, ids), strict=True)) for leg in mode.chains
+    }
+    bank = dict(ledgers.bank_states(ids)) if mode.uses_bank else None
+    return RawLegs(chains, bank)
+
+
+def leg_states(scenario: Scenario, raw: RawLegs, sid: bytes) -> dict[str, LegState]:
+    mode = MODES[scenario.mode]
+    legs = {}
+    for target in mode.targets:
+        if target == BANK:
+            assert raw.bank is not None
+            legs[target] = bank_leg_state(raw.bank.get(sid))
+        else:
+            legs[target] = chain_leg_state(raw.chains[target].get(sid, State.NONE))
+    return legs
+
+
+def ended(scenario: Scenario, item: Tracked, raw: RawLegs, chain_time: int) -> bool:
+    """Whether ``item`` has ended (module docstring); records its final leg states."""
+    if not item.terms:
+        return False
+    sid = item.settlement_id
+    item.final = leg_states(scenario, raw, sid)
+    open_leg = False
+    final_leg = False
+    for leg, states in raw.chains.items():
+        state = states.get(sid, State.NONE)
+        open_leg |= state in _OPEN_ON_CHAIN
+        final_leg |= state in (State.COMMITTED, State.ABORTED, State.EXPIRED)
+        del leg
+    if raw.bank is not None:
+        bank = raw.bank.get(sid)
+        open_leg |= bank == "PREVALIDATED"
+        final_leg |= bank in ("EXECUTED", "CANCELLED", "REJECTED")
+    if open_leg:
+        return False
+    deadline = item.deadline or 0
+    if final_leg:
+        every_leg_exists = all(
+            raw.chains[leg].get(sid, State.NONE) != State.NONE for leg in raw.chains
+        )
+        return every_leg_exists or chain_time > deadline
+    return chain_time > deadline + 2  # nothing was ever created: nothing can come
+
+
+def mark_final(scenario: Scenario, ledgers: Ledgers, tracked: Sequence[Tracked]) -> None:
+    """Record every settlement's final leg states (ended or not) for the summary."""
+    raw = read_legs(scenario, ledgers, [t.settlement_id for t in tracked])
+    for item in tracked:
+        if item.terms:
+            item.final = leg_states(scenario, raw, item.settlement_id)
+
+
+# --------------------------------------------------------------------------- final state
+
+
+def holders(ledgers: Ledgers, leg: str, parties: Mapping[str, str]) -> list[str]:
+    """Everyone who can hold tokens on a chain: the parties and that chain's coordinator."""
+    return [*parties.values(), ledgers.coordinator(leg)]
+
+
+def supplies(
+    scenario: Scenario,
+    ledgers: Ledgers,
+    parties: Mapping[str, str],
+    tracked: Sequence[Tracked],
+) -> dict[str, int]:
+    """Every token's total over all holders, and the bank's total over the parties.
+
+    In the token-transfer mode an asset lives on both chains: native where it was issued,
+    bridged where COMMIT minted it. Its supply is then what circulates natively plus what
+    is bridged, where the native units locked as backing of committed settlements no
+    longer count: bridged value without backing (or the reverse) shows.
+    """
+    mode = MODES[scenario.mode]
+    totals: dict[str, int] = {}
+    if scenario.mode == "multi-chain-token":
+        s = scenario.settlements
+        ids = [t.settlement_id for t in tracked if t.terms]
+        committed = {
+            leg: sum(1 for state in ledgers.chain_states(leg, ids) if state == State.COMMITTED)
+            for leg in mode.chains
+        }
+        a_asset, a_payment = ledgers.token("A", "asset"), ledgers.token("A", "payment")
+        b_asset, b_payment = ledgers.token("B", "asset"), ledgers.token("B", "payment")
+        assert a_asset and a_payment and b_asset and b_payment
+        owners = list(parties.values())
+        totals["asset (A+B)"] = (
+            sum(ledgers.balance("A", a_asset, h) for h in holders(ledgers, "A", parties))
+            - s.asset_amount * committed["A"]
+            + sum(ledgers.balance("B", b_asset, h) for h in owners)
+        )
+        totals["payment (A+B)"] = (
+            sum(ledgers.balance("B", b_payment, h) for h in holders(ledgers, "B", parties))
+            - s.payment_amount * committed["B"]
+            + sum(ledgers.balance("A", a_payment, h) for h in owners)
+        )
+        return totals
+    for leg in mode.chains:
+        for kind in ("asset", "payment"):
+            token = ledgers.token(leg, kind)
+            if token is None:
+                continue
+            totals[f"{kind}@{leg}"] = sum(
+                ledgers.balance(leg, token, h) for h in holders(ledgers, leg, parties)
+            )
+    if mode.uses_bank:
+        totals["bank"] = sum(ledgers.bank_balance(bank_account(a)) for a in parties.values())
+    return totals
+
+
+def run_state(
+    scenario: Scenario,
+    ledgers: Ledgers,
+    parties: Mapping[str, str],
+    tracked: Sequence[Tracked],
+    supply_before: Mapping[str, int],
+) -> RunState:
+    s = scenario.settlements
+    mode = MODES[scenario.mode]
+    ids = [t.settlement_id for t in tracked]
+    raw = read_legs(scenario, ledgers, ids)
+    events = ledgers.coordinator_events()
+    outcomes = []
+    for item in tracked:
+        legs = leg_states(scenario, raw, item.settlement_id)
+        movements: list[tuple[str, Movement]] = []
+        for leg in mode.chains:
+            for name in events.get((leg, item.settlement_id), ()):
+                movements.append((leg, _MOVEMENT_OF_EVENT[name]))
+        if BANK in legs and legs[BANK] is LegState.COMMITTED:
+            movements.append((BANK, Movement.PAYMENT))
+        asset_to_buyer = (
+            s.asset_amount
+            if legs.get(mode.asset_leg) is LegState.COMMITTED
+            and (mode.asset_leg, Movement.REFUND) not in movements
+            else 0
+        )
+        paid = s.payment_amount if legs.get(mode.payment_leg) is LegState.COMMITTED else 0
+        outcomes.append(
+            SettlementOutcome(
+                "0x" + item.settlement_id.hex()[:16],
+                legs,
+                asset_to_buyer,
+                paid,
+                s.asset_amount,
+                s.payment_amount,
+                tuple(movements),
+            )
+        )
+    before = dict(supply_before)
+    after = supplies(scenario, ledgers, parties, tracked)
+    _expected_balances(scenario, ledgers, parties, tracked, outcomes, before, after)
+    return RunState(tuple(outcomes), before, after)
+
+
+def _expected_balances(
+    scenario: Scenario,
+    ledgers: Ledgers,
+    parties: Mapping[str, str],
+    tracked: Sequence[Tracked],
+    outcomes: Sequence[SettlementOutcome],
+    expected: dict[str, int],
+    actual: dict[str, int],
+) -> None:
+    """Each party's final balances must be its opening balances moved by exactly the
+    committed settlements (a double payment or release shows here)."""
+    s = scenario.settlements
+    mode = MODES[scenario.mode]
+    for account in scenario.accounts:
+        name = account.name
+        address = parties[name]
+        asset_delta = pay_delta = 0
+        for item, outcome in zip(tracked, outcomes, strict=True):
+            if not (outcome.asset_to_buyer > 0 or outcome.paid_to_seller > 0):
+                continue
+            if name == s.seller:
+                asset_delta -= outcome.asset_to_buyer
+                pay_delta += outcome.paid_to_seller
+            elif name == item.buyer:
+                asset_delta += outcome.asset_to_buyer
+                pay_delta -= outcome.paid_to_seller
+        pairs: list[tuple[str, int, int]] = []
+        if scenario.mode == "multi-chain-token":
+            # The asset and the payment each exist on both chains (locked there, minted here).
+            for kind, opening, delta in (
+                ("asset", account.asset, asset_delta),
+                ("payment", account.payment, pay_delta),
+            ):
+                have = 0
+                for leg in mode.chains:
+                    token = ledgers.token(leg, kind)
+                    if token is not None:
+                        have += ledgers.balance(leg, token, address)
+                pairs.append((f"{name}: {kind}@A+B", opening + delta, have))
+        else:
+            asset = ledgers.token("A", "asset")
+            assert asset is not None
+            pairs.append(
+                (
+                    f"{name}: asset@A",
+                    account.asset + asset_delta,
+                    ledgers.balance("A", asset, address),
+                )
+            )
+            payment = ledgers.token("A", "payment")
+            if payment is not None:
+                pairs.append(
+                    (
+                        f"{name}: payment@A",
+                        account.payment + pay_delta,
+                        ledgers.balance("A", payment, address),
+                    )
+                )
+            if mode.uses_bank:
+                pairs.append(
+                    (
+                        f"{name}: bank",
+                        account.bank_balance + pay_delta,
+                        ledgers.bank_balance(bank_account(address)),
+                    )
+                )
+        for key, want, have in pairs:
+            expected[key], actual[key] = want, have
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def throughput(tracked: Sequence[Tracked]) -> tuple[float | None, float | None]:
+    """Ended settlements per second from the first lock to the last release, and that
+    window in seconds."""
+    done = [t for t in tracked if t.locked_at is not None and t.released_at is not None]
+    if len(done) < 2:
+        return None, None
+    span = max(t.released_at or 0.0 for t in done) - min(t.locked_at or 0.0 for t in done)
+    if span <= 0:
+        return None, None
+    return round(len(done) / span, 1), round(span, 1)
+
+
+def summary(
+    scenario: Scenario,
+    world: str,
+    state: RunState,
+    verdicts: Sequence[Verdict],
+    tracked: Sequence[Tracked],
+    ledgers: Ledgers,
+    *,
+    messages: float,
+    party_gas: int,
+    observation_largest_bytes: int,
+    observation_left_out: int,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``summary.json``: the same keys in both worlds (``extra`` adds world-only ones)."""
+    mode = MODES[scenario.mode]
+    committed = sum(1 for o in state.settlements if set(o.legs.values()) == {LegState.COMMITTED})
+    aborted = sum(
+        1
+        for o in state.settlements
+        if LegState.COMMITTED not in o.legs.values() and LegState.PREPARED not in o.legs.values()
+    )
+    ended_count = sum(1 for t in tracked if t.final and LegState.PREPARED not in t.final.values())
+    latencies = [
+        (t.released_at or 0.0) - (t.locked_at or 0.0)
+        for t in tracked
+        if t.locked_at is not None
+        and t.released_at is not None
+        and t.final.get(mode.asset_leg) is LegState.COMMITTED
+    ]
+    count = max(1, len(tracked))
+    rate, window = throughput(tracked)
+    result: dict[str, Any] = {
+        "scenario": scenario.name,
+        "mode": scenario.mode,
+        "world": world,
+        "seed": scenario.seed,
+        "n": scenario.committee.n,
+        "f": scenario.committee.f,
+        "t": scenario.committee.t,
+        "settlements": len(tracked),
+        "ended": ended_count,
+        "committed": committed,
+        "aborted": aborted,
+        "expected_to_fail": sum(1 for t in tracked if t.fail),
+        "committed_ids": sorted(
+            "0x" + t.settlement_id.hex()
+            for t, o in zip(tracked, state.settlements, strict=True)
+            if set(o.legs.values()) == {LegState.COMMITTED}
+        ),
+        "aborted_ids": sorted(
+            "0x" + t.settlement_id.hex()
+            for t, o in zip(tracked, state.settlements, strict=True)
+            if LegState.COMMITTED not in o.legs.values()
+            and LegState.PREPARED not in o.legs.values()
+        ),
+        "latency_p50_s": percentile(latencies, 0.5),
+        "latency_p99_s": percentile(latencies, 0.99),
+        "gas_per_settlement_reports": sum(ledgers.report_gas()) // count,
+        "gas_per_settlement_parties": party_gas // count,
+        "messages_per_settlement": round(messages / count, 1),
+        "observation_largest_bytes": observation_largest_bytes,
+        "observation_left_out": observation_left_out,
+        "throughput_per_s": rate,
+        "throughput_window_s": window,
+        "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
+        "balances": {
+            key: {"expected": state.supply_before[key], "actual": state.supply_after.get(key)}
+            for key in sorted(state.supply_before)
+            if ": " in key
+        },
+        "passed": passed(verdicts) and ended_count == len(tracked),
+    }
+    if extra:
+        result.update(extra)
+    return result

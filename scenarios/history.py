@@ -1,0 +1,123 @@
+"""A run's history: one time-ordered JSON-lines file of typed events, the same in both worlds.
+
+Every line is one JSON object with two fixed keys first, ``t`` (seconds since the run
+began: wall-clock seconds in a real run, virtual seconds in a simulated one) and
+``event`` (its type), then the event's own fields. The event types and their fields are
+documented in ``docs/HISTORY.md`` and described machine-readably by
+:data:`EVENT_FIELDS`. Lines are written as they happen and flushed line by line, so a
+crash loses nothing already written.
+
+A simulated run with the same seed writes the same file byte for byte. Records that carry
+wall-clock facts (when a run started, how long it took on this machine) are written with
+``"wall_clock": true`` and are the only ones left out of :meth:`History.digest`, the
+history's fingerprint.
+
+This module writes what it is given; it never decides what happened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Final
+
+__all__ = ["EVENT_FIELDS", "History", "digest_of_lines", "plain"]
+
+#: Every event type, with the fields it always carries (besides ``t`` and ``event``).
+EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    # the run
+    "run": ("world", "scenario", "mode", "seed", "crypto"),
+    "run-end": ("reason",),
+    "chain": ("leg", "chain_id"),
+    "bank": ("accounts",),
+    "party": ("name", "address"),
+    "committee": ("leg", "n", "f", "threshold", "config_count"),
+    "node-start": ("node",),
+    "node-stop": ("node", "how"),
+    "fault": ("phase", "kind"),
+    "settlement": ("index", "settlement", "fail", "buyer", "deadline"),
+    # leg steps, invoked and completed
+    "leg": ("phase", "step", "settlement", "leg"),
+    # protocol steps per node
+    "epoch": ("node", "epoch", "leader"),
+    "round": ("node", "epoch", "round"),
+    "proposal": ("node", "epoch", "round"),
+    "certificate": ("node", "epoch", "round"),
+    "certified": ("node", "target", "epoch", "round", "decisions"),
+    "observation": ("node", "epoch", "round", "bytes", "settlements", "left_out"),
+    "rejected": ("node", "sender", "reason"),
+    "transmission": ("phase", "node", "target", "epoch", "round"),
+    # messages between members
+    "send": ("from", "to", "kind", "epoch"),
+    "recv": ("from", "to", "kind", "epoch"),
+    "lost": ("from", "to", "kind", "epoch", "why"),
+}
+_RESERVED: Final = frozenset({"t", "event"})
+
+
+def plain(value: Any) -> Any:
+    """JSON for the values events carry: bytes as 0x-hex, enums by name."""
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if hasattr(value, "name"):
+        return value.name
+    return str(value)
+
+
+class History:
+    """history.jsonl (module docstring). ``clock`` gives the seconds since the run began."""
+
+    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+        self.path = path
+        self._clock = clock
+        self._file = path.open("w", buffering=1)
+        self._lock = threading.Lock()
+        self._digest = hashlib.sha256()
+        self.lines = 0
+
+    def write(self, event: str, *, wall_clock: bool = False, **fields: Any) -> None:
+        self.write_at(self._clock(), event, wall_clock=wall_clock, **fields)
+
+    def write_at(self, t: float, event: str, *, wall_clock: bool = False, **fields: Any) -> None:
+        clash = _RESERVED & fields.keys()
+        if clash:
+            raise ValueError(f"history field {sorted(clash)[0]!r} is reserved; rename it")
+        entry: dict[str, Any] = {"t": round(t, 6), "event": event}
+        entry.update(fields)
+        if wall_clock:
+            entry["wall_clock"] = True
+        line = json.dumps(entry, default=plain, separators=(",", ":"))
+        with self._lock:
+            self._file.write(line + "\n")
+            self.lines += 1
+            if not wall_clock:
+                self._digest.update(line.encode() + b"\n")
+
+    def write_records(self, t: float, records: Iterable[dict[str, Any]]) -> None:
+        for record in records:
+            fields = dict(record)
+            event = fields.pop("event")
+            self.write_at(t, event, **fields)
+
+    def digest(self) -> str:
+        """sha256 of every line written so far except the wall-clock ones."""
+        with self._lock:
+            return self._digest.copy().hexdigest()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def digest_of_lines(lines: Iterable[str]) -> str:
+    """The digest :meth:`History.digest` gives, recomputed from a history file's lines."""
+    digest = hashlib.sha256()
+    for line in lines:
+        if not line:
+            continue
+        if json.loads(line).get("wall_clock"):
+            continue
+        digest.update(line.encode() + b"\n")
+    return digest.hexdigest()

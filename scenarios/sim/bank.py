@@ -1,0 +1,278 @@
+"""The simulated bank: the bank's own service core on memory storage, reached through
+simulated HTTP with the real service's faults and the real client's retries.
+
+``SimBank`` holds a :class:`bank_adapter.service.BankService` over
+:class:`bank_adapter.storage.MemoryStorage` with the committee the bank trusts: holds,
+idempotency keys, certificate checks and the journal are the real rules, untouched. What
+is simulated is the path to it:
+
+- a request reaches the bank ``hop`` seconds after it is sent and its answer returns as
+  long; the bank's faults (``bank_adapter.faults.FaultInjector``, the same class the
+  real server uses, with the scenario's seed) add their latency, answer 503 during an
+  outage or at their error rate, exactly as the server's middleware does;
+- the client retries 429/5xx answers as ``bank_adapter.client.BankClient`` does: up to
+  ``max_attempts`` tries with its capped, jittered backoff, then "unavailable";
+- callbacks come from the storage's outbox, one delivery per node, as the webhook
+  sender (``bank_adapter.webhooks``) makes them: delivered ``hop`` seconds after they
+  are due, marked delivered or failed in the storage, retried with
+  ``webhooks.backoff_ms`` when the node is down, paused during an outage, sent twice at
+  the duplicate-callback rate. Callbacks reach the node unsigned (the signature check is
+  the real receiver's, tested with the bank); each node drops duplicates by event id as
+  the real receiver does.
+
+The bank's clock is the world's: ``genesis_ms`` plus the virtual time.
+
+This module must never read the wall clock or use a random generator it was not given.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+from bank_adapter import ledger
+from bank_adapter.authorization import certificate_to_json
+from bank_adapter.client import (
+    ReportReply,
+    StatusReply,
+    report_reply_from_answer,
+    status_reply_from_answer,
+)
+from bank_adapter.faults import FaultConfig, FaultInjector
+from bank_adapter.server import request_hash
+from bank_adapter.service import BankService, Reply
+from bank_adapter.storage import Delivery, MemoryStorage
+from bank_adapter.terms import PaymentTerms
+from bank_adapter.webhooks import backoff_ms
+from consensus.report import Certificate, CommitteeConfig, report_hash
+from scenarios.sim.clock import EventQueue
+
+__all__ = ["SimBank"]
+
+#: One-way time between a node and the bank (seconds), and the jitter on it.
+HOP: Final = 0.002
+HOP_JITTER: Final = 0.001
+#: The client's retry policy (bank_adapter.client.BankClient defaults).
+MAX_ATTEMPTS: Final = 6
+BACKOFF_BASE_S: Final = 0.05
+BACKOFF_CAP_S: Final = 2.0
+_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+#: The webhook sender's settings as the runner starts the real bank with them.
+CALLBACK_POLL_S: Final = 0.02
+CALLBACK_RETRY_BASE_MS: Final = 200
+CALLBACK_RETRY_CAP_MS: Final = 30_000
+CALLBACK_BATCH: Final = 64
+
+
+def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
+    return {
+        "settlement_id": "0x" + terms.settlement_id.hex(),
+        "payer_account": terms.payer_account,
+        "payee_account": terms.payee_account,
+        "amount": terms.amount,
+        "currency": terms.currency,
+        "deadline": terms.deadline,
+    }
+
+
+class SimBank:
+    def __init__(
+        self,
+        queue: EventQueue,
+        committee: CommitteeConfig,
+        *,
+        nodes: int,
+        accounts: Sequence[tuple[str, str, int]],
+        genesis_ms: int,
+        seed: int,
+        deliver: Callable[[int, ledger.Event, int], bool],
+        crypto: Any = None,
+    ) -> None:
+        """``deliver(node, event, as_of_ms)`` hands a callback to a node; False when the
+        node cannot take it (down), which fails the delivery."""
+        self.queue = queue
+        self.genesis_ms = genesis_ms
+        self.nodes = nodes
+        self._deliver = deliver
+        self.urls = tuple(f"sim://node{i}/bank-callback" for i in range(nodes))
+        self.storage = MemoryStorage(self.urls)
+        kwargs: dict[str, Any] = {} if crypto is None else {"crypto": crypto}
+        self.service = BankService(self.storage, committee, **kwargs)
+        self.faults = FaultInjector(FaultConfig(seed=seed))
+        self._rng = random.Random(seed ^ 0xB4_4B)  # the client's and sender's jitter
+        self._dispatch_at: float | None = None
+        self._in_flight: set[tuple[int, str]] = set()
+        self.requests = 0
+        self.callbacks = 0
+        #: Called with every event the bank records (an instruction's state reached).
+        self.on_event: Callable[[ledger.Event], None] | None = None
+        self._events_seen = 0
+        for account_id, currency, balance in accounts:
+            with self.storage.transaction() as txn:
+                txn.apply(ledger.open_account(txn, account_id, currency, balance, self.now_ms()))
+
+    # ------------------------------------------------------------------ clock and faults
+
+    def now_ms(self) -> int:
+        return self.genesis_ms + int(self.queue.now * 1000)
+
+    def set_faults(self, **settings: Any) -> None:
+        """The admin API's PUT /admin/faults: the named settings replace the current ones."""
+        self.faults.set(FaultConfig(**settings))
+        self._wake_dispatch(0.0)
+
+    def _hop(self) -> float:
+        return HOP + self._rng.uniform(0, HOP_JITTER)
+
+    # ------------------------------------------------------------------ the API
+
+    def status(self, settlement_id: bytes, answer: Callable[[StatusReply | None], None]) -> None:
+        """GET /v1/instructions/{id}; ``answer(None)`` when the bank stayed unavailable."""
+
+        def run() -> Reply:
+            return self.service.status("0x" + settlement_id.hex(), self.now_ms())
+
+        self._call(run, lambda reply: answer(status_reply_from_answer(reply.status, reply.json())))
+
+    def apply_report(
+        self,
+        client_id: str,
+        certificate: Certificate,
+        terms: Sequence[PaymentTerms],
+        answer: Callable[[ReportReply | None, str], None],
+    ) -> None:
+        """POST /v1/reports as the real client sends it; ``answer(reply, error_code)``."""
+        body = json.dumps(
+            {
+                "certificate": certificate_to_json(certificate),
+                "terms": [_terms_json(t) for t in terms],
+            },
+            separators=(",", ":"),
+        ).encode()
+        key = f"report:{report_hash(certificate.report).hex()}"
+        digest = request_hash("POST", "/v1/reports", body)
+
+        def run() -> Reply:
+            return self.service.apply_report(client_id, key, digest, body, self.now_ms())
+
+        def done(reply: Reply) -> None:
+            value = reply.json()
+            if reply.status != 200:
+                error = value.get("error", {}) if isinstance(value, dict) else {}
+                answer(None, f"refused-{error.get('code', reply.status)}")
+                return
+            answer(report_reply_from_answer(reply.status, value), "")
+
+        self._call(run, done, on_unavailable=lambda: answer(None, "error"))
+
+    def _call(
+        self,
+        run: Callable[[], Reply],
+        done: Callable[[Reply], None],
+        on_unavailable: Callable[[], None] | None = None,
+        attempt: int = 0,
+    ) -> None:
+        """One request with the client's retries (module docstring)."""
+        self.requests += 1
+
+        def arrive() -> None:
+            faults = self.faults
+            if faults.outage(self.now_ms() / 1000):
+                self.queue.after(self._hop(), answered, None)
+                return
+            delay = faults.latency_s()
+            self.queue.after(delay, process)
+
+        def process() -> None:
+            if self.faults.fail_before():
+                self.queue.after(self._hop(), answered, None)
+                return
+            reply = run()
+            if reply.committed:
+                self._new_events()
+                self._wake_dispatch(CALLBACK_POLL_S)
+            self.queue.after(self._hop(), answered, reply)
+
+        def answered(reply: Reply | None) -> None:
+            if reply is not None and reply.status not in _RETRY_STATUSES:
+                done(reply)
+                return
+            if attempt + 1 >= MAX_ATTEMPTS:
+                if on_unavailable is not None:
+                    on_unavailable()
+                return
+            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
+            pause = ceiling * (0.5 + self._rng.random() / 2)
+            self.queue.after(pause, self._call, run, done, on_unavailable, attempt + 1)
+
+        self.queue.after(self._hop(), arrive)
+
+    def _new_events(self) -> None:
+        events = self.storage.snapshot_events(self._events_seen)
+        self._events_seen += len(events)
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _wake_dispatch(self, delay: float) -> None:
+        at = self.queue.now + delay
+        if self._dispatch_at is not None and self._dispatch_at <= at:
+            return
+        self._dispatch_at = at
+        self.queue.at(at, self._dispatch, at)
+
+    def _dispatch(self, scheduled: float) -> None:
+        if self._dispatch_at != scheduled:
+            return  # superseded by an earlier dispatch
+        self._dispatch_at = None
+        now_ms = self.now_ms()
+        faults = self.faults
+        if faults.outage(now_ms / 1000):
+            end = faults.config.outage_end_s
+            assert end is not None
+            self._wake_dispatch(max(CALLBACK_POLL_S, end - now_ms / 1000))
+            return
+        due = [
+            d
+            for d in self.storage.due_deliveries(now_ms, CALLBACK_BATCH + len(self._in_flight))
+            if (d.seq, d.url) not in self._in_flight
+        ]
+        for delivery in due[:CALLBACK_BATCH]:
+            self._in_flight.add((delivery.seq, delivery.url))
+            self.queue.after(self._hop(), self._arrive, delivery)
+        if len(due) > CALLBACK_BATCH:
+            self._wake_dispatch(CALLBACK_POLL_S)
+
+    def _arrive(self, delivery: Delivery) -> None:
+        node = self.urls.index(delivery.url)
+        self.callbacks += 1
+        taken = self._deliver(node, delivery.event, self.now_ms())
+        self.queue.after(self._hop(), self._delivered, delivery, taken)
+        if taken and self.faults.duplicate_callback():
+            self.queue.after(self._hop(), self._deliver, node, delivery.event, self.now_ms())
+
+    def _delivered(self, delivery: Delivery, taken: bool) -> None:
+        key = (delivery.seq, delivery.url)
+        self._in_flight.discard(key)
+        now_ms = self.now_ms()
+        if taken:
+            self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
+            return
+        delay = backoff_ms(
+            delivery.attempts, CALLBACK_RETRY_BASE_MS, CALLBACK_RETRY_CAP_MS, self._rng
+        )
+        self.storage.delivery_failed(delivery.seq, delivery.url, now_ms + delay, "node down")
+        self._wake_dispatch(delay / 1000)
+
+    # ------------------------------------------------------------------ final state
+
+    def balance(self, account_id: str) -> int:
+        account = self.storage.account(account_id)
+        return 0 if account is None else account.balance
+
+    def states(self) -> dict[bytes, str]:
+        return dict(self.storage.instruction_states())

@@ -1,0 +1,642 @@
+"""Simulated runs: a scenario file run in the simulated world, checked like a real run.
+
+``SimRun(scenario, out_dir).run()`` does what ``dvpsim sim`` promises, mirroring
+``scenarios.real``'s steps with simulated parts:
+
+1. builds the committee from the scenario's seed (the same keys a real run provisions),
+   the chains (escrow models with the scenario's block time, tokens, funded and approved
+   parties) and the bank (its service core on memory storage, the parties' accounts);
+2. starts n node drivers on the simulated network and waits until every member has
+   certified a round (as the real runner waits for a live committee);
+3. drives the scenario's workload (``scenarios.workload``), injects its faults at their
+   times, and lets the parties of the unsafe variant reclaim after the deadline;
+4. stops when every settlement ended (``scenarios.accounting.ended``) or the time limit
+   passed, in virtual seconds;
+5. judges the final state with ``scenarios.checks`` and writes ``history.jsonl`` and
+   ``summary.json`` with the same schema as a real run.
+
+The same scenario and seed give the same history, byte for byte. The world's own choices
+(network delays, the chains' and the bank's latencies) come from the queue's generator,
+seeded with the scenario's seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from eth_account import Account
+from eth_utils.address import to_checksum_address
+
+from bank_adapter.terms import BANK_CHAIN_ID, BANK_VERIFIER_ID
+from chain_adapters.localchain import DEV_PRIVATE_KEYS
+from chain_adapters.model import (
+    MAX_UINT256,
+    EscrowModel,
+    SettlementAborted,
+    SettlementCommitted,
+    SettlementExpired,
+    State,
+)
+from consensus.config import ConsensusConfig, Target
+from consensus.crypto import MEMOIZED_CRYPTO, CryptoSuite
+from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
+from consensus.events import Certified
+from consensus.identity import identity_key_from_seed, public_key_bytes
+from consensus.network import NetworkProfile, SimulatedNetwork
+from consensus.protocol import NodeKeys
+from consensus.report import CommitteeConfig, check_proofs_of_possession
+from node.config import consensus_parameters
+from node.driver import DriverConfig, TargetSpec
+from node.legs import bank_account
+from node.modes import BANK, MODES
+from scenarios import accounting
+from scenarios.accounting import Tracked
+from scenarios.checks import Verdict, check_all
+from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
+from scenarios.history import History
+from scenarios.schema import Scenario, ScenarioError
+from scenarios.sim.bank import SimBank
+from scenarios.sim.chain import Block, Call, Receipt, SimChain
+from scenarios.sim.clock import EventQueue
+from scenarios.sim.world import SimMember, SimWorld
+from scenarios.workload import (
+    ChainTokens,
+    Planned,
+    check_fits,
+    deadline_after,
+    party_steps,
+    plan,
+    reclaimer,
+    terms_for,
+)
+
+__all__ = ["SimReport", "SimRun", "check_simulable"]
+
+#: Virtual unix time of the simulated chains' and bank's first second.
+GENESIS_TIME: Final = 1_800_000_000
+#: The committee's links in sim: loopback-like delays (the next issue adds scenario keys).
+DEFAULT_NETWORK: Final = NetworkProfile(delay=0.0015, jitter=0.001)
+HEARTBEAT_S: Final = 1.0  # empty blocks keep an automining chain's time moving (as real)
+END_POLL_S: Final = 0.5  # how often the runner looks whether every settlement ended
+RECLAIM_POLL_S: Final = 0.25
+LIVE_TIMEOUT_S: Final = 60.0
+CRYPTO_SUITES: Final = ("real", "fast")
+
+
+@dataclass
+class SimReport:
+    scenario: str
+    mode: str
+    out_dir: Path
+    verdicts: tuple[Verdict, ...]
+    summary: dict[str, Any]
+    digest: str
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.summary["passed"])
+
+
+def check_simulable(scenario: Scenario) -> None:
+    """Refuse, in one line, the keys only a real run can honour."""
+    for i, chain in enumerate(scenario.chains):
+        if chain.rpc_url:
+            raise ScenarioError(
+                f"{scenario.path}: chains[{i}].rpc_url: the simulation cannot reach an external "
+                f"chain ({chain.rpc_url}): leave rpc_url out, or use `dvpsim run`"
+            )
+    bank = scenario.bank
+    if bank is not None and (bank.url or not bank.start):
+        raise ScenarioError(
+            f"{scenario.path}: bank.url: the simulation cannot reach an external bank: "
+            "set start = true and leave url out, or use `dvpsim run`"
+        )
+    check_fits(scenario)
+
+
+def _address(label: str) -> str:
+    return to_checksum_address(hashlib.sha256(b"dvpsim/sim/" + label.encode()).digest()[:20])
+
+
+def make_crypto(name: str, members: Sequence[Any]) -> CryptoSuite:
+    if name == "real":
+        return MEMOIZED_CRYPTO
+    if name == "fast":
+        from scenarios.sim.fastcrypto import FastCrypto
+
+        fast = FastCrypto()
+        for member in members:
+            fast.register_bls(member.bls_secret)
+            fast.register_identity(identity_key_from_seed(member.identity_seed))
+        return fast
+    raise ValueError(f"unknown crypto suite {name!r}: use one of {', '.join(CRYPTO_SUITES)}")
+
+
+class SimRun:
+    def __init__(
+        self,
+        scenario: Scenario,
+        out_dir: Path,
+        *,
+        crypto: str = "real",
+        network: NetworkProfile = DEFAULT_NETWORK,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        check_simulable(scenario)
+        self.scenario = scenario
+        self.out = out_dir
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.crypto_name = crypto
+        self.progress = progress or (lambda _what, _done, _total: None)
+        self.queue = EventQueue(scenario.seed)
+        self.history = History(self.out / "history.jsonl", lambda: self.queue.now)
+        self.mode = MODES[scenario.mode]
+        self.parties: dict[str, str] = {
+            account.name: Account.from_key(DEV_PRIVATE_KEYS[1 + i]).address
+            for i, account in enumerate(scenario.accounts)
+        }
+        self.tokens: dict[str, ChainTokens] = {}
+        self.tracked: list[Tracked] = []
+        self.party_gas = 0
+        self.drive_start = 0.0
+        self._by_id: dict[bytes, Tracked] = {}
+        self._certified: set[int] = set()
+        self._driven = 0
+        self._done: set[int] = set()
+        self._finished = False
+        self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
+        self._build(network)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _build(self, network_profile: NetworkProfile) -> None:
+        s = self.scenario
+        c = s.committee
+        secrets = dev_member_secrets(c.n, s.seed)
+        self.crypto = make_crypto(self.crypto_name, secrets)
+        keys = [NodeKeys(identity_key_from_seed(m.identity_seed), m.bls_secret) for m in secrets]
+        bls_keys = tuple(self.crypto.sk_to_pk(m.bls_secret) for m in secrets)
+        proofs = [self.crypto.pop_prove(m.bls_secret) for m in secrets]
+
+        def committee(chain_id: int, verifier: bytes) -> CommitteeConfig:
+            config = CommitteeConfig(chain_id, verifier, 1, bls_keys, c.f, c.t)
+            check_proofs_of_possession(config, proofs, crypto=self.crypto)
+            return config
+
+        targets: list[Target] = []
+        specs: list[TargetSpec] = []
+        where: dict[str, str] = {}
+        self.chains: dict[str, SimChain] = {}
+        for leg, chain in zip(self.mode.chains, s.chains, strict=False):
+            coordinator = _address(f"coordinator/{leg}")
+            config = committee(chain.chain_id, bytes.fromhex(coordinator[2:]))
+            name = f"chain-{leg}"
+            targets.append(Target(name, config))
+            specs.append(TargetSpec(name, leg, "evm"))
+            where[name] = f"chain:{leg}"
+            self.tokens[leg] = self._tokens(leg, coordinator)
+            self.chains[leg] = SimChain(
+                leg,
+                chain.chain_id,
+                coordinator=coordinator,
+                committee=config,
+                block_time=chain.block_time,
+                genesis_time=GENESIS_TIME,
+                setup=self._chain_setup(leg, coordinator),
+                unsafe_self_refund=s.unsafe_self_refund,
+                crypto=self.crypto,
+            )
+            self.history.write(
+                "chain", leg=leg, chain_id=chain.chain_id, block_time=chain.block_time
+            )
+            self.history.write("committee", leg=leg, n=c.n, f=c.f, threshold=c.t, config_count=1)
+        self.bank: SimBank | None = None
+        if self.mode.uses_bank:
+            assert s.bank is not None
+            config = committee(BANK_CHAIN_ID, BANK_VERIFIER_ID)
+            targets.append(Target(BANK, config))
+            specs.append(TargetSpec(BANK, BANK, "bank", s.bank.currency))
+            where[BANK] = "bank"
+            accounts = [
+                (bank_account(self.parties[a.name]), s.bank.currency, a.bank_balance)
+                for a in s.accounts
+            ]
+            self.bank = SimBank(
+                self.queue,
+                config,
+                nodes=c.n,
+                accounts=accounts,
+                genesis_ms=GENESIS_TIME * 1000,
+                seed=s.seed,
+                deliver=self._deliver_callback,
+                crypto=self.crypto,
+            )
+            self.bank.on_event = self._bank_event
+            self.history.write("bank", accounts=len(accounts), currency=s.bank.currency)
+        for name, address in self.parties.items():
+            account = next(a for a in s.accounts if a.name == name)
+            self.history.write(
+                "party",
+                name=name,
+                address=address,
+                asset=account.asset,
+                payment=account.payment,
+                bank=account.bank_balance,
+            )
+        consensus = ConsensusConfig(
+            f=c.f,
+            identity_keys=tuple(public_key_bytes(k.identity) for k in keys),
+            targets=tuple(targets),
+            leader_selection_key=dev_leader_selection_key([m.identity_seed for m in secrets]),
+            allow_unsafe_threshold=c.unsafe_allow_low_threshold,
+            **consensus_parameters(s.timing),
+        )
+        members = [
+            SimMember(
+                index=i,
+                config=DriverConfig(consensus, i, s.mode, tuple(specs)),
+                keys=keys[i],
+                targets=dict(where),
+                transmitters={leg: _address(f"transmitter/{leg}/{i}") for leg in self.chains},
+            )
+            for i in range(c.n)
+        ]
+        network = SimulatedNetwork(c.n, network_profile, self.queue.rng)
+        self.world = SimWorld(
+            self.queue,
+            network,
+            members,
+            self.chains,
+            self.bank,
+            self.history,
+            crypto=self.crypto,
+            confirmations=s.chains[0].confirmations if s.chains else 0,
+            on_certified=self._on_certified,
+        )
+        self.world.on_block = self._on_block
+
+    def _tokens(self, leg: str, coordinator: str) -> ChainTokens:
+        mode = self.scenario.mode
+        if mode == "multi-chain-token":
+            # What COMMIT mints: the payment to the seller on A, the asset to the buyer on B.
+            if leg == "A":
+                return ChainTokens(_address("token/A/asset"), _address("token/A/bridged-payment"))
+            return ChainTokens(_address("token/B/bridged-asset"), _address("token/B/payment"))
+        payment = _address(f"token/{leg}/payment") if mode == "single-chain-onchain" else None
+        return ChainTokens(_address(f"token/{leg}/asset"), payment)
+
+    def _chain_setup(self, leg: str, coordinator: str) -> Callable[[EscrowModel], None]:
+        """Deploy the tokens, fund the parties and approve the coordinator (replayable)."""
+        s = self.scenario
+        deployer = Account.from_key(DEV_PRIVATE_KEYS[0]).address
+        tokens = self.tokens[leg]
+        mode = s.mode
+        bridged = set()
+        if mode == "multi-chain-token":
+            bridged = {tokens.payment} if leg == "A" else {tokens.asset}
+
+        def setup(model: EscrowModel) -> None:
+            for token in (tokens.asset, tokens.payment):
+                if token is None:
+                    continue
+                model.add_token(token, coordinator if token in bridged else deployer)
+            for account in s.accounts:
+                address = self.parties[account.name]
+                if tokens.asset is not None and tokens.asset not in bridged and account.asset:
+                    model.mint(tokens.asset, deployer, address, account.asset)
+                if tokens.payment is not None and tokens.payment not in bridged and account.payment:
+                    model.mint(tokens.payment, deployer, address, account.payment)
+                for token in (tokens.asset, tokens.payment):
+                    if token is not None and token not in bridged:
+                        model.approve(token, address, coordinator, MAX_UINT256)
+
+        return setup
+
+    # ------------------------------------------------------------------ events of the world
+
+    def _on_certified(self, node: int, certified: Certified) -> None:
+        self._certified.add(node)
+
+    def _deliver_callback(self, node: int, event: Any, as_of_ms: int) -> bool:
+        return self.world.deliver_callback(node, event, as_of_ms)
+
+    def _on_block(self, leg: str, block: Block) -> None:
+        asset_leg = self.mode.asset_leg
+        for receipt in block.receipts:
+            for event in receipt.events:
+                if isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
+                    step = "release" if isinstance(event, SettlementCommitted) else "refund"
+                    self.history.write(
+                        "leg",
+                        phase="ok",
+                        step=step,
+                        settlement=event.settlement_id,
+                        leg=leg,
+                        tx=receipt.tx_hash,
+                        block=block.number,
+                    )
+                    item = self._by_id.get(event.settlement_id)
+                    if item is not None and leg == asset_leg and item.released_at is None:
+                        item.released_at = self.queue.now
+
+    def _bank_event(self, event: Any) -> None:
+        step = {
+            "instruction.prevalidated": "hold",
+            "instruction.executed": "pay",
+            "instruction.cancelled": "cancel",
+            "instruction.rejected": "reject",
+        }.get(event.kind, event.kind)
+        self.history.write(
+            "leg",
+            phase="ok",
+            step=step,
+            settlement=event.settlement_id,
+            leg=BANK,
+            bank_id=event.event_id,
+        )
+
+    # ------------------------------------------------------------------ driving
+
+    def _drive_one(self, planned: Planned) -> None:
+        s = self.scenario
+        item = Tracked(planned.index, planned.settlement_id, planned.buyer, planned.fail)
+        self.tracked.append(item)
+        self._by_id[item.settlement_id] = item
+        chain_a = self.chains["A"]
+        deadline = chain_a.timestamp_at(self.queue.now) + deadline_after(s, planned)
+        item.terms = terms_for(s, planned, self.parties, self.tokens, deadline)
+        steps = party_steps(s, planned)
+        self.history.write(
+            "settlement",
+            index=item.index,
+            settlement=item.settlement_id,
+            fail=item.fail,
+            buyer=item.buyer,
+            deadline=deadline,
+        )
+
+        def run_step(k: int) -> None:
+            if k >= len(steps):
+                self._driven += 1
+                return
+            step = steps[k]
+            terms = item.terms[step.chain]
+            call = Call(self.parties[step.party], step.call, (terms,), label=step.label)
+            self.history.write(
+                "leg",
+                phase="invoke",
+                step=step.label,
+                settlement=item.settlement_id,
+                leg=step.chain,
+            )
+
+            def receipt(r: Receipt) -> None:
+                self.history.write(
+                    "leg",
+                    phase="ok" if r.ok else "fail",
+                    step=step.label,
+                    settlement=item.settlement_id,
+                    leg=step.chain,
+                    tx=r.tx_hash,
+                    **({"error": r.error} if not r.ok else {"gas": r.gas_used}),
+                )
+                if not r.ok:
+                    self._driven += 1  # the real runner stops at the first refused call
+                    return
+                self.party_gas += r.gas_used
+                if step.label == "lock" and item.locked_at is None:
+                    item.locked_at = self.queue.now
+                self.queue.after(0.0, run_step, k + 1)
+
+            self.world.submit(step.chain, call, receipt)
+
+        run_step(0)
+
+    def _begin_fault(self, fault: Any) -> None:
+        self.history.write(
+            "fault",
+            phase="begin",
+            kind=fault.kind,
+            node=fault.node,
+            duration=fault.duration,
+            value=fault.value,
+        )
+        if fault.kind in ("kill-node", "stop-node"):
+            self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
+        elif self.bank is not None:
+            self._bank_faults = bank_fault_settings(
+                self._bank_faults, fault, self.bank.now_ms() / 1000, self.scenario.seed
+            )
+            self.bank.set_faults(**self._bank_faults)
+        if fault.duration > 0 and fault.kind != "stop-node":
+            self.queue.after(fault.duration, self._end_fault, fault)
+
+    def _end_fault(self, fault: Any) -> None:
+        self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
+        if fault.kind == "kill-node":
+            self.world.start(fault.node)
+        elif fault.kind in BANK_FAULTS and self.bank is not None:
+            self._bank_faults = bank_fault_cleared(self._bank_faults, fault)
+            self.bank.set_faults(**self._bank_faults)
+
+    def _reclaim(self) -> None:
+        """In the unsafe variant, parties take their locked legs back after the deadline."""
+        s = self.scenario
+        for item in self.tracked:
+            for leg, terms in item.terms.items():
+                chain = self.chains[leg]
+                if chain.state_of(item.settlement_id) not in (
+                    State.ASSET_LOCKED,
+                    State.PAYMENT_LOCKED,
+                    State.PREPARED,
+                ):
+                    continue
+                if chain.head.timestamp <= terms.deadline:
+                    continue
+                party = reclaimer(s, item.buyer, terms)
+                call = Call(self.parties[party], "reclaim_after_deadline", (terms,), "reclaim")
+
+                def reclaimed(r: Receipt, sid: bytes = item.settlement_id, p: str = party) -> None:
+                    if r.ok:
+                        self.history.write("unsafe-reclaim", settlement=sid, party=p)
+
+                self.world.submit(leg, call, reclaimed)
+        if not self._finished:
+            self.queue.after(RECLAIM_POLL_S, self._reclaim)
+
+    def _tick(self, leg: str, period: float) -> None:
+        if self._finished:
+            return
+        self.world.mine(leg)
+        self.queue.after(period, self._tick, leg, period)
+
+    # ------------------------------------------------------------------ the end
+
+    def _check_end(self) -> None:
+        if self._finished:
+            return
+        total = len(self.tracked)
+        if (
+            self._driven >= self.scenario.settlements.count
+            and total == self.scenario.settlements.count
+        ):
+            open_items = [t for t in self.tracked if t.index not in self._done]
+            raw = accounting.read_legs(
+                self.scenario, self.ledgers(), [t.settlement_id for t in open_items]
+            )
+            chain_time = self.chains["A"].head.timestamp
+            self._done |= {
+                t.index for t in open_items if accounting.ended(self.scenario, t, raw, chain_time)
+            }
+            self.progress("settlements ended", len(self._done), total)
+            if len(self._done) == total:
+                self._finished = True
+                return
+        self.queue.after(END_POLL_S, self._check_end)
+
+    def ledgers(self) -> SimLedgers:
+        return SimLedgers(self)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> SimReport:
+        s = self.scenario
+        began_wall = time.time()
+        self.history.write(
+            "run",
+            world="sim",
+            scenario=s.name,
+            mode=s.mode,
+            seed=s.seed,
+            crypto=self.crypto_name,
+        )
+        self.history.write("run-start", wall_clock=True, started_at=round(began_wall, 3))
+        for leg, chain in self.chains.items():
+            period = chain.block_time if chain.block_time > 0 else HEARTBEAT_S
+            self.queue.after(period, self._tick, leg, period)
+        for i in range(s.committee.n):
+            self.world.start(i)
+        self.queue.run(LIVE_TIMEOUT_S, lambda: len(self._certified) == s.committee.n)
+        if len(self._certified) < s.committee.n:
+            raise ScenarioError(
+                f"{s.path}: the simulated committee did not certify a round within "
+                f"{LIVE_TIMEOUT_S:.0f} s: check committee and timing"
+            )
+        self.drive_start = self.queue.now
+        self.history.write("drive-start")
+        for planned in plan(s):
+            self.queue.after(planned.at, self._drive_one, planned)
+        for fault in s.faults:
+            self.queue.after(fault.at, self._begin_fault, fault)
+        if s.unsafe_self_refund:
+            self.queue.after(RECLAIM_POLL_S, self._reclaim)
+        self.queue.after(END_POLL_S, self._check_end)
+        self.queue.run(self.drive_start + s.time_limit, lambda: self._finished)
+        self._finished = True
+        reason = (
+            "ended" if len(self._done) == len(self.tracked) == s.settlements.count else "time limit"
+        )
+        self.history.write("run-end", reason=reason)
+        ledgers = self.ledgers()
+        supply_before = self._opening_supplies()
+        state = accounting.run_state(s, ledgers, self.parties, self.tracked, supply_before)
+        # Final leg states of every settlement, ended or not.
+        accounting.mark_final(s, ledgers, self.tracked)
+        verdicts = check_all(state)
+        stats = [m.driver.stats for m in self.world.members if m.driver is not None]
+        summary = accounting.summary(
+            s,
+            "sim",
+            state,
+            verdicts,
+            self.tracked,
+            ledgers,
+            messages=self.world.messages_sent,
+            party_gas=self.party_gas,
+            observation_largest_bytes=max(
+                (st.observation_largest_bytes for st in stats), default=0
+            ),
+            observation_left_out=sum(st.observation_left_out for st in stats),
+            extra={
+                "crypto": self.crypto_name,
+                "gas_source": self.chains["A"].gas.label,
+                "sim_duration_s": round(self.queue.now - self.drive_start, 3),
+                "wall_s": round(time.time() - began_wall, 3),
+                "node_rss_peak_mb": None,
+                "history_digest": self.history.digest(),
+                "out_dir": str(self.out),
+            },
+        )
+        self.history.close()
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        return SimReport(s.name, s.mode, self.out, verdicts, summary, summary["history_digest"])
+
+    def _opening_supplies(self) -> dict[str, int]:
+        """Total supplies before any settlement: the chains' starting state and the bank's
+        opening balances (the final-state audit compares against these)."""
+        opening = _OpeningLedgers(self)
+        return accounting.supplies(self.scenario, opening, self.parties, ())
+
+
+class SimLedgers:
+    """``scenarios.accounting.Ledgers`` over the simulated chains and bank."""
+
+    def __init__(self, run: SimRun) -> None:
+        self.run = run
+
+    def chain_states(self, leg: str, ids: Sequence[bytes]) -> list[State]:
+        chain = self.run.chains[leg]
+        return [chain.state_of(sid) for sid in ids]
+
+    def coordinator(self, leg: str) -> str:
+        return self.run.chains[leg].coordinator
+
+    def token(self, leg: str, kind: str) -> str | None:
+        tokens = self.run.tokens[leg]
+        return tokens.asset if kind == "asset" else tokens.payment
+
+    def balance(self, leg: str, token: str, holder: str) -> int:
+        return self.run.chains[leg].model.token(token).balance_of(holder)
+
+    def coordinator_events(self) -> Mapping[tuple[str, bytes], Sequence[str]]:
+        found: dict[tuple[str, bytes], list[str]] = {}
+        for leg, chain in self.run.chains.items():
+            for _block, _receipt, event in chain.events():
+                if isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
+                    found.setdefault((leg, event.settlement_id), []).append(event.NAME)
+        return found
+
+    def report_gas(self) -> Sequence[int]:
+        return [gas for chain in self.run.chains.values() for gas in chain.report_gas()]
+
+    def bank_states(self, ids: Sequence[bytes]) -> Mapping[bytes, str | None]:
+        if self.run.bank is None:
+            return {sid: None for sid in ids}
+        states = self.run.bank.states()
+        return {sid: states.get(sid) for sid in ids}
+
+    def bank_balance(self, account_id: str) -> int:
+        return 0 if self.run.bank is None else self.run.bank.balance(account_id)
+
+
+class _OpeningLedgers(SimLedgers):
+    """The opening state: every chain's setup on a fresh model, the accounts' openings."""
+
+    def __init__(self, run: SimRun) -> None:
+        super().__init__(run)
+        self._models = {leg: chain.fresh_model() for leg, chain in run.chains.items()}
+        self._opening = {
+            bank_account(run.parties[a.name]): a.bank_balance for a in run.scenario.accounts
+        }
+
+    def balance(self, leg: str, token: str, holder: str) -> int:
+        return self._models[leg].token(token).balance_of(holder)
+
+    def bank_balance(self, account_id: str) -> int:
+        return self._opening.get(account_id, 0)

@@ -1,0 +1,216 @@
+"""The node driver on its own: events in, effects out, no world at all.
+
+A single-member committee (n = 1, f = 0) certifies on its own, so every path of the
+driver (observation from the trackers, certificates, transmissions and their retries as
+timers, the bank's polling) can be followed step by step.
+"""
+
+from __future__ import annotations
+
+from bank_adapter.client import InstructionStatus
+from bank_adapter.ledger import InstructionState
+from chain_adapters.model import Leg as EscrowLeg
+from chain_adapters.model import LegLocked, Mode, SettlementCreated, State, Terms, terms_hash
+from consensus.events import Certified, Start
+from consensus.harness import simulated_committee
+from consensus.report import Action
+from consensus.safety import PersistedState
+from node.driver import (
+    BankUpdate,
+    ChainUpdate,
+    DriverConfig,
+    DriverTimer,
+    DriverTimerKind,
+    NodeDriver,
+    Observed,
+    ReadLeg,
+    SetTimer,
+    TargetSpec,
+    TimerFired,
+    TransmissionDone,
+    TransmissionFinished,
+    Transmit,
+)
+from node.dvp import decode_observation
+from node.legs import EscrowRecord
+
+COORDINATOR = "0x" + "c0" * 20
+SELLER, BUYER, TOKEN, ZERO = ("0x" + b * 20 for b in ("11", "22", "33", "00"))
+
+
+def sid(i: int) -> bytes:
+    return i.to_bytes(32, "big")
+
+
+def escrow_terms(i: int, deadline: int = 10**9) -> Terms:
+    return Terms(sid(i), int(Mode.ASSET_ESCROW), SELLER, BUYER, TOKEN, 10, ZERO, 500, deadline)
+
+
+def driver(mode: str = "multi-chain-messaging", max_observation_bytes: int = 32768) -> NodeDriver:
+    targets = ("chain-A", "bank") if mode != "single-chain-onchain" else ("chain-A",)
+    config, keys = simulated_committee(
+        1,
+        0,
+        targets=targets,
+        delta_progress=2.0,
+        delta_resend=0.5,
+        delta_round=0.2,
+        delta_grace=0.0,
+        delta_stage=0.5,
+        max_observation_bytes=max_observation_bytes,
+    )
+    specs = [TargetSpec("chain-A", "A", "evm")]
+    if "bank" in targets:
+        specs.append(TargetSpec("bank", "bank", "bank", "USD"))
+    return NodeDriver(DriverConfig(config, 0, mode, tuple(specs)), keys[0])
+
+
+def run_until(d: NodeDriver, effects: list, until: float, now: float) -> tuple[list, float]:  # type: ignore[type-arg]
+    """Fire the driver's timers in deadline order until ``until``; every effect returned."""
+    timers: dict = {}  # type: ignore[type-arg]
+    seen = []
+    pending = list(effects)
+    while True:
+        for effect in pending:
+            seen.append(effect)
+            if isinstance(effect, SetTimer):
+                timers[effect.timer] = effect.at
+        due = sorted((at, str(t), t) for t, at in timers.items())
+        if not due or due[0][0] > until:
+            return seen, now
+        at, _, timer = due[0]
+        del timers[timer]
+        now = max(now, at)
+        pending = list(d.handle(TimerFired(now, timer)))
+
+
+def lock(d: NodeDriver, i: int, now: float, deadline: int = 10**9, block_time: int = 100) -> Terms:
+    t = escrow_terms(i, deadline)
+    created = SettlementCreated(COORDINATOR, sid(i), terms_hash(t), SELLER, t)
+    locked = LegLocked(COORDINATOR, sid(i), EscrowLeg.ASSET, SELLER, TOKEN, 10, State.PREPARED)
+    d.handle(ChainUpdate(now, "chain-A", (EscrowRecord(created), EscrowRecord(locked)), block_time))
+    return t
+
+
+def test_a_locked_asset_leads_to_a_certified_prepare_transmitted_to_the_bank() -> None:
+    d = driver()
+    start = list(d.handle(Start(0.0, PersistedState())))
+    lock(d, 1, now=0.01)
+    effects, _ = run_until(d, start, until=2.0, now=0.01)
+    observed = [e for e in effects if isinstance(e, Observed)]
+    assert observed and max(o.settlements for o in observed) == 1
+    transmits = [e for e in effects if isinstance(e, Transmit)]
+    assert transmits, "the PREPARE was never transmitted"
+    first = transmits[0]
+    assert first.target == "bank" and first.attempt == 0
+    assert [dec.action for dec in first.certificate.report.decisions] == [Action.PREPARE]
+    assert len(first.terms) == 1 and first.terms[0].settlement_id == sid(1)
+    # Persist before the shares leave (the driver keeps the consensus node's order).
+    kinds = [type(e).__name__ for e in effects]
+    assert "Persist" in kinds and kinds.index("Persist") < kinds.index("Certified")
+    assert any(isinstance(e, Certified) for e in effects)
+
+
+def test_failed_transmissions_are_retried_by_timer_and_counted_once() -> None:
+    d = driver()
+    start = list(d.handle(Start(0.0, PersistedState())))
+    lock(d, 1, now=0.01)
+    effects, now = run_until(d, start, until=1.0, now=0.01)
+    transmit = next(e for e in effects if isinstance(e, Transmit))
+    report = transmit.certificate.report
+    done = d.handle(TransmissionDone(now, "bank", report.epoch, report.round, "error"))
+    retry = [e for e in done if isinstance(e, SetTimer)]
+    assert len(retry) == 1 and retry[0].timer == DriverTimer(
+        DriverTimerKind.RETRY, "bank", report.epoch, report.round
+    )
+    assert retry[0].at == now + d.config.retry_delays[0]
+    again = d.handle(TimerFired(retry[0].at, retry[0].timer))
+    second = [e for e in again if isinstance(e, Transmit)]
+    assert len(second) == 1 and second[0].attempt == 1
+    finished = d.handle(TransmissionDone(retry[0].at, "bank", report.epoch, report.round, "ok"))
+    assert [e.result for e in finished if isinstance(e, TransmissionFinished)] == ["ok"]
+    assert d.stats.transmissions == {"bank:ok": 1}
+
+
+def test_a_target_that_shows_every_decision_applied_is_not_sent_to_again() -> None:
+    d = driver()
+    start = list(d.handle(Start(0.0, PersistedState())))
+    lock(d, 1, now=0.01)
+    effects, now = run_until(d, start, until=1.0, now=0.01)
+    transmit = next(e for e in effects if isinstance(e, Transmit))
+    report = transmit.certificate.report
+    d.handle(TransmissionDone(now, "bank", report.epoch, report.round, "error"))
+    bank_terms = transmit.terms[0]
+    status = InstructionStatus(
+        sid(1), InstructionState.PREVALIDATED, None, bank_terms.terms_hash(),
+        None, None, None, None, None, False, None,
+    )  # fmt: skip
+    d.handle(BankUpdate(now, "bank", (status,), 1))
+    retry = DriverTimer(DriverTimerKind.RETRY, "bank", report.epoch, report.round)
+    again = d.handle(TimerFired(now + 1, retry))
+    assert not any(isinstance(e, Transmit) for e in again)
+    assert [e.result for e in again if isinstance(e, TransmissionFinished)] == ["already-applied"]
+
+
+def test_the_bank_is_polled_by_a_timer_for_quiet_instructions() -> None:
+    d = driver()
+    start = d.handle(Start(0.0, PersistedState()))
+    poll = next(e for e in start if isinstance(e, SetTimer) and isinstance(e.timer, DriverTimer))
+    assert poll.timer.kind is DriverTimerKind.POLL and poll.at == 0.5
+    lock(d, 1, now=0.1)
+    assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(0.5, poll.timer)))
+    effects = d.handle(TimerFired(3.0, poll.timer))
+    assert [e for e in effects if isinstance(e, ReadLeg)] == [ReadLeg("bank", (sid(1),))]
+    assert any(isinstance(e, SetTimer) and e.timer == poll.timer for e in effects)
+
+
+def test_settled_settlements_leave_the_observation() -> None:
+    d = driver("single-chain-onchain")
+    d.handle(Start(0.0, PersistedState()))
+    t = escrow_terms(1)
+    created = SettlementCreated(COORDINATOR, sid(1), terms_hash(t), SELLER, t)
+    from chain_adapters.model import SettlementCommitted
+
+    committed = SettlementCommitted(COORDINATOR, sid(1), b"\x01" * 32, terms_hash(t))
+    lock(d, 2, now=0.1)
+    d.handle(ChainUpdate(0.2, "chain-A", (EscrowRecord(created), EscrowRecord(committed)), 100))
+    data, settlements, left_out = d.observation()
+    assert {f.settlement_id for f in decode_observation(data)} == {sid(2)}
+    assert settlements == 1 and left_out == 0
+    assert d.book.settled == {sid(1)}
+
+
+def test_a_full_observation_counts_who_waits() -> None:
+    d = driver("single-chain-onchain", max_observation_bytes=1000)
+    d.handle(Start(0.0, PersistedState()))
+    for i in range(100):
+        lock(d, i, now=0.1)
+    data, settlements, left_out = d.observation()
+    assert len(data) <= 1000 and 0 < settlements < 100 and settlements + left_out == 100
+    assert len(decode_observation(data)) == settlements
+
+
+def test_the_driver_is_a_function_of_its_events() -> None:
+    """The same events give the same effects, byte for byte (no clock, no randomness)."""
+
+    def trace() -> list[str]:
+        d = driver()
+        out = [repr(e) for e in d.handle(Start(0.0, PersistedState()))]
+        lock(d, 1, now=0.05)
+        effects, _ = run_until(d, [], until=0.0, now=0.05)
+        timers = [e for e in d.handle(TimerFired(0.2, DriverTimer(DriverTimerKind.POLL, "bank")))]
+        out += [repr(e) for e in effects + timers]
+        return out
+
+    assert trace() == trace()
+
+
+def test_events_for_a_target_of_another_kind_are_a_world_bug() -> None:
+    d = driver()
+    d.handle(Start(0.0, PersistedState()))
+    try:
+        d.handle(BankUpdate(0.1, "chain-A", (), None))
+    except ValueError as exc:
+        assert "chain-A" in str(exc)
+    else:
+        raise AssertionError("a bank update for a chain target was accepted")
