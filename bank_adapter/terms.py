@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Final
 
-from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from eth_abi.abi import encode as abi_encode
+from eth_utils.crypto import keccak
 
 __all__ = [
     "BANK_CHAIN_ID",
@@ -126,6 +127,7 @@ class PaymentTerms:
         )
 
 
+@lru_cache(maxsize=65536)
 def payment_terms_hash(
     settlement_id: bytes,
     payer_account: str,

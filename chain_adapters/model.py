@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 from typing import Any, ClassVar, Final
 
 from eth_abi.abi import encode as abi_encode
@@ -213,7 +214,10 @@ DECISION_OUTCOMES: Final[Mapping[tuple[Action, State], SkipReason | None]] = {
 _RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED})
 
 
+@lru_cache(maxsize=4096)
 def _address(value: str) -> str:
+    # EIP-55 checksumming hashes the address; the model checksums the same few addresses
+    # (parties, tokens, the coordinator) on every call.
     return to_checksum_address(value)
 
 
@@ -288,6 +292,7 @@ class Terms:
         return terms_hash(self)
 
 
+@lru_cache(maxsize=65536)
 def terms_hash(terms: Terms) -> bytes:
     """keccak256(abi.encode(bytes32 settlementId, uint8 mode, address seller, address buyer,
     address assetToken, uint256 assetAmount, address paymentToken, uint256 paymentAmount,

@@ -73,6 +73,8 @@ _G2_INFINITY: Final = BlstP2Element()
 
 # Enough for several committees and their history; a decoded key is a few hundred bytes.
 _PUBLIC_KEY_CACHE_SIZE: Final = 4096
+# Report hashes of the last rounds of every target (a point is a few hundred bytes).
+_HASH_CACHE_SIZE: Final = 1024
 
 
 class BlsError(ValueError):
@@ -176,11 +178,21 @@ def signature_validate(sig: bytes) -> bool:
 # --------------------------------------------------------------------------- sign and verify
 
 
+@lru_cache(maxsize=_HASH_CACHE_SIZE)
+def _hash_to_g2(message: bytes, dst: bytes) -> BlstP2Element:
+    """RFC 9380 hash to G2, kept for recent messages: the members of one committee (and a
+    simulation of all of them in one process) sign and verify the same report hash, and
+    hashing to the curve costs as much as the signature itself. A pure function of its
+    inputs; blst points are never changed in place."""
+    point: BlstP2Element = BlstP2Element.hash_to_group(message, dst)
+    return point
+
+
 def _core_sign(sk: int, message: bytes, dst: bytes) -> bytes:
     _check_secret_key(sk)
     if not isinstance(message, bytes):
         raise BlsError("BLS message must be bytes")
-    hashed: BlstP2Element = BlstP2Element.hash_to_group(message, dst)
+    hashed = _hash_to_g2(message, dst)
     point: BlstP2Element = hashed.scalar_mul(sk)
     return bytes(point.compress())
 
@@ -189,7 +201,7 @@ def _core_verify(pk_point: BlstP1Element, message: bytes, signature: bytes, dst:
     sig_point = _decode_signature(signature)
     if sig_point is None or not isinstance(message, bytes):
         return False
-    hashed: BlstP2Element = BlstP2Element.hash_to_group(message, dst)
+    hashed = _hash_to_g2(message, dst)
     # e(pk, H(m)) == e(g1, sig), compared after one shared final exponentiation each.
     return bool(final_verify(miller_loop(pk_point, hashed), miller_loop(_G1_GENERATOR, sig_point)))
 

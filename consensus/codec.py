@@ -22,6 +22,7 @@ message that fails the message constructors' rules, and does no I/O.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Final
 
 import msgpack
@@ -254,6 +255,14 @@ def decode(data: bytes, limits: CodecLimits) -> Message:
     """Parse peer bytes into a message, or raise CodecError (see the module docstring)."""
     if type(data) is not bytes:
         raise CodecError("message must be bytes")
+    return _decode(data, limits)
+
+
+@lru_cache(maxsize=2048)
+def _decode(data: bytes, limits: CodecLimits) -> Message:
+    # Kept for recent messages: a broadcast reaches every member with the same bytes, and
+    # a simulation decodes all of them in one process. Messages are immutable; a refusal
+    # (CodecError) is not kept and is raised again for the same bytes.
     if len(data) > limits.max_message_bytes:
         raise CodecError(f"message is {len(data)} bytes, limit {limits.max_message_bytes}")
     try:

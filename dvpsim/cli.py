@@ -21,6 +21,7 @@ BENCHMARKS = {
     "bank": "Bank service throughput and latency",
     "consensus": "Certified rounds per second in the in-memory harness",
     "e2e": "End-to-end latency and throughput with real node processes",
+    "sim": "Simulated seconds per wall second, settlements per second and runs per minute in sim",
 }
 
 

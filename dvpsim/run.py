@@ -18,8 +18,9 @@ from rich.table import Table
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
+    command = "sim" if summary.get("world") == "sim" else "run"
     table = Table(
-        title=f"dvpsim run: {summary['scenario']} ({summary['mode']}, n={summary['n']}, f={summary['f']}, t={summary['t']})"
+        title=f"dvpsim {command}: {summary['scenario']} ({summary['mode']}, n={summary['n']}, f={summary['f']}, t={summary['t']})"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -39,6 +40,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("messages per settlement", str(summary["messages_per_settlement"])),
         ("wall time", f"{summary['wall_s']} s"),
     ]
+    if summary.get("world") == "sim":
+        rows.append(
+            ("simulated time (first lock to last final leg)", seconds(summary["simulated_span_s"]))
+        )
+        rows.append(("gas figures", str(summary["gas_source"])))
     for name, value in rows:
         table.add_row(name, value)
     for invariant, verdict in summary["checks"].items():

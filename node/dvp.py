@@ -38,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import lru_cache
 
 import msgpack
 
@@ -79,8 +80,8 @@ def encode_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> b
 
 def fit_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> tuple[bytes, int]:
     """``encode_observation``, and how many settlements it had to leave out to fit."""
-    ordered = sorted(set(facts))
-    rows = [[f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in ordered]
+    # Rows sort as the facts do (field order), compared as plain lists: much cheaper.
+    rows = sorted([f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in set(facts))
     settlements = len({row[0] for row in rows})
     if len(rows) > MAX_FACTS_PER_OBSERVATION:
         cut = rows[MAX_FACTS_PER_OBSERVATION][0]  # never half a settlement
@@ -108,8 +109,10 @@ def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
     return frozenset(sid for sid, targets in closed.items() if targets == legs)
 
 
+@lru_cache(maxsize=1024)
 def decode_observation(data: bytes) -> frozenset[Fact]:
-    """Strict decoding: a malformed observation is an error, never a partial list."""
+    """Strict decoding: a malformed observation is an error, never a partial list. (Kept
+    for recent observations: every member decodes the same ones from the same proposal.)"""
     try:
         raw = msgpack.unpackb(
             data, raw=False, strict_map_key=True, max_array_len=MAX_FACTS_PER_OBSERVATION
@@ -242,10 +245,19 @@ class DvpOutcome:
     def __call__(
         self, observations: Sequence[AttributedObservation], context: OutcomeContext
     ) -> Mapping[str, tuple[Decision, ...]]:
-        facts = supported_facts([(o.observer, o.observation) for o in observations], context.f)
+        observed = tuple((o.observer, o.observation) for o in observations)
         out: dict[str, tuple[Decision, ...]] = {}
-        for leg_target, decisions in decide(self.mode, facts).items():
+        for leg_target, decisions in _decisions(self.mode, observed, context.f):
             name = self.targets.get(leg_target)
             if name is not None and name in context.targets:
                 out[name] = decisions[: context.max_decisions]
         return out
+
+
+@lru_cache(maxsize=256)
+def _decisions(
+    mode: str, observations: tuple[tuple[int, bytes], ...], f: int
+) -> tuple[tuple[str, tuple[Decision, ...]], ...]:
+    """``decide`` over the supported facts of a proposal's observations. Kept for recent
+    proposals: every member computes the same reports from the same proposal."""
+    return tuple(decide(mode, supported_facts(observations, f)).items())

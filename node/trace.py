@@ -15,6 +15,7 @@ This module only describes: it never decides anything and does no I/O.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Final
 
 import msgpack
@@ -36,6 +37,7 @@ KIND_NAMES: Final = {
 _FINISHED_OK: Final = frozenset({"ok", "already-applied"})
 
 
+@lru_cache(maxsize=4096)
 def message_header(data: bytes) -> tuple[str, int, int | None]:
     """(kind name, epoch, round or None) of an encoded consensus message; ("malformed",
     -1, None) when its head is not canonical."""

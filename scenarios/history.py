@@ -67,34 +67,64 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+#: One encoder for every line (json.dumps with options builds a new one per call).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=plain)
+
+
 class History:
     """history.jsonl (module docstring). ``clock`` gives the seconds since the run began."""
 
-    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, path: Path, clock: Callable[[], float], *, line_buffered: bool = True
+    ) -> None:
+        """``line_buffered``: every line reaches the file as it is written (a real run's
+        history survives a crash of the runner). A simulated run writes thousands of lines
+        a second and can be replayed from its seed: it buffers, and closes the file in a
+        ``finally``."""
         self.path = path
         self._clock = clock
-        self._file = path.open("w", buffering=1)
+        self._file = path.open("w", buffering=1 if line_buffered else 1 << 16)
         self._lock = threading.Lock()
         self._digest = hashlib.sha256()
         self.lines = 0
 
-    def write(self, event: str, *, wall_clock: bool = False, **fields: Any) -> None:
+    def write(self, event: str, /, *, wall_clock: bool = False, **fields: Any) -> None:
         self.write_at(self._clock(), event, wall_clock=wall_clock, **fields)
 
-    def write_at(self, t: float, event: str, *, wall_clock: bool = False, **fields: Any) -> None:
+    def write_at(
+        self, at: float, event: str, /, *, wall_clock: bool = False, **fields: Any
+    ) -> None:
         clash = _RESERVED & fields.keys()
         if clash:
             raise ValueError(f"history field {sorted(clash)[0]!r} is reserved; rename it")
-        entry: dict[str, Any] = {"t": round(t, 6), "event": event}
+        entry: dict[str, Any] = {"t": round(at, 6), "event": event}
         entry.update(fields)
         if wall_clock:
             entry["wall_clock"] = True
-        line = json.dumps(entry, default=plain, separators=(",", ":"))
+        line = _ENCODER.encode(entry)
         with self._lock:
             self._file.write(line + "\n")
             self.lines += 1
             if not wall_clock:
                 self._digest.update(line.encode() + b"\n")
+
+    def write_message(
+        self, t: float, event: str, sender: int, receiver: int, kind: str, epoch: int,
+        round_: int | None, why: str | None = None,
+    ) -> None:  # fmt: skip
+        """A "send", "recv" or "lost" record: the same line ``write_at`` gives for it,
+        formatted directly (a simulation writes one per message, many thousand a run)."""
+        tail = "" if round_ is None else f',"round":{round_}'
+        if why is not None:
+            tail += f',"why":"{why}"'
+        line = (
+            f'{{"t":{_number(round(t, 6))},"event":"{event}","from":{sender},"to":{receiver},'
+            f'"kind":"{kind}","epoch":{epoch}{tail}}}'
+        )
+        with self._lock:
+            self._file.write(line + "\n")
+            self.lines += 1
+            self._digest.update(line.encode() + b"\n")
 
     def write_records(self, t: float, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
@@ -108,7 +138,14 @@ class History:
             return self._digest.copy().hexdigest()
 
     def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+
+def _number(value: float) -> str:
+    # A finite float is written as its repr by json.dumps too.
+    return repr(value)
 
 
 def digest_of_lines(lines: Iterable[str]) -> str:

@@ -16,7 +16,9 @@ is simulated is the path to it:
   sender (``bank_adapter.webhooks``) makes them: delivered ``hop`` seconds after they
   are due, marked delivered or failed in the storage, retried with
   ``webhooks.backoff_ms`` when the node is down, paused during an outage, sent twice at
-  the duplicate-callback rate. Callbacks reach the node unsigned (the signature check is
+  the duplicate-callback rate, held back and shuffled within the reordering window.
+  A mutating request in the "after" error phase commits and loses its answer, as the
+  server's middleware does. Callbacks reach the node unsigned (the signature check is
   the real receiver's, tested with the bank); each node drops duplicates by event id as
   the real receiver does.
 
@@ -27,6 +29,7 @@ This module must never read the wall clock or use a random generator it was not 
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -64,6 +67,7 @@ CALLBACK_POLL_S: Final = 0.02
 CALLBACK_RETRY_BASE_MS: Final = 200
 CALLBACK_RETRY_CAP_MS: Final = 30_000
 CALLBACK_BATCH: Final = 64
+_FOREVER_MS: Final = 2**62
 
 
 def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
@@ -104,6 +108,7 @@ class SimBank:
         self._rng = random.Random(seed ^ 0xB4_4B)  # the client's and sender's jitter
         self._dispatch_at: float | None = None
         self._in_flight: set[tuple[int, str]] = set()
+        self._held_until: dict[tuple[int, str], int] = {}  # reordering fault: not before
         self.requests = 0
         self.callbacks = 0
         #: Called with every event the bank records (an instruction's state reached).
@@ -119,7 +124,10 @@ class SimBank:
         return self.genesis_ms + int(self.queue.now * 1000)
 
     def set_faults(self, **settings: Any) -> None:
-        """The admin API's PUT /admin/faults: the named settings replace the current ones."""
+        """The admin API's PUT /admin/faults: the named settings replace the current ones.
+        A crash of the service is a fault of the real process only: refused here."""
+        if settings.get("crash_after_commits") is not None:
+            raise ValueError("the simulated bank does not crash: crash_after_commits is real-only")
         self.faults.set(FaultConfig(**settings))
         self._wake_dispatch(0.0)
 
@@ -134,7 +142,11 @@ class SimBank:
         def run() -> Reply:
             return self.service.status("0x" + settlement_id.hex(), self.now_ms())
 
-        self._call(run, lambda reply: answer(status_reply_from_answer(reply.status, reply.json())))
+        self._call(
+            run,
+            lambda reply: answer(status_reply_from_answer(reply.status, reply.json())),
+            on_unavailable=lambda: answer(None),
+        )
 
     def apply_report(
         self,
@@ -165,7 +177,7 @@ class SimBank:
                 return
             answer(report_reply_from_answer(reply.status, value), "")
 
-        self._call(run, done, on_unavailable=lambda: answer(None, "error"))
+        self._call(run, done, on_unavailable=lambda: answer(None, "error"), mutating=True)
 
     def _call(
         self,
@@ -173,6 +185,8 @@ class SimBank:
         done: Callable[[Reply], None],
         on_unavailable: Callable[[], None] | None = None,
         attempt: int = 0,
+        *,
+        mutating: bool = False,
     ) -> None:
         """One request with the client's retries (module docstring)."""
         self.requests += 1
@@ -193,6 +207,10 @@ class SimBank:
             if reply.committed:
                 self._new_events()
                 self._wake_dispatch(CALLBACK_POLL_S)
+            if mutating and reply.status < 500 and self.faults.fail_after():
+                # Committed, but the answer is lost (the server's "after" error phase).
+                self.queue.after(self._hop(), answered, None)
+                return
             self.queue.after(self._hop(), answered, reply)
 
         def answered(reply: Reply | None) -> None:
@@ -205,7 +223,12 @@ class SimBank:
                 return
             ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
             pause = ceiling * (0.5 + self._rng.random() / 2)
-            self.queue.after(pause, self._call, run, done, on_unavailable, attempt + 1)
+            self.queue.after(
+                pause,
+                functools.partial(
+                    self._call, run, done, on_unavailable, attempt + 1, mutating=mutating
+                ),
+            )
 
         self.queue.after(self._hop(), arrive)
 
@@ -241,11 +264,26 @@ class SimBank:
             for d in self.storage.due_deliveries(now_ms, CALLBACK_BATCH + len(self._in_flight))
             if (d.seq, d.url) not in self._in_flight
         ]
-        for delivery in due[:CALLBACK_BATCH]:
+        ready = []
+        for d in due:
+            key = (d.seq, d.url)
+            if d.attempts == 0 and key not in self._held_until:
+                # Reordering fault: hold a new callback back for a random while.
+                self._held_until[key] = now_ms + faults.callback_hold_back_ms()
+            if self._held_until.get(key, 0) <= now_ms:
+                ready.append(d)
+        faults.shuffle(ready)
+        for delivery in ready[:CALLBACK_BATCH]:
             self._in_flight.add((delivery.seq, delivery.url))
             self.queue.after(self._hop(), self._arrive, delivery)
-        if len(due) > CALLBACK_BATCH:
-            self._wake_dispatch(CALLBACK_POLL_S)
+        # Come back when the next waiting delivery is due (a retry, a held-back callback).
+        waiting = [
+            max(d.next_attempt_ms, self._held_until.get((d.seq, d.url), 0))
+            for d in self.storage.due_deliveries(_FOREVER_MS, CALLBACK_BATCH + len(self._in_flight))
+            if (d.seq, d.url) not in self._in_flight
+        ]
+        if waiting:
+            self._wake_dispatch(max(CALLBACK_POLL_S, (min(waiting) - now_ms) / 1000))
 
     def _arrive(self, delivery: Delivery) -> None:
         node = self.urls.index(delivery.url)
@@ -253,7 +291,11 @@ class SimBank:
         taken = self._deliver(node, delivery.event, self.now_ms())
         self.queue.after(self._hop(), self._delivered, delivery, taken)
         if taken and self.faults.duplicate_callback():
-            self.queue.after(self._hop(), self._deliver, node, delivery.event, self.now_ms())
+            self.queue.after(self._hop(), self._deliver_again, node, delivery.event)
+
+    def _deliver_again(self, node: int, event: ledger.Event) -> None:
+        """The duplicate-callback fault: the same event once more (the receiver drops it)."""
+        self._deliver(node, event, self.now_ms())
 
     def _delivered(self, delivery: Delivery, taken: bool) -> None:
         key = (delivery.seq, delivery.url)
@@ -261,6 +303,7 @@ class SimBank:
         now_ms = self.now_ms()
         if taken:
             self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
+            self._held_until.pop(key, None)
             return
         delay = backoff_ms(
             delivery.attempts, CALLBACK_RETRY_BASE_MS, CALLBACK_RETRY_CAP_MS, self._rng

@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from eth_utils.address import to_checksum_address
+
 from chain_adapters.model import (
     DECISION_OUTCOMES,
     EscrowEvent,
@@ -113,7 +115,8 @@ class SimChain:
     ) -> None:
         self.leg = leg
         self.chain_id = chain_id
-        self.coordinator = coordinator
+        # Checksummed, as the model writes every event's emitter (watchers match on it).
+        self.coordinator = to_checksum_address(coordinator)
         self.committee = committee
         self.block_time = block_time
         self.genesis_time = genesis_time

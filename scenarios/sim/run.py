@@ -44,7 +44,7 @@ from chain_adapters.model import (
     State,
 )
 from consensus.config import ConsensusConfig, Target
-from consensus.crypto import MEMOIZED_CRYPTO, CryptoSuite
+from consensus.crypto import MEMOIZED_CRYPTO, REAL_CRYPTO, CryptoSuite
 from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
 from consensus.events import Certified
 from consensus.identity import identity_key_from_seed, public_key_bytes
@@ -127,6 +127,8 @@ def _address(label: str) -> str:
 def make_crypto(name: str, members: Sequence[Any]) -> CryptoSuite:
     if name == "real":
         return MEMOIZED_CRYPTO
+    if name == "real-plain":  # every signature computed and checked by every member
+        return REAL_CRYPTO
     if name == "fast":
         from scenarios.sim.fastcrypto import FastCrypto
 
@@ -155,7 +157,9 @@ class SimRun:
         self.crypto_name = crypto
         self.progress = progress or (lambda _what, _done, _total: None)
         self.queue = EventQueue(scenario.seed)
-        self.history = History(self.out / "history.jsonl", lambda: self.queue.now)
+        self.history = History(
+            self.out / "history.jsonl", lambda: self.queue.now, line_buffered=False
+        )
         self.mode = MODES[scenario.mode]
         self.parties: dict[str, str] = {
             account.name: Account.from_key(DEV_PRIVATE_KEYS[1 + i]).address
@@ -170,6 +174,7 @@ class SimRun:
         self._driven = 0
         self._done: set[int] = set()
         self._finished = False
+        self._last_final_at = 0.0  # when a leg last became final (the span's end)
         self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
         self._build(network)
 
@@ -332,6 +337,7 @@ class SimRun:
             for event in receipt.events:
                 if isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
                     step = "release" if isinstance(event, SettlementCommitted) else "refund"
+                    self._last_final_at = self.queue.now
                     self.history.write(
                         "leg",
                         phase="ok",
@@ -352,6 +358,8 @@ class SimRun:
             "instruction.cancelled": "cancel",
             "instruction.rejected": "reject",
         }.get(event.kind, event.kind)
+        if step in ("pay", "cancel", "reject"):
+            self._last_final_at = self.queue.now
         self.history.write(
             "leg",
             phase="ok",
@@ -506,6 +514,14 @@ class SimRun:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> SimReport:
+        """Run the scenario to its end (module docstring). The history is closed whatever
+        happens, so a run that fails part-way keeps what it wrote."""
+        try:
+            return self._run()
+        finally:
+            self.history.close()
+
+    def _run(self) -> SimReport:
         s = self.scenario
         began_wall = time.time()
         self.history.write(
@@ -567,15 +583,22 @@ class SimRun:
                 "crypto": self.crypto_name,
                 "gas_source": self.chains["A"].gas.label,
                 "sim_duration_s": round(self.queue.now - self.drive_start, 3),
+                "simulated_span_s": self._span(),
                 "wall_s": round(time.time() - began_wall, 3),
                 "node_rss_peak_mb": None,
                 "history_digest": self.history.digest(),
                 "out_dir": str(self.out),
             },
         )
-        self.history.close()
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         return SimReport(s.name, s.mode, self.out, verdicts, summary, summary["history_digest"])
+
+    def _span(self) -> float | None:
+        """Virtual seconds from the first lock to the last leg that became final."""
+        locks = [t.locked_at for t in self.tracked if t.locked_at is not None]
+        if not locks or self._last_final_at <= min(locks):
+            return None
+        return round(self._last_final_at - min(locks), 3)
 
     def _opening_supplies(self) -> dict[str, int]:
         """Total supplies before any settlement: the chains' starting state and the bank's

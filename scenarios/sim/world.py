@@ -30,6 +30,7 @@ This module must never read the wall clock or use a random generator but the que
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ from node.driver import (
     Transmit,
 )
 from node.legs import EscrowRecord
-from node.trace import effect_records, message_record
+from node.trace import effect_records, message_header
 from scenarios.history import History
 from scenarios.sim.bank import SimBank
 from scenarios.sim.chain import Block, Call, ChainView, Receipt, SimChain
@@ -233,25 +234,23 @@ class SimWorld:
         now = self.queue.now
         self.messages_sent += 1
         route = self.network.route(src, dst, now)
+        kind, epoch, round_ = message_header(data)
         if isinstance(route, str):
-            record = message_record("lost", src, dst, data)
-            record["why"] = route
-            self.history.write_records(now, [record])
+            self.history.write_message(now, "lost", src, dst, kind, epoch, round_, route)
             return
-        self.history.write_records(now, [message_record("send", src, dst, data)])
+        self.history.write_message(now, "send", src, dst, kind, epoch, round_)
         for delay in route:
             self.queue.after(delay, self._arrive, src, dst, data)
 
     def _arrive(self, src: int, dst: int, data: bytes) -> None:
         member = self.members[dst]
         now = self.queue.now
+        kind, epoch, round_ = message_header(data)
         if member.driver is None:
-            record = message_record("lost", src, dst, data)
-            record["why"] = "down"
-            self.history.write_records(now, [record])
+            self.history.write_message(now, "lost", src, dst, kind, epoch, round_, "down")
             return
         self.messages_delivered += 1
-        self.history.write_records(now, [message_record("recv", src, dst, data)])
+        self.history.write_message(now, "recv", src, dst, kind, epoch, round_)
         self._step(member, MessageReceived(now, src, data))
 
     # ------------------------------------------------------------------ chains
@@ -426,7 +425,7 @@ class SimWorld:
                 )
 
         for sid in asked:
-            self.bank.status(sid, lambda reply, sid=sid: answer(sid, reply))
+            self.bank.status(sid, functools.partial(answer, sid))
 
     # ------------------------------------------------------------------ bank callbacks
 

@@ -186,7 +186,9 @@ def test_the_runtime_carries_out_one_nodes_effects_in_the_same_order_every_time(
         run_for(3.0, runtime)
         runtime.close()
         runtime.store.close()
-        return [f"{t:.6f} {effect!r}" for t, effect in recorder.effects]
+        # Up to just before the end: at the end itself the test's own sleep and a timer
+        # due at the same instant race (that is the test stopping, not the runtime).
+        return [f"{t:.6f} {effect!r}" for t, effect in recorder.effects if t < 2.95]
 
     first, second = trace(tmp_path / "a"), trace(tmp_path / "b")
     assert len(first) > 50
