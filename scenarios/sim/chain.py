@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from eth_utils.address import to_checksum_address
 
+from chain_adapters.gas import GAS_TABLE_LABEL, GasTable
 from chain_adapters.model import (
     DECISION_OUTCOMES,
     EscrowEvent,
@@ -45,17 +46,7 @@ from consensus.report import Action, CommitteeConfig, Report
 
 __all__ = ["GAS_LABEL", "Block", "Call", "ChainView", "Receipt", "SimChain"]
 
-GAS_LABEL: Final = "placeholder"
-
-
-class GasTable:  # TEMPORARY until chain_adapters.gas lands
-    label = GAS_LABEL
-
-    def before(self, model: EscrowModel, function: str, args: tuple[Any, ...]) -> None:
-        return None
-
-    def gas_used(self, view: object, function: str, args: tuple[Any, ...], events: object) -> int:
-        return 0
+GAS_LABEL: Final = GAS_TABLE_LABEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,12 +214,13 @@ class SimChain:
 
     def _execute(self, block: Block, tx_hash: bytes, call: Call) -> Receipt:
         model = self.model
-        view = self.gas.before(model, call.function, call.args)
+        pending = self.gas.before(model, call.function, call.sender, call.args)
         try:
             events = self._apply(model, call, block.timestamp)
         except EscrowRevert as exc:
+            # Refused as the sender's gas estimate refuses it: never mined, no gas.
             return Receipt(tx_hash, block.number, block.timestamp, False, 0, (), exc.error)
-        gas = self.gas.gas_used(view, call.function, call.args, events)
+        gas = self.gas.gas_used(pending, events, committee_n=self.committee.n)
         return Receipt(tx_hash, block.number, block.timestamp, True, gas, tuple(events))
 
     def _apply(self, model: EscrowModel, call: Call, now: int) -> list[EscrowEvent]:
