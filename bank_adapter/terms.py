@@ -138,8 +138,67 @@ def payment_terms_hash(
 ) -> bytes:
     """keccak256(abi.encode(bytes32, string, string, uint256, string, uint64)) of the terms:
     the value the oracle network certifies as ``Decision.terms_hash`` for a bank leg."""
-    encoded = abi_encode(
-        ["bytes32", "string", "string", "uint256", "string", "uint64"],
-        [settlement_id, payer_account, payee_account, amount, currency, deadline],
+    return bytes(
+        keccak(
+            encode_payment_terms(
+                settlement_id, payer_account, payee_account, amount, currency, deadline
+            )
+        )
     )
-    return bytes(keccak(encoded))
+
+
+_PAYMENT_TERMS_TYPES: Final = ["bytes32", "string", "string", "uint256", "string", "uint64"]
+_HEAD_WORDS: Final = len(_PAYMENT_TERMS_TYPES)
+
+
+def encode_payment_terms(
+    settlement_id: bytes,
+    payer_account: str,
+    payee_account: str,
+    amount: int,
+    currency: str,
+    deadline: int,
+) -> bytes:
+    """``abi.encode(bytes32, string, string, uint256, string, uint64)``, by hand: six head
+    words (the strings as offsets into the tail), then each string as its length and its
+    UTF-8 bytes padded to whole words. eth_abi gives the same bytes, many times slower; a
+    test holds the two together (``encode_payment_terms_reference``)."""
+    if len(settlement_id) != 32:
+        raise TermsError("settlement_id", "settlement_id must be 32 bytes")
+    tails: list[bytes] = []
+    offsets: list[int] = []
+    offset = 32 * _HEAD_WORDS
+    for text in (payer_account, payee_account, currency):
+        data = text.encode()
+        padded = data + bytes(-len(data) % 32)
+        offsets.append(offset)
+        tails.append(len(data).to_bytes(32, "big") + padded)
+        offset += 32 + len(padded)
+    head = b"".join(
+        (
+            settlement_id,
+            offsets[0].to_bytes(32, "big"),
+            offsets[1].to_bytes(32, "big"),
+            amount.to_bytes(32, "big"),
+            offsets[2].to_bytes(32, "big"),
+            deadline.to_bytes(32, "big"),
+        )
+    )
+    return head + b"".join(tails)
+
+
+def encode_payment_terms_reference(
+    settlement_id: bytes,
+    payer_account: str,
+    payee_account: str,
+    amount: int,
+    currency: str,
+    deadline: int,
+) -> bytes:
+    """The same encoding by eth_abi: the reference ``encode_payment_terms`` is held to."""
+    return bytes(
+        abi_encode(
+            _PAYMENT_TERMS_TYPES,
+            [settlement_id, payer_account, payee_account, amount, currency, deadline],
+        )
+    )

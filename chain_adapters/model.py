@@ -297,7 +297,35 @@ def terms_hash(terms: Terms) -> bytes:
     """keccak256(abi.encode(bytes32 settlementId, uint8 mode, address seller, address buyer,
     address assetToken, uint256 assetAmount, address paymentToken, uint256 paymentAmount,
     uint64 deadline)): the value a Decision for this coordinator certifies."""
-    return bytes(keccak(abi_encode(list(TERMS_ABI_TYPES), list(terms.as_abi()))))
+    return bytes(keccak(encode_terms(terms)))
+
+
+def encode_terms(terms: Terms) -> bytes:
+    """``abi.encode`` of the terms, word by word: every field is a static type, so the
+    encoding is nine 32-byte words in field order (eth_abi gives the same bytes, about
+    twenty times slower; a test holds the two together)."""
+
+    def address(value: str) -> bytes:
+        return bytes(12) + bytes.fromhex(value[2:])
+
+    return b"".join(
+        (
+            terms.settlement_id,
+            terms.mode.to_bytes(32, "big"),
+            address(terms.seller),
+            address(terms.buyer),
+            address(terms.asset_token),
+            terms.asset_amount.to_bytes(32, "big"),
+            address(terms.payment_token),
+            terms.payment_amount.to_bytes(32, "big"),
+            terms.deadline.to_bytes(32, "big"),
+        )
+    )
+
+
+def encode_terms_reference(terms: Terms) -> bytes:
+    """``abi.encode`` of the terms by eth_abi: the reference ``encode_terms`` is held to."""
+    return bytes(abi_encode(list(TERMS_ABI_TYPES), list(terms.as_abi())))
 
 
 def locked_legs(mode: int, state: State) -> tuple[Leg, ...]:

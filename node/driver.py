@@ -367,6 +367,9 @@ class NodeDriver:
         self._out: list[Effect] = []
         self._round_started: dict[tuple[int, int], float] = {}
         self._transmissions: dict[tuple[str, int, int], _Transmission] = {}
+        self._last_observation: (
+            tuple[tuple[tuple[int, ...], int], tuple[bytes, int, int]] | None
+        ) = None
 
     # ------------------------------------------------------------------ public API
 
@@ -412,7 +415,18 @@ class NodeDriver:
         return out
 
     def observation(self) -> tuple[bytes, int, int]:
-        """This node's observation now: (encoded facts, settlements in it, left out)."""
+        """This node's observation now: (encoded facts, settlements in it, left out). The
+        same as last round's when no tracker learned anything since (a quiet round costs
+        nothing to observe)."""
+        key = (tuple(t.version for t in self.trackers.values()), len(self.book.settled))
+        if self._last_observation is not None and self._last_observation[0] == key:
+            return self._last_observation[1]
+        result = self._observe_trackers()
+        key = (tuple(t.version for t in self.trackers.values()), len(self.book.settled))
+        self._last_observation = (key, result)
+        return result
+
+    def _observe_trackers(self) -> tuple[bytes, int, int]:
         facts: set[Fact] = set()
         for tracker in self.trackers.values():
             facts |= tracker.facts()
@@ -427,9 +441,12 @@ class NodeDriver:
 
     def _consensus(self, first: ConsensusEvent) -> None:
         pending: list[ConsensusEvent] = [first]
+        out = self._out
         while pending:
             for action in self.node.handle(pending.pop(0)):
-                if isinstance(action, RequestObservation):
+                if type(action) is Send or type(action) is Broadcast:  # most: straight through
+                    out.append(action)
+                elif isinstance(action, RequestObservation):
                     pending.append(self._observe(action))
                 elif isinstance(action, ConsensusTransmit):
                     self._transmit(action.target, action.certificate, attempt=0)

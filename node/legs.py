@@ -107,6 +107,7 @@ class LegTracker(Protocol):
     """What the node driver asks of every tracker."""
 
     leg: str
+    version: int  # changes whenever what facts() says may have changed
 
     def facts(self) -> set[Fact]: ...
 
@@ -149,10 +150,12 @@ class EscrowLegTracker:
         self.states: dict[bytes, State] = {}
         self.block_time = 0  # the leg's clock: the newest block's timestamp seen
         self._hashes: dict[bytes, tuple[Terms, bytes]] = {}
+        self.version = 0  # changes whenever what facts() says may have changed
 
     def apply(self, records: Iterable[EscrowRecord], block_time: int) -> tuple[bytes, ...]:
         """Take newly confirmed (or retracted) events and the head's timestamp; return the
         settlements whose state must be read again from the chain (``refresh``)."""
+        self.version += 1
         refresh: dict[bytes, None] = {}
         for record in records:
             sid: bytes | None = getattr(record.event, "settlement_id", None)
@@ -183,6 +186,7 @@ class EscrowLegTracker:
 
     def refresh(self, states: Iterable[tuple[bytes, State]]) -> None:
         """The chain's current state of settlements asked for by ``apply``."""
+        self.version += 1
         for sid, state in states:
             if state == State.NONE:
                 self.terms.pop(sid, None)
@@ -267,11 +271,13 @@ class BankLegTracker:
         self.bank_time_ms: int | None = None  # the leg's clock: the latest bank time heard
         self._terms: dict[bytes, tuple[PaymentTerms, bytes]] = {}
         self._heard: dict[bytes, float] = {}  # node time the bank last spoke of a settlement
+        self.version = 0  # changes whenever what facts() says may have changed
 
     def learn(
         self, statuses: Iterable[InstructionStatus], as_of_ms: int | None, now: float
     ) -> None:
         """Take statuses the bank stated at its time ``as_of_ms`` (None: not stated)."""
+        self.version += 1
         if as_of_ms is not None and (self.bank_time_ms is None or as_of_ms > self.bank_time_ms):
             self.bank_time_ms = as_of_ms
         for status in statuses:
@@ -362,8 +368,10 @@ class ReportedFactsTracker:
     def __init__(self, leg: str) -> None:
         self.leg = leg
         self.reported: frozenset[Fact] = frozenset()
+        self.version = 0
 
     def replace(self, facts: Iterable[Fact]) -> None:
+        self.version += 1
         self.reported = frozenset(f for f in facts if f.target == self.leg)
 
     def facts(self) -> set[Fact]:

@@ -67,6 +67,8 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+#: Lines a batched history collects before it writes them.
+_BATCH_LINES: Final = 512
 #: One encoder for every line (json.dumps with options builds a new one per call).
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=plain)
 
@@ -79,13 +81,15 @@ class History:
     ) -> None:
         """``line_buffered``: every line reaches the file as it is written (a real run's
         history survives a crash of the runner). A simulated run writes thousands of lines
-        a second and can be replayed from its seed: it buffers, and closes the file in a
-        ``finally``."""
+        a second and can be replayed from its seed: it collects lines and writes them in
+        batches, and closes the file in a ``finally``."""
         self.path = path
         self._clock = clock
+        self._line_buffered = line_buffered
         self._file = path.open("w", buffering=1 if line_buffered else 1 << 16)
         self._lock = threading.Lock()
         self._digest = hashlib.sha256()
+        self._pending: list[str] = []  # digested lines not written yet (batched mode)
         self.lines = 0
 
     def write(self, event: str, /, *, wall_clock: bool = False, **fields: Any) -> None:
@@ -101,12 +105,7 @@ class History:
         entry.update(fields)
         if wall_clock:
             entry["wall_clock"] = True
-        line = _ENCODER.encode(entry)
-        with self._lock:
-            self._file.write(line + "\n")
-            self.lines += 1
-            if not wall_clock:
-                self._digest.update(line.encode() + b"\n")
+        self._line(_ENCODER.encode(entry), digested=not wall_clock)
 
     def write_message(
         self, t: float, event: str, sender: int, receiver: int, kind: str, epoch: int,
@@ -117,29 +116,50 @@ class History:
         tail = "" if round_ is None else f',"round":{round_}'
         if why is not None:
             tail += f',"why":"{why}"'
-        line = (
+        self._line(
             f'{{"t":{_number(round(t, 6))},"event":"{event}","from":{sender},"to":{receiver},'
             f'"kind":"{kind}","epoch":{epoch}{tail}}}'
         )
-        with self._lock:
-            self._file.write(line + "\n")
-            self.lines += 1
-            self._digest.update(line.encode() + b"\n")
 
     def write_records(self, t: float, records: Iterable[dict[str, Any]]) -> None:
+        """Records of ``node.trace`` (fresh dicts with an "event" key; they are consumed)."""
         for record in records:
-            fields = dict(record)
-            event = fields.pop("event")
-            self.write_at(t, event, **fields)
+            event = record.pop("event")
+            self.write_at(t, event, **record)
+
+    def _line(self, line: str, digested: bool = True) -> None:
+        with self._lock:
+            self.lines += 1
+            if self._line_buffered:
+                self._file.write(line + "\n")
+                if digested:
+                    self._digest.update(line.encode() + b"\n")
+                return
+            if not digested:
+                self._flush()
+                self._file.write(line + "\n")
+                return
+            self._pending.append(line + "\n")
+            if len(self._pending) >= _BATCH_LINES:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            text = "".join(self._pending)
+            self._pending.clear()
+            self._file.write(text)
+            self._digest.update(text.encode())
 
     def digest(self) -> str:
         """sha256 of every line written so far except the wall-clock ones."""
         with self._lock:
+            self._flush()
             return self._digest.copy().hexdigest()
 
     def close(self) -> None:
         with self._lock:
             if not self._file.closed:
+                self._flush()
                 self._file.close()
 
 

@@ -68,6 +68,7 @@ _CHECK_LENGTH: Final = 16
 #: Values live in the additive group of integers modulo 2^632 (79 bytes).
 _MODULUS: Final = 1 << (8 * _VALUE_LENGTH)
 _OBSERVATION_SIGNATURE_LENGTH: Final = 64
+_AGGREGATES_KEPT: Final = 4096
 
 _BLS_KEY_DOMAIN: Final = b"dvpsim/fastcrypto/bls-key/v1\x00"
 _IDENTITY_KEY_DOMAIN: Final = b"dvpsim/fastcrypto/identity-key/v1\x00"
@@ -131,12 +132,15 @@ class FastCrypto:
     """The keyed-hash suite (module docstring). One instance per simulated world, or one
     shared by several: registering a key twice changes nothing."""
 
-    __slots__ = ("_bls_mac_keys", "_identity_mac_keys")
+    __slots__ = ("_bls_mac_keys", "_identity_mac_keys", "_aggregates")
 
     def __init__(self) -> None:
         # public key -> MAC key derived from its secret; private, read only to verify.
         self._bls_mac_keys: dict[bytes, bytes] = {}
         self._identity_mac_keys: dict[bytes, bytes] = {}
+        # Verdicts of recent aggregate checks: every simulated member checks the same
+        # certificate (a pure function of its inputs and the registered keys).
+        self._aggregates: dict[tuple[tuple[bytes, ...], bytes, bytes], bool] = {}
 
     @property
     def name(self) -> str:
@@ -199,15 +203,25 @@ class FastCrypto:
     def bls_fast_aggregate_verify(
         self, pks: Sequence[bytes], message: bytes, signature: bytes
     ) -> bool:
-        if len(pks) == 0 or not isinstance(message, bytes):
+        if len(pks) == 0 or not isinstance(message, bytes) or not isinstance(signature, bytes):
             return False
+        key = (tuple(pks), message, signature)
+        known = self._aggregates.get(key)
+        if known is not None:
+            return known
         total = 0
+        verdict = True
         for pk in pks:
             mac_key = self._bls_mac_keys.get(pk) if isinstance(pk, bytes) else None
             if mac_key is None:
-                return False
+                verdict = False
+                break
             total += _share_value(mac_key, message)
-        return _same(total, signature)
+        verdict = verdict and _same(total, signature)
+        if len(self._aggregates) >= _AGGREGATES_KEPT:
+            self._aggregates.clear()
+        self._aggregates[key] = verdict
+        return verdict
 
     def pop_prove(self, sk: int) -> bytes:
         return _encode(_pop_value(_bls_mac_key(sk), _REAL_KEYS.sk_to_pk(sk)))

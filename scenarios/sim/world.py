@@ -185,12 +185,13 @@ class SimWorld:
 
     def _carry_out(self, member: SimMember, driver: NodeDriver, effect: Effect, now: float) -> None:
         index = member.index
-        if isinstance(effect, Send | Broadcast):
+        effect_type = type(effect)
+        if effect_type is Send or effect_type is Broadcast:
+            assert isinstance(effect, Send | Broadcast)
             kind = peek_kind(effect.data)
             if (
-                kind in (Kind.SHARES, Kind.CERTIFICATES)
-                and member.durable.decision_count < driver.node.safety_decision_count
-            ):
+                kind is Kind.SHARES or kind is Kind.CERTIFICATES
+            ) and member.durable.decision_count < driver.node.safety_decision_count:
                 raise PersistenceContractViolation(
                     f"node {index} sent {kind.name} at t={now} before persisting its decisions"
                 )
@@ -201,15 +202,16 @@ class SimWorld:
                 for j in range(len(self.members)):
                     if j != index:
                         self._send(index, j, effect.data)
-        elif isinstance(effect, Persist):
-            member.durable.apply(effect.update)
-        elif isinstance(effect, SetTimer):
+        elif effect_type is SetTimer:
+            assert isinstance(effect, SetTimer)
             self._timer_token += 1
             token = self._timer_token
             member.timers[effect.timer] = token
             self.queue.at(
                 effect.at, self._fire_timer, member, member.incarnation, effect.timer, token
             )
+        elif isinstance(effect, Persist):
+            member.durable.apply(effect.update)
         elif isinstance(effect, CancelTimer):
             member.timers.pop(effect.timer, None)
         elif isinstance(effect, Transmit):
