@@ -258,7 +258,7 @@ def decode(data: bytes, limits: CodecLimits) -> Message:
     return _decode(data, limits)
 
 
-@lru_cache(maxsize=2048)
+@lru_cache(maxsize=128)
 def _decode(data: bytes, limits: CodecLimits) -> Message:
     # Kept for recent messages: a broadcast reaches every member with the same bytes, and
     # a simulation decodes all of them in one process. Messages are immutable; a refusal

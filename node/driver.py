@@ -126,6 +126,9 @@ TRANSMIT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
 BANK_POLL_INTERVAL: Final = 0.5
 BANK_QUIET_FOR: Final = 2.0
 BANK_POLLS_PER_CYCLE: Final = 32
+#: A bank read not answered within this is taken as lost, and the next may start (the
+#: bank client's own timeout is 15 s).
+BANK_READ_TIMEOUT: Final = 20.0
 
 TARGET_KINDS: Final = ("evm", "bank", "file")
 
@@ -212,6 +215,7 @@ class BankUpdate:
     target: str
     statuses: tuple[InstructionStatus, ...]
     as_of_ms: int | None  # the bank's time when it stated them (None: not stated)
+    read: bool = False  # the answer to a ReadLeg (possibly empty: the bank did not answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -367,6 +371,9 @@ class NodeDriver:
         self._out: list[Effect] = []
         self._round_started: dict[tuple[int, int], float] = {}
         self._transmissions: dict[tuple[str, int, int], _Transmission] = {}
+        # Bank targets with a read in flight, and since when: one at a time, so a slow
+        # bank is asked less, not more (unanswered reads would pile up on it).
+        self._reading: dict[str, float] = {}
         self._last_observation: (
             tuple[tuple[tuple[int, ...], int], tuple[bytes, int, int]] | None
         ) = None
@@ -406,6 +413,8 @@ class NodeDriver:
             self._tracker(event.target, BankLegTracker).learn(
                 event.statuses, event.as_of_ms, event.now
             )
+            if event.read:
+                self._reading.pop(event.target, None)
         elif isinstance(event, ReportedFacts):
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
@@ -546,11 +555,14 @@ class NodeDriver:
                 self._transmit(timer.target, pending.certificate, pending.attempt + 1)
         else:
             tracker = self._tracker(timer.target, BankLegTracker)
-            stale = tracker.stale(
-                self._now, self.config.bank_quiet_for, self.config.bank_polls_per_cycle
-            )
-            if stale:
-                self._out.append(ReadLeg(timer.target, stale))
+            began = self._reading.get(timer.target)
+            if began is None or self._now - began > BANK_READ_TIMEOUT:
+                stale = tracker.stale(
+                    self._now, self.config.bank_quiet_for, self.config.bank_polls_per_cycle
+                )
+                if stale:
+                    self._reading[timer.target] = self._now
+                    self._out.append(ReadLeg(timer.target, stale))
             self._arm_poll(timer.target)
 
     def _arm_poll(self, target: str) -> None:

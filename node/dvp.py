@@ -109,7 +109,7 @@ def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
     return frozenset(sid for sid, targets in closed.items() if targets == legs)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=128)
 def decode_observation(data: bytes) -> frozenset[Fact]:
     """Strict decoding: a malformed observation is an error, never a partial list. (Kept
     for recent observations: every member decodes the same ones from the same proposal.)"""
@@ -254,7 +254,7 @@ class DvpOutcome:
         return out
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=32)
 def _decisions(
     mode: str, observations: tuple[tuple[int, bytes], ...], f: int
 ) -> tuple[tuple[str, tuple[Decision, ...]], ...]:

@@ -37,7 +37,7 @@ KIND_NAMES: Final = {
 _FINISHED_OK: Final = frozenset({"ok", "already-applied"})
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)
 def message_header(data: bytes) -> tuple[str, int, int | None]:
     """(kind name, epoch, round or None) of an encoded consensus message; ("malformed",
     -1, None) when its head is not canonical."""

@@ -108,12 +108,11 @@ class BankPump:
         async with trio.open_nursery() as nursery:
             for sid in effect.settlement_ids:
                 nursery.start_soon(ask, sid)
-        if not statuses and not times:
-            return ()
-        # Answers arrive in any order; give them in the order asked.
+        # Answers arrive in any order; give them in the order asked. Always answer, even
+        # with nothing: the driver asks again only once this read is answered.
         order = {sid: i for i, sid in enumerate(effect.settlement_ids)}
         statuses.sort(key=lambda s: order.get(s.settlement_id, len(order)))
-        return (BankUpdate(0.0, self.name, tuple(statuses), max(times, default=None)),)
+        return (BankUpdate(0.0, self.name, tuple(statuses), max(times, default=None), read=True),)
 
     # ------------------------------------------------------------------ transmission
 

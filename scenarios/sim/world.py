@@ -421,10 +421,10 @@ class SimWorld:
             replies = [answers[s] for s in asked if answers[s] is not None]
             statuses = tuple(r.instruction for r in replies if r is not None and r.instruction)
             times = [r.as_of_ms for r in replies if r is not None and r.as_of_ms is not None]
-            if statuses or times:
-                self._step(
-                    member, BankUpdate(self.queue.now, target, statuses, max(times, default=None))
-                )
+            self._step(
+                member,
+                BankUpdate(self.queue.now, target, statuses, max(times, default=None), read=True),
+            )
 
         for sid in asked:
             self.bank.status(sid, functools.partial(answer, sid))

@@ -214,3 +214,24 @@ def test_events_for_a_target_of_another_kind_are_a_world_bug() -> None:
         assert "chain-A" in str(exc)
     else:
         raise AssertionError("a bank update for a chain target was accepted")
+
+
+def test_the_bank_is_read_one_request_at_a_time() -> None:
+    """A slow bank must be asked less, not more: while a read is unanswered, polls skip."""
+    d = driver()
+    start = d.handle(Start(0.0, PersistedState()))
+    poll = next(e for e in start if isinstance(e, SetTimer) and isinstance(e.timer, DriverTimer))
+    lock(d, 1, now=0.1)
+    lock(d, 2, now=0.1)
+    d.handle(TimerFired(0.5, poll.timer))  # first sight: the quiet clocks start
+    first = [e for e in d.handle(TimerFired(3.0, poll.timer)) if isinstance(e, ReadLeg)]
+    assert first == [ReadLeg("bank", (sid(1), sid(2)))]
+    # Unanswered: the quiet instructions are due again, but no second read starts.
+    assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(5.5, poll.timer)))
+    d.handle(BankUpdate(6.0, "bank", (), None, read=True))  # answered (even with nothing)
+    again = [e for e in d.handle(TimerFired(6.5, poll.timer)) if isinstance(e, ReadLeg)]
+    assert again == [ReadLeg("bank", (sid(1), sid(2)))]
+    # A read never answered is given up after a while, and the next one may start.
+    assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(9.0, poll.timer)))
+    late = [e for e in d.handle(TimerFired(30.0, poll.timer)) if isinstance(e, ReadLeg)]
+    assert late == [ReadLeg("bank", (sid(1), sid(2)))]
