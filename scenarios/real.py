@@ -44,18 +44,19 @@ from pathlib import Path
 from typing import Any
 
 from bank_adapter.client import BankApiError
+from bank_adapter.sqlite_storage import SqliteStorage
 from chain_adapters.bindings import (
     CoordinatorBinding,
 )
 from chain_adapters.evm import connect
 from chain_adapters.model import State
 from chain_adapters.sender import TransactionReverted
-from node.modes import MODES
+from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import LegState, Verdict, check_all, passed
 from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
-from scenarios.history import History, plain
+from scenarios.history import BANK_STEPS, History, plain
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.workload import (
@@ -301,14 +302,9 @@ class RealRun(RealWorld):
             for item, state in zip(open_items, states, strict=True):
                 leg_state = accounting.chain_leg_state(state)
                 if leg_state in (LegState.COMMITTED, LegState.ABORTED):
+                    # The release itself enters the history from the chain's logs, with its
+                    # transaction and block (``_leg_records``); here only the latency.
                     item.released_at = now
-                    self.history.write(
-                        "leg",
-                        phase="ok",
-                        step="release" if leg_state is LegState.COMMITTED else "refund",
-                        settlement=item.settlement_id,
-                        leg=asset_leg,
-                    )
             if last:
                 return
 
@@ -375,6 +371,7 @@ class RealRun(RealWorld):
             ledgers = RealLedgers(self)
             state = accounting.run_state(s, ledgers, addresses, self.tracked, supply_before)
             accounting.mark_final(s, ledgers, self.tracked)
+            chain_steps = self._chain_steps()
             verdicts = check_all(state)
             summary = accounting.summary(
                 s,
@@ -409,18 +406,74 @@ class RealRun(RealWorld):
                     "out_dir": str(self.out),
                 },
             )
-        self._merge_node_traces()
+        self._merge_node_traces(chain_steps + self._bank_steps())
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
         return RunReport(s.name, s.mode, self.out, verdicts, summary)
 
-    def _merge_node_traces(self) -> None:
-        """One time-ordered history: the runner's own records and every node's trace
-        (``node/trace.py`` records the node processes wrote with their wall clock)."""
+    def _chain_steps(self) -> list[dict[str, Any]]:
+        """The committee's releases and refunds on every chain, from the coordinators' logs:
+        "leg" records with the transaction, the block and its time (unix seconds)."""
+        records = []
+        for leg, side in self.chains.items():
+            contract = side.coordinator.contract
+            stamps: dict[int, int] = {}
+            for name in ("SettlementCommitted", "SettlementAborted", "SettlementExpired"):
+                for log in getattr(contract.events, name)().get_logs(from_block=0):
+                    block = int(log["blockNumber"])
+                    if block not in stamps:
+                        stamps[block] = int(side.rpc.eth.get_block(block)["timestamp"])
+                    records.append(
+                        {
+                            "t": stamps[block],
+                            "event": "leg",
+                            "phase": "ok",
+                            "step": "release" if name == "SettlementCommitted" else "refund",
+                            "settlement": "0x" + bytes(log["args"]["settlementId"]).hex(),
+                            "leg": leg,
+                            "tx": "0x" + bytes(log["transactionHash"]).hex(),
+                            "block": block,
+                        }
+                    )
+        return records
+
+    def _bank_steps(self) -> list[dict[str, Any]]:
+        """The bank's holds, payments, cancellations and rejections, from its ledger's
+        events (read from the bank's database once the service has stopped)."""
+        if self.bank is None or not self.bank.db.exists():
+            return []
+        storage = SqliteStorage(self.bank.db)
+        try:
+            events = storage.snapshot().events
+        finally:
+            storage.close()
+        return [
+            {
+                "t": stored.event.created_ms / 1000,
+                "event": "leg",
+                "phase": "ok",
+                "step": BANK_STEPS.get(stored.event.kind, stored.event.kind),
+                "settlement": "0x" + stored.event.settlement_id.hex(),
+                "leg": BANK,
+                "bank_id": stored.event.event_id,
+            }
+            for stored in events
+        ]
+
+    def _merge_node_traces(self, steps: list[dict[str, Any]]) -> None:
+        """One time-ordered history: the runner's own records, the legs' steps read from the
+        chains and the bank, and every node's trace (``node/trace.py`` records the node
+        processes wrote with their wall clock). Times in ``steps`` are unix seconds."""
         path = self.out / "history.jsonl"
         lines: list[tuple[float, int, str]] = []
         for order, line in enumerate(path.read_text().splitlines()):
             lines.append((json.loads(line)["t"], order, line))
         order = len(lines)
+        for record in steps:
+            at = round(float(record.pop("t")) - self._began_wall, 6)
+            event = record.pop("event")
+            order += 1
+            line = json.dumps({"t": at, "event": event, **record}, separators=(",", ":"))
+            lines.append((at, order, line))
         for node_path in self.node_paths:
             trace = node_path.parent / "data" / "trace.jsonl"
             if not trace.exists():

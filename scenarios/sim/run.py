@@ -60,7 +60,7 @@ from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import Verdict, check_all
 from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
-from scenarios.history import History
+from scenarios.history import BANK_STEPS, History
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.sim.bank import SimBank
 from scenarios.sim.chain import Block, Call, Receipt, SimChain
@@ -353,12 +353,7 @@ class SimRun:
                         item.released_at = self.queue.now
 
     def _bank_event(self, event: Any) -> None:
-        step = {
-            "instruction.prevalidated": "hold",
-            "instruction.executed": "pay",
-            "instruction.cancelled": "cancel",
-            "instruction.rejected": "reject",
-        }.get(event.kind, event.kind)
+        step = BANK_STEPS.get(event.kind, event.kind)
         if step in ("pay", "cancel", "reject"):
             self._last_final_at = self.queue.now
         self.history.write(

@@ -18,6 +18,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,16 @@ def _run(name: str, out: Path) -> dict[str, Any]:
 def _sim(name: str, out: Path) -> dict[str, Any]:
     report = SimRun(load(SCENARIOS / f"{name}.toml"), out).run()
     return report.summary
+
+
+def _leg_steps(run_dir: Path) -> Counter[tuple[str, str, str, str]]:
+    """Every "leg" record of a run's history: (settlement, leg, step, phase), counted."""
+    steps: Counter[tuple[str, str, str, str]] = Counter()
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["event"] == "leg":
+            steps[(record["settlement"], record["leg"], record["step"], record["phase"])] += 1
+    return steps
 
 
 def _statuses(summary: dict[str, Any]) -> dict[str, str]:
@@ -81,6 +92,8 @@ def test_mode_commits_and_aborts_with_exact_balances(name: str, tmp_path: Path) 
     opening = scenario.accounts[0].asset
     assert seller["actual"] == opening - summary["committed"] * scenario.settlements.asset_amount
     _assert_same_outcome(summary, _sim(name, tmp_path / f"{name}-sim"))
+    # The two histories tell the same story of every leg: the same steps, as often.
+    assert _leg_steps(tmp_path / name) == _leg_steps(tmp_path / f"{name}-sim")
 
 
 def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
