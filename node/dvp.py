@@ -1,6 +1,6 @@
 """The DvP decision rules: from certified observations to COMMIT, ABORT or PREPARE per target.
 
-A settlement has two legs (DESIGN.md section 1), each living on one *target*: a chain's
+A settlement has two legs (docs/ARCHITECTURE.md), each living on one *target*: a chain's
 DvP coordinator or the bank. Every node observes each leg and reports *facts* about it:
 
 - ``REQUESTED``: the leg exists with these terms (for a bank leg: the on-chain escrow

@@ -1,4 +1,4 @@
-"""The settlement modes: the one registry every layer reads (DESIGN.md section 1).
+"""The settlement modes: the one registry every layer reads (docs/ARCHITECTURE.md).
 
 A mode says which legs a settlement has, where each lives, in which order the legs are
 prepared and committed, and which escrow mode each chain's coordinator holds its leg in.

@@ -79,6 +79,16 @@ class Tracked:
     def deadline(self) -> int | None:
         return next(iter(self.terms.values())).deadline if self.terms else None
 
+    def record(self, deadline: int) -> dict[str, Any]:
+        """The fields of the history's "settlement" line for this settlement."""
+        return {
+            "index": self.index,
+            "settlement": self.settlement_id,
+            "fail": self.fail,
+            "buyer": self.buyer,
+            "deadline": deadline,
+        }
+
 
 class Ledgers(Protocol):
     """The final state of a run's chains and bank, read-only."""

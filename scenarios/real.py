@@ -126,14 +126,7 @@ class RealRun(RealWorld):
         deadline = int(time.time()) + deadline_after(self.scenario, planned)
         addresses = {name: party["address"] for name, party in self.parties.items()}
         item.terms = terms_for(self.scenario, planned, addresses, self._tokens(), deadline)
-        self.history.write(
-            "settlement",
-            index=item.index,
-            settlement=item.settlement_id,
-            fail=item.fail,
-            buyer=item.buyer,
-            deadline=deadline,
-        )
+        self.history.write("settlement", **item.record(deadline))
         for step in party_steps(self.scenario, planned):
             side = self.chains[step.chain]
             terms = item.terms[step.chain]

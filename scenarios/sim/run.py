@@ -376,14 +376,7 @@ class SimRun:
         deadline = chain_a.timestamp_at(self.queue.now) + deadline_after(s, planned)
         item.terms = terms_for(s, planned, self.parties, self.tokens, deadline)
         steps = party_steps(s, planned)
-        self.history.write(
-            "settlement",
-            index=item.index,
-            settlement=item.settlement_id,
-            fail=item.fail,
-            buyer=item.buyer,
-            deadline=deadline,
-        )
+        self.history.write("settlement", **item.record(deadline))
 
         def run_step(k: int) -> None:
             if k >= len(steps):
