@@ -37,7 +37,8 @@ SetTimer / CancelTimer arm (replacing an earlier deadline of the same timer) / d
 Transmit               hand the certificate, with the terms it needs, to its target; answer
                        with TransmissionDone
 ReadLeg                read these settlements' state at the target; answer with
-                       ChainStates (a chain) or BankUpdate (the bank)
+                       ChainStates (a chain) or BankUpdate(read=True) (the bank; also when
+                       the bank did not answer)
 Certified, EpochStarted, Rejected, Observed, TransmissionFinished
                        (information) for logs, metrics and the history
 =====================  ==================================================================
@@ -49,6 +50,10 @@ RequestObservation itself, from its trackers, within the same step: trackers are
 Transmission retries are timers: a result worth another try ("error", "rpc-error",
 "partial") arms a RETRY timer with the next pause of ``retry_delays``; when it fires the
 driver looks again whether the target already shows every decision applied.
+
+The bank is polled by a POLL timer for instructions it has not spoken of lately, one read
+at a time: a new read starts only once the last was answered (or is given up as lost), so
+a slow bank is asked less, not more.
 
 This module must never read a clock, the network, the disk or a global random generator:
 time comes only in events.

@@ -38,7 +38,7 @@ from typing import Any, Final
 
 from bank_adapter import ledger
 from bank_adapter.client import InstructionStatus, ReportReply, StatusReply
-from chain_adapters.model import EscrowModel, Terms
+from chain_adapters.model import Terms
 from consensus.codec import peek_kind
 from consensus.events import Broadcast, Certified, MessageReceived, Persist, Send, Start
 from consensus.harness import PersistenceContractViolation
@@ -95,7 +95,6 @@ class SimMember:
     polls: set[str] = field(default_factory=set)  # targets with a poll scheduled
     callbacks_seen: set[str] = field(default_factory=set)  # bank event ids taken
     sending: dict[str, list[Transmit]] = field(default_factory=dict)  # chain target -> queue
-    stopped: bool = False  # stopped for good (stop-node)
 
 
 class SimWorld:
@@ -159,9 +158,6 @@ class SimWorld:
             self.chains[member.targets[name].removeprefix("chain:")].drop_view(view)
         member.views = {}
         self.history.write("node-stop", node=index, how=how)
-
-    def alive(self, index: int) -> bool:
-        return self.members[index].driver is not None
 
     # ------------------------------------------------------------------ stepping
 
@@ -448,13 +444,3 @@ class SimWorld:
         status = InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms)
         self._step(member, BankUpdate(self.queue.now, target, (status,), as_of_ms))
         return True
-
-
-def escrow_setup(*steps: Callable[[EscrowModel], object]) -> Callable[[EscrowModel], None]:
-    """A chain's starting state as a replayable function of a fresh model."""
-
-    def setup(model: EscrowModel) -> None:
-        for step in steps:
-            step(model)
-
-    return setup
