@@ -61,15 +61,25 @@ __all__ = [
     "DecisionResult",
     "InstructionStatus",
     "ReportReply",
+    "MAX_ATTEMPTS",
+    "RETRY_STATUSES",
     "StatusReply",
     "SyncBankClient",
     "WebhookReceiver",
     "WebhookSignatureError",
+    "backoff_s",
+    "report_body",
+    "report_key",
     "report_reply_from_answer",
     "status_reply_from_answer",
 ]
 
-_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+#: Answers worth another try, how many tries, and the backoff between them (the simulated
+#: bank's clients follow the same policy: ``scenarios.sim.bank``).
+RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+MAX_ATTEMPTS: Final = 6
+BACKOFF_BASE_S: Final = 0.05
+BACKOFF_CAP_S: Final = 2.0
 _RANK: Final = {
     InstructionState.PREVALIDATED: 1,
     InstructionState.REJECTED: 2,
@@ -166,9 +176,9 @@ class BankClient:
         secret: bytes,
         *,
         timeout_s: float = 5.0,
-        max_attempts: int = 6,
-        backoff_base_s: float = 0.05,
-        backoff_cap_s: float = 2.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base_s: float = BACKOFF_BASE_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
         rng: random.Random | None = None,
         max_connections: int = 16,
     ) -> None:
@@ -240,11 +250,8 @@ class BankClient:
     ) -> ReportReply:
         """``apply_report`` with the bank's clock when it answered (``as_of_ms``): always
         the time of this request, even when every decision's answer is a replayed one."""
-        body = {
-            "certificate": certificate_to_json(certificate),
-            "terms": [_terms_json(t) for t in terms],
-        }
-        key = idempotency_key or f"report:{report_hash(certificate.report).hex()}"
+        body = report_body(certificate, terms)
+        key = idempotency_key or report_key(certificate)
         status, answer = await self._request("POST", "/v1/reports", body, key)
         return report_reply_from_answer(status, answer)
 
@@ -319,7 +326,7 @@ class BankClient:
             except httpx.TransportError as exc:
                 last_error, last_status = f"{type(exc).__name__}: {exc}", None
                 continue
-            if response.status_code in _RETRY_STATUSES:
+            if response.status_code in RETRY_STATUSES:
                 last_status = response.status_code
                 last_error = response.text[:300]
                 continue
@@ -339,8 +346,27 @@ class BankClient:
         )
 
     def _backoff_s(self, retry: int) -> float:
-        ceiling = min(self.backoff_cap_s, self.backoff_base_s * 2.0**retry)
-        return ceiling * (0.5 + self._rng.random() / 2)
+        return backoff_s(retry, self.backoff_base_s, self.backoff_cap_s, self._rng)
+
+
+def backoff_s(retry: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """The pause before retry ``retry + 1``: base * 2**retry, capped, with jitter in
+    [50%, 100%]."""
+    ceiling = min(cap_s, base_s * 2.0**retry)
+    return ceiling * (0.5 + rng.random() / 2)
+
+
+def report_body(certificate: Certificate, terms: Sequence[PaymentTerms]) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/reports``: the certificate and the PREPARE terms."""
+    return {
+        "certificate": certificate_to_json(certificate),
+        "terms": [_terms_json(t) for t in terms],
+    }
+
+
+def report_key(certificate: Certificate) -> str:
+    """The idempotency key a report is sent under: one per report, whoever sends it."""
+    return f"report:{report_hash(certificate.report).hex()}"
 
 
 def _terms_json(terms: PaymentTerms) -> dict[str, Any]:

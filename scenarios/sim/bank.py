@@ -36,10 +36,16 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from bank_adapter import ledger
-from bank_adapter.authorization import certificate_to_json
 from bank_adapter.client import (
+    BACKOFF_BASE_S,
+    BACKOFF_CAP_S,
+    MAX_ATTEMPTS,
+    RETRY_STATUSES,
     ReportReply,
     StatusReply,
+    backoff_s,
+    report_body,
+    report_key,
     report_reply_from_answer,
     status_reply_from_answer,
 )
@@ -49,7 +55,7 @@ from bank_adapter.service import BankService, Reply
 from bank_adapter.storage import Delivery, MemoryStorage
 from bank_adapter.terms import PaymentTerms
 from bank_adapter.webhooks import backoff_ms
-from consensus.report import Certificate, CommitteeConfig, report_hash
+from consensus.report import Certificate, CommitteeConfig
 from scenarios.sim.clock import EventQueue
 
 __all__ = ["SimBank"]
@@ -57,28 +63,12 @@ __all__ = ["SimBank"]
 #: One-way time between a node and the bank (seconds), and the jitter on it.
 HOP: Final = 0.002
 HOP_JITTER: Final = 0.001
-#: The client's retry policy (bank_adapter.client.BankClient defaults).
-MAX_ATTEMPTS: Final = 6
-BACKOFF_BASE_S: Final = 0.05
-BACKOFF_CAP_S: Final = 2.0
-_RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 #: The webhook sender's settings as the runner starts the real bank with them.
 CALLBACK_POLL_S: Final = 0.02
 CALLBACK_RETRY_BASE_MS: Final = 200
 CALLBACK_RETRY_CAP_MS: Final = 30_000
 CALLBACK_BATCH: Final = 64
 _FOREVER_MS: Final = 2**62
-
-
-def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
-    return {
-        "settlement_id": "0x" + terms.settlement_id.hex(),
-        "payer_account": terms.payer_account,
-        "payee_account": terms.payee_account,
-        "amount": terms.amount,
-        "currency": terms.currency,
-        "deadline": terms.deadline,
-    }
 
 
 class SimBank:
@@ -156,14 +146,8 @@ class SimBank:
         answer: Callable[[ReportReply | None, str], None],
     ) -> None:
         """POST /v1/reports as the real client sends it; ``answer(reply, error_code)``."""
-        body = json.dumps(
-            {
-                "certificate": certificate_to_json(certificate),
-                "terms": [_terms_json(t) for t in terms],
-            },
-            separators=(",", ":"),
-        ).encode()
-        key = f"report:{report_hash(certificate.report).hex()}"
+        body = json.dumps(report_body(certificate, terms), separators=(",", ":")).encode()
+        key = report_key(certificate)
         digest = request_hash("POST", "/v1/reports", body)
 
         def run() -> Reply:
@@ -214,15 +198,14 @@ class SimBank:
             self.queue.after(self._hop(), answered, reply)
 
         def answered(reply: Reply | None) -> None:
-            if reply is not None and reply.status not in _RETRY_STATUSES:
+            if reply is not None and reply.status not in RETRY_STATUSES:
                 done(reply)
                 return
             if attempt + 1 >= MAX_ATTEMPTS:
                 if on_unavailable is not None:
                     on_unavailable()
                 return
-            ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt)
-            pause = ceiling * (0.5 + self._rng.random() / 2)
+            pause = backoff_s(attempt, BACKOFF_BASE_S, BACKOFF_CAP_S, self._rng)
             self.queue.after(
                 pause,
                 functools.partial(
