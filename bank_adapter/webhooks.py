@@ -39,13 +39,41 @@ from bank_adapter.ledger import canonical_json
 from bank_adapter.signing import WEBHOOK_EVENT_HEADER, WEBHOOK_SIGNATURE_HEADER, sign_webhook
 from bank_adapter.storage import Delivery, LedgerStorage
 
-__all__ = ["WebhookSender", "backoff_ms", "callback_body"]
+__all__ = ["DELIVERY_BATCH", "WebhookSender", "backoff_ms", "ready_deliveries", "callback_body"]
 
 log = logging.getLogger("dvpsim.bank.webhooks")
 
-_BATCH: Final = 64
+DELIVERY_BATCH: Final = 64  # deliveries started by one dispatch
 #: How long delivery marks wait to share one commit (a crash in between only resends).
 FLUSH_DELAY_S: Final = 0.05
+
+
+def ready_deliveries(
+    storage: LedgerStorage,
+    now_ms: int,
+    in_flight: set[tuple[int, str]],
+    held_until: dict[tuple[int, str], int],
+    faults: FaultInjector,
+) -> list[Delivery]:
+    """The deliveries to send now, at most ``DELIVERY_BATCH``: due in the outbox, not in
+    flight, and not held back by the reordering fault (a new delivery gets its hold-back
+    time here, recorded in ``held_until``); shuffled when reordering is on. The simulated
+    bank dispatches by the same rule (``scenarios.sim.bank``)."""
+    due = [
+        d
+        for d in storage.due_deliveries(now_ms, DELIVERY_BATCH + len(in_flight))
+        if (d.seq, d.url) not in in_flight
+    ]
+    ready = []
+    for d in due:
+        key = (d.seq, d.url)
+        if d.attempts == 0 and key not in held_until:
+            # Reordering fault: hold a new callback back for a random while.
+            held_until[key] = now_ms + faults.callback_hold_back_ms()
+        if held_until.get(key, 0) <= now_ms:
+            ready.append(d)
+    faults.shuffle(ready)
+    return ready[:DELIVERY_BATCH]
 
 
 def backoff_ms(attempts: int, base_ms: int, cap_ms: int, rng: random.Random) -> int:
@@ -137,21 +165,10 @@ class WebhookSender:
         if self.faults.outage(now_ms / 1000):
             return
         self._flush_marks()  # the outbox must not offer what was delivered already
-        due = [
-            d
-            for d in self.storage.due_deliveries(now_ms, _BATCH + len(self._in_flight))
-            if (d.seq, d.url) not in self._in_flight
-        ]
-        ready = []
-        for d in due:
-            key = (d.seq, d.url)
-            if d.attempts == 0 and key not in self._held_until:
-                # Reordering fault: hold a new callback back for a random while.
-                self._held_until[key] = now_ms + self.faults.callback_hold_back_ms()
-            if self._held_until.get(key, 0) <= now_ms:
-                ready.append(d)
-        self.faults.shuffle(ready)
-        for d in ready[:_BATCH]:
+        ready = ready_deliveries(
+            self.storage, now_ms, self._in_flight, self._held_until, self.faults
+        )
+        for d in ready:
             self._in_flight.add((d.seq, d.url))
             task = asyncio.create_task(self._deliver(session, d))
             self._tasks.add(task)

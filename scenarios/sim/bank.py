@@ -54,7 +54,7 @@ from bank_adapter.server import request_hash
 from bank_adapter.service import BankService, Reply
 from bank_adapter.storage import Delivery, MemoryStorage
 from bank_adapter.terms import PaymentTerms
-from bank_adapter.webhooks import backoff_ms
+from bank_adapter.webhooks import DELIVERY_BATCH, backoff_ms, ready_deliveries
 from consensus.report import Certificate, CommitteeConfig
 from scenarios.sim.clock import EventQueue
 
@@ -67,7 +67,6 @@ HOP_JITTER: Final = 0.001
 CALLBACK_POLL_S: Final = 0.02
 CALLBACK_RETRY_BASE_MS: Final = 200
 CALLBACK_RETRY_CAP_MS: Final = 30_000
-CALLBACK_BATCH: Final = 64
 _FOREVER_MS: Final = 2**62
 
 
@@ -242,27 +241,14 @@ class SimBank:
             assert end is not None
             self._wake_dispatch(max(CALLBACK_POLL_S, end - now_ms / 1000))
             return
-        due = [
-            d
-            for d in self.storage.due_deliveries(now_ms, CALLBACK_BATCH + len(self._in_flight))
-            if (d.seq, d.url) not in self._in_flight
-        ]
-        ready = []
-        for d in due:
-            key = (d.seq, d.url)
-            if d.attempts == 0 and key not in self._held_until:
-                # Reordering fault: hold a new callback back for a random while.
-                self._held_until[key] = now_ms + faults.callback_hold_back_ms()
-            if self._held_until.get(key, 0) <= now_ms:
-                ready.append(d)
-        faults.shuffle(ready)
-        for delivery in ready[:CALLBACK_BATCH]:
+        ready = ready_deliveries(self.storage, now_ms, self._in_flight, self._held_until, faults)
+        for delivery in ready:
             self._in_flight.add((delivery.seq, delivery.url))
             self.queue.after(self._hop(), self._arrive, delivery)
         # Come back when the next waiting delivery is due (a retry, a held-back callback).
         waiting = [
             max(d.next_attempt_ms, self._held_until.get((d.seq, d.url), 0))
-            for d in self.storage.due_deliveries(_FOREVER_MS, CALLBACK_BATCH + len(self._in_flight))
+            for d in self.storage.due_deliveries(_FOREVER_MS, DELIVERY_BATCH + len(self._in_flight))
             if (d.seq, d.url) not in self._in_flight
         ]
         if waiting:
