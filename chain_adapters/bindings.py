@@ -31,7 +31,6 @@ from eth_utils.crypto import keccak
 from chain_adapters.build import Artifact, compile_contracts
 from chain_adapters.deploy import deploy
 from chain_adapters.model import (
-    DECISION_OUTCOMES,
     Approval,
     DecisionSkipped,
     EscrowEvent,
@@ -46,11 +45,12 @@ from chain_adapters.model import (
     State,
     Terms,
     Transfer,
+    decision_pending,
 )
 from chain_adapters.sender import TxRequest
 from chain_adapters.verifier import abi_type, certificate_calldata, decode_revert
 from chain_adapters.watcher import ChainLog, EventDecoder
-from consensus.report import Action, Certificate, Decision, Report
+from consensus.report import Certificate, Decision, Report
 
 __all__ = [
     "COORDINATOR",
@@ -184,18 +184,13 @@ class CoordinatorBinding:
         Decisions that can never apply (unknown settlement, other terms, PREPARE) are not
         pending either."""
         ids = [d.settlement_id for d in report.decisions]
-        pending = []
-        for decision, (stored, state) in zip(
-            report.decisions, self.settlements_of(ids), strict=True
-        ):
-            if decision.action not in (Action.COMMIT, Action.ABORT) or state == State.NONE:
-                continue
-            if (
-                stored == decision.terms_hash
-                and DECISION_OUTCOMES[(decision.action, state)] is None
-            ):
-                pending.append(decision)
-        return tuple(pending)
+        return tuple(
+            decision
+            for decision, (stored, state) in zip(
+                report.decisions, self.settlements_of(ids), strict=True
+            )
+            if decision_pending(decision, stored, state)
+        )
 
     # ------------------------------------------------------------------ transactions
 

@@ -72,6 +72,7 @@ from consensus.report import (
     Certificate,
     CertificateError,
     CommitteeConfig,
+    Decision,
     Report,
     config_digest,
     report_hash,
@@ -84,6 +85,7 @@ __all__ = [
     "LOCK_TRANSITIONS",
     "MAX_UINT256",
     "ZERO_ADDRESS",
+    "decision_pending",
     "Approval",
     "DecisionSkipped",
     "EscrowEvent",
@@ -209,6 +211,20 @@ DECISION_OUTCOMES: Final[Mapping[tuple[Action, State], SkipReason | None]] = {
     (Action.ABORT, State.ABORTED): SkipReason.ALREADY_APPLIED,
     (Action.ABORT, State.EXPIRED): SkipReason.ALREADY_APPLIED,
 }
+
+
+def decision_pending(decision: Decision, stored_hash: bytes, state: State) -> bool:
+    """Whether ``decision`` would still change a settlement the coordinator holds with
+    ``stored_hash`` in ``state``: a COMMIT or ABORT for a known settlement with the same
+    terms that the decision table applies (the transmitters' last check before they send,
+    on a chain's reads or on this model)."""
+    return (
+        decision.action in (Action.COMMIT, Action.ABORT)
+        and state != State.NONE
+        and stored_hash == decision.terms_hash
+        and DECISION_OUTCOMES[(decision.action, state)] is None
+    )
+
 
 #: states from which the unsafe variant lets a party reclaim after the deadline.
 _RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED})

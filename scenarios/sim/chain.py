@@ -35,14 +35,14 @@ from eth_utils.address import to_checksum_address
 
 from chain_adapters.gas import GAS_TABLE_LABEL, GasTable
 from chain_adapters.model import (
-    DECISION_OUTCOMES,
     EscrowEvent,
     EscrowModel,
     EscrowRevert,
     ReportApplied,
     State,
+    decision_pending,
 )
-from consensus.report import Action, CommitteeConfig, Report
+from consensus.report import CommitteeConfig, Report
 
 __all__ = ["GAS_LABEL", "Block", "Call", "ChainView", "Receipt", "SimChain"]
 
@@ -152,19 +152,15 @@ class SimChain:
     def pending_decisions(self, report: Report) -> int:
         """How many of ``report``'s decisions would still change state here (the
         transmitters' last check before they send; ``CoordinatorBinding.pending_decisions``)."""
-        pending = 0
-        for decision in report.decisions:
-            if decision.action not in (Action.COMMIT, Action.ABORT):
-                continue
-            state = self.model.state_of(decision.settlement_id)
-            if state == State.NONE:
-                continue
-            if (
-                self.model.terms_hash_of(decision.settlement_id) == decision.terms_hash
-                and DECISION_OUTCOMES[(decision.action, state)] is None
-            ):
-                pending += 1
-        return pending
+        model = self.model
+        return sum(
+            decision_pending(
+                decision,
+                model.terms_hash_of(decision.settlement_id),
+                model.state_of(decision.settlement_id),
+            )
+            for decision in report.decisions
+        )
 
     # ------------------------------------------------------------------ transactions
 
