@@ -48,6 +48,7 @@ from consensus.config import ConsensusConfig, Target
 from consensus.crypto import MEMOIZED_CRYPTO, REAL_CRYPTO, CryptoSuite
 from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
 from consensus.events import Certified
+from consensus.harness import register_keys
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from consensus.network import NetworkProfile, SimulatedNetwork
 from consensus.protocol import NodeKeys
@@ -125,7 +126,9 @@ def _address(label: str) -> str:
     return to_checksum_address(hashlib.sha256(b"dvpsim/sim/" + label.encode()).digest()[:20])
 
 
-def make_crypto(name: str, members: Sequence[Any]) -> CryptoSuite:
+def make_crypto(name: str, keys: Sequence[NodeKeys]) -> CryptoSuite:
+    """The crypto suite of a simulated run: real (memoized, the default), real without
+    memoization, or the fast stand-in, which is given the members' keys to check with."""
     if name == "real":
         return MEMOIZED_CRYPTO
     if name == "real-plain":  # every signature computed and checked by every member
@@ -134,9 +137,7 @@ def make_crypto(name: str, members: Sequence[Any]) -> CryptoSuite:
         from scenarios.sim.fastcrypto import FastCrypto
 
         fast = FastCrypto()
-        for member in members:
-            fast.register_bls(member.bls_secret)
-            fast.register_identity(identity_key_from_seed(member.identity_seed))
+        register_keys(fast, keys)
         return fast
     raise ValueError(f"unknown crypto suite {name!r}: use one of {', '.join(CRYPTO_SUITES)}")
 
@@ -185,8 +186,8 @@ class SimRun:
         s = self.scenario
         c = s.committee
         secrets = dev_member_secrets(c.n, s.seed)
-        self.crypto = make_crypto(self.crypto_name, secrets)
         keys = [NodeKeys(identity_key_from_seed(m.identity_seed), m.bls_secret) for m in secrets]
+        self.crypto = make_crypto(self.crypto_name, keys)
         bls_keys = tuple(self.crypto.sk_to_pk(m.bls_secret) for m in secrets)
         proofs = [self.crypto.pop_prove(m.bls_secret) for m in secrets]
 
