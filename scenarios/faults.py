@@ -18,7 +18,13 @@ from typing import Any
 
 from scenarios.schema import Fault
 
-__all__ = ["BANK_FAULTS", "NODE_FAULTS", "bank_fault_settings", "bank_fault_cleared"]
+__all__ = [
+    "BANK_FAULTS",
+    "NODE_FAULTS",
+    "bank_fault_cleared",
+    "bank_fault_settings",
+    "fault_record",
+]
 
 NODE_FAULTS = ("kill-node", "stop-node")
 BANK_FAULTS = ("bank-outage", "bank-latency", "bank-error-rate", "bank-duplicate-callbacks")
@@ -29,6 +35,16 @@ _KEYS = {
     "bank-duplicate-callbacks": ("duplicate_callback_rate",),
     "bank-outage": ("outage_start_s", "outage_end_s"),
 }
+
+
+def fault_record(fault: Fault) -> dict[str, Any]:
+    """The fields of the history's "fault" line of a scenario fault (both worlds)."""
+    return {
+        "kind": fault.kind,
+        "node": fault.node,
+        "duration": fault.duration,
+        "value": fault.value,
+    }
 
 
 def bank_fault_settings(

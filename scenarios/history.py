@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["BANK_STEPS", "EVENT_FIELDS", "History", "digest_of_lines", "plain"]
+__all__ = ["BANK_STEPS", "CHAIN_STEPS", "EVENT_FIELDS", "History", "digest_of_lines", "plain"]
 
 #: Every event type, with the fields it always carries (besides ``t`` and ``event``).
 EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -56,6 +56,13 @@ EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "lost": ("from", "to", "kind", "epoch", "why"),
 }
 _RESERVED: Final = frozenset({"t", "event"})
+#: The "leg" step each coordinator event stands for (an escrow leg applied a decision, or
+#: was reclaimed in the unsafe variant).
+CHAIN_STEPS: Final = {
+    "SettlementCommitted": "release",
+    "SettlementAborted": "refund",
+    "SettlementExpired": "refund",
+}
 #: The "leg" step each bank event kind stands for (an instruction's state reached).
 BANK_STEPS: Final = {
     "instruction.prevalidated": "hold",

@@ -55,8 +55,8 @@ from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import LegState, Verdict, check_all, passed
-from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
-from scenarios.history import BANK_STEPS, History, plain
+from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings, fault_record
+from scenarios.history import BANK_STEPS, CHAIN_STEPS, History, plain
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.workload import (
@@ -234,14 +234,7 @@ class RealRun(RealWorld):
                 return
 
     def _begin_fault(self, fault: Any) -> None:
-        self.history.write(
-            "fault",
-            phase="begin",
-            kind=fault.kind,
-            node=fault.node,
-            duration=fault.duration,
-            value=fault.value,
-        )
+        self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind == "kill-node":
             self.nodes[fault.node].kill()
             self.history.write("node-stop", node=fault.node, how="kill")
@@ -364,7 +357,7 @@ class RealRun(RealWorld):
             ledgers = RealLedgers(self)
             state = accounting.run_state(s, ledgers, addresses, self.tracked, supply_before)
             accounting.mark_final(s, ledgers, self.tracked)
-            chain_steps = self._chain_steps()
+            chain_steps = self._chain_steps(ledgers)
             verdicts = check_all(state)
             summary = accounting.summary(
                 s,
@@ -403,30 +396,27 @@ class RealRun(RealWorld):
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
         return RunReport(s.name, s.mode, self.out, verdicts, summary)
 
-    def _chain_steps(self) -> list[dict[str, Any]]:
+    def _chain_steps(self, ledgers: RealLedgers) -> list[dict[str, Any]]:
         """The committee's releases and refunds on every chain, from the coordinators' logs:
         "leg" records with the transaction, the block and its time (unix seconds)."""
         records = []
-        for leg, side in self.chains.items():
-            contract = side.coordinator.contract
-            stamps: dict[int, int] = {}
-            for name in ("SettlementCommitted", "SettlementAborted", "SettlementExpired"):
-                for log in getattr(contract.events, name)().get_logs(from_block=0):
-                    block = int(log["blockNumber"])
-                    if block not in stamps:
-                        stamps[block] = int(side.rpc.eth.get_block(block)["timestamp"])
-                    records.append(
-                        {
-                            "t": stamps[block],
-                            "event": "leg",
-                            "phase": "ok",
-                            "step": "release" if name == "SettlementCommitted" else "refund",
-                            "settlement": "0x" + bytes(log["args"]["settlementId"]).hex(),
-                            "leg": leg,
-                            "tx": "0x" + bytes(log["transactionHash"]).hex(),
-                            "block": block,
-                        }
-                    )
+        stamps: dict[tuple[str, int], int] = {}
+        for leg, name, sid, tx, block in ledgers.final_logs():
+            if (leg, block) not in stamps:
+                rpc = self.chains[leg].rpc
+                stamps[(leg, block)] = int(rpc.eth.get_block(block)["timestamp"])
+            records.append(
+                {
+                    "t": stamps[(leg, block)],
+                    "event": "leg",
+                    "phase": "ok",
+                    "step": CHAIN_STEPS[name],
+                    "settlement": "0x" + sid.hex(),
+                    "leg": leg,
+                    "tx": "0x" + tx.hex(),
+                    "block": block,
+                }
+            )
         return records
 
     def _bank_steps(self) -> list[dict[str, Any]]:

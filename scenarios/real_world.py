@@ -58,7 +58,7 @@ from node.provision import (
     write_committee,
 )
 from processes import ManagedProcess
-from scenarios.history import History
+from scenarios.history import CHAIN_STEPS, History
 from scenarios.schema import Scenario
 from scenarios.workload import (
     ChainTokens,
@@ -508,6 +508,7 @@ class RealLedgers:
 
     def __init__(self, run: RealWorld) -> None:
         self.run = run
+        self._final_logs: list[tuple[str, str, bytes, bytes, int]] | None = None
 
     def chain_states(self, leg: str, ids: Sequence[bytes]) -> list[State]:
         return self.run.chains[leg].coordinator.states_of(list(ids))
@@ -527,13 +528,32 @@ class RealLedgers:
                 return int(binding.balance_of(holder))
         raise KeyError(token)
 
+    def final_logs(self) -> list[tuple[str, str, bytes, bytes, int]]:
+        """Every SettlementCommitted, SettlementAborted and SettlementExpired log of every
+        coordinator, as (leg, event name, settlement id, tx hash, block number); read once
+        per view (the audit and the history both use them)."""
+        if self._final_logs is None:
+            logs = []
+            for leg, side in self.run.chains.items():
+                contract = side.coordinator.contract
+                for name in CHAIN_STEPS:
+                    for log in getattr(contract.events, name)().get_logs(from_block=0):
+                        logs.append(
+                            (
+                                leg,
+                                name,
+                                bytes(log["args"]["settlementId"]),
+                                bytes(log["transactionHash"]),
+                                int(log["blockNumber"]),
+                            )
+                        )
+            self._final_logs = logs
+        return self._final_logs
+
     def coordinator_events(self) -> Mapping[tuple[str, bytes], Sequence[str]]:
         found: dict[tuple[str, bytes], list[str]] = {}
-        for leg, side in self.run.chains.items():
-            contract = side.coordinator.contract
-            for name in ("SettlementCommitted", "SettlementAborted", "SettlementExpired"):
-                for log in getattr(contract.events, name)().get_logs(from_block=0):
-                    found.setdefault((leg, bytes(log["args"]["settlementId"])), []).append(name)
+        for leg, name, sid, _tx, _block in self.final_logs():
+            found.setdefault((leg, sid), []).append(name)
         return found
 
     def report_gas(self) -> Sequence[int]:

@@ -60,8 +60,8 @@ from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import Verdict, check_all
-from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings
-from scenarios.history import BANK_STEPS, History
+from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings, fault_record
+from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.sim.bank import SimBank
 from scenarios.sim.chain import Block, Call, Receipt, SimChain
@@ -338,12 +338,11 @@ class SimRun:
         for receipt in block.receipts:
             for event in receipt.events:
                 if isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
-                    step = "release" if isinstance(event, SettlementCommitted) else "refund"
                     self._last_final_at = self.queue.now
                     self.history.write(
                         "leg",
                         phase="ok",
-                        step=step,
+                        step=CHAIN_STEPS[event.NAME],
                         settlement=event.settlement_id,
                         leg=leg,
                         tx=receipt.tx_hash,
@@ -417,14 +416,7 @@ class SimRun:
         run_step(0)
 
     def _begin_fault(self, fault: Any) -> None:
-        self.history.write(
-            "fault",
-            phase="begin",
-            kind=fault.kind,
-            node=fault.node,
-            duration=fault.duration,
-            value=fault.value,
-        )
+        self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind in ("kill-node", "stop-node"):
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
         elif self.bank is not None:
