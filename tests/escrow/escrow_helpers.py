@@ -44,6 +44,32 @@ from consensus.report import Action, Certificate
 FUNDS = 10**24
 
 
+def stack_terms(
+    stack: EscrowStack, mode: Mode, parties: dict[str, Any], overrides: dict[str, Any]
+) -> Terms:
+    """Terms of one settlement on ``stack`` in ``mode``: ``parties`` (settlement_id,
+    seller, buyer, the two amounts, deadline), the stack's asset and payment tokens (the
+    bridged twin on a bridge leg's far side), the leg a mode does not escrow zeroed, then
+    ``overrides`` on top (any field)."""
+    asset_token, payment_token = stack.asset.address, stack.payment.address
+    if mode == Mode.BRIDGE_SELLER_SIDE:
+        payment_token = stack.bridged_payment.address
+    if mode == Mode.BRIDGE_BUYER_SIDE:
+        asset_token = stack.bridged_asset.address
+    fields = {
+        **parties,
+        "mode": int(mode),
+        "asset_token": asset_token,
+        "payment_token": payment_token,
+    }
+    if mode == Mode.ASSET_ESCROW:
+        fields.update(payment_token=ZERO_ADDRESS, payment_amount=0)
+    if mode == Mode.PAYMENT_ESCROW:
+        fields.update(asset_token=ZERO_ADDRESS, asset_amount=0)
+    fields.update(overrides)
+    return Terms(**fields)
+
+
 @dataclass
 class Outcome:
     """What one transaction did: its receipt and typed events, or the custom error."""
@@ -86,28 +112,15 @@ class Escrow:
         deadline_in: int = 3600,
         **overrides: Any,
     ) -> Terms:
-        asset_token, payment_token = self.stack.asset.address, self.stack.payment.address
-        if mode == Mode.BRIDGE_SELLER_SIDE:
-            payment_token = self.stack.bridged_payment.address
-        if mode == Mode.BRIDGE_BUYER_SIDE:
-            asset_token = self.stack.bridged_asset.address
-        fields: dict[str, Any] = {
+        parties = {
             "settlement_id": os.urandom(32),
-            "mode": int(mode),
             "seller": self.seller,
             "buyer": self.buyer,
-            "asset_token": asset_token,
             "asset_amount": asset_amount,
-            "payment_token": payment_token,
             "payment_amount": payment_amount,
             "deadline": self.now() + deadline_in,
         }
-        if mode == Mode.ASSET_ESCROW:
-            fields.update(payment_token=ZERO_ADDRESS, payment_amount=0)
-        if mode == Mode.PAYMENT_ESCROW:
-            fields.update(asset_token=ZERO_ADDRESS, asset_amount=0)
-        fields.update(overrides)
-        return Terms(**fields)
+        return stack_terms(self.stack, mode, parties, overrides)
 
     def now(self) -> int:
         return int(self.w3.eth.get_block("latest")["timestamp"])
@@ -315,29 +328,15 @@ class GasTwin:
         deadline_in: int = 3600,
         **overrides: Any,
     ) -> Terms:
-        stack = self.stack
-        asset_token, payment_token = stack.asset.address, stack.payment.address
-        if mode == Mode.BRIDGE_SELLER_SIDE:
-            payment_token = stack.bridged_payment.address
-        if mode == Mode.BRIDGE_BUYER_SIDE:
-            asset_token = stack.bridged_asset.address
-        fields: dict[str, Any] = {
+        parties = {
             "settlement_id": self.rng.randbytes(32),
-            "mode": int(mode),
             "seller": seller,
             "buyer": buyer,
-            "asset_token": asset_token,
             "asset_amount": asset_amount,
-            "payment_token": payment_token,
             "payment_amount": payment_amount,
             "deadline": self.now + deadline_in,
         }
-        if mode == Mode.ASSET_ESCROW:
-            fields.update(payment_token=ZERO_ADDRESS, payment_amount=0)
-        if mode == Mode.PAYMENT_ESCROW:
-            fields.update(asset_token=ZERO_ADDRESS, asset_amount=0)
-        fields.update(overrides)
-        return Terms(**fields)
+        return stack_terms(self.stack, mode, parties, overrides)
 
     # -------------------------------------------------------------- lockstep
 
