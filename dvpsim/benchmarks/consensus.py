@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import platform
 import time
-from typing import Any
+from typing import Any, Final
 
 from rich.console import Console
 from rich.table import Table
@@ -32,12 +32,21 @@ from rich.table import Table
 from consensus.harness import NetworkProfile, Schedule, Simulation, simulated_committee
 from consensus.outcome import MedianOutcome, encode_number
 
-__all__ = ["run"]
+__all__ = ["BACK_TO_BACK", "LINK_DELAY", "observe", "run"]
 
-_LINK_DELAY = 0.05
+LINK_DELAY = 0.05
+#: Rounds back to back (DeltaRound = 0): the throughput cases' protocol parameters.
+BACK_TO_BACK: Final[dict[str, Any]] = {
+    "delta_progress": 2.0,
+    "delta_resend": 0.5,
+    "delta_round": 0.0,
+    "delta_grace": 0.02,
+    "delta_stage": 0.5,
+    "r_max": 200,
+}
 
 
-def _observe(node: int, now: float, epoch: int, round_: int) -> bytes:
+def observe(node: int, now: float, epoch: int, round_: int) -> bytes:
     return encode_number(1_000_000 + 17 * node + round_)
 
 
@@ -46,9 +55,9 @@ def _measure(
 ) -> dict[str, Any]:
     config, keys = simulated_committee(n, f, seed=7, **parameters)
     schedule = Schedule(
-        seed=1, network=NetworkProfile(delay=_LINK_DELAY, jitter=0.002), duration=duration
+        seed=1, network=NetworkProfile(delay=LINK_DELAY, jitter=0.002), duration=duration
     )
-    simulation = Simulation(config, keys, MedianOutcome(), _observe, schedule)
+    simulation = Simulation(config, keys, MedianOutcome(), observe, schedule)
     started, cpu_started = time.perf_counter(), time.process_time()
     result = simulation.run()
     wall = time.perf_counter() - started
@@ -65,7 +74,7 @@ def _measure(
         "n": n,
         "f": f,
         "t": config.targets[0].committee.t,
-        "link_delay_s": _LINK_DELAY,
+        "link_delay_s": LINK_DELAY,
         "parameters": {
             "delta_progress": config.delta_progress,
             "delta_resend": config.delta_resend,
@@ -94,21 +103,13 @@ def _measure(
 
 def run(quick: bool) -> dict[str, Any]:
     """Measure, print a table, return the figures (see the module docstring)."""
-    back_to_back = {
-        "delta_progress": 2.0,
-        "delta_resend": 0.5,
-        "delta_round": 0.0,
-        "delta_grace": 0.02,
-        "delta_stage": 0.5,
-        "r_max": 200,
-    }
     cases = [
         _measure(
             "rounds n=4",
             4,
             1,
             8.0 if quick else 40.0,
-            back_to_back,
+            BACK_TO_BACK,
             {"rounds_per_s": 100.0},
         ),
         _measure(
@@ -116,7 +117,7 @@ def run(quick: bool) -> dict[str, Any]:
             31,
             10,
             2.0 if quick else 8.0,
-            back_to_back,
+            BACK_TO_BACK,
             {"rounds_per_s": 8.0},
         ),
         _measure(

@@ -33,7 +33,7 @@ from consensus.harness import (
     simulated_committee,
 )
 from consensus.identity import identity_key_from_seed, observation_message, public_key_bytes
-from consensus.outcome import MedianOutcome, encode_number
+from consensus.outcome import MedianOutcome
 from consensus.pacemaker import leader
 from consensus.report import (
     Action,
@@ -50,6 +50,7 @@ from consensus.report import (
     report_hash,
     verify_certificate,
 )
+from dvpsim.benchmarks.consensus import BACK_TO_BACK, LINK_DELAY, observe
 from scenarios.sim import fastcrypto
 from scenarios.sim.fastcrypto import FastCrypto
 from tests.consensus.worlds import (
@@ -628,24 +629,12 @@ def test_fast_follows_real_under_random_faults_and_adversaries(data: st.DataObje
     assert _what_happened(fast) == _what_happened(real)
 
 
-def _observe_number(node: int, now: float, epoch: int, round_: int) -> bytes:
-    return encode_number(1_000_000 + 17 * node + round_)
-
-
 def test_fast_suite_is_much_faster() -> None:
     """Certified rounds per CPU second, rounds back to back as in `dvpsim bench consensus`:
     printed for each suite at n=4 and n=16, never asserted (shared machines)."""
-    back_to_back: dict[str, Any] = {
-        "delta_progress": 2.0,
-        "delta_resend": 0.5,
-        "delta_round": 0.0,
-        "delta_grace": 0.02,
-        "delta_stage": 0.5,
-        "r_max": 200,
-    }
     print()
     for n, f, duration in ((4, 1, 4.0), (16, 5, 1.0)):
-        config, keys = simulated_committee(n, f, seed=7, **back_to_back)
+        config, keys = simulated_committee(n, f, seed=7, **BACK_TO_BACK)
         memo = MemoizedCrypto(REAL_CRYPTO)
         rounds_seen: set[int] = set()
         cpu_of: dict[str, float] = {}
@@ -656,11 +645,9 @@ def test_fast_suite_is_much_faster() -> None:
             ("fast", FastCrypto()),
         ):
             schedule = Schedule(
-                seed=1, network=NetworkProfile(delay=0.05, jitter=0.002), duration=duration
+                seed=1, network=NetworkProfile(delay=LINK_DELAY, jitter=0.002), duration=duration
             )
-            simulation = Simulation(
-                config, keys, MedianOutcome(), _observe_number, schedule, crypto=suite
-            )
+            simulation = Simulation(config, keys, MedianOutcome(), observe, schedule, crypto=suite)
             wall, cpu = time.perf_counter(), time.process_time()
             result = simulation.run()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
