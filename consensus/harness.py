@@ -97,6 +97,7 @@ __all__ = [
     "Simulation",
     "SimulationResult",
     "TimedCertificate",
+    "check_persisted",
     "register_keys",
     "simulated_committee",
 ]
@@ -104,6 +105,20 @@ __all__ = [
 
 class PersistenceContractViolation(AssertionError):
     """A node let shares leave before the decisions they commit to were persisted."""
+
+
+def check_persisted(node: int, data: bytes, persisted: int, committed: int, now: float) -> None:
+    """The persistence contract for one outgoing message of ``node``: shares and
+    certificates may leave only once all ``committed`` safety decisions are among the
+    ``persisted`` ones; otherwise :class:`PersistenceContractViolation`."""
+    if persisted >= committed:
+        return
+    kind = peek_kind(data)
+    if kind is Kind.SHARES or kind is Kind.CERTIFICATES:
+        raise PersistenceContractViolation(
+            f"node {node} sent {kind.name} at t={now} before persisting "
+            f"{committed - persisted} decisions"
+        )
 
 
 class NodeLike(Protocol):
@@ -415,15 +430,9 @@ class Simulation:
 
         def carry_out(i: int, node: NodeLike, action: Action, now: float) -> None:
             if isinstance(action, Send | Broadcast):
-                kind = peek_kind(action.data)
-                if (
-                    i in self.honest
-                    and kind in (Kind.SHARES, Kind.CERTIFICATES)
-                    and durable[i].decision_count < node.safety_decision_count
-                ):
-                    raise PersistenceContractViolation(
-                        f"node {i} sent {kind.name} at t={now} before persisting "
-                        f"{node.safety_decision_count - durable[i].decision_count} decisions"
+                if i in self.honest:
+                    check_persisted(
+                        i, action.data, durable[i].decision_count, node.safety_decision_count, now
                     )
                 note_certificates(i, action.data, now)
                 if isinstance(action, Send):

@@ -39,10 +39,8 @@ from typing import Any, Final
 from bank_adapter import ledger
 from bank_adapter.client import InstructionStatus, ReportReply, StatusReply
 from chain_adapters.model import Terms
-from consensus.codec import peek_kind
 from consensus.events import Broadcast, Certified, MessageReceived, Persist, Send, Start
-from consensus.harness import PersistenceContractViolation
-from consensus.messages import Kind
+from consensus.harness import PersistenceContractViolation, check_persisted
 from consensus.network import SimulatedNetwork
 from consensus.protocol import NodeKeys
 from consensus.safety import DurableStore
@@ -184,13 +182,13 @@ class SimWorld:
         effect_type = type(effect)
         if effect_type is Send or effect_type is Broadcast:
             assert isinstance(effect, Send | Broadcast)
-            kind = peek_kind(effect.data)
-            if (
-                kind is Kind.SHARES or kind is Kind.CERTIFICATES
-            ) and member.durable.decision_count < driver.node.safety_decision_count:
-                raise PersistenceContractViolation(
-                    f"node {index} sent {kind.name} at t={now} before persisting its decisions"
-                )
+            check_persisted(
+                index,
+                effect.data,
+                member.durable.decision_count,
+                driver.node.safety_decision_count,
+                now,
+            )
             if isinstance(effect, Send):
                 self._send(index, effect.to, effect.data)
             else:
