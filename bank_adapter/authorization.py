@@ -15,10 +15,11 @@ report hash, signer bitmap, signature). That is safe because ``verify_certificat
 pure function of exactly those inputs: the report hash commits to every report byte
 including its config digest, the trusted config never changes while the process runs (and
 is in the key anyway), the suite's name keeps a simulation's stand-in signatures from ever
-vouching for a certificate under real crypto, and only successes are cached, so an attacker cannot poison the cache with a failure or
-grow it with garbage. The cache skips only the pairing check; the replay, action, terms
-and state rules run on every request. It pays off when one report batches decisions for
-many settlements and when several nodes transmit the same certificate.
+vouching for a certificate under real crypto, and only successes are cached, so an
+attacker cannot poison the cache with a failure or grow it with garbage. The cache skips
+only the pairing check; the replay, action, terms and state rules run on every request.
+It pays off when one report batches decisions for many settlements and when several
+nodes transmit the same certificate.
 
 Signatures are checked with a crypto suite (``consensus.crypto``): the real one, unless a
 simulated bank is given its world's suite (``authorize(..., crypto=...)``).
@@ -148,11 +149,6 @@ def _decode_report(data: bytes) -> Report:
     return decode_report(data)
 
 
-@lru_cache(maxsize=1024)
-def _report_hash(report: Report) -> bytes:
-    return report_hash(report)
-
-
 #: (crypto suite name, trusted config digest, report hash, signer bitmap, signature).
 CacheKey = tuple[str, bytes, bytes, int, bytes]
 
@@ -193,7 +189,7 @@ def authorize(
     decision for ``settlement_id``. Raises CertificateRejected (certificate_invalid) if it
     does not verify, LedgerError (certificate_wrong_settlement) if it holds no decision
     for it."""
-    rhash = _report_hash(cert.report)
+    rhash = report_hash(cert.report)  # cached in consensus.report
     key = (crypto.name, config_digest(committee), rhash, cert.signers, cert.signature)
     if cache is None or not cache.contains(key):
         try:
