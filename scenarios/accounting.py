@@ -166,11 +166,10 @@ def leg_states(scenario: Scenario, raw: RawLegs, sid: bytes) -> dict[str, LegSta
 
 
 def ended(scenario: Scenario, item: Tracked, raw: RawLegs, chain_time: int) -> bool:
-    """Whether ``item`` has ended (module docstring); records its final leg states."""
+    """Whether ``item`` has ended (module docstring)."""
     if not item.terms:
         return False
     sid = item.settlement_id
-    item.final = leg_states(scenario, raw, sid)
     open_leg = False
     final_leg = False
     for leg, states in raw.chains.items():
@@ -191,14 +190,6 @@ def ended(scenario: Scenario, item: Tracked, raw: RawLegs, chain_time: int) -> b
         )
         return every_leg_exists or chain_time > deadline
     return chain_time > deadline + 2  # nothing was ever created: nothing can come
-
-
-def mark_final(scenario: Scenario, ledgers: Ledgers, tracked: Sequence[Tracked]) -> None:
-    """Record every settlement's final leg states (ended or not) for the summary."""
-    raw = read_legs(scenario, ledgers, [t.settlement_id for t in tracked])
-    for item in tracked:
-        if item.terms:
-            item.final = leg_states(scenario, raw, item.settlement_id)
 
 
 # --------------------------------------------------------------------------- final state
@@ -266,6 +257,8 @@ def run_state(
     tracked: Sequence[Tracked],
     supply_before: Mapping[str, int],
 ) -> RunState:
+    """What the checks judge, read from ``ledgers`` once the run is over. Also records
+    every settlement's final leg states (ended or not) on it, for the summary."""
     s = scenario.settlements
     mode = MODES[scenario.mode]
     ids = [t.settlement_id for t in tracked]
@@ -274,6 +267,8 @@ def run_state(
     outcomes = []
     for item in tracked:
         legs = leg_states(scenario, raw, item.settlement_id)
+        if item.terms:
+            item.final = legs
         movements: list[tuple[str, Movement]] = []
         for leg in mode.chains:
             for name in events.get((leg, item.settlement_id), ()):

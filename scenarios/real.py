@@ -356,7 +356,6 @@ class RealRun(RealWorld):
             node_metrics = self._scrape_nodes()
             ledgers = RealLedgers(self)
             state = accounting.run_state(s, ledgers, addresses, self.tracked, supply_before)
-            accounting.mark_final(s, ledgers, self.tracked)
             chain_steps = self._chain_steps(ledgers)
             verdicts = check_all(state)
             summary = accounting.summary(

@@ -554,8 +554,6 @@ class SimRun:
         ledgers = self.ledgers()
         supply_before = self._opening_supplies()
         state = accounting.run_state(s, ledgers, self.parties, self.tracked, supply_before)
-        # Final leg states of every settlement, ended or not.
-        accounting.mark_final(s, ledgers, self.tracked)
         verdicts = check_all(state)
         stats = [m.driver.stats for m in self.world.members if m.driver is not None]
         summary = accounting.summary(
