@@ -537,6 +537,8 @@ class SimRun:
                 f"{LIVE_TIMEOUT_S:.0f} s: check committee and timing"
             )
         self.drive_start = self.queue.now
+        # Nothing has moved yet: the supplies the final-state audit compares against.
+        supply_before = accounting.supplies(s, self.ledgers(), self.parties, ())
         self.history.write("drive-start")
         for planned in plan(s):
             self.queue.after(planned.at, self._drive_one, planned)
@@ -552,7 +554,6 @@ class SimRun:
         )
         self.history.write("run-end", reason=reason)
         ledgers = self.ledgers()
-        supply_before = self._opening_supplies()
         state = accounting.run_state(s, ledgers, self.parties, self.tracked, supply_before)
         verdicts = check_all(state)
         stats = [m.driver.stats for m in self.world.members if m.driver is not None]
@@ -589,12 +590,6 @@ class SimRun:
         if not locks or self._last_final_at <= min(locks):
             return None
         return round(self._last_final_at - min(locks), 3)
-
-    def _opening_supplies(self) -> dict[str, int]:
-        """Total supplies before any settlement: the chains' starting state and the bank's
-        opening balances (the final-state audit compares against these)."""
-        opening = _OpeningLedgers(self)
-        return accounting.supplies(self.scenario, opening, self.parties, ())
 
 
 class SimLedgers:
@@ -636,20 +631,3 @@ class SimLedgers:
 
     def bank_balance(self, account_id: str) -> int:
         return 0 if self.run.bank is None else self.run.bank.balance(account_id)
-
-
-class _OpeningLedgers(SimLedgers):
-    """The opening state: every chain's setup on a fresh model, the accounts' openings."""
-
-    def __init__(self, run: SimRun) -> None:
-        super().__init__(run)
-        self._models = {leg: chain.fresh_model() for leg, chain in run.chains.items()}
-        self._opening = {
-            bank_account(run.parties[a.name]): a.bank_balance for a in run.scenario.accounts
-        }
-
-    def balance(self, leg: str, token: str, holder: str) -> int:
-        return self._models[leg].token(token).balance_of(holder)
-
-    def bank_balance(self, account_id: str) -> int:
-        return self._opening.get(account_id, 0)
