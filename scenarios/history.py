@@ -104,7 +104,6 @@ class History:
         self._lock = threading.Lock()
         self._digest = hashlib.sha256()
         self._pending: list[str] = []  # digested lines not written yet (batched mode)
-        self.lines = 0
 
     def write(self, event: str, /, *, wall_clock: bool = False, **fields: Any) -> None:
         self.write_at(self._clock(), event, wall_clock=wall_clock, **fields)
@@ -143,7 +142,6 @@ class History:
 
     def _line(self, line: str, digested: bool = True) -> None:
         with self._lock:
-            self.lines += 1
             if self._line_buffered:
                 self._file.write(line + "\n")
                 if digested:

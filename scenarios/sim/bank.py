@@ -99,7 +99,6 @@ class SimBank:
         self._in_flight: set[tuple[int, str]] = set()
         self._held_until: dict[tuple[int, str], int] = {}  # reordering fault: not before
         self.requests = 0
-        self.callbacks = 0
         #: Called with every event the bank records (an instruction's state reached).
         self.on_event: Callable[[ledger.Event], None] | None = None
         self._events_seen = 0
@@ -256,7 +255,6 @@ class SimBank:
 
     def _arrive(self, delivery: Delivery) -> None:
         node = self.urls.index(delivery.url)
-        self.callbacks += 1
         taken = self._deliver(node, delivery.event, self.now_ms())
         self.queue.after(self._hop(), self._delivered, delivery, taken)
         if taken and self.faults.duplicate_callback():

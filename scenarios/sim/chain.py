@@ -121,7 +121,6 @@ class SimChain:
         self._tx_count = 0
         self._branch = 0  # bumps on every reorg so new blocks get new hashes
         self.forks: list[int] = []  # per reorg: the number of the newest block it kept
-        self.views: list[ChainView] = []
 
     def fresh_model(self) -> EscrowModel:
         """The chain's starting state: a new model with the setup applied."""
@@ -202,8 +201,6 @@ class SimChain:
         mined = not pending or bool(block.calls)
         if mined:
             self.blocks.append(block)
-            for view in self.views:
-                view.chain_changed()
         for callback, receipt in callbacks:
             callback(receipt)
         return block if mined else None
@@ -265,20 +262,12 @@ class SimChain:
                 max(base, self.genesis_time + int(now)),
             )
             self.blocks.append(block)
-        for view in self.views:
-            view.chain_changed()
         return dropped
 
     # ------------------------------------------------------------------ views
 
     def view(self, confirmations: int) -> ChainView:
-        view = ChainView(self, max(1, confirmations))
-        self.views.append(view)
-        return view
-
-    def drop_view(self, view: ChainView) -> None:
-        if view in self.views:
-            self.views.remove(view)
+        return ChainView(self, max(1, confirmations))
 
     def report_gas(self) -> list[int]:
         """Gas of every canonical transaction that applied a report."""
@@ -309,10 +298,6 @@ class ChainView:
         self._delivered: list[tuple[int, EscrowEvent]] = []  # (block number, event), in order
         self._scanned = 0  # highest block number whose events were delivered
         self._forks_seen = len(chain.forks)
-        self.dirty = True  # the chain changed since the last poll
-
-    def chain_changed(self) -> None:
-        self.dirty = True
 
     def poll(self) -> tuple[list[tuple[EscrowEvent, bool]], int]:
         """(events delivered or retracted since the last poll, as (event, retracted)), and
@@ -337,5 +322,4 @@ class ChainView:
                         self._delivered.append((number, event))
                         out.append((event, False))
         self._scanned = max(self._scanned, confirmed)
-        self.dirty = False
         return out, chain.head.timestamp

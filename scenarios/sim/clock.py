@@ -26,20 +26,14 @@ class EventQueue:
         self.rng = random.Random(seed)
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._sequence = 0
-        self._cancelled: set[int] = set()
-        self.steps = 0
 
-    def at(self, time: float, callback: Callable[..., None], *args: Any) -> int:
-        """Run ``callback(*args)`` at virtual ``time`` (not before now); returns a handle."""
+    def at(self, time: float, callback: Callable[..., None], *args: Any) -> None:
+        """Run ``callback(*args)`` at virtual ``time`` (not before now)."""
         self._sequence += 1
         heapq.heappush(self._heap, (max(time, self.now), self._sequence, callback, args))
-        return self._sequence
 
-    def after(self, delay: float, callback: Callable[..., None], *args: Any) -> int:
-        return self.at(self.now + delay, callback, *args)
-
-    def cancel(self, handle: int) -> None:
-        self._cancelled.add(handle)
+    def after(self, delay: float, callback: Callable[..., None], *args: Any) -> None:
+        self.at(self.now + delay, callback, *args)
 
     def next_time(self) -> float | None:
         return self._heap[0][0] if self._heap else None
@@ -48,14 +42,9 @@ class EventQueue:
         """Run callbacks in time order until ``until`` (virtual seconds), the queue runs
         dry, or ``stop()`` says so (asked after every callback)."""
         heap = self._heap
-        cancelled = self._cancelled
         while heap and heap[0][0] <= until:
-            time, sequence, callback, args = heapq.heappop(heap)
-            if sequence in cancelled:
-                cancelled.discard(sequence)
-                continue
+            time, _sequence, callback, args = heapq.heappop(heap)
             self.now = time
-            self.steps += 1
             callback(*args)
             if stop():
                 return

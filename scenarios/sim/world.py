@@ -119,7 +119,6 @@ class SimWorld:
         self.confirmations = confirmations
         self._on_certified = on_certified
         self.messages_sent = 0
-        self.messages_delivered = 0
         self._timer_token = 0
         #: Called with every block mined (the runner records leg steps and latencies).
         self.on_block: Callable[[str, Block], None] | None = None
@@ -152,8 +151,6 @@ class SimWorld:
         member.driver = None
         member.incarnation += 1
         member.timers.clear()
-        for name, view in member.views.items():
-            self.chains[member.targets[name].removeprefix("chain:")].drop_view(view)
         member.views = {}
         self.history.write("node-stop", node=index, how=how)
 
@@ -245,7 +242,6 @@ class SimWorld:
         if member.driver is None:
             self.history.write_message(now, "lost", src, dst, kind, epoch, round_, "down")
             return
-        self.messages_delivered += 1
         self.history.write_message(now, "recv", src, dst, kind, epoch, round_)
         self._step(member, MessageReceived(now, src, data))
 
