@@ -84,8 +84,8 @@ __all__ = [
     "DECISION_OUTCOMES",
     "LOCK_TRANSITIONS",
     "MAX_UINT256",
+    "RECLAIMABLE",
     "ZERO_ADDRESS",
-    "decision_pending",
     "Approval",
     "DecisionSkipped",
     "EscrowEvent",
@@ -105,6 +105,7 @@ __all__ = [
     "TermsProblem",
     "TokenLedger",
     "Transfer",
+    "decision_pending",
     "locked_legs",
     "terms_hash",
 ]
@@ -227,7 +228,7 @@ def decision_pending(decision: Decision, stored_hash: bytes, state: State) -> bo
 
 
 #: states from which the unsafe variant lets a party reclaim after the deadline.
-_RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED})
+RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED})
 
 
 @lru_cache(maxsize=4096)
@@ -718,7 +719,7 @@ class EscrowModel:
             record = self._known(terms)
             if caller not in (terms.seller, terms.buyer):
                 raise EscrowRevert("WrongCaller", terms.settlement_id, caller)
-            if record.state not in _RECLAIMABLE:
+            if record.state not in RECLAIMABLE:
                 raise EscrowRevert("WrongState", terms.settlement_id, record.state)
             if now <= terms.deadline:
                 raise EscrowRevert("DeadlineNotPassed", terms.settlement_id, terms.deadline)

@@ -23,6 +23,7 @@ __all__ = [
     "NODE_FAULTS",
     "bank_fault_cleared",
     "bank_fault_settings",
+    "fault_ends",
     "fault_record",
 ]
 
@@ -35,6 +36,11 @@ _KEYS = {
     "bank-duplicate-callbacks": ("duplicate_callback_rate",),
     "bank-outage": ("outage_start_s", "outage_end_s"),
 }
+
+
+def fault_ends(fault: Fault) -> bool:
+    """Whether a fault is undone after its duration (a stopped node stays down)."""
+    return fault.duration > 0 and fault.kind != "stop-node"
 
 
 def fault_record(fault: Fault) -> dict[str, Any]:

@@ -49,13 +49,19 @@ from chain_adapters.bindings import (
     CoordinatorBinding,
 )
 from chain_adapters.evm import connect
-from chain_adapters.model import State
+from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted
 from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import LegState, Verdict, check_all, passed
-from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings, fault_record
+from scenarios.faults import (
+    BANK_FAULTS,
+    bank_fault_cleared,
+    bank_fault_settings,
+    fault_ends,
+    fault_record,
+)
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History, plain
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
@@ -189,11 +195,7 @@ class RealRun(RealWorld):
             for item in self.tracked:
                 for leg, terms in item.terms.items():
                     side = self.chains[leg]
-                    if side.coordinator.state_of(item.settlement_id) not in (
-                        State.ASSET_LOCKED,
-                        State.PAYMENT_LOCKED,
-                        State.PREPARED,
-                    ):
+                    if side.coordinator.state_of(item.settlement_id) not in RECLAIMABLE:
                         continue
                     now = int(side.rpc.eth.get_block("latest")["timestamp"])
                     if now <= terms.deadline:
@@ -216,7 +218,7 @@ class RealRun(RealWorld):
         due: list[tuple[float, int, str, Any]] = []
         for k, fault in enumerate(self.scenario.faults):
             due.append((fault.at, k, "begin", fault))
-            if fault.duration > 0 and fault.kind != "stop-node":
+            if fault_ends(fault):
                 due.append((fault.at + fault.duration, k, "end", fault))
         due.sort(key=lambda entry: entry[:2])
         while not self._stop.wait(0.05):

@@ -38,6 +38,7 @@ from bank_adapter.terms import BANK_CHAIN_ID, BANK_VERIFIER_ID
 from chain_adapters.localchain import DEV_PRIVATE_KEYS
 from chain_adapters.model import (
     MAX_UINT256,
+    RECLAIMABLE,
     EscrowModel,
     SettlementAborted,
     SettlementCommitted,
@@ -60,7 +61,14 @@ from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import Tracked
 from scenarios.checks import Verdict, check_all
-from scenarios.faults import BANK_FAULTS, bank_fault_cleared, bank_fault_settings, fault_record
+from scenarios.faults import (
+    BANK_FAULTS,
+    NODE_FAULTS,
+    bank_fault_cleared,
+    bank_fault_settings,
+    fault_ends,
+    fault_record,
+)
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.sim.bank import SimBank
@@ -417,14 +425,14 @@ class SimRun:
 
     def _begin_fault(self, fault: Any) -> None:
         self.history.write("fault", phase="begin", **fault_record(fault))
-        if fault.kind in ("kill-node", "stop-node"):
+        if fault.kind in NODE_FAULTS:
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
         elif self.bank is not None:
             self._bank_faults = bank_fault_settings(
                 self._bank_faults, fault, self.bank.now_ms() / 1000, self.scenario.seed
             )
             self.bank.set_faults(**self._bank_faults)
-        if fault.duration > 0 and fault.kind != "stop-node":
+        if fault_ends(fault):
             self.queue.after(fault.duration, self._end_fault, fault)
 
     def _end_fault(self, fault: Any) -> None:
@@ -441,11 +449,7 @@ class SimRun:
         for item in self.tracked:
             for leg, terms in item.terms.items():
                 chain = self.chains[leg]
-                if chain.state_of(item.settlement_id) not in (
-                    State.ASSET_LOCKED,
-                    State.PAYMENT_LOCKED,
-                    State.PREPARED,
-                ):
+                if chain.state_of(item.settlement_id) not in RECLAIMABLE:
                     continue
                 if chain.head.timestamp <= terms.deadline:
                     continue
