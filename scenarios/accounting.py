@@ -14,15 +14,18 @@ escrow models and the bank's storage in sim). Everything else is here, once:
 - :func:`run_state`: turns the final state into the checkers' ``RunState``: each
   settlement's leg states and value movements, total supplies before and after, and
   every party's expected against actual balances;
-- :func:`summary`: the figures of ``summary.json``.
+- :func:`summary`: the figures of ``summary.json`` (:func:`write_summary`), and
+  :class:`RunReport`, what a run hands back.
 
 This module never talks to a chain or the bank itself and never reads a clock.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from chain_adapters.model import State, Terms
@@ -36,10 +39,12 @@ from scenarios.checks import (
     Verdict,
     passed,
 )
+from scenarios.history import plain
 from scenarios.schema import Scenario
 
 __all__ = [
     "Ledgers",
+    "RunReport",
     "Tracked",
     "chain_leg_state",
     "bank_leg_state",
@@ -50,6 +55,7 @@ __all__ = [
     "summary",
     "supplies",
     "throughput",
+    "write_summary",
 ]
 
 _MOVEMENT_OF_EVENT: Final = {
@@ -467,3 +473,24 @@ def summary(
     if extra:
         result.update(extra)
     return result
+
+
+def write_summary(out_dir: Path, summary: Mapping[str, Any]) -> None:
+    """``out_dir/summary.json``, indented, bytes as 0x-hex and enums by name."""
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
+
+
+@dataclass
+class RunReport:
+    """What a run hands back: where it wrote, the checks' verdicts and its summary."""
+
+    scenario: str
+    mode: str
+    out_dir: Path
+    verdicts: tuple[Verdict, ...]
+    summary: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        """The checks passed and every settlement driven ended (the summary's "passed")."""
+        return bool(self.summary["passed"])

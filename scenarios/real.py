@@ -39,7 +39,6 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +52,8 @@ from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted
 from node.modes import BANK, MODES
 from scenarios import accounting
-from scenarios.accounting import Tracked
-from scenarios.checks import LegState, Verdict, check_all, passed
+from scenarios.accounting import RunReport, Tracked
+from scenarios.checks import LegState, check_all
 from scenarios.faults import (
     BANK_FAULTS,
     bank_fault_cleared,
@@ -62,7 +61,7 @@ from scenarios.faults import (
     fault_ends,
     fault_record,
 )
-from scenarios.history import BANK_STEPS, CHAIN_STEPS, History, plain
+from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.workload import (
@@ -77,21 +76,6 @@ from scenarios.workload import (
 
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
 END_POLL_S = 0.5  # how often it reads every leg to see whether the run has ended
-
-
-@dataclass
-class RunReport:
-    scenario: str
-    mode: str
-    out_dir: Path
-    verdicts: tuple[Verdict, ...]
-    summary: dict[str, Any]
-
-    @property
-    def ok(self) -> bool:
-        return passed(self.verdicts) and self.summary.get("ended", 0) == self.summary.get(
-            "settlements", -1
-        )
 
 
 class RealRun(RealWorld):
@@ -394,7 +378,7 @@ class RealRun(RealWorld):
                 },
             )
         self._merge_node_traces(chain_steps + self._bank_steps())
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=plain))
+        accounting.write_summary(self.out, summary)
         return RunReport(s.name, s.mode, self.out, verdicts, summary)
 
     def _chain_steps(self, ledgers: RealLedgers) -> list[dict[str, Any]]:

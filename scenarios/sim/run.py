@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -59,8 +58,8 @@ from node.driver import DriverConfig, TargetSpec
 from node.legs import bank_account
 from node.modes import BANK, MODES
 from scenarios import accounting
-from scenarios.accounting import Tracked
-from scenarios.checks import Verdict, check_all
+from scenarios.accounting import RunReport, Tracked
+from scenarios.checks import check_all
 from scenarios.faults import (
     BANK_FAULTS,
     NODE_FAULTS,
@@ -100,17 +99,10 @@ CRYPTO_SUITES: Final = ("real", "fast")
 
 
 @dataclass
-class SimReport:
-    scenario: str
-    mode: str
-    out_dir: Path
-    verdicts: tuple[Verdict, ...]
-    summary: dict[str, Any]
-    digest: str
+class SimReport(RunReport):
+    """A run's report, with its history's digest (the same for the same inputs)."""
 
-    @property
-    def ok(self) -> bool:
-        return bool(self.summary["passed"])
+    digest: str
 
 
 def check_simulable(scenario: Scenario) -> None:
@@ -585,7 +577,7 @@ class SimRun:
                 "out_dir": str(self.out),
             },
         )
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+        accounting.write_summary(self.out, summary)
         return SimReport(s.name, s.mode, self.out, verdicts, summary, summary["history_digest"])
 
     def _span(self) -> float | None:
