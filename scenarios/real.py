@@ -435,27 +435,21 @@ class RealRun(RealWorld):
         lines: list[tuple[float, int, str]] = []
         for order, line in enumerate(path.read_text().splitlines()):
             lines.append((json.loads(line)["t"], order, line))
-        order = len(lines)
-        for record in steps:
-            at = round(float(record.pop("t")) - self._began_wall, 6)
-            event = record.pop("event")
-            order += 1
-            line = json.dumps({"t": at, "event": event, **record}, separators=(",", ":"))
-            lines.append((at, order, line))
+        records = list(steps)
         for node_path in self.node_paths:
             trace = node_path.parent / "data" / "trace.jsonl"
             if not trace.exists():
                 continue
             for raw in trace.read_text().splitlines():
                 try:
-                    record = json.loads(raw)
+                    records.append(json.loads(raw))
                 except json.JSONDecodeError:
                     continue  # a line cut by a kill
-                at = round(float(record.pop("t")) - self._began_wall, 6)
-                event = record.pop("event")
-                order += 1
-                line = json.dumps({"t": at, "event": event, **record}, separators=(",", ":"))
-                lines.append((at, order, line))
+        for order, record in enumerate(records, start=len(lines) + 1):
+            at = round(float(record.pop("t")) - self._began_wall, 6)
+            event = record.pop("event")
+            line = json.dumps({"t": at, "event": event, **record}, separators=(",", ":"))
+            lines.append((at, order, line))
         lines.sort(key=lambda entry: entry[:2])
         merged = path.with_suffix(".merging")
         merged.write_text("".join(line + "\n" for _, _, line in lines))
