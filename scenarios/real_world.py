@@ -65,8 +65,6 @@ from scenarios.workload import (
 )
 
 HEARTBEAT_S = 1.0  # empty blocks keep chain time moving on automining chains
-POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
-END_POLL_S = 0.5  # how often it reads every leg to see whether the run has ended
 # Node transactions run between a party's gas estimate and its lock: a release that empties
 # the escrow's balance makes the next lock's token transfer write a zero slot again (+20k).
 PARTY_GAS_MARGIN = 1.6

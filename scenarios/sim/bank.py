@@ -50,7 +50,7 @@ from bank_adapter.client import (
     status_reply_from_answer,
 )
 from bank_adapter.faults import FaultConfig, FaultInjector
-from bank_adapter.server import request_hash
+from bank_adapter.server import ServerConfig, request_hash
 from bank_adapter.service import BankService, Reply
 from bank_adapter.storage import Delivery, MemoryStorage
 from bank_adapter.terms import PaymentTerms
@@ -63,10 +63,11 @@ __all__ = ["SimBank"]
 #: One-way time between a node and the bank (seconds), and the jitter on it.
 HOP: Final = 0.002
 HOP_JITTER: Final = 0.001
-#: The webhook sender's settings as the runner starts the real bank with them.
+#: The webhook sender's settings as the runner starts the real bank with them: its
+#: outbox polled every 20 ms (``--webhook-poll-ms 20``), retries as the server's defaults.
 CALLBACK_POLL_S: Final = 0.02
-CALLBACK_RETRY_BASE_MS: Final = 200
-CALLBACK_RETRY_CAP_MS: Final = 30_000
+CALLBACK_RETRY_BASE_MS: Final = ServerConfig().webhook_retry_base_ms
+CALLBACK_RETRY_CAP_MS: Final = ServerConfig().webhook_retry_cap_ms
 _FOREVER_MS: Final = 2**62
 
 
