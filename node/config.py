@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.driver import TARGET_KINDS
 from node.modes import MODES
 
 
@@ -250,8 +251,14 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         if not isinstance(t, dict):
             raise r.fail(prefix[:-1], "not an object", "see docs/INTERFACES.md")
         kind = r.get(t, prefix, "kind", str)
-        if kind not in ("evm", "bank", "file"):
-            raise r.fail(prefix + "kind", f"unknown kind {kind!r}", 'use "evm", "bank" or "file"')
+        if kind not in TARGET_KINDS:
+            raise r.fail(
+                prefix + "kind",
+                f"unknown kind {kind!r}",
+                "use "
+                + ", ".join(f'"{k}"' for k in TARGET_KINDS[:-1])
+                + f' or "{TARGET_KINDS[-1]}"',
+            )
         target = TargetConfig(
             name=r.get(t, prefix, "name", str),
             leg=r.get(t, prefix, "leg", str),

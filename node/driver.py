@@ -69,6 +69,7 @@ from bank_adapter.client import InstructionStatus
 from bank_adapter.terms import PaymentTerms
 from chain_adapters.model import State, Terms
 from consensus.config import ConsensusConfig
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.events import (
     Broadcast,
     Certified,
@@ -99,6 +100,7 @@ from node.legs import (
 )
 
 __all__ = [
+    "FINISHED_OK",
     "RETRYABLE_RESULTS",
     "TRANSMIT_RETRY_DELAYS",
     "BankUpdate",
@@ -123,6 +125,8 @@ __all__ = [
     "TransmissionFinished",
 ]
 
+#: Transmission results that count as done: the target applied the decisions, now or before.
+FINISHED_OK: Final = frozenset({"ok", "already-applied"})
 #: Transmission results worth another try, and the pauses between tries (seconds).
 RETRYABLE_RESULTS: Final = frozenset({"error", "rpc-error", "partial"})
 TRANSMIT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -360,12 +364,13 @@ _Tracker = EscrowLegTracker | BankLegTracker | ReportedFactsTracker
 class NodeDriver:
     """One oracle node, events in, effects out (module docstring)."""
 
-    def __init__(self, config: DriverConfig, keys: NodeKeys, *, crypto: Any = None) -> None:
+    def __init__(
+        self, config: DriverConfig, keys: NodeKeys, *, crypto: CryptoSuite = REAL_CRYPTO
+    ) -> None:
         self.config = config
         self.index = config.index
         outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
-        kwargs: dict[str, Any] = {} if crypto is None else {"crypto": crypto}
-        self.node = Node(config.consensus, config.index, keys, outcome, **kwargs)
+        self.node = Node(config.consensus, config.index, keys, outcome, crypto=crypto)
         self.book = SettlementBook()
         self.trackers: dict[str, _Tracker] = {}
         for target in config.targets:

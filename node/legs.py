@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final
 
 from bank_adapter.client import InstructionStatus
 from bank_adapter.ledger import InstructionState
@@ -55,14 +55,17 @@ from consensus.report import Action, Decision, Report
 from node.dvp import Fact, FactKind
 
 __all__ = [
+    "APPLIED_FACT",
     "BankLegTracker",
     "EscrowLegTracker",
     "EscrowRecord",
-    "LegTracker",
     "ReportedFactsTracker",
     "SettlementBook",
     "bank_account",
 ]
+
+#: The fact a target reports once it applied a decision (COMMIT or ABORT).
+APPLIED_FACT: Final = {Action.COMMIT: FactKind.COMMITTED, Action.ABORT: FactKind.ABORTED}
 
 
 def bank_account(address: str) -> str:
@@ -101,17 +104,6 @@ class SettlementBook:
             currency=currency,
             deadline=t.deadline,
         )
-
-
-class LegTracker(Protocol):
-    """What the node driver asks of every tracker."""
-
-    leg: str
-    version: int  # changes whenever what facts() says may have changed
-
-    def facts(self) -> set[Fact]: ...
-
-    def already_applied(self, decision: Decision) -> bool: ...
 
 
 # --------------------------------------------------------------------------- escrow legs
@@ -378,9 +370,7 @@ class ReportedFactsTracker:
         return set(self.reported)
 
     def already_applied(self, decision: Decision) -> bool:
-        kind = {Action.COMMIT: FactKind.COMMITTED, Action.ABORT: FactKind.ABORTED}.get(
-            decision.action
-        )
+        kind = APPLIED_FACT.get(decision.action)
         return kind is not None and any(
             f.settlement_id == decision.settlement_id and f.kind is kind for f in self.reported
         )

@@ -47,6 +47,7 @@ from consensus.events import (
     Start,
 )
 from node.driver import (
+    FINISHED_OK,
     CancelTimer,
     DriverStats,
     Effect,
@@ -313,10 +314,7 @@ class NodeRuntime:
                             }
                         },
                     )
-        elif isinstance(effect, TransmissionFinished) and effect.result not in (
-            "ok",
-            "already-applied",
-        ):
+        elif isinstance(effect, TransmissionFinished) and effect.result not in FINISHED_OK:
             log.warning(
                 "transmission ended",
                 extra={

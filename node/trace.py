@@ -22,7 +22,7 @@ import msgpack
 
 from consensus.events import Broadcast, Certified, EpochStarted, Rejected, Send
 from consensus.messages import Kind
-from node.driver import Effect, Observed, TransmissionFinished, Transmit
+from node.driver import FINISHED_OK, Effect, Observed, TransmissionFinished, Transmit
 
 __all__ = ["KIND_NAMES", "effect_records", "message_header", "message_record"]
 
@@ -34,7 +34,6 @@ KIND_NAMES: Final = {
     Kind.SHARES: "shares",
     Kind.CERTIFICATES: "certificates",
 }
-_FINISHED_OK: Final = frozenset({"ok", "already-applied"})
 
 
 @lru_cache(maxsize=256)
@@ -133,7 +132,7 @@ def effect_records(node: int, effect: Effect) -> list[dict[str, Any]]:
         return [
             {
                 "event": "transmission",
-                "phase": "ok" if effect.result in _FINISHED_OK else "fail",
+                "phase": "ok" if effect.result in FINISHED_OK else "fail",
                 "node": node,
                 "target": effect.target,
                 "epoch": effect.epoch,

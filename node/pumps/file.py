@@ -18,10 +18,10 @@ from consensus.report import Action
 from node.config import TargetConfig
 from node.driver import NodeEvent, ReadLeg, ReportedFacts, Transmit
 from node.dvp import Fact, FactKind
+from node.legs import APPLIED_FACT
 from node.pumps.base import Emit
 
 POLL_INTERVAL = 0.1
-_APPLIED = {Action.COMMIT: FactKind.COMMITTED, Action.ABORT: FactKind.ABORTED}
 
 
 class FilePump:
@@ -68,12 +68,12 @@ class FilePump:
                 except (json.JSONDecodeError, KeyError):
                     continue  # a line being written
                 for sid, action, terms in decisions:
-                    if Action[action] in _APPLIED:
+                    if Action[action] in APPLIED_FACT:
                         applied.add(
                             Fact(
                                 bytes.fromhex(sid),
                                 self.leg,
-                                _APPLIED[Action[action]],
+                                APPLIED_FACT[Action[action]],
                                 bytes.fromhex(terms),
                             )
                         )

@@ -34,11 +34,12 @@ import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from bank_adapter import ledger
 from bank_adapter.client import InstructionStatus, ReportReply, StatusReply
 from chain_adapters.model import Terms
+from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.events import Broadcast, Certified, MessageReceived, Persist, Send, Start
 from consensus.harness import PersistenceContractViolation, check_persisted
 from consensus.network import SimulatedNetwork
@@ -105,7 +106,7 @@ class SimWorld:
         bank: SimBank | None,
         history: History,
         *,
-        crypto: Any = None,
+        crypto: CryptoSuite = REAL_CRYPTO,
         confirmations: int = 1,
         on_certified: Callable[[int, Certified], None] | None = None,
     ) -> None:

@@ -66,6 +66,11 @@ def test_generated_config_loads(tmp_path: Path) -> None:
         (lambda c: c["targets"][0].update(url="ftp://x"), "targets[0].url", "not an http(s) URL"),
         (lambda c: c["targets"][0].pop("transmitter_key"), "targets[0].transmitter_key", "missing"),
         (lambda c: c["targets"][0].update(leg="B"), "targets", "needs targets for legs"),
+        (
+            lambda c: c["targets"][0].update(kind="ftp"),
+            "targets[0].kind",
+            'unknown kind \'ftp\': use "evm", "bank" or "file"',
+        ),
         (lambda c: c.update(mode="teleport"), "mode", "unknown mode"),
         (lambda c: c["timing"].update(delta_round="fast"), "timing.delta_round", "wrong type"),
     ],
