@@ -49,7 +49,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
 from chain_adapters.model import (
@@ -72,6 +71,9 @@ from chain_adapters.model import (
     State,
     Terms,
     Transfer,
+    checksum_address,
+    encode_terms,
+    leg_token,
     locked_legs,
     terms_hash,
 )
@@ -320,17 +322,7 @@ def _address_zeros(address: str) -> int:
 
 
 def _terms_zeros(terms: Terms) -> int:
-    return (
-        terms.settlement_id.count(0)
-        + _word_zeros(terms.mode)
-        + _address_zeros(terms.seller)
-        + _address_zeros(terms.buyer)
-        + _address_zeros(terms.asset_token)
-        + _word_zeros(terms.asset_amount)
-        + _address_zeros(terms.payment_token)
-        + _word_zeros(terms.payment_amount)
-        + _word_zeros(terms.deadline)
-    )
+    return encode_terms(terms).count(0)
 
 
 _TERMS_BYTES: Final = 9 * _WORD
@@ -683,7 +675,7 @@ def _lock_part(meter: _Meter, leg: Leg, terms: Terms) -> str:
     if after is None:
         raise GasTableError(f"no lock of {leg.name} from state {state} in mode {terms.mode}")
     meter.ledger.store(_state_slot(terms.settlement_id), int(after))
-    token, amount = _leg_token(terms, leg)
+    token, amount = leg_token(terms, leg)
     party = terms.seller if leg == Leg.ASSET else terms.buyer
     meter.token_exists(token)
     allowance_slot = _allowance_slot(token, party, meter.model.coordinator)
@@ -696,12 +688,6 @@ def _lock_part(meter: _Meter, leg: Leg, terms: Terms) -> str:
     if terms.mode != Mode.SWAP:
         return "single"
     return "swap_first" if state == State.CREATED else "swap_second"
-
-
-def _leg_token(terms: Terms, leg: Leg) -> tuple[str, int]:
-    if leg == Leg.ASSET:
-        return terms.asset_token, terms.asset_amount
-    return terms.payment_token, terms.payment_amount
 
 
 def _party_meter(
@@ -780,7 +766,7 @@ def meter_reclaim_after_deadline(
         before = meter.before.state_before(terms.settlement_id)
         meter.ledger.store(_state_slot(terms.settlement_id), int(State.EXPIRED))
         for leg in locked_legs(terms.mode, before):
-            token, amount = _leg_token(terms, leg)
+            token, amount = leg_token(terms, leg)
             to = terms.seller if leg == Leg.ASSET else terms.buyer
             meter.ledger.account(token)
             meter.move(token, meter.model.coordinator, to, amount)
@@ -824,7 +810,7 @@ def meter_mint(
 ) -> Charges:
     """``token.mint(to, amount)`` sent by ``caller`` (the minter)."""
     meter = _token_meter(model, "mint", token, caller, to, amount, outcome)
-    address, receiver = _checksum(model, token), _checksum_address(to)
+    address, receiver = _checksum(model, token), checksum_address(to)
 
     def walk() -> None:
         meter.stop_if("NotMinter")
@@ -844,7 +830,7 @@ def meter_transfer(
     address = _checksum(model, token)
 
     def walk() -> None:
-        meter.move(address, _checksum_address(caller), _checksum_address(to), amount)
+        meter.move(address, checksum_address(caller), checksum_address(to), amount)
         meter.path("token.transfer")
 
     return meter.run(walk)
@@ -864,7 +850,7 @@ def meter_approve(
     it overwrites (the event does not say, and it decides the price of the write)."""
     meter = _token_meter(model, "approve", token, caller, spender, amount, outcome)
     slot = _allowance_slot(
-        _checksum(model, token), _checksum_address(caller), _checksum_address(spender)
+        _checksum(model, token), checksum_address(caller), checksum_address(spender)
     )
     meter.ledger.seed(slot, previous)
 
@@ -873,10 +859,6 @@ def meter_approve(
         meter.path("token.approve")
 
     return meter.run(walk)
-
-
-def _checksum_address(address: str) -> str:
-    return str(to_checksum_address(address))
 
 
 # ----------------------------------------------------------------------------- reports
@@ -930,7 +912,7 @@ def _token_ops(terms: Terms, action: int, before: State) -> list[tuple[str, str,
         return ops
     ops = []
     for leg in locked_legs(mode, before):  # _refund: asset to the seller, payment to the buyer
-        token, amount = _leg_token(terms, leg)
+        token, amount = leg_token(terms, leg)
         ops.append(("transfer", token, terms.seller if leg == Leg.ASSET else terms.buyer, amount))
     return ops
 

@@ -105,7 +105,9 @@ __all__ = [
     "TermsProblem",
     "TokenLedger",
     "Transfer",
+    "checksum_address",
     "decision_pending",
+    "leg_token",
     "locked_legs",
     "terms_hash",
 ]
@@ -232,7 +234,8 @@ RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.
 
 
 @lru_cache(maxsize=4096)
-def _address(value: str) -> str:
+def checksum_address(value: str) -> str:
+    """``value`` in EIP-55 form (cached)."""
     # EIP-55 checksumming hashes the address; the model checksums the same few addresses
     # (parties, tokens, the coordinator) on every call.
     return to_checksum_address(value)
@@ -264,7 +267,7 @@ class Terms:
         if not isinstance(self.mode, int) or not 0 <= self.mode <= 255:
             raise ValueError("Terms.mode must be a uint8")
         for name in ("seller", "buyer", "asset_token", "payment_token"):
-            object.__setattr__(self, name, _address(getattr(self, name)))
+            object.__setattr__(self, name, checksum_address(getattr(self, name)))
         for name in ("asset_amount", "payment_amount"):
             value = getattr(self, name)
             if not isinstance(value, int) or not 0 <= value <= MAX_UINT256:
@@ -531,10 +534,10 @@ class TokenLedger:
         return self.total_supply_box["supply"]
 
     def balance_of(self, holder: str) -> int:
-        return self.balances.get(_address(holder), 0)
+        return self.balances.get(checksum_address(holder), 0)
 
     def allowance(self, owner: str, spender: str) -> int:
-        return self.allowances.get((_address(owner), _address(spender)), 0)
+        return self.allowances.get((checksum_address(owner), checksum_address(spender)), 0)
 
     def _move(self, sender: str, to: str, amount: int) -> list[EscrowEvent]:
         if to == ZERO_ADDRESS:
@@ -547,7 +550,7 @@ class TokenLedger:
         return [Transfer(self.address, sender, to, amount)]
 
     def mint(self, caller: str, to: str, amount: int) -> list[EscrowEvent]:
-        caller, to = _address(caller), _address(to)
+        caller, to = checksum_address(caller), checksum_address(to)
         if caller != self.minter:
             raise EscrowRevert("NotMinter", caller)
         if to == ZERO_ADDRESS:
@@ -559,15 +562,15 @@ class TokenLedger:
         return [Transfer(self.address, ZERO_ADDRESS, to, amount)]
 
     def transfer(self, caller: str, to: str, amount: int) -> list[EscrowEvent]:
-        return self._move(_address(caller), _address(to), amount)
+        return self._move(checksum_address(caller), checksum_address(to), amount)
 
     def approve(self, caller: str, spender: str, amount: int) -> list[EscrowEvent]:
-        caller, spender = _address(caller), _address(spender)
+        caller, spender = checksum_address(caller), checksum_address(spender)
         self.journal.set(self.allowances, (caller, spender), amount)
         return [Approval(self.address, caller, spender, amount)]
 
     def transfer_from(self, caller: str, owner: str, to: str, amount: int) -> list[EscrowEvent]:
-        caller, owner, to = _address(caller), _address(owner), _address(to)
+        caller, owner, to = checksum_address(caller), checksum_address(owner), checksum_address(to)
         allowed = self.allowance(owner, caller)
         if allowed < amount:
             raise EscrowRevert("ERC20InsufficientAllowance", caller, allowed, amount)
@@ -588,7 +591,7 @@ class EscrowModel:
     def __init__(
         self, coordinator: str, *, unsafe_self_refund_after_deadline: bool = False
     ) -> None:
-        self.coordinator = _address(coordinator)
+        self.coordinator = checksum_address(coordinator)
         self.unsafe_self_refund_after_deadline = unsafe_self_refund_after_deadline
         self.tokens: dict[str, TokenLedger] = {}
         self._settlements: dict[bytes, _Record] = {}
@@ -597,12 +600,12 @@ class EscrowModel:
     # ------------------------------------------------------------------ tokens
 
     def add_token(self, address: str, minter: str) -> TokenLedger:
-        ledger = TokenLedger(_address(address), _address(minter), self._journal)
+        ledger = TokenLedger(checksum_address(address), checksum_address(minter), self._journal)
         self.tokens[ledger.address] = ledger
         return ledger
 
     def token(self, address: str) -> TokenLedger:
-        return self.tokens[_address(address)]
+        return self.tokens[checksum_address(address)]
 
     def _atomic(self, operation: Callable[[], list[EscrowEvent]]) -> list[EscrowEvent]:
         with self._journal.frame():
@@ -618,10 +621,10 @@ class EscrowModel:
         return self._atomic(lambda: self.token(token).transfer(caller, to, amount))
 
     def _token_call(self, token: str) -> TokenLedger:
-        ledger = self.tokens.get(_address(token))
+        ledger = self.tokens.get(checksum_address(token))
         if ledger is None:
             # A call to an address without code: the contract's safe-transfer check fails.
-            raise EscrowRevert("TokenCallFailed", _address(token))
+            raise EscrowRevert("TokenCallFailed", checksum_address(token))
         return ledger
 
     # ------------------------------------------------------------------ views
@@ -647,7 +650,7 @@ class EscrowModel:
             raise EscrowRevert("InvalidTerms", terms.settlement_id, problem)
 
     def create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
-        return self._atomic(lambda: self._create(_address(caller), terms, now))
+        return self._atomic(lambda: self._create(checksum_address(caller), terms, now))
 
     def _create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
         self.check_terms(terms, now)
@@ -661,7 +664,7 @@ class EscrowModel:
 
     def create_and_lock(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
         """create, then lock the caller's leg (the seller's asset, else the buyer's payment)."""
-        caller = _address(caller)
+        caller = checksum_address(caller)
 
         def run() -> list[EscrowEvent]:
             events = self._create(caller, terms, now)
@@ -671,10 +674,10 @@ class EscrowModel:
         return self._atomic(run)
 
     def lock_asset(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
-        return self._atomic(lambda: self._lock(Leg.ASSET, _address(caller), terms, now))
+        return self._atomic(lambda: self._lock(Leg.ASSET, checksum_address(caller), terms, now))
 
     def lock_payment(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
-        return self._atomic(lambda: self._lock(Leg.PAYMENT, _address(caller), terms, now))
+        return self._atomic(lambda: self._lock(Leg.PAYMENT, checksum_address(caller), terms, now))
 
     def _known(self, terms: Terms) -> _Record:
         record = self._settlements.get(terms.settlement_id)
@@ -699,7 +702,7 @@ class EscrowModel:
         if now > terms.deadline:
             raise EscrowRevert("DeadlinePassed", terms.settlement_id, terms.deadline)
         self._set(terms.settlement_id, _Record(record.terms_hash, after))
-        token, amount = _leg_token(terms, leg)
+        token, amount = leg_token(terms, leg)
         events = self._token_call(token).transfer_from(
             self.coordinator, party, self.coordinator, amount
         )
@@ -711,7 +714,7 @@ class EscrowModel:
     def reclaim_after_deadline(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
         """The unsafe research variant: a party takes back the locked legs after the deadline,
         without a certificate."""
-        caller = _address(caller)
+        caller = checksum_address(caller)
 
         def run() -> list[EscrowEvent]:
             if not self.unsafe_self_refund_after_deadline:
@@ -856,7 +859,7 @@ class EscrowModel:
     def _refund(self, terms: Terms, state: State) -> list[EscrowEvent]:
         events: list[EscrowEvent] = []
         for leg in locked_legs(terms.mode, state):
-            token, amount = _leg_token(terms, leg)
+            token, amount = leg_token(terms, leg)
             party = terms.seller if leg == Leg.ASSET else terms.buyer
             events += self._token_call(token).transfer(self.coordinator, party, amount)
         return events
@@ -865,7 +868,8 @@ class EscrowModel:
         self._journal.set(self._settlements, settlement_id, record)
 
 
-def _leg_token(terms: Terms, leg: Leg) -> tuple[str, int]:
+def leg_token(terms: Terms, leg: Leg) -> tuple[str, int]:
+    """The token and amount of one leg of ``terms``."""
     if leg == Leg.ASSET:
         return terms.asset_token, terms.asset_amount
     return terms.payment_token, terms.payment_amount
