@@ -52,7 +52,6 @@ from typing import Final
 from eth_utils.crypto import keccak
 
 from chain_adapters.model import (
-    DECISION_OUTCOMES,
     LOCK_TRANSITIONS,
     MAX_UINT256,
     ZERO_ADDRESS,
@@ -72,6 +71,7 @@ from chain_adapters.model import (
     Terms,
     Transfer,
     checksum_address,
+    decision_skip,
     encode_terms,
     leg_token,
     locked_legs,
@@ -1002,13 +1002,7 @@ def _derive(meter: _Meter, decision: Decision, terms: Terms) -> _Applied:
     call that reverted: the model kept nothing of it)."""
     model, sid = meter.model, decision.settlement_id
     state = model.state_of(sid)
-    if decision.action not in (Action.COMMIT, Action.ABORT):
-        return _Applied(SkipReason.UNSUPPORTED_ACTION, state)
-    if state == State.NONE:
-        return _Applied(SkipReason.UNKNOWN_SETTLEMENT, state)
-    if model.terms_hash_of(sid) != decision.terms_hash:
-        return _Applied(SkipReason.TERMS_MISMATCH, state)
-    reason = DECISION_OUTCOMES[(decision.action, state)]
+    reason = decision_skip(decision.action, state, model.terms_hash_of(sid), decision.terms_hash)
     if reason is not None:
         return _Applied(reason, state)
     if terms_hash(terms) != decision.terms_hash:

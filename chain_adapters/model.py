@@ -107,6 +107,7 @@ __all__ = [
     "Transfer",
     "checksum_address",
     "decision_pending",
+    "decision_skip",
     "leg_token",
     "locked_legs",
     "terms_hash",
@@ -216,17 +217,26 @@ DECISION_OUTCOMES: Final[Mapping[tuple[Action, State], SkipReason | None]] = {
 }
 
 
+def decision_skip(
+    action: int, state: State, stored_hash: bytes, certified_hash: bytes
+) -> SkipReason | None:
+    """Why the coordinator skips a decision for a settlement it holds with ``stored_hash``
+    in ``state`` (NONE: not at all), before it reads the supplied terms; None: it applies
+    it. ``applyReport``'s first four checks, in the contract's order."""
+    if action not in (Action.COMMIT, Action.ABORT):
+        return SkipReason.UNSUPPORTED_ACTION
+    if state == State.NONE:
+        return SkipReason.UNKNOWN_SETTLEMENT
+    if stored_hash != certified_hash:
+        return SkipReason.TERMS_MISMATCH
+    return DECISION_OUTCOMES[(Action(action), state)]
+
+
 def decision_pending(decision: Decision, stored_hash: bytes, state: State) -> bool:
     """Whether ``decision`` would still change a settlement the coordinator holds with
-    ``stored_hash`` in ``state``: a COMMIT or ABORT for a known settlement with the same
-    terms that the decision table applies (the transmitters' last check before they send,
-    on a chain's reads or on this model)."""
-    return (
-        decision.action in (Action.COMMIT, Action.ABORT)
-        and state != State.NONE
-        and stored_hash == decision.terms_hash
-        and DECISION_OUTCOMES[(decision.action, state)] is None
-    )
+    ``stored_hash`` in ``state`` (the transmitters' last check before they send, on a
+    chain's reads or on this model)."""
+    return decision_skip(decision.action, state, stored_hash, decision.terms_hash) is None
 
 
 #: states from which the unsafe variant lets a party reclaim after the deadline.
@@ -802,16 +812,13 @@ class EscrowModel:
         self, settlement_id: bytes, action: int, certified_hash: bytes, supplied: Terms,
         digest: bytes,
     ) -> SkipReason | list[EscrowEvent]:  # fmt: skip
-        if action not in (Action.COMMIT, Action.ABORT):
-            return SkipReason.UNSUPPORTED_ACTION
         record = self._settlements.get(settlement_id)
-        if record is None:
-            return SkipReason.UNKNOWN_SETTLEMENT
-        if record.terms_hash != certified_hash:
-            return SkipReason.TERMS_MISMATCH
-        outcome = DECISION_OUTCOMES[(Action(action), record.state)]
-        if outcome is not None:
-            return outcome
+        state = State.NONE if record is None else record.state
+        stored = b"" if record is None else record.terms_hash
+        reason = decision_skip(action, state, stored, certified_hash)
+        if reason is not None:
+            return reason
+        assert record is not None  # decision_skip refuses an unknown settlement
         # Only now are the terms needed (to know whom to pay); they must be the certified ones.
         if terms_hash(supplied) != record.terms_hash:
             return SkipReason.TERMS_CALLDATA_MISMATCH
