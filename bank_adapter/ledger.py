@@ -670,6 +670,12 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+def stamped_json(body: str | bytes, now_ms: int) -> bytes:
+    """A JSON object ``body`` with the bank's clock added at the top level (``as_of_ms``,
+    unix ms), in canonical form: how answers and callbacks state the bank's time."""
+    return canonical_json({**json.loads(body), "as_of_ms": now_ms}).encode()
+
+
 def _hex(value: bytes | None) -> str | None:
     return None if value is None else "0x" + value.hex()
 

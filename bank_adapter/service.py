@@ -43,6 +43,7 @@ from bank_adapter.ledger import (
     canonical_json,
     instruction_to_json,
     reconcile,
+    stamped_json,
 )
 from bank_adapter.storage import LedgerStorage, LedgerTransaction
 from bank_adapter.terms import PaymentTerms, TermsError
@@ -179,8 +180,7 @@ def _parse_terms(body: dict[str, Any]) -> PaymentTerms:
 
 def _stated_at(reply: Reply, now_ms: int) -> Reply:
     """``reply`` with the bank's clock in its body (top-level ``as_of_ms``, unix ms)."""
-    body = {**json.loads(reply.body), "as_of_ms": now_ms}
-    return Reply(reply.status, canonical_json(body).encode(), reply.replayed, reply.committed)
+    return Reply(reply.status, stamped_json(reply.body, now_ms), reply.replayed, reply.committed)
 
 
 def _outcome_body(outcome: Outcome) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 import random
 import time
@@ -35,7 +34,7 @@ import aiohttp
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bank_adapter.faults import FaultInjector
-from bank_adapter.ledger import canonical_json
+from bank_adapter.ledger import stamped_json
 from bank_adapter.signing import WEBHOOK_EVENT_HEADER, WEBHOOK_SIGNATURE_HEADER, sign_webhook
 from bank_adapter.storage import Delivery, LedgerStorage
 
@@ -86,7 +85,7 @@ def backoff_ms(attempts: int, base_ms: int, cap_ms: int, rng: random.Random) -> 
 def callback_body(payload: str, now_ms: int) -> bytes:
     """What one delivery attempt sends and signs: the stored event (canonical JSON) with
     the bank's clock at sending, ``as_of_ms`` (unix ms), added at the top level."""
-    return canonical_json({**json.loads(payload), "as_of_ms": now_ms}).encode()
+    return stamped_json(payload, now_ms)
 
 
 class WebhookSender:
