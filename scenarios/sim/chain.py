@@ -29,11 +29,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from chain_adapters.gas import GAS_TABLE_LABEL, GasTable
+from chain_adapters.gas import GasTable
 from chain_adapters.model import (
     EscrowEvent,
     EscrowModel,
@@ -44,9 +44,7 @@ from chain_adapters.model import (
 )
 from consensus.report import CommitteeConfig, Report
 
-__all__ = ["GAS_LABEL", "Block", "Call", "ChainView", "Receipt", "SimChain"]
-
-GAS_LABEL: Final = GAS_TABLE_LABEL
+__all__ = ["Block", "Call", "ChainView", "Receipt", "SimChain"]
 
 
 @dataclass(frozen=True, slots=True)
