@@ -83,8 +83,18 @@ def plain(value: Any) -> Any:
 
 #: Lines a batched history collects before it writes them.
 _BATCH_LINES: Final = 512
-#: One encoder for every line (json.dumps with options builds a new one per call).
+#: One encoder for every line. ``json.dumps`` with options builds a new encoder per call,
+#: and ``JSONEncoder.encode`` a new C encoder per call; this is the C encoder those build
+#: for ``separators=(",", ":"), default=plain`` (the pure-Python one where C is missing),
+#: made once. It writes the same bytes.
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), default=plain)
+_encode_chunks: Final[Callable[[Any, int], Any]] = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, plain, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else lambda entry, _level: _ENCODER.iterencode(entry)
+)
 
 
 class History:
@@ -118,19 +128,20 @@ class History:
         entry.update(fields)
         if wall_clock:
             entry["wall_clock"] = True
-        self._line(_ENCODER.encode(entry), digested=not wall_clock)
+        self._line("".join(_encode_chunks(entry, 0)), digested=not wall_clock)
 
     def write_message(
         self, t: float, event: str, sender: int, receiver: int, kind: str, epoch: int,
         round_: int | None, why: str | None = None,
     ) -> None:  # fmt: skip
         """A "send", "recv" or "lost" record: the same line ``write_at`` gives for it,
-        formatted directly (a simulation writes one per message, many thousand a run)."""
+        formatted directly (a simulation writes one per message, many thousand a run). The
+        time is written as its repr, as json writes a finite float."""
         tail = "" if round_ is None else f',"round":{round_}'
         if why is not None:
             tail += f',"why":"{why}"'
         self._line(
-            f'{{"t":{_number(round(t, 6))},"event":"{event}","from":{sender},"to":{receiver},'
+            f'{{"t":{round(t, 6)!r},"event":"{event}","from":{sender},"to":{receiver},'
             f'"kind":"{kind}","epoch":{epoch}{tail}}}'
         )
 
@@ -173,11 +184,6 @@ class History:
             if not self._file.closed:
                 self._flush()
                 self._file.close()
-
-
-def _number(value: float) -> str:
-    # A finite float is written as its repr by json.dumps too.
-    return repr(value)
 
 
 def digest_of_lines(lines: Iterable[str]) -> str:
