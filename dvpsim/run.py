@@ -1,8 +1,9 @@
 """`dvpsim run SCENARIO [--out DIR]`: one real-mode run with progress and a summary table.
 
-The exit code says whether the run passed: 0 when every invariant holds and every
-settlement ended, 1 when a check failed or settlements were left open, 2 when the
-scenario or the set-up is wrong (one line, no traceback).
+The exit code says whether the run showed what its scenario expects (``expect``): 0 when
+it did (by default: every check valid and every settlement ended; an unsafe scenario names
+the checks that must fail), 1 when it did not (the lines after the table say which check
+differed), 2 when the scenario or the set-up is wrong (one line, no traceback).
 """
 
 from __future__ import annotations
@@ -53,8 +54,22 @@ def summary_table(summary: dict[str, Any]) -> Table:
             f" {verdict['witness']}" if verdict["witness"] else ""
         )
         table.add_row(f"check: {invariant}", text)
-    table.add_row("verdict", "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]")
+    table.add_row("checks", "[green]PASSED[/]" if summary["passed"] else "[red]FAILED[/]")
+    expect = summary["expect"]
+    wanted = expect if expect == "pass" else "fail " + ", ".join(expect)
+    table.add_row(
+        "expectation",
+        f"[green]met[/] ({wanted})"
+        if summary["expectation_met"]
+        else f"[red]NOT MET[/] ({wanted})",
+    )
     return table
+
+
+def print_expectation(console: Console, summary: dict[str, Any]) -> None:
+    """After the table: each way the run differs from what its scenario expects."""
+    for line in summary["expectation_differences"]:
+        console.print(f"[red]expectation not met[/]: {line}", soft_wrap=True)
 
 
 def main(scenario_path: str, out: str | None) -> int:
@@ -97,5 +112,9 @@ def main(scenario_path: str, out: str | None) -> int:
             print("dvpsim run: interrupted; everything it started was stopped", file=sys.stderr)
             return 130
     console.print(summary_table(result.summary))
-    console.print(f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}")
+    print_expectation(console, result.summary)
+    console.print(
+        f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}",
+        soft_wrap=True,
+    )
     return 0 if result.ok else 1

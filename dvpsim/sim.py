@@ -1,9 +1,9 @@
 """`dvpsim sim SCENARIO [--seed S] [--out DIR] [--crypto real|fast] [--check-determinism]`:
 one simulated run with the same outputs and exit codes as `dvpsim run`.
 
-Exit codes: 0 when every invariant holds and every settlement ended; 1 when a check
-failed or settlements were left open (the seed and the command that replays the run are
-printed); 2 when the scenario, the seed or an option is wrong (one line, no traceback);
+Exit codes: 0 when the run showed what its scenario expects (``expect``; by default every
+check valid and every settlement ended); 1 when it did not (which check differed, the seed
+and the command that replays the run are printed); 2 when the scenario, the seed or an option is wrong (one line, no traceback);
 3 when ``--check-determinism`` found two runs of one seed that differ.
 """
 
@@ -58,7 +58,7 @@ def main(
 
     from rich.console import Console
 
-    from dvpsim.run import summary_table
+    from dvpsim.run import print_expectation, summary_table
     from scenarios.schema import ScenarioError, load
     from scenarios.sim.run import CRYPTO_SUITES, SimRun
 
@@ -89,24 +89,31 @@ def main(
         return 130
     summary: dict[str, Any] = report.summary
     console.print(summary_table(summary))
+    print_expectation(console, summary)
     console.print(
         f"simulated {summary['sim_duration_s']} s in {summary['wall_s']} s wall "
         f"({crypto} crypto); history digest {report.digest[:16]}"
     )
-    console.print(f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}")
+    # Paths and commands are printed unwrapped, so they can be copied whole.
+    console.print(
+        f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}",
+        soft_wrap=True,
+    )
     if check_determinism:
         if again.digest != report.digest:
             console.print(
                 f"[red]NOT DETERMINISTIC[/]: seed {scenario.seed} gave history digests "
                 f"{report.digest[:16]} and {again.digest[:16]}; compare "
-                f"{out_dir / 'history.jsonl'} with {again.out_dir / 'history.jsonl'}"
+                f"{out_dir / 'history.jsonl'} with {again.out_dir / 'history.jsonl'}",
+                soft_wrap=True,
             )
             return EXIT_NONDETERMINISTIC
         console.print(f"deterministic: two runs gave history digest {report.digest[:16]}")
     if not report.ok:
         console.print(
             f"seed {scenario.seed}; replay with: "
-            f"{replay_command(scenario_path, scenario.seed, crypto)}"
+            f"{replay_command(scenario_path, scenario.seed, crypto)}",
+            soft_wrap=True,
         )
         return EXIT_FAILED
     return 0

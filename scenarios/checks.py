@@ -18,14 +18,20 @@ witness they found (a settlement id and what is wrong with it).
 A verdict is ``valid``, ``invalid`` (with a witness) or ``unknown`` (the run did not
 gather what the check needs, e.g. a settlement that never ended). This module never
 talks to a chain or the bank.
+
+A scenario states what its run must show (``expect``): ``"pass"`` (every check valid,
+every settlement ended) or the list of checks that must be invalid, every other check
+valid (an unsafe scenario names the invariant it breaks). :func:`expectation_differences`
+compares the verdicts with it; an unknown verdict never meets an expectation.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Final
 
 
 class LegState(StrEnum):
@@ -161,6 +167,9 @@ def check_exactly_once(state: RunState) -> Verdict:
 
 
 CHECKS = (check_atomicity, check_conservation, check_exactly_once)
+#: The invariant each check judges, in the order ``check_all`` gives their verdicts: the
+#: names a scenario's ``expect`` may use.
+CHECK_NAMES: Final = ("atomicity", "conservation", "exactly-once")
 
 
 def check_all(state: RunState) -> tuple[Verdict, ...]:
@@ -170,6 +179,24 @@ def check_all(state: RunState) -> tuple[Verdict, ...]:
 def passed(verdicts: Iterable[Verdict]) -> bool:
     """A run passes when no invariant is invalid and none is unknown."""
     return all(v.ok for v in verdicts)
+
+
+def expectation_differences(
+    expect: Sequence[str], verdicts: Iterable[Verdict], open_settlements: int
+) -> tuple[str, ...]:
+    """How a run differs from its scenario's expectation, one line per difference; empty
+    when the expectation is met. ``expect`` names the checks that must be invalid; empty
+    means "pass", which also needs every settlement ended (``open_settlements`` = 0)."""
+    must_fail = set(expect)
+    differences = []
+    for v in verdicts:
+        want = "invalid" if v.invariant in must_fail else "valid"
+        if v.status != want:
+            seen = f"{v.status} ({v.witness})" if v.witness and v.status != "valid" else v.status
+            differences.append(f"{v.invariant}: expected {want}, got {seen}")
+    if not must_fail and open_settlements:
+        differences.append(f"{open_settlements} settlement(s) left open at the end")
+    return tuple(differences)
 
 
 def _legs(s: SettlementOutcome) -> str:

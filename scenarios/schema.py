@@ -26,6 +26,7 @@ from typing import Any
 from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
 from node.modes import MODES as MODE_REGISTRY
 from node.modes import SCENARIO_MODES
+from scenarios.checks import CHECK_NAMES
 
 MODES = SCENARIO_MODES  # the registry: node.modes
 FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
@@ -129,6 +130,8 @@ class Scenario:
     accounts: tuple[Account, ...]
     settlements: Settlements
     faults: tuple[Fault, ...] = field(default=())
+    # The checks the run must fail, every other check passing; () is expect = "pass".
+    expect: tuple[str, ...] = ()
 
     def uses_bank(self) -> bool:
         return MODE_REGISTRY[self.mode].uses_bank and self.bank is not None
@@ -147,6 +150,7 @@ _TOP_KEYS = {
     "accounts": list,
     "settlements": dict,
     "faults": list,
+    "expect": object,  # "pass" or a list of check names: read by _expect
 }
 
 
@@ -228,7 +232,8 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
             raise reader.fail(
                 key, "unknown key", f"remove it or use one of {', '.join(sorted(_TOP_KEYS))}"
             )
-        reader.value(key, item, _TOP_KEYS[key])
+        if _TOP_KEYS[key] is not object:
+            reader.value(key, item, _TOP_KEYS[key])
     for key in ("name", "mode"):
         if key not in raw:
             raise reader.fail(key, "missing", f'add {key} = "..." at the top of the file')
@@ -352,7 +357,25 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         accounts=accounts,
         settlements=settlements,
         faults=faults,
+        expect=_expect(reader, raw.get("expect", "pass")),
     )
+
+
+def _expect(reader: _Reader, raw: Any) -> tuple[str, ...]:
+    """``expect``: "pass", or the non-empty list of checks the run must fail."""
+    fix = f'write expect = "pass" or a list of checks that must fail, from {", ".join(CHECK_NAMES)}'
+    if raw == "pass":
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise reader.fail("expect", f'{raw!r} is neither "pass" nor a list of checks', fix)
+    names: list[str] = []
+    for item in raw:
+        if item not in CHECK_NAMES:
+            raise reader.fail("expect", f"unknown check {item!r}", fix)
+        if item in names:
+            raise reader.fail("expect", f"check {item!r} is named twice", "name each check once")
+        names.append(item)
+    return tuple(names)
 
 
 def _check_committee(reader: _Reader, c: Committee) -> None:

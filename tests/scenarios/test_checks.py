@@ -6,14 +6,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scenarios.checks import (
+    CHECK_NAMES,
     LegState,
     Movement,
     RunState,
     SettlementOutcome,
+    Verdict,
     check_all,
     check_atomicity,
     check_conservation,
     check_exactly_once,
+    expectation_differences,
     passed,
 )
 
@@ -146,3 +149,37 @@ def test_any_single_corruption_of_an_honest_run_is_caught(
             s.movements,
         )
     assert not passed(check_all(RunState(tuple(outcomes), {"x": 1}, {"x": 1})))
+
+
+def test_check_names_are_the_verdicts_names_in_order() -> None:
+    state = RunState((committed(), aborted()), {"t": 1}, {"t": 1})
+    assert tuple(v.invariant for v in check_all(state)) == CHECK_NAMES
+
+
+STATUSES = st.sampled_from(("valid", "invalid", "unknown"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    statuses=st.tuples(STATUSES, STATUSES, STATUSES),
+    expect=st.lists(st.sampled_from(CHECK_NAMES), unique=True),
+    open_settlements=st.integers(0, 3),
+)
+def test_an_expectation_is_met_exactly_when_the_named_checks_fail_and_the_rest_hold(
+    statuses: tuple[str, str, str], expect: list[str], open_settlements: int
+) -> None:
+    verdicts = [
+        Verdict(name, status, "w") for name, status in zip(CHECK_NAMES, statuses, strict=True)
+    ]
+    differences = expectation_differences(expect, verdicts, open_settlements)
+    wanted = {name: "invalid" if name in expect else "valid" for name in CHECK_NAMES}
+    met = all(v.status == wanted[v.invariant] for v in verdicts) and (
+        bool(expect) or open_settlements == 0
+    )
+    assert (not differences) == met
+    # Each difference names its check; an unknown verdict never meets an expectation.
+    for v in verdicts:
+        if v.status == "unknown":
+            assert any(d.startswith(f"{v.invariant}: expected ") for d in differences)
+    if not expect:
+        assert (not differences) == (passed(verdicts) and open_settlements == 0)

@@ -91,6 +91,14 @@ def test_minimal_scenario_loads_with_defaults(tmp_path: Path) -> None:
             "faults[0].node",
             "not in the committee",
         ),
+        (('name = "t"', 'name = "t"\nexpect = "fail"'), "expect", 'neither "pass" nor'),
+        (('name = "t"', 'name = "t"\nexpect = []'), "expect", 'neither "pass" nor'),
+        (('name = "t"', 'name = "t"\nexpect = ["atomicty"]'), "expect", "unknown check"),
+        (
+            ('name = "t"', 'name = "t"\nexpect = ["atomicity", "atomicity"]'),
+            "expect",
+            "named twice",
+        ),
     ],
 )
 def test_each_mistake_is_one_line_with_file_key_and_fix(
@@ -104,6 +112,13 @@ def test_each_mistake_is_one_line_with_file_key_and_fix(
     assert message.startswith(f"{path}: {key}: "), message
     assert words in message
     assert message.count(": ") >= 3  # file: key: problem: fix
+
+
+def test_expect_is_pass_by_default_or_the_checks_that_must_fail(tmp_path: Path) -> None:
+    assert load(_write(tmp_path, MINIMAL)).expect == ()
+    assert load(_write(tmp_path, 'expect = "pass"\n' + MINIMAL)).expect == ()
+    text = 'expect = ["exactly-once", "atomicity"]\n' + MINIMAL
+    assert load(_write(tmp_path, text)).expect == ("exactly-once", "atomicity")
 
 
 def test_threshold_below_safe_allowed_only_when_asked(tmp_path: Path) -> None:

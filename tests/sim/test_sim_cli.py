@@ -37,14 +37,38 @@ def test_a_passing_run_exits_0_and_writes_the_run_folder(tmp_path: Path) -> None
     assert (tmp_path / "run" / "summary.json").exists()
 
 
-def test_a_failing_run_exits_1_with_its_seed_and_the_command_that_replays_it(
+def test_an_unsafe_scenario_that_fails_the_check_it_names_exits_0(tmp_path: Path) -> None:
+    result = sim(str(SCENARIOS / "unsafe-self-refund.toml"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    words = " ".join(result.stdout.split())
+    assert "checks │ FAILED" in words
+    assert "met (fail atomicity)" in words
+    assert "expectation not met" not in words
+
+
+def test_a_run_that_misses_its_expectation_exits_1_with_the_check_seed_and_replay(
     tmp_path: Path,
 ) -> None:
-    result = sim(str(SCENARIOS / "unsafe-self-refund.toml"), "--out", str(tmp_path / "run"))
+    # The safe reference case passes every check, so expecting atomicity to fail is unmet.
+    path = variant(tmp_path, "expects-a-break", "seed = ", 'expect = ["atomicity"]\nseed = ')
+    result = sim(str(path), "--out", str(tmp_path / "run"), "--crypto", "fast")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "FAILED" in result.stdout
-    command = f"dvpsim sim {SCENARIOS / 'unsafe-self-refund.toml'} --seed 6"
-    assert f"seed 6; replay with: {command}" in " ".join(result.stdout.split())
+    words = " ".join(result.stdout.split())
+    assert "NOT MET (fail atomicity)" in words
+    assert "expectation not met: atomicity: expected invalid, got valid" in words
+    command = f"dvpsim sim {path} --seed 1 --crypto fast"
+    assert f"seed 1; replay with: {command}\n" in result.stdout  # one line, unwrapped
+
+
+def test_a_run_that_breaks_an_invariant_it_does_not_name_exits_1(tmp_path: Path) -> None:
+    text = (SCENARIOS / "unsafe-self-refund.toml").read_text()
+    path = tmp_path / "no-expectation.toml"
+    path.write_text(text.replace('expect = ["atomicity"]\n', ""))
+    result = sim(str(path), "--out", str(tmp_path / "run"), "--crypto", "fast")
+    assert result.returncode == 1, result.stdout + result.stderr
+    words = " ".join(result.stdout.split())
+    assert "expectation not met: atomicity: expected valid, got invalid (0x" in words
+    assert "committed on one leg and aborted on another" in words
 
 
 def test_check_determinism_runs_twice_and_compares(tmp_path: Path) -> None:
