@@ -31,6 +31,7 @@ config, cache a failed verification, or read the clock.
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -73,6 +74,14 @@ OPERATION_OF_ACTION: Final = {
 }
 
 _MAX_SIGNER_HEX: Final = 64  # a uint256 bitmap
+#: Hex digits and nothing else. ``bytes.fromhex`` alone skips whitespace and ``int(x, 16)``
+#: takes signs, underscores, spaces and a second "0x": a certificate has one spelling.
+_HEX_DIGITS: Final = re.compile(r"[0-9a-fA-F]+")
+
+
+def is_hex_digits(text: str) -> bool:
+    """Whether ``text`` is one or more hex digits, nothing else (no sign, space, "_", "0x")."""
+    return _HEX_DIGITS.fullmatch(text) is not None
 
 
 class CertificateRejected(LedgerError):
@@ -87,10 +96,9 @@ class CommitteeFileError(ValueError):
 def _hex_bytes(value: object, what: str, length: int | None = None) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"{what} must be a 0x-prefixed hex string")
-    try:
-        data = bytes.fromhex(value[2:])
-    except ValueError:
-        raise ValueError(f"{what} is not valid hex") from None
+    if not is_hex_digits(value[2:]) or len(value) % 2:
+        raise ValueError(f"{what} is not valid hex: 0x and an even number of hex digits only")
+    data = bytes.fromhex(value[2:])
     if length is not None and len(data) != length:
         raise ValueError(f"{what} must be {length} bytes")
     return data
@@ -130,6 +138,7 @@ def certificate_from_json(value: object) -> Certificate:
             not isinstance(signers_hex, str)
             or not signers_hex.startswith("0x")
             or not 1 <= len(signers_hex) - 2 <= _MAX_SIGNER_HEX
+            or not is_hex_digits(signers_hex[2:])
         ):
             raise ValueError(
                 "certificate.signers must be a 0x-prefixed hex bitmap of at most 256 bits"

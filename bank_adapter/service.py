@@ -33,6 +33,7 @@ from bank_adapter.authorization import (
     VerificationCache,
     authorize,
     certificate_from_json,
+    is_hex_digits,
 )
 from bank_adapter.ledger import (
     Changes,
@@ -157,7 +158,7 @@ def parse_settlement_id(value: object, field: str = "settlement_id") -> bytes:
         not isinstance(value, str)
         or len(value) != 66
         or not value.startswith("0x")
-        or any(c not in "0123456789abcdefABCDEF" for c in value[2:])
+        or not is_hex_digits(value[2:])
     ):
         raise BadRequest("invalid_field", f"{field} must be 0x followed by 64 hex digits", field)
     return bytes.fromhex(value[2:])

@@ -16,8 +16,10 @@ from hypothesis import strategies as st
 
 from bank_adapter import ledger
 from bank_adapter.authorization import (
+    CertificateRejected,
     CommitteeFileError,
     VerificationCache,
+    certificate_from_json,
     certificate_to_json,
     load_committee,
 )
@@ -202,6 +204,24 @@ def _bad_prevalidations(committee: DevCommittee) -> list[tuple[str, bytes, int, 
             "certificate_malformed",
         ),
         ("certificate bad hex", body_of(t, {**gj, "report": "0xzz"}), 400, "certificate_malformed"),
+        # One spelling only: what bytes.fromhex and int(x, 16) would quietly skip or take.
+        *(
+            (f"certificate {field} {how}", body_of(t, {**gj, field: spelled}), 400, code)
+            for field, spelled, how in (
+                ("report", gj["report"][:10] + " " + gj["report"][10:], "with a space"),
+                ("report", gj["report"][:10] + "\n" + gj["report"][10:], "with a newline"),
+                ("report", gj["report"] + "  ", "with trailing spaces"),
+                ("signature", gj["signature"][:4] + " " + gj["signature"][4:], "with a space"),
+                ("signers", "0x_" + gj["signers"][2:], "with an underscore"),
+                ("signers", gj["signers"][:3] + "_" + gj["signers"][3:], "with an inner _"),
+                ("signers", "0x+" + gj["signers"][2:], "with a plus sign"),
+                ("signers", "0x-" + gj["signers"][2:], "with a minus sign"),
+                ("signers", "0x " + gj["signers"][2:], "with a space"),
+                ("signers", "0x0x" + gj["signers"][2:], "with a second 0x"),
+                ("signers", "0x", "empty"),
+            )
+            for code in ("certificate_malformed",)
+        ),
         (
             "certificate truncated report",
             body_of(t, {**gj, "report": gj["report"][:-2]}),
@@ -371,6 +391,30 @@ def test_any_mutated_certificate_is_refused_without_change(
     reply = post_prevalidate(svc, body_of(t, mutated))
     assert 400 <= reply.status < 500
     assert storage.snapshot() == before
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(junk=st.text(min_size=1, max_size=3), data=st.data())
+def test_certificate_hex_with_anything_but_hex_digits_inside_is_malformed(
+    committee: DevCommittee, junk: str, data: st.DataObject
+) -> None:
+    t = terms(sid=b"\x08" * 32)
+    cert = certificate_to_json(
+        committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
+    )
+    field = data.draw(st.sampled_from(["report", "signers", "signature"]))
+    digits = cert[field][2:]
+    at = data.draw(st.integers(0, len(digits)))
+    spelled = "0x" + digits[:at] + junk + digits[at:]
+    if all(c in "0123456789abcdefABCDEF" for c in junk):
+        return  # still hex digits: another certificate, judged by its signature
+    with pytest.raises(CertificateRejected) as info:
+        certificate_from_json({**cert, field: spelled})
+    assert info.value.code == "certificate_malformed"
 
 
 def test_committee_file_round_trip_and_refusals(committee: DevCommittee, tmp_path: Path) -> None:
