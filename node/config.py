@@ -7,8 +7,11 @@ their own). It names:
 - ``keystore`` and ``password_file``: the node's BLS key as an EIP-2335 keystore;
 - ``identity_key``: a file with the node's Ed25519 identity seed (hex), which is both its
   libp2p identity and the key its observations are signed with;
-- ``committee``: f, every member's Ed25519 public key, BLS public key and libp2p
-  multiaddr (any host: a committee can span machines), the leader-selection key;
+- ``committee``: f, every member's Ed25519 public key, BLS public key with its proof of
+  possession, and libp2p multiaddr (any host: a committee can span machines), the
+  leader-selection key. A BLS key whose proof does not verify is refused at load: a
+  member could otherwise choose a rogue key that cancels the others' in an aggregate
+  (the chain's ``admitKeys`` and the bank refuse such a key too);
 - ``timing``: OCR's Delta parameters;
 - ``mode``: the settlement mode, and ``targets``: where certified reports go (each EVM
   chain's coordinator with its RPC URL and transmitter key, and the bank's URL and
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from consensus import bls
 from node.driver import TARGET_KINDS
 from node.modes import MODES
 
@@ -43,6 +47,7 @@ class Member:
     identity_key: bytes  # Ed25519 public key, 32 B
     bls_public_key: bytes  # 48 B compressed G1
     address: str  # libp2p multiaddr ending in /p2p/<peer id>
+    bls_pop: bytes  # 96 B: proof of possession of bls_public_key (verified at load)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,8 @@ class NodeConfig:
 
 
 def _hex(reader: _Reader, key: str, value: Any, length: int) -> bytes:
+    if value is None:
+        raise reader.fail(key, "missing", f'add it: "0x" and {length} bytes in hex')
     if not isinstance(value, str):
         raise reader.fail(
             key, f"expected a hex string, got {type(value).__name__}", 'write it as "0x..."'
@@ -215,7 +222,9 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         prefix = f"committee.members[{i}]."
         if not isinstance(m, dict):
             raise r.fail(
-                prefix[:-1], "not an object", "give identity_key, bls_public_key and address"
+                prefix[:-1],
+                "not an object",
+                "give identity_key, bls_public_key, bls_pop and address",
             )
         address = r.get(m, prefix, "address", str)
         if "/p2p/" not in address:
@@ -224,11 +233,21 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
                 f"{address!r} has no /p2p/<peer id>",
                 "append the member's peer id",
             )
+        bls_public_key = _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48)
+        bls_pop = _hex(r, prefix + "bls_pop", m.get("bls_pop"), 96)
+        if not bls.pop_verify(bls_public_key, bls_pop):
+            raise r.fail(
+                prefix + "bls_pop",
+                "does not prove possession of this member's bls_public_key "
+                "(a rogue key, or another key's proof)",
+                "give the proof made with this member's BLS secret key (bls.pop_prove)",
+            )
         members.append(
             Member(
                 _hex(r, prefix + "identity_key", m.get("identity_key"), 32),
-                _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48),
+                bls_public_key,
                 address,
+                bls_pop,
             )
         )
     n = len(members)

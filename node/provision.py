@@ -87,6 +87,7 @@ def write_committee(
             {
                 "identity_key": "0x" + m.identity_public_key.hex(),
                 "bls_public_key": "0x" + m.bls_public_key.hex(),
+                "bls_pop": "0x" + m.pop().hex(),
                 "address": member_address(m),
             }
             for m in members

@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from py_ecc.bls.g2_primitives import G1_to_pubkey, pubkey_to_G1
+from py_ecc.optimized_bls12_381.optimized_curve import add, neg
 
+from consensus import bls
 from node.config import NodeConfigError, load
 from node.provision import make_keys, write_committee
 
@@ -59,6 +62,19 @@ def test_generated_config_loads(tmp_path: Path) -> None:
             "2 bytes, expected 48",
         ),
         (
+            lambda c: c["committee"]["members"][1].pop("bls_pop"),
+            "committee.members[1].bls_pop",
+            "missing",
+        ),
+        (
+            # Member 0's proof given for member 1's key.
+            lambda c: c["committee"]["members"][1].update(
+                bls_pop=c["committee"]["members"][0]["bls_pop"]
+            ),
+            "committee.members[1].bls_pop",
+            "does not prove possession",
+        ),
+        (
             lambda c: c["committee"]["members"][2].update(address="/ip4/127.0.0.1/tcp/1"),
             "committee.members[2].address",
             "no /p2p/",
@@ -83,6 +99,30 @@ def test_each_mistake_is_one_line(tmp_path: Path, mutate: Any, key: str, words: 
         load(path)
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: ") and words in message and "\n" not in message
+
+
+def test_a_rogue_key_is_refused_whatever_proof_comes_with_it(tmp_path: Path) -> None:
+    """The rogue-key set-up: member 3 publishes pk_r = a*G - (pk_0 + pk_1 + pk_2), so the
+    committee's aggregate key is a*G and member 3 alone could sign for all four. It knows
+    no secret of pk_r, so no proof it can make verifies, and the node refuses the key."""
+    raw = _config(tmp_path)
+    members = raw["committee"]["members"]
+    others = [pubkey_to_G1(bytes.fromhex(m["bls_public_key"][2:])) for m in members[:3]]
+    attacker_sk = 0x1234567
+    honest_sum = others[0]
+    for point in others[1:]:
+        honest_sum = add(honest_sum, point)
+    rogue = add(pubkey_to_G1(bls.sk_to_pk(attacker_sk)), neg(honest_sum))
+    members[3]["bls_public_key"] = "0x" + bytes(G1_to_pubkey(rogue)).hex()
+    # The attack is real: the attacker's lone signature verifies as all four members'.
+    keys = [bytes.fromhex(m["bls_public_key"][2:]) for m in members]
+    assert bls.fast_aggregate_verify(keys, b"m" * 32, bls.sign(attacker_sk, b"m" * 32))
+    for proof in (bls.pop_prove(attacker_sk), members[0]["bls_pop"][2:], "00" * 96):
+        members[3]["bls_pop"] = "0x" + (proof.hex() if isinstance(proof, bytes) else proof)
+        path = _write(tmp_path, raw)
+        with pytest.raises(NodeConfigError) as info:
+            load(path)
+        assert str(info.value).startswith(f"{path}: committee.members[3].bls_pop: ")
 
 
 def test_node_process_rejects_a_bad_config_in_one_line(tmp_path: Path) -> None:
