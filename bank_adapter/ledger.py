@@ -56,6 +56,7 @@ __all__ = [
     "Changes",
     "Event",
     "Hold",
+    "HELD_EVENT",
     "HoldStatus",
     "IdempotencyRecord",
     "Instruction",
@@ -134,6 +135,8 @@ _EVENT_KIND: Final = {
     InstructionState.EXECUTED: "instruction.executed",
     InstructionState.CANCELLED: "instruction.cancelled",
 }
+#: The event kind of a placed hold: an instruction that reached PREVALIDATED.
+HELD_EVENT: Final = _EVENT_KIND[InstructionState.PREVALIDATED]
 
 
 class LedgerError(Exception):

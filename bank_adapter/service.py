@@ -493,7 +493,8 @@ class BankService:
 
     def instruction_states(self) -> Reply:
         states = {"0x" + sid.hex(): state for sid, state in self.storage.instruction_states()}
-        return Reply(200, canonical_json({"instructions": states}).encode())
+        held = ["0x" + sid.hex() for sid in self.storage.held_settlements()]
+        return Reply(200, canonical_json({"instructions": states, "held": held}).encode())
 
     def reconcile(self) -> Reply:
         snapshot = self.storage.snapshot()

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bank_adapter.ledger import (
+    HELD_EVENT,
     Account,
     CertificateUse,
     Changes,
@@ -414,6 +415,14 @@ class SqliteStorage:
             (bytes(sid), str(state))
             for sid, state in self._db.execute("SELECT settlement_id, state FROM instructions")
         ]
+
+    def held_settlements(self) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT settlement_id FROM events WHERE kind = ? GROUP BY settlement_id "
+            "ORDER BY min(seq)",
+            (HELD_EVENT,),
+        )
+        return [bytes(sid) for (sid,) in rows]
 
     def pending_delivery_count(self) -> int:
         if not self.webhook_urls:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from bank_adapter.ledger import (
+    HELD_EVENT,
     Account,
     CertificateUse,
     Changes,
@@ -85,6 +86,11 @@ class LedgerStorage(Protocol):
     def delivery_failed(self, seq: int, url: str, next_attempt_ms: int, error: str) -> None: ...
     def pending_delivery_count(self) -> int: ...
     def instruction_states(self) -> list[tuple[bytes, str]]: ...
+    def held_settlements(self) -> list[bytes]:
+        """Settlements whose instruction was ever prevalidated (a hold was placed), in the
+        order of their first hold: what the audit's validity check calls a prepared leg."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -261,6 +267,10 @@ class MemoryStorage:
 
     def instruction_states(self) -> list[tuple[bytes, str]]:
         return [(sid, i.state.value) for sid, i in self._instructions.items()]
+
+    def held_settlements(self) -> list[bytes]:
+        held = (s.event.settlement_id for s in self._events if s.event.kind == HELD_EVENT)
+        return list(dict.fromkeys(held))
 
     def pending_delivery_count(self) -> int:
         return sum(1 for _, url in self._undelivered if url in self.webhook_urls)

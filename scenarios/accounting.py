@@ -12,8 +12,10 @@ escrow models and the bank's storage in sim). Everything else is here, once:
   deadline passed and some other leg is final (nothing can come for it any more). A
   created but unlocked escrow is open: the committee's ABORT for it is still on its way;
 - :func:`run_state`: turns the final state into the checkers' ``RunState``: each
-  settlement's leg states and value movements, total supplies before and after, and
-  every party's expected against actual balances;
+  settlement's leg states and value movements, total supplies before and after, every
+  party's expected against actual balances, every certificate seen (the members'
+  sightings a runner gathered with :func:`sighting`, and each decision a chain or the
+  bank applied) and the legs really prepared at their targets;
 - :func:`summary`: the figures of ``summary.json`` (:func:`write_summary`), and
   :class:`RunReport`, what a run hands back.
 
@@ -35,6 +37,7 @@ from scenarios.checks import (
     LegState,
     Movement,
     RunState,
+    SeenCertificate,
     SettlementOutcome,
     Verdict,
     expectation_differences,
@@ -53,6 +56,8 @@ __all__ = [
     "leg_states",
     "percentile",
     "run_state",
+    "short_id",
+    "sighting",
     "summary",
     "supplies",
     "throughput",
@@ -118,6 +123,10 @@ class Ledgers(Protocol):
 
     def bank_states(self, ids: Sequence[bytes]) -> Mapping[bytes, str | None]:
         """Each settlement's instruction state at the bank (None: no instruction)."""
+
+    def prepared_legs(self) -> set[tuple[str, bytes]]:
+        """(leg target, settlement id) of every leg really prepared at its target: an escrow
+        a ``LegLocked`` event left PREPARED (in the final chain), a payment the bank held."""
 
     def bank_balance(self, account_id: str) -> int: ...
 
@@ -257,15 +266,42 @@ def supplies(
     return totals
 
 
+def short_id(sid: bytes) -> str:
+    """A settlement's id as verdicts and their witnesses name it."""
+    return "0x" + sid.hex()[:16]
+
+
+def sighting(record: Mapping[str, Any], at: float) -> SeenCertificate:
+    """A member's sighting of a certificate, from its history record ("certified": node,
+    target, epoch, round, decisions as [settlement id hex, action]), at run second ``at``."""
+    return SeenCertificate(
+        f"node {record['node']}",
+        round(at, 6),
+        str(record["target"]),
+        int(record["epoch"]),
+        int(record["round"]),
+        tuple((str(sid)[:18], str(action)) for sid, action in record["decisions"]),
+    )
+
+
+#: The decision each coordinator event applied (an unsafe self-refund applied none).
+_DECISION_OF_EVENT: Final = {"SettlementCommitted": "COMMIT", "SettlementAborted": "ABORT"}
+#: The decision each final bank state applied.
+_DECISION_OF_BANK_STATE: Final = {"EXECUTED": "COMMIT", "CANCELLED": "ABORT"}
+
+
 def run_state(
     scenario: Scenario,
     ledgers: Ledgers,
     parties: Mapping[str, str],
     tracked: Sequence[Tracked],
     supply_before: Mapping[str, int],
+    seen: Sequence[SeenCertificate] | None = None,
 ) -> RunState:
     """What the checks judge, read from ``ledgers`` once the run is over. Also records
-    every settlement's final leg states (ended or not) on it, for the summary."""
+    every settlement's final leg states (ended or not) on it, for the summary. ``seen``:
+    the certificates members accepted (None: not gathered; the certificate checks then
+    say unknown)."""
     s = scenario.settlements
     mode = MODES[scenario.mode]
     ids = [t.settlement_id for t in tracked]
@@ -291,7 +327,7 @@ def run_state(
         paid = s.payment_amount if legs.get(mode.payment_leg) is LegState.COMMITTED else 0
         outcomes.append(
             SettlementOutcome(
-                "0x" + item.settlement_id.hex()[:16],
+                short_id(item.settlement_id),
                 legs,
                 asset_to_buyer,
                 paid,
@@ -303,7 +339,30 @@ def run_state(
     before = dict(supply_before)
     after = supplies(scenario, ledgers, parties, tracked)
     _expected_balances(scenario, ledgers, parties, tracked, outcomes, before, after)
-    return RunState(tuple(outcomes), before, after)
+    certificates = None
+    if seen is not None:
+        certificates = (*seen, *_applied(events, raw))
+    prepared = frozenset((leg, short_id(sid)) for leg, sid in ledgers.prepared_legs())
+    return RunState(tuple(outcomes), before, after, certificates, prepared)
+
+
+def _applied(
+    events: Mapping[tuple[str, bytes], Sequence[str]], raw: RawLegs
+) -> list[SeenCertificate]:
+    """Every decision a chain or the bank applied, as a sighting of its certificate."""
+    applied = [
+        SeenCertificate(f"chain {leg}", None, leg, None, None, ((short_id(sid), decision),))
+        for (leg, sid), names in sorted(events.items())
+        for name in names
+        if (decision := _DECISION_OF_EVENT.get(name)) is not None
+    ]
+    for sid, state in sorted((raw.bank or {}).items()):
+        decision = _DECISION_OF_BANK_STATE.get(state or "")
+        if decision is not None:
+            applied.append(
+                SeenCertificate("bank", None, BANK, None, None, ((short_id(sid), decision),))
+            )
+    return applied
 
 
 def _expected_balances(

@@ -1,4 +1,5 @@
-"""Invariant checkers: atomicity, conservation and exactly-once, judged from final state.
+"""Invariant checkers: atomicity, conservation, exactly-once, no conflicting certificates
+and validity, judged from a run's final state and the certificates it saw.
 
 A run (real or simulated) ends with the state of every leg and the movements of value
 it saw: transfers out of the escrows, payments at the bank, mints on a destination
@@ -14,6 +15,13 @@ witness they found (a settlement id and what is wrong with it).
   escrowed and held value, and counting a bridge's locked value against what it minted.
 - **Exactly once**: no double payment, release or refund: each settlement is paid,
   released and refunded at most once on each leg.
+- **No conflicting certificates**: no settlement has both a COMMIT and an ABORT among
+  all the certificates seen: those members accepted (from messages, or formed as leader)
+  and those applied on a chain or at the bank. The witness names the two sightings.
+- **Validity**: a settlement with a COMMIT certified had every leg really prepared at
+  its target: the escrow fully locked on its chain (a ``LegLocked`` event that left it
+  PREPARED, still in the final chain), the payment held at the bank. A lie that f+1
+  members certified shows here (and usually in atomicity too).
 
 A verdict is ``valid``, ``invalid`` (with a witness) or ``unknown`` (the run did not
 gather what the check needs, e.g. a settlement that never ended). This module never
@@ -61,11 +69,38 @@ class SettlementOutcome:
 
 
 @dataclass(frozen=True)
+class SeenCertificate:
+    """One certificate a run saw, and who saw it: a member that accepted it (``where`` =
+    "node 2"), or a target that applied its decisions ("chain A", "bank"). ``decisions``
+    are (settlement id, action name) in the settlement outcomes' id form."""
+
+    where: str
+    at: float | None  # run seconds; None when the target's records carry no time
+    target: str
+    epoch: int | None
+    round: int | None
+    decisions: tuple[tuple[str, str], ...]
+
+    def describe(self, action: str) -> str:
+        when = "" if self.at is None else f" at {self.at:.3f} s"
+        if self.epoch is None:
+            return f"{action} applied by {self.where}{when}"
+        return (
+            f"{action} for {self.target} (epoch {self.epoch}, round {self.round}) "
+            f"accepted by {self.where}{when}"
+        )
+
+
+@dataclass(frozen=True)
 class RunState:
     settlements: tuple[SettlementOutcome, ...]
     # asset name -> total before / after (all holders, escrows and holds included)
     supply_before: Mapping[str, int] = field(default_factory=dict)
     supply_after: Mapping[str, int] = field(default_factory=dict)
+    # Every certificate seen; None: the run did not gather them.
+    certificates: tuple[SeenCertificate, ...] | None = None
+    # (leg target, settlement id) of every leg really prepared at its target; None: not read.
+    prepared: frozenset[tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -166,10 +201,82 @@ def check_exactly_once(state: RunState) -> Verdict:
     return Verdict("exactly-once", "valid", checked=len(state.settlements))
 
 
-CHECKS = (check_atomicity, check_conservation, check_exactly_once)
+def _in_order(certificates: Iterable[SeenCertificate]) -> list[SeenCertificate]:
+    """Sightings by time (those without one last), then by who saw them: the earliest
+    witnesses first, the same order in every run of the same history."""
+    return sorted(
+        certificates,
+        key=lambda c: (c.at is None, c.at or 0.0, c.where, c.target, c.epoch or 0, c.round or 0),
+    )
+
+
+def check_no_conflicting_certificates(state: RunState) -> Verdict:
+    name = "no-conflicting-certificates"
+    if state.certificates is None:
+        return Verdict(name, "unknown", "the run gathered no certificates")
+    first: dict[str, dict[str, SeenCertificate]] = {}
+    for cert in _in_order(state.certificates):
+        for sid, action in cert.decisions:
+            if action not in ("COMMIT", "ABORT"):
+                continue  # PREPARE conflicts with neither
+            seen = first.setdefault(sid, {})
+            other = "ABORT" if action == "COMMIT" else "COMMIT"
+            if other in seen:
+                return Verdict(
+                    name,
+                    "invalid",
+                    f"{sid}: {seen[other].describe(other)}, and {cert.describe(action)}",
+                )
+            seen.setdefault(action, cert)
+    return Verdict(name, "valid", checked=len(state.certificates))
+
+
+def check_validity(state: RunState) -> Verdict:
+    name = "validity"
+    if state.certificates is None or state.prepared is None:
+        return Verdict(name, "unknown", "the run gathered no certificates or leg records")
+    committed: dict[str, SeenCertificate] = {}
+    for cert in _in_order(state.certificates):
+        for sid, action in cert.decisions:
+            if action == "COMMIT":
+                committed.setdefault(sid, cert)
+    known = {s.settlement_id for s in state.settlements}
+    for sid, first in sorted(committed.items()):
+        if sid not in known:
+            return Verdict(
+                name, "invalid", f"{sid}: {first.describe('COMMIT')}, but no party created it"
+            )
+    for s in sorted(state.settlements, key=lambda s: s.settlement_id):
+        seen = committed.get(s.settlement_id)
+        if seen is None:
+            continue
+        for leg in sorted(s.legs):
+            if (leg, s.settlement_id) not in state.prepared:
+                return Verdict(
+                    name,
+                    "invalid",
+                    f"{s.settlement_id}: {seen.describe('COMMIT')}, but leg {leg} was never "
+                    f"prepared at its target ({_legs(s)})",
+                )
+    return Verdict(name, "valid", checked=len(committed))
+
+
+CHECKS = (
+    check_atomicity,
+    check_conservation,
+    check_exactly_once,
+    check_no_conflicting_certificates,
+    check_validity,
+)
 #: The invariant each check judges, in the order ``check_all`` gives their verdicts: the
 #: names a scenario's ``expect`` may use.
-CHECK_NAMES: Final = ("atomicity", "conservation", "exactly-once")
+CHECK_NAMES: Final = (
+    "atomicity",
+    "conservation",
+    "exactly-once",
+    "no-conflicting-certificates",
+    "validity",
+)
 
 
 def check_all(state: RunState) -> tuple[Verdict, ...]:

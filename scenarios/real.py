@@ -53,7 +53,7 @@ from chain_adapters.sender import TransactionReverted
 from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import RunReport, Tracked
-from scenarios.checks import LegState, check_all
+from scenarios.checks import LegState, SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
     bank_fault_cleared,
@@ -341,7 +341,9 @@ class RealRun(RealWorld):
                 self._bank_admin("PUT", "/admin/faults", {})  # read the final state at full speed
             node_metrics = self._scrape_nodes()
             ledgers = RealLedgers(self)
-            state = accounting.run_state(s, ledgers, addresses, self.tracked, supply_before)
+            state = accounting.run_state(
+                s, ledgers, addresses, self.tracked, supply_before, self._node_sightings()
+            )
             chain_steps = self._chain_steps(ledgers)
             verdicts = check_all(state)
             summary = accounting.summary(
@@ -380,6 +382,29 @@ class RealRun(RealWorld):
         self._merge_node_traces(chain_steps + self._bank_steps())
         accounting.write_summary(self.out, summary)
         return RunReport(s.name, s.mode, self.out, verdicts, summary)
+
+    def _node_records(self) -> list[dict[str, Any]]:
+        """Every record of every node's trace (``node/trace.py``: written line by line as
+        they happen, times in unix seconds); a line cut by a kill is skipped."""
+        records = []
+        for node_path in self.node_paths:
+            trace = node_path.parent / "data" / "trace.jsonl"
+            if not trace.exists():
+                continue
+            for raw in trace.read_text().splitlines():
+                try:
+                    records.append(json.loads(raw))
+                except json.JSONDecodeError:
+                    continue
+        return records
+
+    def _node_sightings(self) -> list[SeenCertificate]:
+        """Every certificate a member accepted: the "certified" records of the traces."""
+        return [
+            accounting.sighting(record, record["t"] - self._began_wall)
+            for record in self._node_records()
+            if record.get("event") == "certified"
+        ]
 
     def _chain_steps(self, ledgers: RealLedgers) -> list[dict[str, Any]]:
         """The committee's releases and refunds on every chain, from the coordinators' logs:
@@ -435,16 +460,7 @@ class RealRun(RealWorld):
         lines: list[tuple[float, int, str]] = []
         for order, line in enumerate(path.read_text().splitlines()):
             lines.append((json.loads(line)["t"], order, line))
-        records = list(steps)
-        for node_path in self.node_paths:
-            trace = node_path.parent / "data" / "trace.jsonl"
-            if not trace.exists():
-                continue
-            for raw in trace.read_text().splitlines():
-                try:
-                    records.append(json.loads(raw))
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
+        records = [*steps, *self._node_records()]
         for order, record in enumerate(records, start=len(lines) + 1):
             at = round(float(record.pop("t")) - self._began_wall, 6)
             event = record.pop("event")

@@ -48,7 +48,7 @@ from chain_adapters.sender import TransactionSender
 from chain_adapters.verifier import configure_bls_verifier
 from consensus.report import CommitteeConfig
 from node.legs import bank_account
-from node.modes import MODES
+from node.modes import BANK, MODES
 from node.provision import (
     MemberKeys,
     NodeStartError,
@@ -569,6 +569,17 @@ class RealLedgers:
         # thousands of settlements).
         known = self.run._bank_admin("GET", "/admin/instructions")["instructions"]
         return {sid: known.get("0x" + sid.hex()) for sid in ids}
+
+    def prepared_legs(self) -> set[tuple[str, bytes]]:
+        prepared = set()
+        for leg, side in self.run.chains.items():
+            for log in side.coordinator.contract.events.LegLocked().get_logs(from_block=0):
+                if int(log["args"]["state"]) == State.PREPARED:
+                    prepared.add((leg, bytes(log["args"]["settlementId"])))
+        if self.run.bank is not None:
+            held = self.run._bank_admin("GET", "/admin/instructions")["held"]
+            prepared |= {(BANK, bytes.fromhex(sid[2:])) for sid in held}
+        return prepared
 
     def bank_balance(self, account_id: str) -> int:
         assert self.run.bank_client is not None

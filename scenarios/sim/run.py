@@ -39,6 +39,7 @@ from chain_adapters.model import (
     MAX_UINT256,
     RECLAIMABLE,
     EscrowModel,
+    LegLocked,
     SettlementAborted,
     SettlementCommitted,
     SettlementExpired,
@@ -57,9 +58,10 @@ from node.config import consensus_parameters
 from node.driver import DriverConfig, TargetSpec
 from node.legs import bank_account
 from node.modes import BANK, MODES
+from node.trace import effect_records
 from scenarios import accounting
 from scenarios.accounting import RunReport, Tracked
-from scenarios.checks import check_all
+from scenarios.checks import SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
     NODE_FAULTS,
@@ -173,6 +175,7 @@ class SimRun:
         self.drive_start = 0.0
         self._by_id: dict[bytes, Tracked] = {}
         self._certified: set[int] = set()
+        self._seen: list[SeenCertificate] = []  # every certificate a member accepted
         self._driven = 0
         self._done: set[int] = set()
         self._finished = False
@@ -329,6 +332,8 @@ class SimRun:
 
     def _on_certified(self, node: int, certified: Certified) -> None:
         self._certified.add(node)
+        (record,) = effect_records(node, certified)
+        self._seen.append(accounting.sighting(record, self.queue.now))
 
     def _deliver_callback(self, node: int, event: Any, as_of_ms: int) -> bool:
         return self.world.deliver_callback(node, event, as_of_ms)
@@ -550,7 +555,9 @@ class SimRun:
         )
         self.history.write("run-end", reason=reason)
         ledgers = self.ledgers()
-        state = accounting.run_state(s, ledgers, self.parties, self.tracked, supply_before)
+        state = accounting.run_state(
+            s, ledgers, self.parties, self.tracked, supply_before, self._seen
+        )
         verdicts = check_all(state)
         stats = [m.driver.stats for m in self.world.members if m.driver is not None]
         summary = accounting.summary(
@@ -627,3 +634,14 @@ class SimLedgers:
 
     def bank_balance(self, account_id: str) -> int:
         return 0 if self.run.bank is None else self.run.bank.balance(account_id)
+
+    def prepared_legs(self) -> set[tuple[str, bytes]]:
+        prepared = {
+            (leg, event.settlement_id)
+            for leg, chain in self.run.chains.items()
+            for _block, _receipt, event in chain.events()
+            if isinstance(event, LegLocked) and event.state == State.PREPARED
+        }
+        if self.run.bank is not None:
+            prepared |= {(BANK, sid) for sid in self.run.bank.storage.held_settlements()}
+        return prepared

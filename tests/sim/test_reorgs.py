@@ -69,6 +69,8 @@ def test_with_a_block_on_top_per_reorged_block_atomicity_holds(tmp_path: Path, d
         "atomicity": "valid",
         "conservation": "valid",
         "exactly-once": "valid",
+        "no-conflicting-certificates": "valid",
+        "validity": "valid",
     }
     assert report.summary["committed"] == 1, "the settlement did not end committed"
     history = (report.out_dir / "history.jsonl").read_text()
@@ -84,4 +86,9 @@ def test_a_reorg_deeper_than_the_confirmations_breaks_atomicity_after_payment(
     assert atomicity["status"] == "invalid"
     assert "seller paid but the asset was not delivered" in atomicity["witness"]
     assert "A=none, bank=committed" in atomicity["witness"]
+    # The certified lock is gone from the final chain: the COMMIT is no longer valid.
+    validity = report.summary["checks"]["validity"]
+    assert validity["status"] == "invalid"
+    assert "but leg A was never prepared at its target" in validity["witness"]
+    assert report.summary["checks"]["no-conflicting-certificates"]["status"] == "valid"
     assert not report.ok
