@@ -43,7 +43,14 @@ __all__ = [
     "ConfigError",
     "ConsensusConfig",
     "Target",
+    "default_schedule",
 ]
+
+
+def default_schedule(n: int) -> tuple[int, ...]:
+    """The transmission schedule when none is given: one member, another one, then all."""
+    return (1, 1, n)
+
 
 #: The signer bitmap travels as a msgpack uint64 between nodes.
 MAX_NODES: Final = 64
@@ -240,7 +247,7 @@ class ConsensusConfig:
                 f"observation_quorum ({q!r}) must be between 2f+1={2 * f + 1} and n-f={n - f}"
             )
         if self.transmission_schedule is None:
-            object.__setattr__(self, "transmission_schedule", (1, 1, n))
+            object.__setattr__(self, "transmission_schedule", default_schedule(n))
         schedule = self.transmission_schedule
         if not isinstance(schedule, tuple) or not 1 <= len(schedule) < 1000:
             raise ConfigError("transmission_schedule must be a tuple of 1 to 999 stage sizes")

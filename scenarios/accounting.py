@@ -31,10 +31,13 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 from chain_adapters.model import State, Terms
+from consensus.config import default_schedule
+from node.driver import BANK_POLL_INTERVAL
 from node.legs import bank_account
 from node.modes import BANK, MODES
 from scenarios.checks import (
     LegState,
+    LivenessWindow,
     Movement,
     RunState,
     SeenCertificate,
@@ -47,13 +50,17 @@ from scenarios.history import plain
 from scenarios.schema import Scenario
 
 __all__ = [
+    "END_POLL_S",
+    "HEARTBEAT_S",
     "Ledgers",
     "RunReport",
     "Tracked",
     "chain_leg_state",
     "bank_leg_state",
     "ended",
+    "heal_at",
     "leg_states",
+    "liveness_bound",
     "percentile",
     "run_state",
     "short_id",
@@ -74,6 +81,69 @@ _OPEN_ON_CHAIN: Final = frozenset(
 )
 
 
+#: Both runners: empty blocks keep an automining chain's time moving this often.
+HEARTBEAT_S: Final = 1.0
+#: Both runners: how often they read every leg to see whether every settlement ended.
+END_POLL_S: Final = 0.5
+#: A watcher's poll of its chain endpoint (``node.pumps.evm``; the simulated world's too).
+WATCH_POLL_S: Final = 0.1
+#: Per certified step, for what the timing model leaves out: processing, RPC and queueing.
+PROCESSING_S: Final = 1.0
+
+
+def liveness_bound(scenario: Scenario) -> float:
+    """Seconds within which, once faults have healed (or its deadline passed), a
+    settlement must end with at most f members faulty. Per certified step of the mode
+    (PREPARE where a leg needs one, COMMIT, and COMMIT again for a leg that waits for
+    another): a round (DeltaRound + DeltaGrace), the transmission stages ((stages - 1) *
+    DeltaStage), seeing the previous step (a block past the confirmations, a watcher poll,
+    a bank poll, twice any bank latency) and the processing allowance; plus f + 1 leaders
+    that time out (DeltaProgress each) and a resend (DeltaResend) before an honest one
+    leads, a block to pass the deadline, and the runner's end poll. docs/ARCHITECTURE.md
+    gives the same formula."""
+    mode = MODES[scenario.mode]
+    timing = scenario.timing
+    steps = (
+        any(leg.needs_prepare_request for leg in mode.legs)
+        + 1
+        + any(leg.after is not None for leg in mode.legs)
+    )
+    block = max((c.block_time if c.block_time > 0 else HEARTBEAT_S) for c in scenario.chains)
+    confirmations = max(c.confirmations for c in scenario.chains)
+    latency = max(
+        (f.value / 1000 for f in scenario.faults if f.kind == "bank-latency"), default=0.0
+    )
+    seeing = (confirmations + 1) * block + WATCH_POLL_S
+    if mode.uses_bank:
+        seeing += BANK_POLL_INTERVAL + 2 * latency
+    stages = len(default_schedule(scenario.committee.n))
+    step = (
+        timing.delta_round
+        + timing.delta_grace
+        + (stages - 1) * timing.delta_stage
+        + seeing
+        + PROCESSING_S
+    )
+    pacemaker = (scenario.committee.f + 1) * timing.delta_progress + timing.delta_resend
+    return round(steps * step + pacemaker + block + END_POLL_S, 3)
+
+
+def heal_at(scenario: Scenario, drive_start: float) -> float:
+    """Run seconds when the last fault ended: a fault with a duration ends after it; a
+    stopped node stays down (it counts toward f) while the rest heals at once; any other
+    fault without a duration never ends (inf: liveness then judges only whether every
+    settlement ended)."""
+    ends = [0.0]
+    for fault in scenario.faults:
+        if fault.kind == "stop-node":
+            ends.append(fault.at)
+        elif fault.duration > 0:
+            ends.append(fault.at + fault.duration)
+        else:
+            return float("inf")
+    return drive_start + max(ends)
+
+
 @dataclass
 class Tracked:
     """One settlement a run drives, and what the runner saw of it."""
@@ -86,6 +156,8 @@ class Tracked:
     locked_at: float | None = None  # run seconds: the asset lock was mined
     released_at: float | None = None  # run seconds: the asset leg ended
     final: dict[str, LegState] = field(default_factory=dict)
+    deadline_at: float | None = None  # run seconds: its deadline (set with its terms)
+    ended_at: float | None = None  # run seconds: the runner saw every leg end
 
     @property
     def deadline(self) -> int | None:
@@ -297,11 +369,12 @@ def run_state(
     tracked: Sequence[Tracked],
     supply_before: Mapping[str, int],
     seen: Sequence[SeenCertificate] | None = None,
+    timed: tuple[float, float] | None = None,
 ) -> RunState:
     """What the checks judge, read from ``ledgers`` once the run is over. Also records
     every settlement's final leg states (ended or not) on it, for the summary. ``seen``:
     the certificates members accepted (None: not gathered; the certificate checks then
-    say unknown)."""
+    say unknown). ``timed``: (drive start, run end) in run seconds, for liveness."""
     s = scenario.settlements
     mode = MODES[scenario.mode]
     ids = [t.settlement_id for t in tracked]
@@ -334,6 +407,8 @@ def run_state(
                 s.asset_amount,
                 s.payment_amount,
                 tuple(movements),
+                item.deadline_at,
+                item.ended_at,
             )
         )
     before = dict(supply_before)
@@ -343,7 +418,11 @@ def run_state(
     if seen is not None:
         certificates = (*seen, *_applied(events, raw))
     prepared = frozenset((leg, short_id(sid)) for leg, sid in ledgers.prepared_legs())
-    return RunState(tuple(outcomes), before, after, certificates, prepared)
+    liveness = None
+    if timed is not None:
+        drive_start, run_end = timed
+        liveness = LivenessWindow(heal_at(scenario, drive_start), liveness_bound(scenario), run_end)
+    return RunState(tuple(outcomes), before, after, certificates, prepared, liveness)
 
 
 def _applied(

@@ -22,6 +22,12 @@ witness they found (a settlement id and what is wrong with it).
   its target: the escrow fully locked on its chain (a ``LegLocked`` event that left it
   PREPARED, still in the final chain), the payment held at the bank. A lie that f+1
   members certified shows here (and usually in atomicity too).
+- **Liveness after heal**: every settlement ends by ``max(heal, its deadline) + bound``,
+  where heal is when the last fault ended and the bound comes from the Delta parameters
+  (``scenarios.accounting.liveness_bound``, formula in ``docs/ARCHITECTURE.md``). The
+  protocol promises it only with at most f members faulty; the check judges every run,
+  so f+1 silent members make it invalid. A settlement still open when the run stopped,
+  before its limit, makes it unknown.
 
 A verdict is ``valid``, ``invalid`` (with a witness) or ``unknown`` (the run did not
 gather what the check needs, e.g. a settlement that never ended). This module never
@@ -66,6 +72,8 @@ class SettlementOutcome:
     asset_amount: int
     payment_amount: int
     movements: tuple[tuple[str, Movement], ...] = ()  # (leg target, movement), in order seen
+    deadline_at: float | None = None  # run seconds: the deadline (None: never created)
+    ended_at: float | None = None  # run seconds: the runner saw every leg end (None: open)
 
 
 @dataclass(frozen=True)
@@ -92,6 +100,17 @@ class SeenCertificate:
 
 
 @dataclass(frozen=True)
+class LivenessWindow:
+    """When a run's faults healed and how long after that (or after a settlement's
+    deadline) every settlement must have ended; ``run_end``: when the run stopped
+    watching (run seconds)."""
+
+    heal_at: float
+    bound_s: float
+    run_end: float
+
+
+@dataclass(frozen=True)
 class RunState:
     settlements: tuple[SettlementOutcome, ...]
     # asset name -> total before / after (all holders, escrows and holds included)
@@ -101,6 +120,7 @@ class RunState:
     certificates: tuple[SeenCertificate, ...] | None = None
     # (leg target, settlement id) of every leg really prepared at its target; None: not read.
     prepared: frozenset[tuple[str, str]] | None = None
+    liveness: LivenessWindow | None = None
 
 
 @dataclass(frozen=True)
@@ -261,12 +281,52 @@ def check_validity(state: RunState) -> Verdict:
     return Verdict(name, "valid", checked=len(committed))
 
 
+def check_liveness(state: RunState) -> Verdict:
+    name = "liveness"
+    window = state.liveness
+    if window is None:
+        return Verdict(name, "unknown", "the run did not time its settlements")
+    waiting = []
+    for s in sorted(state.settlements, key=lambda s: s.settlement_id):
+        if s.deadline_at is None:
+            waiting.append(s.settlement_id)
+            continue
+        limit = max(window.heal_at, s.deadline_at) + window.bound_s
+        if s.ended_at is not None and s.ended_at <= limit:
+            continue
+        if s.ended_at is None and window.run_end < limit:
+            waiting.append(s.settlement_id)
+            continue
+        seen = (
+            f"ended at {s.ended_at:.3f} s"
+            if s.ended_at is not None
+            else f"still open when the run stopped at {window.run_end:.3f} s"
+        )
+        return Verdict(
+            name,
+            "invalid",
+            f"{s.settlement_id}: {seen}, after its limit {limit:.3f} s = max(heal "
+            f"{window.heal_at:.3f} s, deadline {s.deadline_at:.3f} s) + bound "
+            f"{window.bound_s:.3f} s ({_legs(s)})",
+        )
+    if waiting:
+        return Verdict(
+            name,
+            "unknown",
+            f"{len(waiting)} settlement(s) open when the run stopped, before their limit, "
+            f"e.g. {waiting[0]}",
+            len(state.settlements),
+        )
+    return Verdict(name, "valid", checked=len(state.settlements))
+
+
 CHECKS = (
     check_atomicity,
     check_conservation,
     check_exactly_once,
     check_no_conflicting_certificates,
     check_validity,
+    check_liveness,
 )
 #: The invariant each check judges, in the order ``check_all`` gives their verdicts: the
 #: names a scenario's ``expect`` may use.
@@ -276,6 +336,7 @@ CHECK_NAMES: Final = (
     "exactly-once",
     "no-conflicting-certificates",
     "validity",
+    "liveness",
 )
 
 

@@ -52,7 +52,7 @@ from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted
 from node.modes import BANK, MODES
 from scenarios import accounting
-from scenarios.accounting import RunReport, Tracked
+from scenarios.accounting import END_POLL_S, RunReport, Tracked
 from scenarios.checks import LegState, SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
@@ -75,7 +75,6 @@ from scenarios.workload import (
 )
 
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
-END_POLL_S = 0.5  # how often it reads every leg to see whether the run has ended
 
 
 class RealRun(RealWorld):
@@ -114,6 +113,8 @@ class RealRun(RealWorld):
         # Deadlines count from now by the wall clock: the latest block's timestamp is only
         # as recent as the last transaction (anvil stamps new blocks with the wall clock).
         deadline = int(time.time()) + deadline_after(self.scenario, planned)
+        # In run seconds: the first whole chain second past the deadline.
+        item.deadline_at = deadline + 1.0 - self._began_wall
         addresses = {name: party["address"] for name, party in self.parties.items()}
         item.terms = terms_for(self.scenario, planned, addresses, self._tokens(), deadline)
         self.history.write("settlement", **item.record(deadline))
@@ -293,9 +294,10 @@ class RealRun(RealWorld):
                 time.sleep(END_POLL_S)
                 continue
             chain_time = int(self.chains["A"].rpc.eth.get_block("latest")["timestamp"])
-            done |= {
-                t.index for t in open_items if accounting.ended(self.scenario, t, raw, chain_time)
-            }
+            for t in open_items:
+                if accounting.ended(self.scenario, t, raw, chain_time):
+                    done.add(t.index)
+                    t.ended_at = time.time() - self._began_wall
             self.progress("settlements ended", len(done), total)
             if len(done) == total and all(t.terms for t in self.tracked):
                 return "ended"
@@ -320,6 +322,7 @@ class RealRun(RealWorld):
             self.start_nodes()
             self.tracked = self._plan()
             self.history.write("drive-start")
+            drive_start = time.time() - self._began_wall
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)
             watcher.start()
@@ -342,7 +345,13 @@ class RealRun(RealWorld):
             node_metrics = self._scrape_nodes()
             ledgers = RealLedgers(self)
             state = accounting.run_state(
-                s, ledgers, addresses, self.tracked, supply_before, self._node_sightings()
+                s,
+                ledgers,
+                addresses,
+                self.tracked,
+                supply_before,
+                self._node_sightings(),
+                (drive_start, time.time() - self._began_wall),
             )
             chain_steps = self._chain_steps(ledgers)
             verdicts = check_all(state)

@@ -58,13 +58,13 @@ from node.provision import (
     write_committee,
 )
 from processes import ManagedProcess
+from scenarios.accounting import HEARTBEAT_S
 from scenarios.history import CHAIN_STEPS, History
 from scenarios.schema import Scenario
 from scenarios.workload import (
     ChainTokens,
 )
 
-HEARTBEAT_S = 1.0  # empty blocks keep chain time moving on automining chains
 # Node transactions run between a party's gas estimate and its lock: a release that empties
 # the escrow's balance makes the next lock's token transfer write a zero slot again (+20k).
 PARTY_GAS_MARGIN = 1.6

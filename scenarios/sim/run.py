@@ -60,7 +60,7 @@ from node.legs import bank_account
 from node.modes import BANK, MODES
 from node.trace import effect_records
 from scenarios import accounting
-from scenarios.accounting import RunReport, Tracked
+from scenarios.accounting import END_POLL_S, HEARTBEAT_S, RunReport, Tracked
 from scenarios.checks import SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
@@ -93,8 +93,6 @@ __all__ = ["SimReport", "SimRun", "check_simulable"]
 GENESIS_TIME: Final = 1_800_000_000
 #: The committee's links in sim: loopback-like delays (the next issue adds scenario keys).
 DEFAULT_NETWORK: Final = NetworkProfile(delay=0.0015, jitter=0.001)
-HEARTBEAT_S: Final = 1.0  # empty blocks keep an automining chain's time moving (as real)
-END_POLL_S: Final = 0.5  # how often the runner looks whether every settlement ended
 RECLAIM_POLL_S: Final = 0.25
 LIVE_TIMEOUT_S: Final = 60.0
 CRYPTO_SUITES: Final = ("real", "fast")
@@ -379,6 +377,8 @@ class SimRun:
         self._by_id[item.settlement_id] = item
         chain_a = self.chains["A"]
         deadline = chain_a.timestamp_at(self.queue.now) + deadline_after(s, planned)
+        # In run seconds: the first whole chain second past the deadline.
+        item.deadline_at = self.queue.now + deadline_after(s, planned) + 1.0
         item.terms = terms_for(s, planned, self.parties, self.tokens, deadline)
         steps = party_steps(s, planned)
         self.history.write("settlement", **item.record(deadline))
@@ -482,9 +482,10 @@ class SimRun:
                 self.scenario, self.ledgers(), [t.settlement_id for t in open_items]
             )
             chain_time = self.chains["A"].head.timestamp
-            self._done |= {
-                t.index for t in open_items if accounting.ended(self.scenario, t, raw, chain_time)
-            }
+            for t in open_items:
+                if accounting.ended(self.scenario, t, raw, chain_time):
+                    self._done.add(t.index)
+                    t.ended_at = self.queue.now
             self.progress("settlements ended", len(self._done), total)
             if len(self._done) == total:
                 self._finished = True
@@ -556,7 +557,13 @@ class SimRun:
         self.history.write("run-end", reason=reason)
         ledgers = self.ledgers()
         state = accounting.run_state(
-            s, ledgers, self.parties, self.tracked, supply_before, self._seen
+            s,
+            ledgers,
+            self.parties,
+            self.tracked,
+            supply_before,
+            self._seen,
+            (self.drive_start, self.queue.now),
         )
         verdicts = check_all(state)
         stats = [m.driver.stats for m in self.world.members if m.driver is not None]

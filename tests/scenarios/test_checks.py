@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scenarios.checks import (
     CHECK_NAMES,
     LegState,
+    LivenessWindow,
     Movement,
     RunState,
     SeenCertificate,
@@ -17,6 +20,7 @@ from scenarios.checks import (
     check_atomicity,
     check_conservation,
     check_exactly_once,
+    check_liveness,
     check_no_conflicting_certificates,
     check_validity,
     expectation_differences,
@@ -58,7 +62,12 @@ def seen(where: str, at: float | None, *decisions: tuple[str, str]) -> SeenCerti
 
 def honest(outcomes: tuple[SettlementOutcome, ...], supply: dict[str, int]) -> RunState:
     """A run's state with what an honest committee leaves: a certificate per settlement
-    (COMMIT or ABORT, as it ended) and every leg of a committed one prepared."""
+    (COMMIT or ABORT, as it ended), every leg of a committed one prepared, and every
+    settlement ended before its deadline."""
+    outcomes = tuple(
+        dataclasses.replace(o, deadline_at=30.0 + i, ended_at=5.0 + i)
+        for i, o in enumerate(outcomes)
+    )
     certificates = tuple(
         seen("node 0", 1.0 + i, (o.settlement_id, "COMMIT" if C in o.legs.values() else "ABORT"))
         for i, o in enumerate(outcomes)
@@ -66,7 +75,9 @@ def honest(outcomes: tuple[SettlementOutcome, ...], supply: dict[str, int]) -> R
     prepared = frozenset(
         (leg, o.settlement_id) for o in outcomes if C in o.legs.values() for leg in o.legs
     )
-    return RunState(outcomes, supply, dict(supply), certificates, prepared)
+    return RunState(
+        outcomes, supply, dict(supply), certificates, prepared, LivenessWindow(2.0, 10.0, 60.0)
+    )
 
 
 def test_honest_run_passes() -> None:
@@ -121,6 +132,35 @@ def test_certificates_conflict_exactly_when_one_settlement_has_commit_and_abort(
         sid = verdict.witness.split(":")[0]
         assert {"COMMIT", "ABORT"} <= actions[sid]
         assert "COMMIT" in verdict.witness and "ABORT" in verdict.witness
+
+
+def test_liveness_needs_every_settlement_ended_by_its_limit() -> None:
+    window = LivenessWindow(heal_at=20.0, bound_s=10.0, run_end=100.0)
+
+    def judged(
+        deadline_at: float | None, ended_at: float | None, run_end: float = 100.0
+    ) -> Verdict:
+        outcome = dataclasses.replace(committed(), deadline_at=deadline_at, ended_at=ended_at)
+        return check_liveness(
+            RunState((outcome,), liveness=dataclasses.replace(window, run_end=run_end))
+        )
+
+    # The limit is max(heal 20, deadline) + 10.
+    assert judged(15.0, 30.0).ok and judged(35.0, 45.0).ok
+    late = judged(15.0, 30.5)
+    assert late.status == "invalid" and late.witness.startswith(
+        "s1: ended at 30.500 s, after its limit 30.000 s = max(heal 20.000 s, deadline "
+        "15.000 s) + bound 10.000 s"
+    )
+    assert "still open when the run stopped at 100.000 s" in judged(15.0, None).witness
+    # Open, but the run stopped before the limit: cannot say; never created: cannot say.
+    assert judged(15.0, None, run_end=29.0).status == "unknown"
+    assert judged(None, None).status == "unknown"
+    assert check_liveness(RunState((committed(),))).status == "unknown"
+    # A fault that never heals (heal = inf) leaves only "every settlement ended".
+    never = LivenessWindow(float("inf"), 10.0, 100.0)
+    ended = dataclasses.replace(committed(), deadline_at=15.0, ended_at=99.0)
+    assert check_liveness(RunState((ended,), liveness=never)).ok
 
 
 def test_validity_needs_every_leg_of_a_committed_settlement_prepared() -> None:

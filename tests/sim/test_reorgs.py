@@ -71,6 +71,7 @@ def test_with_a_block_on_top_per_reorged_block_atomicity_holds(tmp_path: Path, d
         "exactly-once": "valid",
         "no-conflicting-certificates": "valid",
         "validity": "valid",
+        "liveness": "valid",
     }
     assert report.summary["committed"] == 1, "the settlement did not end committed"
     history = (report.out_dir / "history.jsonl").read_text()
