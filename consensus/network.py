@@ -12,6 +12,11 @@ fault means the same thing in both:
 - partitions: during ``[start, min(end, heal_at))`` messages between ``side`` and the rest
   are lost; a one-way partition loses only those sent *from* ``side``. A partition whose
   side is one node isolates that node;
+- link faults (``LinkFault``, a scenario's network faults): during ``[start, end)``, on
+  the links from ``senders`` to ``receivers``, a message is lost with probability
+  ``drop``, sent twice with probability ``duplicate``, delayed by ``delay`` plus a
+  uniform ``[0, jitter]``, and held back by a uniform ``[0, reorder_delay]`` with
+  probability ``reorder``. Several active faults on one link all apply, in their order;
 - crashes (``Crash``) are the world's business (the network only carries messages), but
   their description lives here so both simulations read the same schedule.
 
@@ -26,7 +31,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["Crash", "NetworkProfile", "Partition", "SimulatedNetwork"]
+__all__ = ["Crash", "LinkFault", "NetworkProfile", "Partition", "SimulatedNetwork"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +64,30 @@ class Partition:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkFault:
+    """During ``[start, end)``, what happens to messages from a member in ``senders`` to one
+    in ``receivers`` (an empty set: every member). Delays in virtual seconds."""
+
+    start: float
+    end: float
+    senders: frozenset[int] = frozenset()
+    receivers: frozenset[int] = frozenset()
+    drop: float = 0.0
+    duplicate: float = 0.0
+    delay: float = 0.0
+    jitter: float = 0.0
+    reorder: float = 0.0
+    reorder_delay: float = 0.2
+
+    def covers(self, src: int, dst: int, now: float) -> bool:
+        return (
+            self.start <= now < self.end
+            and (not self.senders or src in self.senders)
+            and (not self.receivers or dst in self.receivers)
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Crash:
     """Node ``node`` loses its volatile state at ``at`` and restarts at ``restart_at``
     (None: at heal_at, or 1 s later if that has passed). With ``after_actions`` = k the
@@ -71,7 +100,9 @@ class Crash:
 
 
 class SimulatedNetwork:
-    """Routes messages between ``n`` members by a profile, partitions and a heal time."""
+    """Routes messages between ``n`` members by a profile, partitions, link faults and a
+    heal time (which ends the profile's faults and the partitions, not the link faults:
+    each of those has its own window)."""
 
     def __init__(
         self,
@@ -81,10 +112,12 @@ class SimulatedNetwork:
         *,
         partitions: tuple[Partition, ...] = (),
         heal_at: float = 0.0,
+        link_faults: tuple[LinkFault, ...] = (),
     ) -> None:
         self.profile = profile
         self.partitions = partitions
         self.heal_at = heal_at
+        self.link_faults = link_faults
         self.rng = rng
         self.link_delay = [
             [profile.delay + rng.uniform(0, profile.link_spread) for _ in range(n)]
@@ -109,11 +142,24 @@ class SimulatedNetwork:
         rng = self.rng
         if faulty and net.drop and rng.random() < net.drop:
             return "drop"
+        active = [f for f in self.link_faults if f.covers(src, dst, now)]
+        for fault in active:
+            if fault.drop and rng.random() < fault.drop:
+                return "drop"
         copies = 2 if faulty and net.duplicate and rng.random() < net.duplicate else 1
+        for fault in active:
+            if fault.duplicate and rng.random() < fault.duplicate:
+                copies = 2
         delays = []
         for _ in range(copies):
             delay = self.link_delay[src][dst] + rng.uniform(0, net.jitter)
             if faulty and net.reorder and rng.random() < net.reorder:
                 delay += rng.uniform(0, net.reorder_delay)
+            for fault in active:
+                delay += fault.delay
+                if fault.jitter:
+                    delay += rng.uniform(0, fault.jitter)
+                if fault.reorder and rng.random() < fault.reorder:
+                    delay += rng.uniform(0, fault.reorder_delay)
             delays.append(delay)
         return tuple(delays)

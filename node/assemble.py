@@ -19,10 +19,12 @@ from node.config import NodeConfig, consensus_parameters
 from node.driver import DriverConfig, NodeDriver, TargetSpec
 from node.identity import IdentityError, load_identity_file
 from node.metrics import serve_metrics
+from node.netfaults import FaultyTransport
 from node.p2p import P2PConfig, P2PConfigError, P2PTransport
 from node.pumps import Pump, TargetError, build_pumps
 from node.runtime import NodeRuntime, TraceFile
 from node.store import SafetyFile
+from node.transport import Transport
 
 
 class AssemblyError(Exception):
@@ -141,7 +143,10 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     trace = TraceFile(
         config.data_dir / "trace.jsonl", config.index, config.n, messages=config.trace_messages
     )
-    runtime = NodeRuntime(driver, transport, store, pumps, trace)
+    sending: Transport = transport
+    if config.fault_plan is not None:
+        sending = FaultyTransport(transport, config.fault_plan)
+    runtime = NodeRuntime(driver, sending, store, pumps, trace)
     closers.append(runtime.close)
     host, _, port = config.metrics.rpartition(":")
     metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))

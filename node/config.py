@@ -20,7 +20,9 @@ their own). It names:
 - ``listen``: the libp2p multiaddr to listen on; ``metrics``: host:port of the
   Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store and
   the node's trace (``trace.jsonl``, its part of a run's history) live;
-  ``trace_messages``: also trace every message sent and received (off by default).
+  ``trace_messages``: also trace every message sent and received (off by default);
+  ``fault_plan``: a file of network-fault windows a run's driver may write, applied to
+  every frame this node sends (``node.netfaults``; none by default).
 
 Every mistake is one :class:`NodeConfigError` line naming the file, the key and the fix.
 This module only reads and validates; it starts nothing.
@@ -113,6 +115,7 @@ class NodeConfig:
     allow_unsafe_threshold: bool = False
     log_level: str = "info"
     trace_messages: bool = False  # also write every message sent and received to the trace
+    fault_plan: Path | None = None  # network-fault windows for the frames sent (netfaults)
 
     @property
     def n(self) -> int:
@@ -203,6 +206,7 @@ _TOP = {
     "allow_unsafe_threshold",
     "log_level",
     "trace_messages",
+    "fault_plan",
 }
 
 
@@ -356,4 +360,5 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         allow_unsafe_threshold=r.get(raw, "", "allow_unsafe_threshold", bool, False),
         log_level=r.get(raw, "", "log_level", str, "info"),
         trace_messages=r.get(raw, "", "trace_messages", bool, False),
+        fault_plan=(r.path_of(r.get(raw, "", "fault_plan", str)) if "fault_plan" in raw else None),
     )

@@ -77,6 +77,8 @@ def write_committee(
     leader_selection_key: bytes | None = None,
     allow_unsafe_threshold: bool = False,
     log_level: str = "info",
+    trace_messages: bool = False,
+    fault_plan: str | None = None,
 ) -> list[Path]:
     """Write every member's files; returns the config paths in committee order."""
     leader_key = leader_selection_key or dev_leader_selection_key([m.seed for m in members])
@@ -125,7 +127,10 @@ def write_committee(
             "timing": timing or {},
             "allow_unsafe_threshold": allow_unsafe_threshold,
             "log_level": log_level,
+            "trace_messages": trace_messages,
         }
+        if fault_plan is not None:
+            config["fault_plan"] = fault_plan
         path = home / "config.json"
         path.write_text(json.dumps(config, indent=2))
         paths.append(path)

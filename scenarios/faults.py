@@ -1,9 +1,12 @@
 """What a scenario's faults mean, the same in both worlds.
 
-A scenario lists faults (``[[faults]]``: kind, at, node, duration, value). Node faults
-stop or kill a member (and restart it after ``duration``); bank faults change the bank's
-fault settings (``bank_adapter.faults.FaultConfig``), which the real runner sets through
-the bank's admin API and the simulated bank takes directly. Bank faults *add up*: a later
+A scenario lists faults (``[[faults]]``: kind, at, duration and the kind's own keys,
+``scenarios.schema.Fault``). Node faults stop or kill a member (and restart it after
+``duration``); bank faults change the bank's fault settings
+(``bank_adapter.faults.FaultConfig``), which the real runner sets through the bank's admin
+API and the simulated bank takes directly; network faults become the simulated network's
+partitions and link faults (``consensus.network``), and in a real run the same windows
+act on the encoded frames each node sends (``node.netfaults``). Bank faults *add up*: a later
 fault changes its own settings and keeps the others (a duplicate-callback fault from the
 start still holds after an outage began), and a fault with a ``duration`` is taken back
 when it ends (an outage carries its own window).
@@ -16,15 +19,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from scenarios.schema import Fault
+from consensus.network import LinkFault, Partition
+from scenarios.schema import NETWORK_FAULTS, Fault
 
 __all__ = [
     "BANK_FAULTS",
+    "NETWORK_FAULTS",
     "NODE_FAULTS",
     "bank_fault_cleared",
     "bank_fault_settings",
     "fault_ends",
     "fault_record",
+    "network_faults",
 ]
 
 NODE_FAULTS = ("kill-node", "stop-node")
@@ -43,14 +49,64 @@ def fault_ends(fault: Fault) -> bool:
     return fault.duration > 0 and fault.kind != "stop-node"
 
 
+#: How long a reordered message is held back at most (seconds).
+REORDER_DELAY_S = 0.2
+
+
 def fault_record(fault: Fault) -> dict[str, Any]:
-    """The fields of the history's "fault" line of a scenario fault (both worlds)."""
-    return {
+    """The fields of the history's "fault" line of a scenario fault (both worlds): kind,
+    node, duration and value, then the network keys the fault sets."""
+    record: dict[str, Any] = {
         "kind": fault.kind,
         "node": fault.node,
         "duration": fault.duration,
         "value": fault.value,
     }
+    if fault.jitter:
+        record["jitter"] = fault.jitter
+    if fault.side:
+        record["side"] = list(fault.side)
+    if fault.one_way:
+        record["one_way"] = True
+    if fault.from_nodes:
+        record["from"] = list(fault.from_nodes)
+    if fault.to_nodes:
+        record["to"] = list(fault.to_nodes)
+    return record
+
+
+def network_faults(
+    faults: tuple[Fault, ...], drive_start: float
+) -> tuple[tuple[Partition, ...], tuple[LinkFault, ...]]:
+    """A scenario's network faults as partitions and link faults with absolute windows
+    (``drive_start`` plus the faults' own times): what they mean, in one place."""
+    partitions = []
+    links = []
+    for fault in faults:
+        if fault.kind not in NETWORK_FAULTS:
+            continue
+        start, end = drive_start + fault.at, drive_start + fault.at + fault.duration
+        if fault.kind == "partition":
+            partitions.append(Partition(start, end, fault.side, fault.one_way))
+        elif fault.kind == "isolate":
+            partitions.append(Partition(start, end, (fault.node,)))
+        else:
+            rate = {fault.kind: fault.value}
+            links.append(
+                LinkFault(
+                    start,
+                    end,
+                    frozenset(fault.from_nodes),
+                    frozenset(fault.to_nodes),
+                    drop=rate.get("drop", 0.0),
+                    duplicate=rate.get("duplicate", 0.0),
+                    delay=rate.get("delay", 0.0) / 1000,
+                    jitter=fault.jitter / 1000,
+                    reorder=rate.get("reorder", 0.0),
+                    reorder_delay=REORDER_DELAY_S,
+                )
+            )
+    return tuple(partitions), tuple(links)
 
 
 def bank_fault_settings(

@@ -228,7 +228,7 @@ class RealRun(RealWorld):
         elif fault.kind == "stop-node":
             self.nodes[fault.node].stop()
             self.history.write("node-stop", node=fault.node, how="stop")
-        elif self.bank is not None:
+        elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_settings(
                 self._bank_faults, fault, time.time(), self.scenario.seed
             )
@@ -322,6 +322,7 @@ class RealRun(RealWorld):
             self.start_nodes()
             self.tracked = self._plan()
             self.history.write("drive-start")
+            self.write_fault_plans(time.time())
             drive_start = time.time() - self._began_wall
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)

@@ -49,6 +49,7 @@ from chain_adapters.verifier import configure_bls_verifier
 from consensus.report import CommitteeConfig
 from node.legs import bank_account
 from node.modes import BANK, MODES
+from node.netfaults import plan_json
 from node.provision import (
     MemberKeys,
     NodeStartError,
@@ -59,6 +60,7 @@ from node.provision import (
 )
 from processes import ManagedProcess
 from scenarios.accounting import HEARTBEAT_S
+from scenarios.faults import NETWORK_FAULTS, network_faults
 from scenarios.history import CHAIN_STEPS, History
 from scenarios.schema import Scenario
 from scenarios.workload import (
@@ -68,6 +70,7 @@ from scenarios.workload import (
 # Node transactions run between a party's gas estimate and its lock: a release that empties
 # the escrow's balance makes the next lock's token transfer write a zero slot again (+20k).
 PARTY_GAS_MARGIN = 1.6
+FAULT_PLAN = "data/faults.json"  # a node's network-fault plan, beside its config
 
 
 class RunError(Exception):
@@ -405,7 +408,27 @@ class RealWorld:
             targets_for=targets_for,
             timing=timing,
             allow_unsafe_threshold=s.committee.unsafe_allow_low_threshold,
+            # Network faults act on the frames nodes send; their messages show it.
+            trace_messages=self.has_network_faults,
+            fault_plan=FAULT_PLAN if self.has_network_faults else None,
         )
+
+    @property
+    def has_network_faults(self) -> bool:
+        return any(f.kind in NETWORK_FAULTS for f in self.scenario.faults)
+
+    def write_fault_plans(self, drive_start_unix: float) -> None:
+        """Every node's network-fault windows, in unix seconds from the drive's start
+        (``node.netfaults``), written whole (a node never reads half a plan)."""
+        if not self.has_network_faults:
+            return
+        text = plan_json(*network_faults(self.scenario.faults, drive_start_unix))
+        for path in self.node_paths:
+            plan = path.parent / FAULT_PLAN
+            plan.parent.mkdir(parents=True, exist_ok=True)
+            staged = plan.with_suffix(".staged")
+            staged.write_text(text)
+            staged.replace(plan)
 
     def _start_node(self, index: int) -> ManagedProcess:
         proc = start_node(index, self.node_paths[index])

@@ -30,6 +30,8 @@ from scenarios.checks import CHECK_NAMES
 
 MODES = SCENARIO_MODES  # the registry: node.modes
 FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
+#: Network faults: they act on the messages between members during their window.
+NETWORK_FAULTS = ("partition", "isolate", "drop", "delay", "duplicate", "reorder")
 FAULT_KINDS = (
     "kill-node",
     "stop-node",
@@ -37,6 +39,7 @@ FAULT_KINDS = (
     "bank-latency",
     "bank-error-rate",
     "bank-duplicate-callbacks",
+    *NETWORK_FAULTS,
 )
 
 
@@ -108,11 +111,31 @@ class Settlements:
 
 @dataclass(frozen=True)
 class Fault:
+    """One ``[[faults]]`` entry: ``kind`` from ``at`` (seconds after the drive began) for
+    ``duration`` seconds. Node faults name a ``node``; bank faults a ``value``. Network
+    faults (``NETWORK_FAULTS``) must heal (a positive ``duration``):
+
+    - ``partition``: messages between the members in ``side`` and the others are lost;
+      with ``one_way = true`` only those sent from ``side``;
+    - ``isolate``: the same, with ``node`` alone on its side;
+    - ``drop``, ``duplicate``, ``reorder``: each message on the chosen links is lost, sent
+      twice, or held back up to 200 ms (behind later ones) with probability ``value``;
+    - ``delay``: each message on the chosen links takes ``value`` ms more, plus up to
+      ``jitter`` ms.
+
+    The chosen links run from the members in ``from`` to those in ``to`` (TOML keys; an
+    empty or missing list means every member)."""
+
     kind: str
     at: float
     node: int = -1
     duration: float = 0.0
     value: float = 0.0
+    jitter: float = 0.0
+    side: tuple[int, ...] = ()
+    one_way: bool = False
+    from_nodes: tuple[int, ...] = ()  # TOML "from"
+    to_nodes: tuple[int, ...] = ()  # TOML "to"
 
 
 @dataclass(frozen=True)
@@ -187,7 +210,8 @@ class _Reader:
 
     def table(self, prefix: str, raw: Any, cls: type, required: tuple[str, ...] = ()) -> Any:
         raw = self.value(prefix, raw, dict)
-        known = {f.name: f for f in fields(cls)}
+        aliases = _TOML_KEYS.get(cls, {})
+        known = {aliases.get(f.name, f.name): f for f in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, item in raw.items():
             spec = known.get(key)
@@ -199,14 +223,33 @@ class _Reader:
                     "unknown key",
                     f"remove it or use one of {', '.join(sorted(k for k in known if k != 'fail'))}",
                 )
+            if str(spec.type) == "tuple[int, ...]":
+                kwargs[spec.name] = self.nodes(f"{prefix}.{key}", item)
+                continue
             kind = {"int": int, "float": float, "str": str, "bool": bool}[str(spec.type)]
-            kwargs[key] = self.value(f"{prefix}.{key}", item, kind)
+            kwargs[spec.name] = self.value(f"{prefix}.{key}", item, kind)
         for key in required:
             if key not in kwargs:
                 raise self.fail(
                     f"{prefix}.{key}", "missing", f"add {key} = ... to [{prefix.split('[')[0]}]"
                 )
         return cls(**kwargs)
+
+    def nodes(self, key: str, raw: Any) -> tuple[int, ...]:
+        """A list of member indexes (each once)."""
+        items = self.value(key, raw, list)
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, int):
+                raise self.fail(
+                    key, f"{item!r} is not a member index", "list integers, e.g. [0, 1]"
+                )
+        if len(set(items)) != len(items):
+            raise self.fail(key, "a member is listed twice", "list each member once")
+        return tuple(items)
+
+
+#: Dataclass fields whose TOML key is another word ("from" is a Python keyword).
+_TOML_KEYS: dict[type, dict[str, str]] = {Fault: {"from_nodes": "from", "to_nodes": "to"}}
 
 
 def load(path: str | Path) -> Scenario:
@@ -325,18 +368,8 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         for i, item in enumerate(raw.get("faults", []))
     )
     for i, fault in enumerate(faults):
-        if fault.kind not in FAULT_KINDS:
-            raise reader.fail(
-                f"faults[{i}].kind",
-                f"unknown fault {fault.kind!r}",
-                f"use one of {', '.join(FAULT_KINDS)}",
-            )
-        if fault.kind.endswith("-node") and not 0 <= fault.node < committee.n:
-            raise reader.fail(
-                f"faults[{i}].node",
-                f"node {fault.node} is not in the committee of {committee.n}",
-                f"use 0..{committee.n - 1}",
-            )
+        _check_fault(reader, f"faults[{i}]", fault, committee.n)
+    _check_windows(reader, faults, committee.n)
 
     time_limit = reader.value("time_limit", raw.get("time_limit", 120.0), float)
     if time_limit <= 0:
@@ -376,6 +409,120 @@ def _expect(reader: _Reader, raw: Any) -> tuple[str, ...]:
             raise reader.fail("expect", f"check {item!r} is named twice", "name each check once")
         names.append(item)
     return tuple(names)
+
+
+#: The keys each fault kind may use besides kind, at and duration.
+_FAULT_KEYS: dict[str, frozenset[str]] = {
+    "kill-node": frozenset({"node"}),
+    "stop-node": frozenset({"node"}),
+    "bank-outage": frozenset(),
+    "bank-latency": frozenset({"value"}),
+    "bank-error-rate": frozenset({"value"}),
+    "bank-duplicate-callbacks": frozenset({"value"}),
+    "partition": frozenset({"side", "one_way"}),
+    "isolate": frozenset({"node"}),
+    "drop": frozenset({"value", "from_nodes", "to_nodes"}),
+    "delay": frozenset({"value", "jitter", "from_nodes", "to_nodes"}),
+    "duplicate": frozenset({"value", "from_nodes", "to_nodes"}),
+    "reorder": frozenset({"value", "from_nodes", "to_nodes"}),
+}
+
+
+def _check_fault(reader: _Reader, key: str, fault: Fault, n: int) -> None:
+    if fault.kind not in FAULT_KINDS:
+        raise reader.fail(
+            f"{key}.kind", f"unknown fault {fault.kind!r}", f"use one of {', '.join(FAULT_KINDS)}"
+        )
+    defaults = Fault(fault.kind, fault.at)
+    allowed = _FAULT_KEYS[fault.kind]
+    for spec in fields(Fault):
+        name = spec.name
+        if name in ("kind", "at", "duration") or name in allowed:
+            continue
+        if getattr(fault, name) != getattr(defaults, name):
+            toml = _TOML_KEYS[Fault].get(name, name)
+            raise reader.fail(
+                f"{key}.{toml}", f"a {fault.kind} fault has no {toml}", "remove the key"
+            )
+    if fault.at < 0 or fault.duration < 0:
+        raise reader.fail(key, "at and duration must not be negative", "give seconds >= 0")
+    if "node" in allowed and not 0 <= fault.node < n:
+        raise reader.fail(
+            f"{key}.node", f"node {fault.node} is not in the committee of {n}", f"use 0..{n - 1}"
+        )
+    for name in ("side", "from_nodes", "to_nodes"):
+        for member in getattr(fault, name):
+            if not 0 <= member < n:
+                toml = _TOML_KEYS[Fault].get(name, name)
+                raise reader.fail(
+                    f"{key}.{toml}",
+                    f"node {member} is not in the committee of {n}",
+                    f"use 0..{n - 1}",
+                )
+    if fault.kind not in NETWORK_FAULTS:
+        return
+    if fault.duration <= 0:
+        raise reader.fail(
+            f"{key}.duration",
+            f"a {fault.kind} fault must heal",
+            "give its window in seconds, e.g. duration = 5",
+        )
+    if fault.kind == "partition" and not 0 < len(fault.side) < n:
+        raise reader.fail(
+            f"{key}.side",
+            "a partition needs members on both sides",
+            f"list some of the members 0..{n - 1}, not none or all",
+        )
+    if fault.kind in ("drop", "duplicate", "reorder") and not 0 < fault.value <= 1:
+        raise reader.fail(
+            f"{key}.value", f"{fault.value} is not a probability in (0, 1]", "give e.g. 0.2"
+        )
+    if fault.kind == "delay" and (fault.value <= 0 or fault.jitter < 0):
+        raise reader.fail(
+            f"{key}.value",
+            "a delay needs value > 0 ms and jitter >= 0 ms",
+            "give e.g. value = 100, jitter = 10",
+        )
+
+
+def _window(fault: Fault) -> tuple[float, float]:
+    """[begin, end): a stopped node stays down; a fault without a duration never ends."""
+    if fault.kind == "stop-node" or fault.duration <= 0:
+        return fault.at, math.inf
+    return fault.at, fault.at + fault.duration
+
+
+def _links(fault: Fault, n: int) -> set[tuple[int, int]]:
+    senders = fault.from_nodes or tuple(range(n))
+    receivers = fault.to_nodes or tuple(range(n))
+    return {(a, b) for a in senders for b in receivers if a != b}
+
+
+def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
+    """Two faults that say different things about one thing at one time: the same node
+    stopped or isolated twice, two bank faults of one kind, or two link faults of one
+    kind on a shared link, with overlapping windows."""
+    for j, later in enumerate(faults):
+        for i, earlier in enumerate(faults[:j]):
+            (a0, a1), (b0, b1) = _window(earlier), _window(later)
+            if not (a0 < b1 and b0 < a1):
+                continue
+            node_faults = ("kill-node", "stop-node", "isolate")
+            if earlier.kind in node_faults and later.kind in node_faults:
+                clash = earlier.node == later.node
+            elif earlier.kind != later.kind:
+                continue
+            elif earlier.kind in ("drop", "delay", "duplicate", "reorder"):
+                clash = bool(_links(earlier, n) & _links(later, n))
+            else:
+                clash = earlier.kind.startswith("bank-")
+            if clash:
+                raise reader.fail(
+                    f"faults[{j}]",
+                    f"its window overlaps faults[{i}] ({earlier.kind}) on the same "
+                    f"{'node' if earlier.kind in node_faults else 'target'}",
+                    "give them disjoint windows or merge them into one fault",
+                )
 
 
 def _check_committee(reader: _Reader, c: Committee) -> None:

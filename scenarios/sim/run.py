@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -69,6 +70,7 @@ from scenarios.faults import (
     bank_fault_settings,
     fault_ends,
     fault_record,
+    network_faults,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.schema import Scenario, ScenarioError
@@ -424,7 +426,7 @@ class SimRun:
         self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind in NODE_FAULTS:
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
-        elif self.bank is not None:
+        elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_settings(
                 self._bank_faults, fault, self.bank.now_ms() / 1000, self.scenario.seed
             )
@@ -544,6 +546,11 @@ class SimRun:
         self.history.write("drive-start")
         for planned in plan(s):
             self.queue.after(planned.at, self._drive_one, planned)
+        partitions, link_faults = network_faults(s.faults, self.drive_start)
+        if partitions or link_faults:
+            network = self.world.network
+            network.partitions, network.link_faults = partitions, link_faults
+            network.heal_at = math.inf  # each partition has its own window
         for fault in s.faults:
             self.queue.after(fault.at, self._begin_fault, fault)
         if s.unsafe_self_refund:

@@ -126,6 +126,15 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         )
 
 
+def test_network_faults_heal_and_every_check_passes_in_both_worlds(tmp_path: Path) -> None:
+    summary = _run("network-faults", tmp_path / "net")
+    assert summary["passed"], summary["checks"]
+    assert summary["committed"] == summary["settlements"]
+    sim = _sim("network-faults", tmp_path / "net-sim")
+    assert _statuses(sim) == _statuses(summary)
+    assert sim["committed_ids"] == summary["committed_ids"]
+
+
 def test_bank_outage_errors_and_duplicate_callbacks_change_no_outcome(tmp_path: Path) -> None:
     summary = _run("bank-faults", tmp_path / "bank")
     scenario = load(SCENARIOS / "bank-faults.toml")

@@ -114,6 +114,19 @@ def test_each_mistake_is_one_line_with_file_key_and_fix(
     assert message.count(": ") >= 3  # file: key: problem: fix
 
 
+def test_network_faults_load_with_their_links_and_sides(tmp_path: Path) -> None:
+    text = MINIMAL + (
+        '[[faults]]\nkind = "partition"\nat = 1.0\nduration = 2.0\nside = [0]\none_way = true\n'
+        '[[faults]]\nkind = "delay"\nat = 1.0\nduration = 2.0\nvalue = 50.0\njitter = 5.0\n'
+        "from = [0, 1]\nto = [2]\n"
+        '[[faults]]\nkind = "delay"\nat = 1.5\nduration = 2.0\nvalue = 20.0\nfrom = [3]\n'
+    )
+    partition, delay, other = load(_write(tmp_path, text)).faults
+    assert partition.side == (0,) and partition.one_way
+    assert (delay.from_nodes, delay.to_nodes, delay.jitter) == ((0, 1), (2,), 5.0)
+    assert other.from_nodes == (3,) and other.to_nodes == ()  # disjoint links may overlap
+
+
 def test_expect_is_pass_by_default_or_the_checks_that_must_fail(tmp_path: Path) -> None:
     assert load(_write(tmp_path, MINIMAL)).expect == ()
     assert load(_write(tmp_path, 'expect = "pass"\n' + MINIMAL)).expect == ()

@@ -1,0 +1,148 @@
+"""Network faults from scenario files, in the simulated world: each one shows in the
+message records (sent, received, lost), not only in its own fault records, and the
+run's checks still pass once it heals."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections import defaultdict, deque
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chain_adapters.build import REPO_ROOT
+from scenarios.schema import Fault, load
+from scenarios.sim.run import SimReport, SimRun
+
+REFERENCE = REPO_ROOT / "scenarios" / "reference.toml"
+AT, FOR = 1.0, 3.0  # the fault window, seconds after the drive began
+
+
+def run_with(tmp: Path, *faults: Fault) -> tuple[SimReport, list[dict[str, Any]], float]:
+    """The reference case (8 settlements, one a second: the run outlasts the window)
+    under ``faults``; its report, its history records and when the drive began."""
+    base = load(REFERENCE)
+    scenario = dataclasses.replace(
+        base,
+        settlements=dataclasses.replace(base.settlements, count=8, arrival_rate=1.0, fail=()),
+        faults=faults,
+    )
+    report = SimRun(scenario, tmp / "run", crypto="fast").run()
+    records = [json.loads(line) for line in (tmp / "run" / "history.jsonl").open()]
+    drive = next(r["t"] for r in records if r["event"] == "drive-start")
+    return report, records, drive
+
+
+def messages(records: list[dict[str, Any]], event: str, start: float, end: float) -> list[Any]:
+    return [r for r in records if r["event"] == event and start <= r["t"] < end]
+
+
+def window(drive: float) -> tuple[float, float]:
+    return drive + AT, drive + AT + FOR
+
+
+def test_a_partition_lets_no_message_cross_until_it_heals(tmp_path: Path) -> None:
+    report, records, drive = run_with(tmp_path, Fault("partition", AT, duration=FOR, side=(0, 1)))
+    start, end = window(drive)
+    side = {0, 1}
+    crossing = [
+        r for r in messages(records, "recv", start, end) if (r["from"] in side) != (r["to"] in side)
+    ]
+    assert crossing == []
+    lost = messages(records, "lost", start, end)
+    assert lost and all(r["why"] == "partition" for r in lost)
+    after = messages(records, "recv", end + 0.5, end + 5)
+    assert any((r["from"] in side) != (r["to"] in side) for r in after), "it never healed"
+    kinds = [(r["phase"], r["kind"]) for r in records if r["event"] == "fault"]
+    assert kinds == [("begin", "partition"), ("end", "partition")]
+    assert report.ok, report.summary["checks"]
+
+
+def test_a_one_way_partition_loses_only_what_its_side_sends(tmp_path: Path) -> None:
+    report, records, drive = run_with(
+        tmp_path, Fault("partition", AT, duration=FOR, side=(3,), one_way=True)
+    )
+    start, end = window(drive)
+    received = messages(records, "recv", start, end)
+    assert not [r for r in received if r["from"] == 3]
+    assert [r for r in received if r["to"] == 3], "messages to the side must still arrive"
+    assert report.ok, report.summary["checks"]
+
+
+def test_an_isolated_member_neither_sends_nor_receives(tmp_path: Path) -> None:
+    report, records, drive = run_with(tmp_path, Fault("isolate", AT, duration=FOR, node=2))
+    start, end = window(drive)
+    assert not [r for r in messages(records, "recv", start, end) if 2 in (r["from"], r["to"])]
+    assert report.ok, report.summary["checks"]
+
+
+def test_drop_on_chosen_links_loses_those_messages_only(tmp_path: Path) -> None:
+    report, records, drive = run_with(
+        tmp_path, Fault("drop", AT, duration=FOR, value=1.0, from_nodes=(0,), to_nodes=(1,))
+    )
+    start, end = window(drive)
+    lost = messages(records, "lost", start, end)
+    assert lost and {(r["from"], r["to"], r["why"]) for r in lost} == {(0, 1, "drop")}
+    assert not [r for r in messages(records, "recv", start, end) if (r["from"], r["to"]) == (0, 1)]
+    assert [r for r in messages(records, "recv", start, end) if (r["from"], r["to"]) == (1, 0)]
+    assert report.ok, report.summary["checks"]
+
+
+def latencies(records: list[dict[str, Any]], start: float, end: float) -> list[float]:
+    """Per message sent in [start, end): receive time minus send time (links are FIFO
+    here: no reordering fault)."""
+    sent: dict[tuple[Any, ...], deque[float]] = defaultdict(deque)
+    out = []
+    for r in records:
+        key = (r.get("from"), r.get("to"), r.get("kind"), r.get("epoch"), r.get("round"))
+        if r["event"] == "send":
+            sent[key].append(r["t"])
+        elif r["event"] == "recv" and sent[key]:
+            t0 = sent[key].popleft()
+            if start <= t0 < end:
+                out.append(r["t"] - t0)
+    return out
+
+
+def test_an_injected_delay_shifts_the_measured_latency_by_its_value(tmp_path: Path) -> None:
+    _, records, drive = run_with(tmp_path, Fault("delay", AT, duration=FOR, value=100.0))
+    start, end = window(drive)
+    inside = statistics.median(latencies(records, start, end))
+    outside = statistics.median(latencies(records, drive, start))
+    assert inside - outside == pytest.approx(0.100, abs=0.002)
+
+
+def test_duplicate_sends_every_message_twice(tmp_path: Path) -> None:
+    report, records, drive = run_with(tmp_path, Fault("duplicate", AT, duration=FOR, value=1.0))
+    start, end = window(drive)
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["from"], r["to"], r["kind"], r["epoch"], r.get("round"))
+
+    sends: dict[tuple[Any, ...], list[float]] = defaultdict(list)
+    receipts: dict[tuple[Any, ...], int] = defaultdict(int)
+    for r in records:
+        if r["event"] == "send":
+            sends[key(r)].append(r["t"])
+        elif r["event"] == "recv":
+            receipts[key(r)] += 1
+    inside = [k for k, times in sends.items() if all(start <= t < end - 0.1 for t in times)]
+    assert inside and all(receipts[k] == 2 * len(sends[k]) for k in inside)
+    assert report.ok, report.summary["checks"]
+
+
+def test_reorder_delivers_some_messages_behind_later_ones(tmp_path: Path) -> None:
+    report, records, drive = run_with(tmp_path, Fault("reorder", AT, duration=FOR, value=0.5))
+    start, end = window(drive)
+    order: dict[tuple[int, int], list[tuple[str, int, Any]]] = defaultdict(list)
+    for r in messages(records, "recv", start, end + 1):
+        order[(r["from"], r["to"])].append((r["kind"], r["epoch"], r.get("round")))
+    sent: dict[tuple[int, int], list[tuple[str, int, Any]]] = defaultdict(list)
+    for r in messages(records, "send", start, end):
+        sent[(r["from"], r["to"])].append((r["kind"], r["epoch"], r.get("round")))
+    overtaken = [link for link in sent if order[link][: len(sent[link])] != sent[link]]
+    assert overtaken, "no message arrived out of order"
+    assert report.ok, report.summary["checks"]
