@@ -144,6 +144,10 @@ class ByzantineNode:
     def safety_decision_count(self) -> int:
         return self.inner.safety_decision_count
 
+    @property
+    def epoch(self) -> int:
+        return self.inner.epoch
+
     def handle(self, event: Event) -> tuple[Action, ...]:
         rewritten: Event | None = event
         for behaviour in self.behaviours:

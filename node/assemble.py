@@ -108,7 +108,9 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     seed = read_seed(config)
     try:
         driver = NodeDriver(
-            driver_config(config), NodeKeys(identity_key_from_seed(seed), bls_secret)
+            driver_config(config),
+            NodeKeys(identity_key_from_seed(seed), bls_secret),
+            byzantine=config.byzantine,
         )
         transport = P2PTransport(
             identity,

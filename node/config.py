@@ -22,7 +22,9 @@ their own). It names:
   the node's trace (``trace.jsonl``, its part of a run's history) live;
   ``trace_messages``: also trace every message sent and received (off by default);
   ``fault_plan``: a file of network-fault windows a run's driver may write, applied to
-  every frame this node sends (``node.netfaults``; none by default).
+  every frame this node sends (``node.netfaults``; none by default); ``byzantine``: makes
+  this node a Byzantine member for a study (``node.byzantine``: ``behaviours``,
+  ``coalition``, ``lie``, ``seed``; none by default).
 
 Every mistake is one :class:`NodeConfigError` line naming the file, the key and the fix.
 This module only reads and validates; it starts nothing.
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus import bls
+from node.byzantine import BEHAVIOURS, LIES, ByzantineSpec
 from node.driver import TARGET_KINDS
 from node.modes import MODES
 
@@ -116,6 +119,7 @@ class NodeConfig:
     log_level: str = "info"
     trace_messages: bool = False  # also write every message sent and received to the trace
     fault_plan: Path | None = None  # network-fault windows for the frames sent (netfaults)
+    byzantine: ByzantineSpec | None = None  # a Byzantine member's behaviours (studies only)
 
     @property
     def n(self) -> int:
@@ -207,6 +211,7 @@ _TOP = {
     "log_level",
     "trace_messages",
     "fault_plan",
+    "byzantine",
 }
 
 
@@ -361,4 +366,26 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         log_level=r.get(raw, "", "log_level", str, "info"),
         trace_messages=r.get(raw, "", "trace_messages", bool, False),
         fault_plan=(r.path_of(r.get(raw, "", "fault_plan", str)) if "fault_plan" in raw else None),
+        byzantine=_byzantine(r, raw["byzantine"], n) if "byzantine" in raw else None,
+    )
+
+
+def _byzantine(r: _Reader, raw: Any, n: int) -> ByzantineSpec:
+    spec = r.get({"byzantine": raw}, "", "byzantine", dict)
+    behaviours = r.get(spec, "byzantine.", "behaviours", list)
+    unknown = [b for b in behaviours if b not in BEHAVIOURS]
+    if not behaviours or unknown:
+        raise r.fail(
+            "byzantine.behaviours",
+            f"unknown behaviour {unknown[0]!r}" if unknown else "no behaviours",
+            f"use some of {', '.join(BEHAVIOURS)}",
+        )
+    coalition = r.get(spec, "byzantine.", "coalition", list)
+    if not all(isinstance(i, int) and 0 <= i < n for i in coalition):
+        raise r.fail("byzantine.coalition", "not a list of member indexes", f"use 0..{n - 1}")
+    lie = r.get(spec, "byzantine.", "lie", str, "claim-payment")
+    if lie not in LIES:
+        raise r.fail("byzantine.lie", f"unknown lie {lie!r}", f"use one of {', '.join(LIES)}")
+    return ByzantineSpec(
+        tuple(behaviours), frozenset(coalition), lie, r.get(spec, "byzantine.", "seed", int, 0)
     )

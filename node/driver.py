@@ -68,6 +68,7 @@ from typing import Any, Final
 from bank_adapter.client import InstructionStatus
 from bank_adapter.terms import PaymentTerms
 from chain_adapters.model import State, Terms
+from consensus.byzantine import ByzantineNode
 from consensus.config import ConsensusConfig
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.events import (
@@ -90,6 +91,7 @@ from consensus.events import TimerFired as ConsensusTimerFired
 from consensus.events import Transmit as ConsensusTransmit
 from consensus.protocol import Node, NodeKeys
 from consensus.report import Certificate
+from node.byzantine import ByzantineSpec, wrapper
 from node.dvp import DvpOutcome, Fact, fit_observation, settled
 from node.legs import (
     BankLegTracker,
@@ -365,13 +367,23 @@ class NodeDriver:
     """One oracle node, events in, effects out (module docstring)."""
 
     def __init__(
-        self, config: DriverConfig, keys: NodeKeys, *, crypto: CryptoSuite = REAL_CRYPTO
+        self,
+        config: DriverConfig,
+        keys: NodeKeys,
+        *,
+        crypto: CryptoSuite = REAL_CRYPTO,
+        byzantine: ByzantineSpec | None = None,
     ) -> None:
+        """``byzantine``: a Byzantine member's behaviours (``node.byzantine``), wrapped
+        around this honest driver's consensus node; None for an honest member."""
         self.config = config
         self.index = config.index
         outcome = DvpOutcome(config.mode, {t.leg: t.name for t in config.targets})
-        self.node = Node(config.consensus, config.index, keys, outcome, crypto=crypto)
         self.book = SettlementBook()
+        honest = Node(config.consensus, config.index, keys, outcome, crypto=crypto)
+        self.node: Node | ByzantineNode = honest
+        if byzantine is not None:
+            self.node = wrapper(byzantine, config.mode, keys, outcome, self.book)(honest)
         self.trackers: dict[str, _Tracker] = {}
         for target in config.targets:
             self.trackers[target.name] = _make_tracker(target, self.book)

@@ -79,6 +79,7 @@ def write_committee(
     log_level: str = "info",
     trace_messages: bool = False,
     fault_plan: str | None = None,
+    byzantine_for: Callable[[int], dict[str, Any] | None] = lambda i: None,
 ) -> list[Path]:
     """Write every member's files; returns the config paths in committee order."""
     leader_key = leader_selection_key or dev_leader_selection_key([m.seed for m in members])
@@ -131,6 +132,9 @@ def write_committee(
         }
         if fault_plan is not None:
             config["fault_plan"] = fault_plan
+        byzantine = byzantine_for(m.index)
+        if byzantine is not None:
+            config["byzantine"] = byzantine
         path = home / "config.json"
         path.write_text(json.dumps(config, indent=2))
         paths.append(path)

@@ -94,6 +94,7 @@ def effect_records(node: int, effect: Effect) -> list[dict[str, Any]]:
                 "decisions": [
                     ["0x" + d.settlement_id.hex(), d.action.name] for d in report.decisions
                 ],
+                "signers": effect.certificate.signers,
             }
         ]
     if isinstance(effect, EpochStarted):

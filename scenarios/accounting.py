@@ -413,7 +413,7 @@ def run_state(
         )
     before = dict(supply_before)
     after = supplies(scenario, ledgers, parties, tracked)
-    _expected_balances(scenario, ledgers, parties, tracked, outcomes, before, after)
+    _expected_balances(scenario, ledgers, parties, tracked, outcomes, raw, before, after)
     certificates = None
     if seen is not None:
         certificates = (*seen, *_applied(events, raw))
@@ -444,23 +444,38 @@ def _applied(
     return applied
 
 
+#: Escrow states in which the asset, or the on-chain payment, sits in the escrow.
+_HOLDS_ASSET: Final = frozenset({State.ASSET_LOCKED, State.PREPARED})
+_HOLDS_PAYMENT: Final = frozenset({State.PAYMENT_LOCKED, State.PREPARED})
+
+
 def _expected_balances(
     scenario: Scenario,
     ledgers: Ledgers,
     parties: Mapping[str, str],
     tracked: Sequence[Tracked],
     outcomes: Sequence[SettlementOutcome],
+    raw: RawLegs,
     expected: dict[str, int],
     actual: dict[str, int],
 ) -> None:
     """Each party's final balances must be its opening balances moved by exactly the
-    committed settlements (a double payment or release shows here)."""
+    committed settlements, less what is still locked in an escrow at the end (a double
+    payment or release shows here)."""
     s = scenario.settlements
     mode = MODES[scenario.mode]
     for account in scenario.accounts:
         name = account.name
         address = parties[name]
         asset_delta = pay_delta = 0
+        for item in tracked:
+            # An open settlement's locked legs: the value sits in the escrow.
+            asset_state = raw.chains.get(mode.asset_leg, {}).get(item.settlement_id)
+            payment_state = raw.chains.get(mode.payment_leg, {}).get(item.settlement_id)
+            if name == s.seller and asset_state in _HOLDS_ASSET:
+                asset_delta -= s.asset_amount
+            if name == item.buyer and payment_state in _HOLDS_PAYMENT:
+                pay_delta -= s.payment_amount
         for item, outcome in zip(tracked, outcomes, strict=True):
             if not (outcome.asset_to_buyer > 0 or outcome.paid_to_seller > 0):
                 continue

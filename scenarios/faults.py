@@ -20,7 +20,8 @@ from __future__ import annotations
 from typing import Any
 
 from consensus.network import LinkFault, Partition
-from scenarios.schema import NETWORK_FAULTS, Fault
+from scenarios.history import History
+from scenarios.schema import NETWORK_FAULTS, Fault, Scenario
 
 __all__ = [
     "BANK_FAULTS",
@@ -31,6 +32,7 @@ __all__ = [
     "fault_ends",
     "fault_record",
     "network_faults",
+    "write_byzantine",
 ]
 
 NODE_FAULTS = ("kill-node", "stop-node")
@@ -130,3 +132,16 @@ def bank_fault_settings(
 def bank_fault_cleared(current: dict[str, Any], fault: Fault) -> dict[str, Any]:
     """The settings once ``fault`` (one with a duration) ends."""
     return {k: v for k, v in current.items() if k not in _KEYS.get(fault.kind, ())}
+
+
+def write_byzantine(history: History, scenario: Scenario) -> None:
+    """One "byzantine" line per Byzantine member: what it does and its coalition."""
+    for group in scenario.byzantine:
+        for node in group.nodes:
+            history.write(
+                "byzantine",
+                node=node,
+                behaviours=list(group.behaviours),
+                lie=group.lie,
+                coalition=list(group.nodes),
+            )

@@ -20,11 +20,19 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-__all__ = ["BANK_STEPS", "CHAIN_STEPS", "EVENT_FIELDS", "History", "digest_of_lines", "plain"]
+__all__ = [
+    "BANK_STEPS",
+    "CHAIN_STEPS",
+    "EVENT_FIELDS",
+    "History",
+    "certificate_signers",
+    "digest_of_lines",
+    "plain",
+]
 
 #: Every event type, with the fields it always carries (besides ``t`` and ``event``).
 EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
@@ -38,6 +46,7 @@ EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "node-start": ("node",),
     "node-stop": ("node", "how"),
     "fault": ("phase", "kind"),
+    "byzantine": ("node", "behaviours", "lie", "coalition"),
     "settlement": ("index", "settlement", "fail", "buyer", "deadline"),
     # leg steps, invoked and completed
     "leg": ("phase", "step", "settlement", "leg"),
@@ -46,7 +55,7 @@ EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "round": ("node", "epoch", "round"),
     "proposal": ("node", "epoch", "round"),
     "certificate": ("node", "epoch", "round"),
-    "certified": ("node", "target", "epoch", "round", "decisions"),
+    "certified": ("node", "target", "epoch", "round", "decisions", "signers"),
     "observation": ("node", "epoch", "round", "bytes", "settlements", "left_out"),
     "rejected": ("node", "sender", "reason"),
     "transmission": ("phase", "node", "target", "epoch", "round"),
@@ -196,3 +205,13 @@ def digest_of_lines(lines: Iterable[str]) -> str:
             continue
         digest.update(line.encode() + b"\n")
     return digest.hexdigest()
+
+
+def certificate_signers(records: Iterable[Mapping[str, Any]]) -> set[int]:
+    """Every member whose share is in some certificate a member accepted (the "certified"
+    records' signer bitmaps)."""
+    bits = 0
+    for record in records:
+        if record["event"] == "certified":
+            bits |= int(record["signers"])
+    return {i for i in range(bits.bit_length()) if bits >> i & 1}

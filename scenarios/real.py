@@ -60,6 +60,7 @@ from scenarios.faults import (
     bank_fault_settings,
     fault_ends,
     fault_record,
+    write_byzantine,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.real_world import RealLedgers, RealWorld, RunError
@@ -316,6 +317,7 @@ class RealRun(RealWorld):
                 "run", world="real", scenario=s.name, mode=s.mode, seed=s.seed, crypto="real"
             )
             self.history.write("run-start", wall_clock=True, started_at=round(self._began_wall, 3))
+            write_byzantine(self.history, s)
             self.start(stack)
             addresses = self.addresses
             supply_before = accounting.supplies(s, RealLedgers(self), addresses, ())

@@ -411,7 +411,20 @@ class RealWorld:
             # Network faults act on the frames nodes send; their messages show it.
             trace_messages=self.has_network_faults,
             fault_plan=FAULT_PLAN if self.has_network_faults else None,
+            byzantine_for=self._byzantine_config,
         )
+
+    def _byzantine_config(self, index: int) -> dict[str, Any] | None:
+        """A Byzantine member's node-config entry (``node.config``), or None."""
+        spec = self.scenario.byzantine_spec(index)
+        if spec is None:
+            return None
+        return {
+            "behaviours": list(spec.behaviours),
+            "coalition": sorted(spec.coalition),
+            "lie": spec.lie,
+            "seed": spec.seed,
+        }
 
     @property
     def has_network_faults(self) -> bool:
@@ -443,20 +456,24 @@ class RealWorld:
             raise RunError(str(exc)) from None
 
     def _wait_live(self, timeout: float = 60.0) -> None:
-        """Wait until every node has accepted a certificate: the committee is connected and
-        running rounds. Settlements driven before that would count the committee's start-up
-        (dialling n-1 peers, the first epoch) as settlement latency."""
+        """Wait until every honest node has accepted a certificate: the committee is
+        connected and running rounds (a Byzantine member may never). Settlements driven
+        before that would count the committee's start-up (dialling n-1 peers, the first
+        epoch) as settlement latency."""
+        honest = self.scenario.honest_members()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for index, proc in self.nodes.items():
                 if not proc.running():
                     raise RunError(f"node {index} exited during start-up: {proc.log_tail(3)}")
             metrics = self._scrape_nodes()
-            live = sum(1 for m in metrics.values() if m.get("dvpsim_certificates_total", 0) >= 1)
-            self.progress("committee live", live, len(self.nodes))
-            if live == len(self.nodes):
+            live = {i for i, m in metrics.items() if m.get("dvpsim_certificates_total", 0) >= 1}
+            self.progress("committee live", len(live & honest), len(honest))
+            if honest <= live:
                 return
             time.sleep(0.1)
+        if self.scenario.byzantine:
+            return  # Byzantine members may keep the committee from certifying: drive anyway
         raise RunError(
             f"the committee did not certify a round within {timeout:.0f} s of starting "
             f"(see the node logs under {self.out / 'committee'})"

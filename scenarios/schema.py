@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from node.byzantine import BEHAVIOURS, LIES, ByzantineSpec
 from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
 from node.modes import MODES as MODE_REGISTRY
 from node.modes import SCENARIO_MODES
@@ -139,6 +140,17 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Byzantine:
+    """One ``[[byzantine]]`` table: ``nodes`` run the honest node wrapped by
+    ``behaviours`` (``node.byzantine``), telling ``lie`` where a behaviour lies; the nodes
+    of one table form a coalition that follows one plan."""
+
+    nodes: tuple[int, ...]
+    behaviours: tuple[str, ...]
+    lie: str = "claim-payment"
+
+
+@dataclass(frozen=True)
 class Scenario:
     path: Path
     name: str
@@ -155,6 +167,17 @@ class Scenario:
     faults: tuple[Fault, ...] = field(default=())
     # The checks the run must fail, every other check passing; () is expect = "pass".
     expect: tuple[str, ...] = ()
+    byzantine: tuple[Byzantine, ...] = ()
+
+    def honest_members(self) -> set[int]:
+        return set(range(self.committee.n)) - {i for g in self.byzantine for i in g.nodes}
+
+    def byzantine_spec(self, index: int) -> ByzantineSpec | None:
+        """Member ``index``'s Byzantine behaviours, or None for an honest member."""
+        for group in self.byzantine:
+            if index in group.nodes:
+                return ByzantineSpec(group.behaviours, frozenset(group.nodes), group.lie, self.seed)
+        return None
 
     def uses_bank(self) -> bool:
         return MODE_REGISTRY[self.mode].uses_bank and self.bank is not None
@@ -173,6 +196,7 @@ _TOP_KEYS = {
     "accounts": list,
     "settlements": dict,
     "faults": list,
+    "byzantine": list,
     "expect": object,  # "pass" or a list of check names: read by _expect
 }
 
@@ -226,6 +250,9 @@ class _Reader:
             if str(spec.type) == "tuple[int, ...]":
                 kwargs[spec.name] = self.nodes(f"{prefix}.{key}", item)
                 continue
+            if str(spec.type) == "tuple[str, ...]":
+                kwargs[spec.name] = self.names(f"{prefix}.{key}", item)
+                continue
             kind = {"int": int, "float": float, "str": str, "bool": bool}[str(spec.type)]
             kwargs[spec.name] = self.value(f"{prefix}.{key}", item, kind)
         for key in required:
@@ -245,6 +272,16 @@ class _Reader:
                 )
         if len(set(items)) != len(items):
             raise self.fail(key, "a member is listed twice", "list each member once")
+        return tuple(items)
+
+    def names(self, key: str, raw: Any) -> tuple[str, ...]:
+        """A list of names (each once)."""
+        items = self.value(key, raw, list)
+        for item in items:
+            if not isinstance(item, str):
+                raise self.fail(key, f"{item!r} is not a name", 'list strings, e.g. ["silent"]')
+        if len(set(items)) != len(items):
+            raise self.fail(key, "a name is listed twice", "list each once")
         return tuple(items)
 
 
@@ -391,7 +428,52 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         settlements=settlements,
         faults=faults,
         expect=_expect(reader, raw.get("expect", "pass")),
+        byzantine=_byzantine(reader, raw.get("byzantine", []), committee.n),
     )
+
+
+def _byzantine(reader: _Reader, raw: list[Any], n: int) -> tuple[Byzantine, ...]:
+    groups = tuple(
+        reader.table(f"byzantine[{i}]", item, Byzantine, ("nodes", "behaviours"))
+        for i, item in enumerate(raw)
+    )
+    seen: set[int] = set()
+    for i, group in enumerate(groups):
+        key = f"byzantine[{i}]"
+        if not group.nodes:
+            raise reader.fail(f"{key}.nodes", "no members", "list the Byzantine members")
+        for member in group.nodes:
+            if not 0 <= member < n:
+                raise reader.fail(
+                    f"{key}.nodes",
+                    f"node {member} is not in the committee of {n}",
+                    f"use 0..{n - 1}",
+                )
+            if member in seen:
+                raise reader.fail(
+                    f"{key}.nodes", f"node {member} is in two [[byzantine]] tables", "list it once"
+                )
+            seen.add(member)
+        if not group.behaviours:
+            raise reader.fail(
+                f"{key}.behaviours", "no behaviours", f"use some of {', '.join(BEHAVIOURS)}"
+            )
+        for name in group.behaviours:
+            if name not in BEHAVIOURS:
+                raise reader.fail(
+                    f"{key}.behaviours",
+                    f"unknown behaviour {name!r}",
+                    f"use one of {', '.join(BEHAVIOURS)}",
+                )
+        if group.lie not in LIES:
+            raise reader.fail(
+                f"{key}.lie", f"unknown lie {group.lie!r}", f"use one of {', '.join(LIES)}"
+            )
+    if len(seen) > n:
+        raise reader.fail(
+            "byzantine", f"{len(seen)} Byzantine members in a committee of {n}", "list fewer"
+        )
+    return groups
 
 
 def _expect(reader: _Reader, raw: Any) -> tuple[str, ...]:

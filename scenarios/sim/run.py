@@ -71,6 +71,7 @@ from scenarios.faults import (
     fault_ends,
     fault_record,
     network_faults,
+    write_byzantine,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
 from scenarios.schema import Scenario, ScenarioError
@@ -274,6 +275,7 @@ class SimRun:
                 keys=keys[i],
                 targets=dict(where),
                 transmitters={leg: _address(f"transmitter/{leg}/{i}") for leg in self.chains},
+                byzantine=s.byzantine_spec(i),
             )
             for i in range(c.n)
         ]
@@ -529,13 +531,16 @@ class SimRun:
             crypto=self.crypto_name,
         )
         self.history.write("run-start", wall_clock=True, started_at=round(began_wall, 3))
+        write_byzantine(self.history, s)
         for leg, chain in self.chains.items():
             period = chain.block_time if chain.block_time > 0 else HEARTBEAT_S
             self.queue.after(period, self._tick, leg, period)
         for i in range(s.committee.n):
             self.world.start(i)
-        self.queue.run(LIVE_TIMEOUT_S, lambda: len(self._certified) == s.committee.n)
-        if len(self._certified) < s.committee.n:
+        # Every honest member certified a round (a Byzantine one may never).
+        honest = s.honest_members()
+        self.queue.run(LIVE_TIMEOUT_S, lambda: honest <= self._certified)
+        if not honest <= self._certified and not s.byzantine:
             raise ScenarioError(
                 f"{s.path}: the simulated committee did not certify a round within "
                 f"{LIVE_TIMEOUT_S:.0f} s: check committee and timing"

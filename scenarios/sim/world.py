@@ -45,6 +45,7 @@ from consensus.harness import PersistenceContractViolation, check_persisted
 from consensus.network import SimulatedNetwork
 from consensus.protocol import NodeKeys
 from consensus.safety import DurableStore
+from node.byzantine import ByzantineSpec
 from node.driver import (
     AnyTimer,
     BankUpdate,
@@ -86,6 +87,7 @@ class SimMember:
     keys: NodeKeys
     targets: dict[str, str]  # consensus target name -> "chain:LEG" or "bank"
     transmitters: dict[str, str]  # chain leg -> this member's transmitter address
+    byzantine: ByzantineSpec | None = None  # its behaviours when it is a Byzantine member
     driver: NodeDriver | None = None
     incarnation: int = 0
     durable: DurableStore = field(default_factory=DurableStore)
@@ -130,7 +132,9 @@ class SimWorld:
         """Start (or restart) a member from its durable store."""
         member = self.members[index]
         member.incarnation += 1
-        member.driver = NodeDriver(member.config, member.keys, crypto=self.crypto)
+        member.driver = NodeDriver(
+            member.config, member.keys, crypto=self.crypto, byzantine=member.byzantine
+        )
         member.timers.clear()
         member.polls.clear()
         member.callbacks_seen.clear()

@@ -126,6 +126,20 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.parametrize(
+    "name", ["unsafe-colluding-liars", "colluding-liars-f", "self-refund-safe"]
+)
+def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worlds(
+    name: str, tmp_path: Path
+) -> None:
+    """Byzantine members in real node processes: f+1 colluding liars break atomicity and
+    validity, f change nothing; the safe escrow passes where the self-refunding one fails
+    (that one: test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so)."""
+    summary = _run(name, tmp_path / name)
+    assert summary["expectation_met"], summary["expectation_differences"]
+    assert _statuses(_sim(name, tmp_path / f"{name}-sim")) == _statuses(summary)
+
+
 def test_network_faults_heal_and_every_check_passes_in_both_worlds(tmp_path: Path) -> None:
     summary = _run("network-faults", tmp_path / "net")
     assert summary["passed"], summary["checks"]

@@ -1,0 +1,208 @@
+"""Byzantine members that speak DvP: the consensus behaviours, given DvP lies.
+
+A Byzantine member runs the honest ``NodeDriver``; its consensus node is wrapped by the
+behaviours of ``consensus.byzantine`` (the honest logic exists once). This module names
+them for scenario files and node configs, and gives the two that must understand what is
+observed the DvP facts of ``node.dvp``:
+
+=================  ====================================================================
+behaviour          what the member does
+=================  ====================================================================
+silent             takes part in nothing
+lie                observes falsely, by ``lie`` (below), what its own trackers saw
+withhold-shares    never sends BLS shares
+invalid-shares     sends shares that do not verify
+sign-anything      signs every proposal it receives, ignoring its safety record
+equivocate         as leader, sends different proposals to different followers: one
+                   variant claims every payment made (COMMIT), the other every asset
+                   leg expired (ABORT); certifies every variant it can
+replay             re-sends old messages to random members
+flood              sends junk, oversized and useless well-formed messages
+=================  ====================================================================
+
+Lies (``lie = ...``), applied to the facts the member's own trackers produced:
+
+- ``claim-payment``: the payment leg held and paid (PREPARED, COMMITTED) where it was not;
+- ``claim-lock``: the asset leg locked (PREPARED) where it was not;
+- ``claim-expiry``: the asset leg expired (EXPIRED) where it did not;
+- ``hide-payment`` / ``hide-lock``: leaves out what the payment / asset leg did.
+
+A fact counts only when f+1 members observed it, so f liars change nothing; members that
+list each other in one coalition follow one plan (the same lie, every variant signed).
+The terms hashes a lie needs come from what the member saw (the asset chain's creation
+event gives every settlement's terms): a liar knows no more than an honest member.
+
+This module must never give a member another member's secret: a behaviour signs with the
+wrapped node's own keys only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from chain_adapters.model import terms_hash
+from consensus.byzantine import (
+    Behaviour,
+    ByzantineContext,
+    ByzantineNode,
+    EquivocatingLeader,
+    Flood,
+    InvalidShares,
+    LyingObserver,
+    Replay,
+    SignAnything,
+    Silent,
+    WithholdShares,
+)
+from consensus.messages import Proposal, SignedObservation
+from consensus.outcome import OutcomeFunction
+from consensus.protocol import Node, NodeKeys
+from node.dvp import Fact, FactKind, ObservationError, decode_observation, encode_observation
+from node.legs import SettlementBook
+from node.modes import MODES
+
+__all__ = ["BEHAVIOURS", "LIES", "ByzantineSpec", "dvp_lie", "wrapper"]
+
+BEHAVIOURS: Final = (
+    "silent",
+    "lie",
+    "withhold-shares",
+    "invalid-shares",
+    "sign-anything",
+    "equivocate",
+    "replay",
+    "flood",
+)
+LIES: Final = ("claim-payment", "claim-lock", "claim-expiry", "hide-payment", "hide-lock")
+
+
+@dataclass(frozen=True)
+class ByzantineSpec:
+    """What one Byzantine member does: its behaviours, the lie it tells (for "lie"), the
+    coalition it colludes with (itself included) and the seed of its own choices."""
+
+    behaviours: tuple[str, ...]
+    coalition: frozenset[int]
+    lie: str = "claim-payment"
+    seed: int = 0
+
+
+def _facts(observation: bytes) -> set[Fact]:
+    try:
+        return set(decode_observation(observation))
+    except ObservationError:
+        return set()
+
+
+def _leg_hashes(
+    mode: str, facts: set[Fact], book: SettlementBook
+) -> dict[tuple[bytes, str], bytes]:
+    """(settlement, leg) -> terms hash, from the facts and, for the asset leg, from the
+    terms the asset chain announced (open settlements only)."""
+    hashes = {(f.settlement_id, f.target): f.terms_hash for f in facts}
+    asset = MODES[mode].asset_leg
+    for sid, terms in book.terms.items():
+        if sid not in book.settled:
+            hashes.setdefault((sid, asset), terms_hash(terms))
+    return hashes
+
+
+def _told(mode: str, kind: str, facts: set[Fact], book: SettlementBook) -> set[Fact]:
+    """``facts`` with lie ``kind`` told about every open settlement."""
+    legs = MODES[mode]
+    hashes = _leg_hashes(mode, facts, book)
+    told = set(facts)
+    for (sid, leg), digest in sorted(hashes.items()):
+        if kind == "claim-payment" and leg == legs.payment_leg:
+            told |= {
+                Fact(sid, leg, FactKind.PREPARED, digest),
+                Fact(sid, leg, FactKind.COMMITTED, digest),
+            }
+        elif kind == "claim-lock" and leg == legs.asset_leg:
+            told.add(Fact(sid, leg, FactKind.PREPARED, digest))
+        elif kind == "claim-expiry" and leg == legs.asset_leg:
+            told.add(Fact(sid, leg, FactKind.EXPIRED, digest))
+    hidden = {"hide-payment": legs.payment_leg, "hide-lock": legs.asset_leg}.get(kind)
+    if hidden is not None:
+        done = (FactKind.PREPARED, FactKind.COMMITTED)
+        told = {f for f in told if not (f.target == hidden and f.kind in done)}
+    return told
+
+
+def dvp_lie(mode: str, kind: str, book: SettlementBook) -> Callable[[random.Random, bytes], bytes]:
+    """A ``LyingObserver`` lie: the observation with lie ``kind`` told (module docstring)."""
+    if kind not in LIES:
+        raise ValueError(f"unknown lie {kind!r}: use one of {', '.join(LIES)}")
+
+    def lie(rng: random.Random, observation: bytes) -> bytes:
+        return encode_observation(_told(mode, kind, _facts(observation), book))
+
+    return lie
+
+
+def _variant_observation(mode: str, book: SettlementBook) -> Callable[..., bytes]:
+    """The equivocating leader's own observation in a variant: every payment made in even
+    variants (towards COMMIT), every asset leg expired in odd ones (towards ABORT)."""
+
+    def own(ctx: ByzantineContext, variant: int, proposal: Proposal) -> bytes:
+        facts: set[Fact] = set()
+        for so in proposal.observations:
+            facts |= _facts(so.observation)
+        kind = "claim-payment" if variant % 2 == 0 else "claim-expiry"
+        return encode_observation(_told(mode, kind, facts, book))
+
+    return own
+
+
+def _variant_support(mode: str) -> Callable[[int, SignedObservation], int]:
+    """How much an observation helps a variant: payment facts for even ones, expiries
+    for odd ones."""
+    legs = MODES[mode]
+
+    def support(variant: int, so: SignedObservation) -> int:
+        facts = _facts(so.observation)
+        if variant % 2 == 0:
+            return sum(f.target == legs.payment_leg and f.kind is FactKind.PREPARED for f in facts)
+        return sum(f.kind is FactKind.EXPIRED for f in facts)
+
+    return support
+
+
+def _behaviour(name: str, spec: ByzantineSpec, mode: str, book: SettlementBook) -> Behaviour:
+    if name == "lie":
+        return LyingObserver(lie=dvp_lie(mode, spec.lie, book))
+    if name == "equivocate":
+        return EquivocatingLeader(
+            own_observation=_variant_observation(mode, book), support=_variant_support(mode)
+        )
+    simple: dict[str, Callable[[], Behaviour]] = {
+        "silent": Silent,
+        "withhold-shares": WithholdShares,
+        "invalid-shares": InvalidShares,
+        "sign-anything": SignAnything,
+        "replay": Replay,
+        "flood": Flood,
+    }
+    if name not in simple:
+        raise ValueError(f"unknown behaviour {name!r}: use one of {', '.join(BEHAVIOURS)}")
+    return simple[name]()
+
+
+def wrapper(
+    spec: ByzantineSpec, mode: str, keys: NodeKeys, outcome: OutcomeFunction, book: SettlementBook
+) -> Callable[[Node], ByzantineNode]:
+    """Wraps a driver's honest consensus node with ``spec``'s behaviours; ``keys`` are the
+    member's own, ``book`` what its own trackers saw."""
+    behaviours = [_behaviour(name, spec, mode, book) for name in spec.behaviours]
+
+    def wrap(node: Node) -> ByzantineNode:
+        rng = random.Random(f"{spec.seed}/{node.index}")
+        ctx = ByzantineContext(
+            node.config, node.index, keys, outcome, spec.coalition, rng, crypto=node.crypto
+        )
+        return ByzantineNode(node, ctx, behaviours)
+
+    return wrap
