@@ -27,6 +27,7 @@ __all__ = [
     "BANK_FAULTS",
     "NETWORK_FAULTS",
     "NODE_FAULTS",
+    "PROCESS_FAULTS",
     "bank_fault_cleared",
     "bank_fault_settings",
     "fault_ends",
@@ -35,7 +36,9 @@ __all__ = [
     "write_byzantine",
 ]
 
-NODE_FAULTS = ("kill-node", "stop-node")
+NODE_FAULTS = ("kill-node", "stop-node")  # the member crashes (see fault_ends for restarts)
+#: Faults on a member's process that keep it alive: paused, or wiped and restarted.
+PROCESS_FAULTS = ("pause-node", "unsafe-wipe-restart")
 BANK_FAULTS = ("bank-outage", "bank-latency", "bank-error-rate", "bank-duplicate-callbacks")
 
 _KEYS = {
@@ -74,6 +77,8 @@ def fault_record(fault: Fault) -> dict[str, Any]:
         record["from"] = list(fault.from_nodes)
     if fault.to_nodes:
         record["to"] = list(fault.to_nodes)
+    if fault.kind.startswith("unsafe-"):
+        record["unsafe"] = True
     return record
 
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -229,6 +231,14 @@ class RealRun(RealWorld):
         elif fault.kind == "stop-node":
             self.nodes[fault.node].stop()
             self.history.write("node-stop", node=fault.node, how="stop")
+        elif fault.kind == "pause-node":
+            os.kill(self.nodes[fault.node].pid, signal.SIGSTOP)
+        elif fault.kind == "unsafe-wipe-restart":
+            self.nodes[fault.node].kill()
+            self.history.write("node-stop", node=fault.node, how="kill")
+            data = self.node_paths[fault.node].parent / "data"
+            for store in data.glob("safety.sqlite*"):  # it forgets what it signed
+                store.unlink()
         elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_settings(
                 self._bank_faults, fault, time.time(), self.scenario.seed
@@ -237,8 +247,10 @@ class RealRun(RealWorld):
 
     def _end_fault(self, fault: Any) -> None:
         self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
-        if fault.kind == "kill-node":
+        if fault.kind in ("kill-node", "unsafe-wipe-restart"):
             self._start_node(fault.node)
+        elif fault.kind == "pause-node":
+            os.kill(self.nodes[fault.node].pid, signal.SIGCONT)
         elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_cleared(self._bank_faults, fault)
             self._bank_admin("PUT", "/admin/faults", self._bank_faults)

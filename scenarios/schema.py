@@ -36,6 +36,8 @@ NETWORK_FAULTS = ("partition", "isolate", "drop", "delay", "duplicate", "reorder
 FAULT_KINDS = (
     "kill-node",
     "stop-node",
+    "pause-node",
+    "unsafe-wipe-restart",
     "bank-outage",
     "bank-latency",
     "bank-error-rate",
@@ -114,7 +116,10 @@ class Settlements:
 class Fault:
     """One ``[[faults]]`` entry: ``kind`` from ``at`` (seconds after the drive began) for
     ``duration`` seconds. Node faults name a ``node``; bank faults a ``value``. Network
-    faults (``NETWORK_FAULTS``) must heal (a positive ``duration``):
+    faults (``NETWORK_FAULTS``) must heal (a positive ``duration``). ``pause-node`` freezes
+    ``node`` for ``duration`` (SIGSTOP and SIGCONT in a real run); ``unsafe-wipe-restart``
+    kills it and restarts it after ``duration`` with its safety store wiped (unsafe: it
+    forgets what it signed). Network faults:
 
     - ``partition``: messages between the members in ``side`` and the others are lost;
       with ``one_way = true`` only those sent from ``side``;
@@ -497,6 +502,8 @@ def _expect(reader: _Reader, raw: Any) -> tuple[str, ...]:
 _FAULT_KEYS: dict[str, frozenset[str]] = {
     "kill-node": frozenset({"node"}),
     "stop-node": frozenset({"node"}),
+    "pause-node": frozenset({"node"}),
+    "unsafe-wipe-restart": frozenset({"node"}),
     "bank-outage": frozenset(),
     "bank-latency": frozenset({"value"}),
     "bank-error-rate": frozenset({"value"}),
@@ -541,6 +548,12 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int) -> None:
                     f"node {member} is not in the committee of {n}",
                     f"use 0..{n - 1}",
                 )
+    if fault.kind in ("pause-node", "unsafe-wipe-restart") and fault.duration <= 0:
+        raise reader.fail(
+            f"{key}.duration",
+            f"a {fault.kind} fault needs its window (the node resumes or restarts after it)",
+            "give it in seconds, e.g. duration = 3",
+        )
     if fault.kind not in NETWORK_FAULTS:
         return
     if fault.duration <= 0:
@@ -589,7 +602,7 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
             (a0, a1), (b0, b1) = _window(earlier), _window(later)
             if not (a0 < b1 and b0 < a1):
                 continue
-            node_faults = ("kill-node", "stop-node", "isolate")
+            node_faults = ("kill-node", "stop-node", "pause-node", "unsafe-wipe-restart", "isolate")
             if earlier.kind in node_faults and later.kind in node_faults:
                 clash = earlier.node == later.node
             elif earlier.kind != later.kind:

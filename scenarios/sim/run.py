@@ -55,6 +55,7 @@ from consensus.identity import identity_key_from_seed, public_key_bytes
 from consensus.network import NetworkProfile, SimulatedNetwork
 from consensus.protocol import NodeKeys
 from consensus.report import CommitteeConfig, check_proofs_of_possession
+from consensus.safety import DurableStore
 from node.config import consensus_parameters
 from node.driver import DriverConfig, TargetSpec
 from node.legs import bank_account
@@ -428,6 +429,11 @@ class SimRun:
         self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind in NODE_FAULTS:
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
+        elif fault.kind == "pause-node":
+            self.world.pause(fault.node)
+        elif fault.kind == "unsafe-wipe-restart":
+            self.world.crash(fault.node, "kill")
+            self.world.members[fault.node].durable = DurableStore()  # it forgets what it signed
         elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_settings(
                 self._bank_faults, fault, self.bank.now_ms() / 1000, self.scenario.seed
@@ -438,8 +444,10 @@ class SimRun:
 
     def _end_fault(self, fault: Any) -> None:
         self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
-        if fault.kind == "kill-node":
+        if fault.kind in ("kill-node", "unsafe-wipe-restart"):
             self.world.start(fault.node)
+        elif fault.kind == "pause-node":
+            self.world.resume(fault.node)
         elif fault.kind in BANK_FAULTS and self.bank is not None:
             self._bank_faults = bank_fault_cleared(self._bank_faults, fault)
             self.bank.set_faults(**self._bank_faults)

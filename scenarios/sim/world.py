@@ -30,11 +30,12 @@ This module must never read the wall clock or use a random generator but the que
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from bank_adapter import ledger
 from bank_adapter.client import InstructionStatus, ReportReply, StatusReply
@@ -96,6 +97,9 @@ class SimMember:
     polls: set[str] = field(default_factory=set)  # targets with a poll scheduled
     callbacks_seen: set[str] = field(default_factory=set)  # bank event ids taken
     sending: dict[str, list[Transmit]] = field(default_factory=dict)  # chain target -> queue
+    # Paused (a pause-node fault): what arrives waits here, in order, until it resumes.
+    paused: bool = False
+    backlog: list[tuple[int, Any]] = field(default_factory=list)  # (src or -1, data or event)
 
 
 class SimWorld:
@@ -157,13 +161,33 @@ class SimWorld:
         member.incarnation += 1
         member.timers.clear()
         member.views = {}
+        member.paused = False
+        member.backlog.clear()
         self.history.write("node-stop", node=index, how=how)
+
+    def pause(self, index: int) -> None:
+        """Freeze a member (SIGSTOP in a real run): it handles nothing until ``resume``."""
+        self.members[index].paused = True
+
+    def resume(self, index: int) -> None:
+        """Thaw a member (SIGCONT): it handles what arrived meanwhile, in order, now."""
+        member = self.members[index]
+        member.paused = False
+        backlog, member.backlog = member.backlog, []
+        for src, item in backlog:
+            if src >= 0:
+                self._arrive(src, index, item)
+            else:
+                self._step(member, dataclasses.replace(item, now=self.queue.now))
 
     # ------------------------------------------------------------------ stepping
 
     def _step(self, member: SimMember, event: NodeEvent) -> None:
         driver = member.driver
         if driver is None:
+            return
+        if member.paused:
+            member.backlog.append((-1, event))
             return
         now = self.queue.now
         for effect in driver.handle(event):
@@ -242,6 +266,9 @@ class SimWorld:
 
     def _arrive(self, src: int, dst: int, data: bytes) -> None:
         member = self.members[dst]
+        if member.paused and member.driver is not None:
+            member.backlog.append((src, data))  # read from the socket when it resumes
+            return
         now = self.queue.now
         kind, epoch, round_ = message_header(data)
         if member.driver is None:

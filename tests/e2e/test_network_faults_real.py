@@ -159,3 +159,29 @@ def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -
     ]
     assert overtaken, "no frame arrived behind a later one"
     assert report.summary["passed"], report.summary["checks"]
+
+
+def test_pause_and_an_unsafe_wipe_restart_act_on_real_node_processes(tmp_path: Path) -> None:
+    base = load(REPO_ROOT / "scenarios" / "reference.toml")
+    scenario = dataclasses.replace(
+        base,
+        settlements=dataclasses.replace(base.settlements, count=10, arrival_rate=1.0, fail=()),
+        faults=(
+            Fault("pause-node", 1.0, duration=3.0, node=2),
+            Fault("unsafe-wipe-restart", 5.0, duration=2.0, node=1),
+            Fault("delay", 1.0, duration=3.0, value=1.0),  # nodes trace their messages
+        ),
+    )
+    report = RealRun(scenario, tmp_path / "run").run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+    drive = next(r["t"] for r in records if r["event"] == "drive-start")
+    # SIGSTOP: the paused node reads and sends nothing; SIGCONT: it catches up.
+    start, end = drive + 1.0 + EDGE_S, drive + 4.0
+    assert not [r for r in _on_links(records, "recv", start, end) if r["to"] == 2]
+    assert not [r for r in _on_links(records, "send", start, end) if r["from"] == 2]
+    assert [r for r in _on_links(records, "send", end, end + 3.0) if r["from"] == 2]
+    # The wiped node came back with an empty safety store and took part again.
+    begin = [r for r in records if r["event"] == "fault" and r["kind"] == "unsafe-wipe-restart"]
+    assert begin[0]["unsafe"] is True
+    assert [r for r in _on_links(records, "send", drive + 8.0, drive + 12.0) if r["from"] == 1]
+    assert report.summary["passed"], report.summary["checks"]

@@ -146,3 +146,30 @@ def test_reorder_delivers_some_messages_behind_later_ones(tmp_path: Path) -> Non
     overtaken = [link for link in sent if order[link][: len(sent[link])] != sent[link]]
     assert overtaken, "no message arrived out of order"
     assert report.ok, report.summary["checks"]
+
+
+def test_a_paused_member_handles_nothing_until_it_resumes_then_everything(
+    tmp_path: Path,
+) -> None:
+    report, records, drive = run_with(tmp_path, Fault("pause-node", AT, duration=FOR, node=2))
+    start, end = window(drive)
+    assert not [r for r in messages(records, "recv", start, end) if r["to"] == 2]
+    assert not [r for r in messages(records, "send", start, end) if r["from"] == 2]
+    # What arrived meanwhile is read at once when it resumes.
+    burst = [r for r in records if r["event"] == "recv" and r["to"] == 2 and r["t"] == end]
+    assert len(burst) > 1
+    assert report.ok, report.summary["checks"]
+
+
+def test_an_unsafe_wipe_restart_is_marked_and_the_member_comes_back(tmp_path: Path) -> None:
+    report, records, drive = run_with(
+        tmp_path, Fault("unsafe-wipe-restart", AT, duration=FOR, node=1)
+    )
+    begin = next(r for r in records if r["event"] == "fault" and r["phase"] == "begin")
+    assert begin["kind"] == "unsafe-wipe-restart" and begin["unsafe"] is True
+    stops = [r["t"] for r in records if r["event"] == "node-stop" and r["node"] == 1]
+    starts = [r["t"] for r in records if r["event"] == "node-start" and r["node"] == 1]
+    assert stops == [drive + AT] and starts[-1] == drive + AT + FOR
+    _, end = window(drive)
+    assert [r for r in messages(records, "send", end, end + 2) if r["from"] == 1]
+    assert report.ok, report.summary["checks"]
