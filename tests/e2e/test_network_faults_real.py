@@ -47,19 +47,28 @@ def _latencies(records: list[dict[str, Any]], start: float, end: float) -> list[
     ]
 
 
-def test_partition_and_delay_act_on_the_frames_real_nodes_send(tmp_path: Path) -> None:
+def _run(tmp: Path, count: int, *faults: Fault) -> tuple[dict[str, Any], list[Any], float]:
+    """The reference case, ``count`` settlements one a second, under ``faults``: its
+    summary, its history records and when the drive began (run seconds)."""
     base = load(REPO_ROOT / "scenarios" / "reference.toml")
     scenario = dataclasses.replace(
         base,
-        settlements=dataclasses.replace(base.settlements, count=10, arrival_rate=1.0, fail=()),
-        faults=(
-            Fault("partition", PARTITION[0], duration=PARTITION[1], side=(0, 1)),
-            Fault("delay", DELAY[0], duration=DELAY[1], value=DELAY_MS),
-        ),
+        settlements=dataclasses.replace(base.settlements, count=count, arrival_rate=1.0, fail=()),
+        faults=faults,
     )
-    report = RealRun(scenario, tmp_path / "run").run()
-    records = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+    report = RealRun(scenario, tmp / "run").run()
+    records = [json.loads(line) for line in (tmp / "run" / "history.jsonl").open()]
     drive = next(r["t"] for r in records if r["event"] == "drive-start")
+    return report.summary, records, drive
+
+
+def test_partition_and_delay_act_on_the_frames_real_nodes_send(tmp_path: Path) -> None:
+    summary, records, drive = _run(
+        tmp_path,
+        10,
+        Fault("partition", PARTITION[0], duration=PARTITION[1], side=(0, 1)),
+        Fault("delay", DELAY[0], duration=DELAY[1], value=DELAY_MS),
+    )
     faults = [(r["phase"], r["kind"]) for r in records if r["event"] == "fault"]
     assert faults == [
         ("begin", "partition"),
@@ -98,7 +107,7 @@ def test_partition_and_delay_act_on_the_frames_real_nodes_send(tmp_path: Path) -
         f"p90 {errors[int(len(errors) * 0.9)] * 1000:.1f} ms"
     )
     assert shift >= 0.8 * DELAY_MS / 1000, "the delay was not applied"
-    assert report.summary["passed"], report.summary["checks"]
+    assert summary["passed"], summary["checks"]
 
 
 def _on_links(records: list[dict[str, Any]], event: str, start: float, end: float) -> list[Any]:
@@ -106,21 +115,15 @@ def _on_links(records: list[dict[str, Any]], event: str, start: float, end: floa
 
 
 def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -> None:
-    base = load(REPO_ROOT / "scenarios" / "reference.toml")
     windows = {"isolate": 1.0, "drop": 4.0, "duplicate": 7.0, "reorder": 10.0}
-    scenario = dataclasses.replace(
-        base,
-        settlements=dataclasses.replace(base.settlements, count=14, arrival_rate=1.0, fail=()),
-        faults=(
-            Fault("isolate", windows["isolate"], duration=2.0, node=2),
-            Fault("drop", windows["drop"], duration=2.0, value=1.0, from_nodes=(0,), to_nodes=(1,)),
-            Fault("duplicate", windows["duplicate"], duration=2.0, value=1.0),
-            Fault("reorder", windows["reorder"], duration=2.0, value=0.5),
-        ),
+    summary, records, drive = _run(
+        tmp_path,
+        14,
+        Fault("isolate", windows["isolate"], duration=2.0, node=2),
+        Fault("drop", windows["drop"], duration=2.0, value=1.0, from_nodes=(0,), to_nodes=(1,)),
+        Fault("duplicate", windows["duplicate"], duration=2.0, value=1.0),
+        Fault("reorder", windows["reorder"], duration=2.0, value=0.5),
     )
-    report = RealRun(scenario, tmp_path / "run").run()
-    records = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
-    drive = next(r["t"] for r in records if r["event"] == "drive-start")
 
     def span(kind: str) -> tuple[float, float]:
         return drive + windows[kind] + EDGE_S, drive + windows[kind] + 2.0
@@ -158,23 +161,17 @@ def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -
         != [m for m in order if m in recv_order[link]]
     ]
     assert overtaken, "no frame arrived behind a later one"
-    assert report.summary["passed"], report.summary["checks"]
+    assert summary["passed"], summary["checks"]
 
 
 def test_pause_and_an_unsafe_wipe_restart_act_on_real_node_processes(tmp_path: Path) -> None:
-    base = load(REPO_ROOT / "scenarios" / "reference.toml")
-    scenario = dataclasses.replace(
-        base,
-        settlements=dataclasses.replace(base.settlements, count=10, arrival_rate=1.0, fail=()),
-        faults=(
-            Fault("pause-node", 1.0, duration=3.0, node=2),
-            Fault("unsafe-wipe-restart", 5.0, duration=2.0, node=1),
-            Fault("delay", 1.0, duration=3.0, value=1.0),  # nodes trace their messages
-        ),
+    summary, records, drive = _run(
+        tmp_path,
+        10,
+        Fault("pause-node", 1.0, duration=3.0, node=2),
+        Fault("unsafe-wipe-restart", 5.0, duration=2.0, node=1),
+        Fault("delay", 1.0, duration=3.0, value=1.0),  # nodes trace their messages
     )
-    report = RealRun(scenario, tmp_path / "run").run()
-    records = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
-    drive = next(r["t"] for r in records if r["event"] == "drive-start")
     # SIGSTOP: the paused node reads and sends nothing; SIGCONT: it catches up.
     start, end = drive + 1.0 + EDGE_S, drive + 4.0
     assert not [r for r in _on_links(records, "recv", start, end) if r["to"] == 2]
@@ -184,4 +181,4 @@ def test_pause_and_an_unsafe_wipe_restart_act_on_real_node_processes(tmp_path: P
     begin = [r for r in records if r["event"] == "fault" and r["kind"] == "unsafe-wipe-restart"]
     assert begin[0]["unsafe"] is True
     assert [r for r in _on_links(records, "send", drive + 8.0, drive + 12.0) if r["from"] == 1]
-    assert report.summary["passed"], report.summary["checks"]
+    assert summary["passed"], summary["checks"]
