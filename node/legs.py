@@ -297,7 +297,28 @@ class BankLegTracker:
             final = status is not None and status.state in _BANK_FINAL
             if not final and bank_time_s is not None and bank_time_s > terms.deadline:
                 facts.add(Fact(sid, self.leg, FactKind.EXPIRED, digest))
+        # A hold whose settlement this node no longer knows (a reorg took the creation event
+        # away): the bank's own record still says what it holds and until when, so the
+        # committee can end it (ABORT once expired; a COMMIT signed before still binds every
+        # member's safety record).
+        for sid in self._orphan_holds():
+            status = self.statuses[sid]
+            assert status.deadline is not None
+            facts.add(Fact(sid, self.leg, FactKind.PREPARED, status.terms_hash))
+            if bank_time_s is not None and bank_time_s > status.deadline:
+                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, status.terms_hash))
         return facts
+
+    def _orphan_holds(self) -> list[bytes]:
+        """Settlements the bank holds for whose terms this node no longer knows."""
+        return [
+            sid
+            for sid, status in self.statuses.items()
+            if sid not in self.book.terms
+            and sid not in self.book.settled
+            and status.state is InstructionState.PREVALIDATED
+            and status.deadline is not None
+        ]
 
     def terms_of(self, sid: bytes) -> tuple[PaymentTerms, bytes] | None:
         """The bank leg's terms and their hash, derived once per settlement."""
@@ -336,7 +357,7 @@ class BankLegTracker:
         counts as hearing, so each is asked at most once per ``quiet_for``."""
         over = self.book.settled
         stale: list[bytes] = []
-        for sid in self.book.terms:
+        for sid in [*self.book.terms, *self._orphan_holds()]:
             if len(stale) >= limit:
                 break
             if sid in over:

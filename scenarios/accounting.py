@@ -130,13 +130,14 @@ def liveness_bound(scenario: Scenario) -> float:
 
 def heal_at(scenario: Scenario, drive_start: float) -> float:
     """Run seconds when the last fault ended: a fault with a duration ends after it; a
-    stopped node stays down (it counts toward f) while the rest heals at once; any other
+    stopped node stays down (it counts toward f) while the rest heals at once; a reorg
+    is over when it happened; any other
     fault without a duration never ends (inf: liveness then judges only whether every
     settlement ended)."""
     ends = [0.0]
     for fault in scenario.faults:
-        if fault.kind == "stop-node":
-            ends.append(fault.at)
+        if fault.kind in ("stop-node", "reorg"):
+            ends.append(fault.at)  # a stopped node counts toward f; a reorg is instant
         elif fault.duration > 0:
             ends.append(fault.at + fault.duration)
         else:

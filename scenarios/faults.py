@@ -79,6 +79,8 @@ def fault_record(fault: Fault) -> dict[str, Any]:
         record["to"] = list(fault.to_nodes)
     if fault.kind.startswith("unsafe-"):
         record["unsafe"] = True
+    if fault.kind == "reorg":
+        record["leg"] = fault.leg or "A"
     return record
 
 

@@ -224,6 +224,11 @@ class RealRun(RealWorld):
                 return
 
     def _begin_fault(self, fault: Any) -> None:
+        if fault.kind == "reorg":
+            dropped, replaced = self._reorg(fault.leg or "A", int(fault.value))
+            record = fault_record(fault)
+            self.history.write("fault", phase="begin", **record, dropped=dropped, replaced=replaced)
+            return
         self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind == "kill-node":
             self.nodes[fault.node].kill()
@@ -244,6 +249,20 @@ class RealRun(RealWorld):
                 self._bank_faults, fault, time.time(), self.scenario.seed
             )
             self._bank_admin("PUT", "/admin/faults", self._bank_faults)
+
+    def _reorg(self, leg: str, depth: int) -> tuple[int, int]:
+        """anvil's own reorg of chain ``leg`` (``anvil_reorg``: the newest ``depth`` blocks
+        replaced, their transactions gone), measured: (transactions in the replaced blocks,
+        blocks whose hash changed at the same heights)."""
+        side = self.chains[leg]
+        rpc = connect(side.rpc.url, side.chain_id)  # this thread's own connection
+        head = int(rpc.eth.block_number)
+        heights = range(max(1, head - depth + 1), head + 1)
+        before = {h: rpc.eth.get_block(h) for h in heights}
+        rpc.raw("anvil_reorg", [depth, []])
+        dropped = sum(len(b["transactions"]) for b in before.values())
+        replaced = sum(1 for h, b in before.items() if rpc.eth.get_block(h)["hash"] != b["hash"])
+        return dropped, replaced
 
     def _end_fault(self, fault: Any) -> None:
         self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)

@@ -38,6 +38,7 @@ FAULT_KINDS = (
     "stop-node",
     "pause-node",
     "unsafe-wipe-restart",
+    "reorg",
     "bank-outage",
     "bank-latency",
     "bank-error-rate",
@@ -119,7 +120,9 @@ class Fault:
     faults (``NETWORK_FAULTS``) must heal (a positive ``duration``). ``pause-node`` freezes
     ``node`` for ``duration`` (SIGSTOP and SIGCONT in a real run); ``unsafe-wipe-restart``
     kills it and restarts it after ``duration`` with its safety store wiped (unsafe: it
-    forgets what it signed). Network faults:
+    forgets what it signed). ``reorg`` replaces the newest ``value`` blocks of chain ``leg``
+    (default "A") at once, their transactions gone (anvil's own ``anvil_reorg`` in a real
+    run). Network faults:
 
     - ``partition``: messages between the members in ``side`` and the others are lost;
       with ``one_way = true`` only those sent from ``side``;
@@ -142,6 +145,7 @@ class Fault:
     one_way: bool = False
     from_nodes: tuple[int, ...] = ()  # TOML "from"
     to_nodes: tuple[int, ...] = ()  # TOML "to"
+    leg: str = ""  # reorg: the chain leg ("A", "B")
 
 
 @dataclass(frozen=True)
@@ -410,7 +414,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         for i, item in enumerate(raw.get("faults", []))
     )
     for i, fault in enumerate(faults):
-        _check_fault(reader, f"faults[{i}]", fault, committee.n)
+        _check_fault(reader, f"faults[{i}]", fault, committee.n, MODE_REGISTRY[mode].chains)
     _check_windows(reader, faults, committee.n)
 
     time_limit = reader.value("time_limit", raw.get("time_limit", 120.0), float)
@@ -504,6 +508,7 @@ _FAULT_KEYS: dict[str, frozenset[str]] = {
     "stop-node": frozenset({"node"}),
     "pause-node": frozenset({"node"}),
     "unsafe-wipe-restart": frozenset({"node"}),
+    "reorg": frozenset({"leg", "value"}),
     "bank-outage": frozenset(),
     "bank-latency": frozenset({"value"}),
     "bank-error-rate": frozenset({"value"}),
@@ -517,7 +522,7 @@ _FAULT_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _check_fault(reader: _Reader, key: str, fault: Fault, n: int) -> None:
+def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[str, ...]) -> None:
     if fault.kind not in FAULT_KINDS:
         raise reader.fail(
             f"{key}.kind", f"unknown fault {fault.kind!r}", f"use one of {', '.join(FAULT_KINDS)}"
@@ -548,6 +553,19 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int) -> None:
                     f"node {member} is not in the committee of {n}",
                     f"use 0..{n - 1}",
                 )
+    if fault.kind == "reorg":
+        if fault.leg and fault.leg not in chains:
+            raise reader.fail(
+                f"{key}.leg",
+                f"{fault.leg!r} is not a chain of this mode",
+                f"use one of {', '.join(chains)}",
+            )
+        if fault.value < 1 or fault.value != int(fault.value) or fault.duration:
+            raise reader.fail(
+                f"{key}.value",
+                "a reorg needs its depth in blocks (a whole number >= 1) and no duration",
+                "give e.g. value = 2",
+            )
     if fault.kind in ("pause-node", "unsafe-wipe-restart") and fault.duration <= 0:
         raise reader.fail(
             f"{key}.duration",

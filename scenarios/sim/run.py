@@ -426,6 +426,12 @@ class SimRun:
         run_step(0)
 
     def _begin_fault(self, fault: Any) -> None:
+        if fault.kind == "reorg":
+            depth = int(fault.value)
+            dropped = self.world.reorg(fault.leg or "A", depth, record=False)
+            record = fault_record(fault)
+            self.history.write("fault", phase="begin", **record, dropped=dropped, replaced=depth)
+            return
         self.history.write("fault", phase="begin", **fault_record(fault))
         if fault.kind in NODE_FAULTS:
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")

@@ -322,14 +322,17 @@ class SimWorld:
         if self.chains[leg].has_pending():
             self.mine(leg)
 
-    def reorg(self, leg: str, depth: int) -> None:
+    def reorg(self, leg: str, depth: int, *, record: bool = True) -> int:
         """Replace the newest ``depth`` blocks of chain ``leg`` (``SimChain.reorg``); every
-        member's watcher retracts what it had delivered from them at its next poll."""
+        member's watcher retracts what it had delivered from them at its next poll. Returns
+        how many transactions were dropped; ``record``: write the fault's history line."""
         dropped = self.chains[leg].reorg(depth, self.queue.now)
-        self.history.write(
-            "fault", phase="begin", kind="reorg", leg=leg, depth=depth, dropped=len(dropped)
-        )
+        if record:
+            self.history.write(
+                "fault", phase="begin", kind="reorg", leg=leg, depth=depth, dropped=len(dropped)
+            )
         self.chain_changed(leg)
+        return len(dropped)
 
     def mine(self, leg: str) -> None:
         """Mine a block (a block-time tick, a heartbeat, or automining)."""

@@ -114,6 +114,7 @@ def _on_links(records: list[dict[str, Any]], event: str, start: float, end: floa
     return [r for r in records if r["event"] == event and start <= r["t"] < end]
 
 
+@pytest.mark.slow  # about 30 s
 def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -> None:
     windows = {"isolate": 1.0, "drop": 4.0, "duplicate": 7.0, "reorder": 10.0}
     summary, records, drive = _run(
@@ -164,6 +165,7 @@ def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -
     assert summary["passed"], summary["checks"]
 
 
+@pytest.mark.slow  # about 20 s
 def test_pause_and_an_unsafe_wipe_restart_act_on_real_node_processes(tmp_path: Path) -> None:
     summary, records, drive = _run(
         tmp_path,

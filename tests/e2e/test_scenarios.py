@@ -127,14 +127,23 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["unsafe-colluding-liars", "colluding-liars-f", "self-refund-safe"]
+    "name",
+    [
+        "unsafe-colluding-liars",
+        "colluding-liars-f",
+        # about 25 s each: kept for the slow run
+        pytest.param("self-refund-safe", marks=pytest.mark.slow),
+        pytest.param("unsafe-reorg-below-confirmations", marks=pytest.mark.slow),
+        pytest.param("reorg-within-confirmations", marks=pytest.mark.slow),
+    ],
 )
 def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worlds(
     name: str, tmp_path: Path
 ) -> None:
     """Byzantine members in real node processes: f+1 colluding liars break atomicity and
-    validity, f change nothing; the safe escrow passes where the self-refunding one fails
-    (that one: test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so)."""
+    validity, f change nothing; anvil's own reorg deeper than the confirmations breaks
+    them too, confirmations beyond it keep them; the safe escrow passes where the
+    self-refunding one fails (test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so)."""
     summary = _run(name, tmp_path / name)
     assert summary["expectation_met"], summary["expectation_differences"]
     assert _statuses(_sim(name, tmp_path / f"{name}-sim")) == _statuses(summary)

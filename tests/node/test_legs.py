@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -168,6 +170,25 @@ def test_bank_expiry_follows_the_banks_clock_not_the_nodes() -> None:
     assert bank.bank_time_ms == 1_000_001
     bank.learn([status(1, InstructionState.CANCELLED, digest)], 1_000_002, now=3.0)
     assert FactKind.EXPIRED not in kinds(bank.facts(), sid(1), "bank")  # final now
+
+
+def test_a_hold_whose_settlement_a_reorg_took_away_still_expires_and_is_asked_about() -> None:
+    """The creation event left the book (a reorg); the bank still holds. The bank's record
+    carries the terms hash and deadline: the hold stays a fact, expires by the bank's clock,
+    and the tracker keeps asking the bank about it (or nothing would move its clock)."""
+    bank, digest = bank_with(1, deadline=1000)
+    held = InstructionStatus(
+        sid(1), InstructionState.PREVALIDATED, None, digest, None, None, None, None, 1000, False
+    )
+    bank.learn([held], 900_000, now=0.0)
+    del bank.book.terms[sid(1)]  # retracted
+    assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED}
+    assert bank.stale(now=5.0, quiet_for=2.0, limit=32) == (sid(1),)
+    bank.learn([], 1_000_001, now=6.0)
+    assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED, FactKind.EXPIRED}
+    bank.learn([dataclasses.replace(held, state=InstructionState.CANCELLED)], None, now=7.0)
+    assert kinds(bank.facts(), sid(1), "bank") == set()  # released: nothing left to say
+    assert bank.stale(now=20.0, quiet_for=2.0, limit=32) == ()
 
 
 def test_polling_asks_only_about_quiet_open_instructions_and_paces_itself() -> None:

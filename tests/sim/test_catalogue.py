@@ -17,6 +17,7 @@ SHIPPED = sorted((REPO_ROOT / "scenarios").glob("*.toml"))
 CATALOGUE = [
     ("unsafe-self-refund", ("atomicity",), "self-refund-safe"),
     ("unsafe-colluding-liars", ("atomicity", "validity"), "colluding-liars-f"),
+    ("unsafe-reorg-below-confirmations", ("atomicity", "validity"), "reorg-within-confirmations"),
 ]
 
 
