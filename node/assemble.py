@@ -19,7 +19,7 @@ from node.config import NodeConfig, consensus_parameters
 from node.driver import DriverConfig, NodeDriver, TargetSpec
 from node.identity import IdentityError, load_identity_file
 from node.metrics import serve_metrics
-from node.netfaults import FaultyTransport
+from node.netfaults import FaultyTransport, PlanFile
 from node.p2p import P2PConfig, P2PConfigError, P2PTransport
 from node.pumps import Pump, TargetError, build_pumps
 from node.runtime import NodeRuntime, TraceFile
@@ -127,6 +127,7 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     ) as exc:
         raise AssemblyError(f"{config.path}: {exc}") from None
     closers: list[Callable[[], None]] = []
+    plan = None if config.fault_plan is None else PlanFile(config.fault_plan)
     if pumps is None:
         artifacts = None
         if any(t.kind == "evm" for t in config.targets):
@@ -137,7 +138,7 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
             except CompileError as exc:
                 raise AssemblyError(f"the contracts do not compile: {exc}") from None
         try:
-            pumps = build_pumps(config, artifacts)
+            pumps = build_pumps(config, artifacts, plan)
         except TargetError as exc:
             raise AssemblyError(str(exc)) from None
     store = SafetyFile(config.data_dir / "safety.sqlite")
@@ -146,8 +147,8 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
         config.data_dir / "trace.jsonl", config.index, config.n, messages=config.trace_messages
     )
     sending: Transport = transport
-    if config.fault_plan is not None:
-        sending = FaultyTransport(transport, config.fault_plan)
+    if plan is not None:
+        sending = FaultyTransport(transport, plan)
     runtime = NodeRuntime(driver, sending, store, pumps, trace)
     closers.append(runtime.close)
     host, _, port = config.metrics.rpartition(":")

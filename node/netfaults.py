@@ -14,7 +14,11 @@ written once the drive begins, when the windows' absolute times are known::
 
     {"partitions": [{"start", "end", "side", "one_way"}],
      "links": [{"start", "end", "senders", "receivers", "drop", "duplicate", "delay",
-                "jitter", "reorder", "reorder_delay"}]}
+                "jitter", "reorder", "reorder_delay"}],
+     "rpc": [{"start", "end", "lie"}]}
+
+The same file carries this node's chain-endpoint faults (``node.rpcfaults``), which its
+EVM pumps read through the same ``PlanFile``.
 
 The layer looks for the file at most every ``PLAN_CHECK_S`` and reads it when it
 changes; until it exists, frames pass untouched. Random choices come from a generator
@@ -31,25 +35,39 @@ import json
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import trio
 
 from consensus.network import LinkFault, NetworkProfile, Partition, SimulatedNetwork
+from node.rpcfaults import RpcWindow
 from node.transport import InboundFrame, Transport, TransportMetrics
 
-__all__ = ["PLAN_CHECK_S", "FaultyTransport", "plan_json", "read_plan"]
+__all__ = ["PLAN_CHECK_S", "FaultyTransport", "Plan", "PlanFile", "plan_json", "read_plan"]
 
 #: How often the layer looks whether the plan file appeared or changed (seconds).
 PLAN_CHECK_S: Final = 0.2
 _NO_DELAY: Final = NetworkProfile(delay=0.0, jitter=0.0)
 
 
-def plan_json(partitions: tuple[Partition, ...], links: tuple[LinkFault, ...]) -> str:
+@dataclass(frozen=True)
+class Plan:
+    """A node's fault windows (unix seconds)."""
+
+    partitions: tuple[Partition, ...] = ()
+    links: tuple[LinkFault, ...] = ()
+    rpc: tuple[RpcWindow, ...] = ()
+
+
+def plan_json(
+    partitions: tuple[Partition, ...], links: tuple[LinkFault, ...], rpc: tuple[RpcWindow, ...] = ()
+) -> str:
     """The plan file's text for these windows (unix seconds)."""
     return json.dumps(
         {
+            "rpc": [{"start": w.start, "end": w.end, "lie": w.lie} for w in rpc],
             "partitions": [
                 {"start": p.start, "end": p.end, "side": list(p.side), "one_way": p.one_way}
                 for p in partitions
@@ -73,7 +91,7 @@ def plan_json(partitions: tuple[Partition, ...], links: tuple[LinkFault, ...]) -
     )
 
 
-def read_plan(text: str) -> tuple[tuple[Partition, ...], tuple[LinkFault, ...]]:
+def read_plan(text: str) -> Plan:
     raw = json.loads(text)
     partitions = tuple(
         Partition(float(p["start"]), float(p["end"]), tuple(p["side"]), bool(p["one_way"]))
@@ -94,20 +112,48 @@ def read_plan(text: str) -> tuple[tuple[Partition, ...], tuple[LinkFault, ...]]:
         )
         for f in raw["links"]
     )
-    return partitions, links
+    rpc = tuple(
+        RpcWindow(float(w["start"]), float(w["end"]), str(w["lie"])) for w in raw.get("rpc", ())
+    )
+    return Plan(partitions, links, rpc)
+
+
+class PlanFile:
+    """A plan file, read again when it changes (looked at every PLAN_CHECK_S); the empty
+    plan while there is none. Shared by a node's transport and its pumps."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._plan = Plan()
+        self._stamp: tuple[int, int] | None = None
+        self._checked_at = -PLAN_CHECK_S
+
+    def current(self) -> Plan:
+        now = time.monotonic()
+        if now - self._checked_at < PLAN_CHECK_S:
+            return self._plan
+        self._checked_at = now
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return self._plan
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp:
+            self._plan = read_plan(self.path.read_text())
+            self._stamp = stamp
+        return self._plan
 
 
 class FaultyTransport(Transport):
     """``inner`` with the plan file's network faults applied to every frame sent."""
 
-    def __init__(self, inner: Transport, plan_path: Path) -> None:
+    def __init__(self, inner: Transport, plan: PlanFile) -> None:
         self.inner = inner
-        self.plan_path = plan_path
+        self.plan = plan
         self.lost: Counter[str] = Counter()  # frames lost, by why ("partition", "drop")
         self.delayed = 0
         self._network: SimulatedNetwork | None = None
-        self._plan_stamp: tuple[int, int] | None = None
-        self._checked_at = -PLAN_CHECK_S
+        self._for_plan: Plan | None = None
         self._rng = random.Random(inner.self_index)
         self._held: list[tuple[float, int, int, bytes]] = []  # (due, order, peer, frame)
         self._order = 0
@@ -179,26 +225,18 @@ class FaultyTransport(Transport):
                 self.inner.send(peer, payload)
 
     def _current(self) -> SimulatedNetwork | None:
-        """The plan's network, re-read when the file changed (looked at every
-        PLAN_CHECK_S); None while there is no plan."""
-        now = time.monotonic()
-        if now - self._checked_at < PLAN_CHECK_S:
-            return self._network
-        self._checked_at = now
-        try:
-            stat = self.plan_path.stat()
-        except FileNotFoundError:
-            return self._network
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp != self._plan_stamp:
-            partitions, links = read_plan(self.plan_path.read_text())
-            self._network = SimulatedNetwork(
-                self.committee_size,
-                _NO_DELAY,
-                self._rng,
-                partitions=partitions,
-                heal_at=float("inf"),
-                link_faults=links,
-            )
-            self._plan_stamp = stamp
+        """The plan's network (rebuilt when the plan changed); None without network faults."""
+        plan = self.plan.current()
+        if plan is not self._for_plan:
+            self._for_plan = plan
+            self._network = None
+            if plan.partitions or plan.links:
+                self._network = SimulatedNetwork(
+                    self.committee_size,
+                    _NO_DELAY,
+                    self._rng,
+                    partitions=plan.partitions,
+                    heal_at=float("inf"),
+                    link_faults=plan.links,
+                )
         return self._network

@@ -17,9 +17,11 @@ parameters).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from consensus.network import LinkFault, Partition
+from node.rpcfaults import RpcWindow
 from scenarios.history import History
 from scenarios.schema import NETWORK_FAULTS, Fault, Scenario
 
@@ -33,6 +35,7 @@ __all__ = [
     "fault_ends",
     "fault_record",
     "network_faults",
+    "rpc_windows",
     "write_byzantine",
 ]
 
@@ -81,7 +84,21 @@ def fault_record(fault: Fault) -> dict[str, Any]:
         record["unsafe"] = True
     if fault.kind == "reorg":
         record["leg"] = fault.leg or "A"
+    if fault.lie:
+        record["lie"] = fault.lie
     return record
+
+
+def rpc_windows(faults: tuple[Fault, ...], drive_start: float) -> dict[int, tuple[RpcWindow, ...]]:
+    """Each member's chain-endpoint faults as windows (``drive_start`` plus the faults'
+    own times; a lying-rpc fault without a duration lasts to the end)."""
+    windows: dict[int, list[RpcWindow]] = {}
+    for fault in faults:
+        if fault.kind in ("rpc-outage", "lying-rpc"):
+            start = drive_start + fault.at
+            end = start + fault.duration if fault.duration > 0 else math.inf
+            windows.setdefault(fault.node, []).append(RpcWindow(start, end, fault.lie))
+    return {node: tuple(w) for node, w in windows.items()}
 
 
 def network_faults(

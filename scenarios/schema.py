@@ -27,6 +27,7 @@ from node.byzantine import BEHAVIOURS, LIES, ByzantineSpec
 from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
 from node.modes import MODES as MODE_REGISTRY
 from node.modes import SCENARIO_MODES
+from node.rpcfaults import RPC_LIES
 from scenarios.checks import CHECK_NAMES
 
 MODES = SCENARIO_MODES  # the registry: node.modes
@@ -39,6 +40,8 @@ FAULT_KINDS = (
     "pause-node",
     "unsafe-wipe-restart",
     "reorg",
+    "rpc-outage",
+    "lying-rpc",
     "bank-outage",
     "bank-latency",
     "bank-error-rate",
@@ -122,7 +125,9 @@ class Fault:
     kills it and restarts it after ``duration`` with its safety store wiped (unsafe: it
     forgets what it signed). ``reorg`` replaces the newest ``value`` blocks of chain ``leg``
     (default "A") at once, their transactions gone (anvil's own ``anvil_reorg`` in a real
-    run). Network faults:
+    run). ``rpc-outage`` makes ``node``'s chain endpoint answer nothing for ``duration``;
+    ``lying-rpc`` makes it tell ``lie`` (``fake-locks``, ``hide-locks``) for ``duration``
+    (0: to the end). Network faults:
 
     - ``partition``: messages between the members in ``side`` and the others are lost;
       with ``one_way = true`` only those sent from ``side``;
@@ -146,6 +151,7 @@ class Fault:
     from_nodes: tuple[int, ...] = ()  # TOML "from"
     to_nodes: tuple[int, ...] = ()  # TOML "to"
     leg: str = ""  # reorg: the chain leg ("A", "B")
+    lie: str = ""  # lying-rpc: what the endpoint tells (node.rpcfaults.RPC_LIES)
 
 
 @dataclass(frozen=True)
@@ -509,6 +515,8 @@ _FAULT_KEYS: dict[str, frozenset[str]] = {
     "pause-node": frozenset({"node"}),
     "unsafe-wipe-restart": frozenset({"node"}),
     "reorg": frozenset({"leg", "value"}),
+    "rpc-outage": frozenset({"node"}),
+    "lying-rpc": frozenset({"node", "lie"}),
     "bank-outage": frozenset(),
     "bank-latency": frozenset({"value"}),
     "bank-error-rate": frozenset({"value"}),
@@ -566,7 +574,11 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[
                 "a reorg needs its depth in blocks (a whole number >= 1) and no duration",
                 "give e.g. value = 2",
             )
-    if fault.kind in ("pause-node", "unsafe-wipe-restart") and fault.duration <= 0:
+    if fault.kind == "lying-rpc" and fault.lie not in RPC_LIES:
+        raise reader.fail(
+            f"{key}.lie", f"unknown lie {fault.lie!r}", f"use one of {', '.join(RPC_LIES)}"
+        )
+    if fault.kind in ("pause-node", "unsafe-wipe-restart", "rpc-outage") and fault.duration <= 0:
         raise reader.fail(
             f"{key}.duration",
             f"a {fault.kind} fault needs its window (the node resumes or restarts after it)",
@@ -621,7 +633,13 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
             if not (a0 < b1 and b0 < a1):
                 continue
             node_faults = ("kill-node", "stop-node", "pause-node", "unsafe-wipe-restart", "isolate")
-            if earlier.kind in node_faults and later.kind in node_faults:
+            endpoint_faults = ("rpc-outage", "lying-rpc")
+            if (
+                earlier.kind in node_faults
+                and later.kind in node_faults
+                or earlier.kind in endpoint_faults
+                and later.kind in endpoint_faults
+            ):
                 clash = earlier.node == later.node
             elif earlier.kind != later.kind:
                 continue

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.config import NodeConfig
+from node.netfaults import PlanFile
 from node.pumps.bank import BankPump
 from node.pumps.base import Emit, Pump, TargetError
 from node.pumps.evm import EvmPump
@@ -26,9 +27,12 @@ from node.pumps.file import FilePump
 __all__ = ["BankPump", "Emit", "EvmPump", "FilePump", "Pump", "TargetError", "build_pumps"]
 
 
-def build_pumps(config: NodeConfig, artifacts: Mapping[str, Any] | None = None) -> dict[str, Pump]:
+def build_pumps(
+    config: NodeConfig, artifacts: Mapping[str, Any] | None = None, plan: PlanFile | None = None
+) -> dict[str, Pump]:
     """One pump per target of ``config``, by consensus target name. ``artifacts`` are the
-    compiled contracts' ABIs (loaded once by the caller; needed for ``evm`` targets)."""
+    compiled contracts' ABIs (loaded once by the caller; needed for ``evm`` targets);
+    ``plan``: the node's fault plan, whose chain-endpoint faults its EVM pumps apply."""
     pumps: dict[str, Pump] = {}
     for target in config.targets:
         if target.kind == "file":
@@ -36,7 +40,7 @@ def build_pumps(config: NodeConfig, artifacts: Mapping[str, Any] | None = None) 
         elif target.kind == "evm":
             if artifacts is None:
                 raise TargetError(f"target {target.name}: the contracts' ABIs were not loaded")
-            pumps[target.name] = EvmPump(target, artifacts)
+            pumps[target.name] = EvmPump(target, artifacts, plan)
         elif target.kind == "bank":
             pumps[target.name] = BankPump(target)
         else:  # node.config rejects other kinds

@@ -21,6 +21,7 @@ compiles anything.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,7 +36,9 @@ from consensus.report import Certificate
 from node.config import TargetConfig
 from node.driver import ChainStates, ChainUpdate, NodeEvent, ReadLeg, Transmit
 from node.legs import EscrowRecord
+from node.netfaults import PlanFile
 from node.pumps.base import Emit, TargetError
+from node.rpcfaults import RpcWindow, active, lie_about
 
 log = logging.getLogger("dvpsim.node.evm")
 
@@ -43,9 +46,14 @@ POLL_INTERVAL = 0.1
 
 
 class EvmPump:
-    def __init__(self, config: TargetConfig, artifacts: Mapping[str, Any]) -> None:
+    def __init__(
+        self, config: TargetConfig, artifacts: Mapping[str, Any], plan: PlanFile | None = None
+    ) -> None:
+        """``plan``: the node's fault plan; its chain-endpoint windows (``node.rpcfaults``)
+        make this endpoint answer nothing, or lie, to this node."""
         self.name = config.name
         self.config = config
+        self.plan = plan
         try:
             self.rpc = connect(config.url, config.chain_id)
         except RpcError as exc:
@@ -87,8 +95,16 @@ class EvmPump:
                 await emit(update)
             await trio.sleep(POLL_INTERVAL)
 
+    def _endpoint_fault(self) -> RpcWindow | None:
+        return None if self.plan is None else active(self.plan.current().rpc, time.time())
+
     def _poll_once(self) -> ChainUpdate | None:
+        fault = self._endpoint_fault()
+        if fault is not None and not fault.lie:
+            raise RpcError(f"{self.config.url}: no answer (an rpc-outage fault)")
         records = [r for r in (_escrow_record(w) for w in self.watcher.poll()) if r is not None]
+        if fault is not None:
+            records = list(lie_about(records, fault.lie))
         block_time = int(
             self.rpc.call("latest block", lambda: self.rpc.eth.get_block("latest")["timestamp"])
         )
@@ -113,6 +129,10 @@ class EvmPump:
         return result, ()
 
     def _send(self, certificate: Certificate, terms: list[Terms]) -> str:
+        fault = self._endpoint_fault()
+        if fault is not None and not fault.lie:
+            return "rpc-error"
+
         def already_done() -> bool:
             return not self.binding.pending_decisions(certificate.report)
 

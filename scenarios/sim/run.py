@@ -72,6 +72,7 @@ from scenarios.faults import (
     fault_ends,
     fault_record,
     network_faults,
+    rpc_windows,
     write_byzantine,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
@@ -565,6 +566,8 @@ class SimRun:
         self.history.write("drive-start")
         for planned in plan(s):
             self.queue.after(planned.at, self._drive_one, planned)
+        for node, windows in rpc_windows(s.faults, self.drive_start).items():
+            self.world.members[node].rpc = windows
         partitions, link_faults = network_faults(s.faults, self.drive_start)
         if partitions or link_faults:
             network = self.world.network

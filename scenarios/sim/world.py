@@ -64,6 +64,7 @@ from node.driver import (
     Transmit,
 )
 from node.legs import EscrowRecord
+from node.rpcfaults import RpcWindow, active, lie_about
 from node.trace import effect_records, message_header
 from scenarios.history import History
 from scenarios.sim.bank import SimBank
@@ -89,6 +90,7 @@ class SimMember:
     targets: dict[str, str]  # consensus target name -> "chain:LEG" or "bank"
     transmitters: dict[str, str]  # chain leg -> this member's transmitter address
     byzantine: ByzantineSpec | None = None  # its behaviours when it is a Byzantine member
+    rpc: tuple[RpcWindow, ...] = ()  # its chain endpoint's faults (node.rpcfaults)
     driver: NodeDriver | None = None
     incarnation: int = 0
     durable: DurableStore = field(default_factory=DurableStore)
@@ -300,10 +302,13 @@ class SimWorld:
                 return
             member.polls.discard(target)
             view = member.views.get(target)
-            if view is None:
-                return
+            fault = active(member.rpc, self.queue.now)
+            if view is None or (fault is not None and not fault.lie):
+                return  # an outage: read again at the next block
             found, block_time = view.poll()
             records = tuple(EscrowRecord(event, retracted) for event, retracted in found)
+            if fault is not None:
+                records = lie_about(records, fault.lie)
             self._step(member, ChainUpdate(self.queue.now, target, records, block_time))
 
         self.queue.after(delay, poll)
@@ -381,6 +386,10 @@ class SimWorld:
                 self.queue.after(TX_HOP, self._send_next, member, target, incarnation)
 
         def at_chain() -> None:
+            fault = active(member.rpc, self.queue.now)
+            if fault is not None and not fault.lie:
+                finish("rpc-error")
+                return
             if not chain.pending_decisions(report):
                 finish("already-applied")
                 return

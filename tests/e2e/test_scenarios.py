@@ -135,6 +135,8 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         pytest.param("self-refund-safe", marks=pytest.mark.slow),
         pytest.param("unsafe-reorg-below-confirmations", marks=pytest.mark.slow),
         pytest.param("reorg-within-confirmations", marks=pytest.mark.slow),
+        pytest.param("unsafe-lying-rpc", marks=pytest.mark.slow),  # 65 s
+        "lying-rpc-f",
     ],
 )
 def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worlds(

@@ -9,14 +9,16 @@ from pathlib import Path
 import trio
 
 from consensus.network import LinkFault, Partition
-from node.netfaults import PLAN_CHECK_S, FaultyTransport, plan_json, read_plan
+from node.netfaults import PLAN_CHECK_S, FaultyTransport, Plan, PlanFile, plan_json, read_plan
+from node.rpcfaults import RpcWindow
 from tests.node.test_runtime import MemoryTransport
 
 
 def test_a_plan_reads_back_as_the_same_windows() -> None:
     partitions = (Partition(1.5, 4.0, (0, 2), one_way=True),)
     links = (LinkFault(2.0, 3.0, frozenset({1}), frozenset(), delay=0.1, jitter=0.01),)
-    assert read_plan(plan_json(partitions, links)) == (partitions, links)
+    rpc = (RpcWindow(1.0, 2.0), RpcWindow(3.0, float("inf"), "fake-locks"))
+    assert read_plan(plan_json(partitions, links, rpc)) == Plan(partitions, links, rpc)
 
 
 def test_frames_pass_until_a_plan_appears_then_its_windows_apply(tmp_path: Path) -> None:
@@ -25,7 +27,7 @@ def test_frames_pass_until_a_plan_appears_then_its_windows_apply(tmp_path: Path)
     for peer in (1, 2, 3):
         MemoryTransport(peer, 4, network)
     plan = tmp_path / "faults.json"
-    faulty = FaultyTransport(inner, plan)
+    faulty = FaultyTransport(inner, PlanFile(plan))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:

@@ -18,6 +18,7 @@ CATALOGUE = [
     ("unsafe-self-refund", ("atomicity",), "self-refund-safe"),
     ("unsafe-colluding-liars", ("atomicity", "validity"), "colluding-liars-f"),
     ("unsafe-reorg-below-confirmations", ("atomicity", "validity"), "reorg-within-confirmations"),
+    ("unsafe-lying-rpc", ("atomicity", "validity", "liveness"), "lying-rpc-f"),
 ]
 
 

@@ -173,3 +173,23 @@ def test_an_unsafe_wipe_restart_is_marked_and_the_member_comes_back(tmp_path: Pa
     _, end = window(drive)
     assert [r for r in messages(records, "send", end, end + 2) if r["from"] == 1]
     assert report.ok, report.summary["checks"]
+
+
+def test_during_an_rpc_outage_a_member_sees_nothing_new_on_chain(tmp_path: Path) -> None:
+    report, records, drive = run_with(tmp_path, Fault("rpc-outage", AT, duration=FOR, node=0))
+    start, end = window(drive)
+
+    def seen(node: int, a: float, b: float) -> int:
+        return sum(
+            r["settlements"] for r in messages(records, "observation", a, b) if r["node"] == node
+        )
+
+    assert seen(0, start + 0.2, end) < min(seen(i, start + 0.2, end) for i in (1, 2, 3))
+    # What it misses, it cannot transmit: it does not know those settlements' terms.
+    results = [
+        r.get("result")
+        for r in messages(records, "transmission", start, end)
+        if r["node"] == 0 and r["phase"] != "invoke"
+    ]
+    assert "unknown-settlement" in results
+    assert report.ok, report.summary["checks"]
