@@ -19,6 +19,9 @@ EquivocatingLeader     as leader, sends different proposals to different followe
                        certificate it can form
 Replay                 re-sends old messages it received, to random peers
 Flood                  sends bursts of junk and well-formed but useless messages
+Mutate                 ByzzFuzz-style small-scope mutations of what it sends: epoch or
+                       round moved by one, an earlier proposal or observation of its own
+                       sent again instead, one decision of a certificate flipped
 =====================  ==================================================================
 
 Randomness comes from a ``random.Random`` seeded per member by the caller, so a
@@ -32,6 +35,7 @@ of another member's state: what it knows, it received.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Callable, Sequence
@@ -52,6 +56,7 @@ from consensus.events import (
 from consensus.identity import observation_message
 from consensus.messages import (
     Kind,
+    Message,
     NewEpoch,
     ObserveReq,
     Proposal,
@@ -78,6 +83,7 @@ __all__ = [
     "Flood",
     "InvalidShares",
     "LyingObserver",
+    "Mutate",
     "Replay",
     "SignAnything",
     "Silent",
@@ -342,6 +348,79 @@ class Flood(_Passive):
                 )
             extra.append(Send(to, data))
         return actions + extra
+
+
+@dataclass(slots=True)
+class Mutate(_Passive):
+    """With probability ``rate``, each message sent is mutated a little (ByzzFuzz's small
+    scope): its epoch or round moved by one, an earlier proposal or observation of this
+    member's sent again in its place, or one decision of a certificate it forwards flipped
+    between COMMIT and ABORT. Signatures are left as they were: honest members must refuse
+    what no longer verifies or no longer fits."""
+
+    rate: float = 0.3
+    earlier: list[bytes] = field(default_factory=list)
+    memory: int = 50
+
+    def outgoing(self, ctx: ByzantineContext, event: Event, actions: list[Action]) -> list[Action]:
+        result: list[Action] = []
+        for action in actions:
+            if isinstance(action, Send | Broadcast):
+                data = action.data
+                own = peek_kind(data) in (Kind.PROPOSAL, Kind.OBSERVATION)
+                if own and len(self.earlier) < self.memory:
+                    self.earlier.append(data)
+                if ctx.rng.random() < self.rate:
+                    data = self._mutate(ctx, data)
+                    action = Send(action.to, data) if isinstance(action, Send) else Broadcast(data)
+            result.append(action)
+        return result
+
+    def _mutate(self, ctx: ByzantineContext, data: bytes) -> bytes:
+        message = ctx.decode(data)
+        if not isinstance(message, Message):
+            return data
+        rng = ctx.rng
+        choice = rng.randrange(3)
+        if choice == 0 and isinstance(message, RoundCertificates):
+            return encode(_flip_one(rng, message))
+        if choice == 1 and self.earlier:
+            kind = peek_kind(data)
+            same = [d for d in self.earlier if peek_kind(d) is kind and d != data]
+            if same:
+                return rng.choice(same)
+        field_name = "round" if hasattr(message, "round") and rng.random() < 0.5 else "epoch"
+        value = getattr(message, field_name) + rng.choice((-1, 1))
+        try:
+            mutated: Message = dataclasses.replace(message, **{field_name: value})
+        except (ValueError, TypeError):  # out of range (epoch 0): send it as it was
+            return data
+        return encode(mutated)
+
+
+def _flip_one(rng: random.Random, message: RoundCertificates) -> RoundCertificates:
+    """The certificates with one COMMIT or ABORT decision turned into the other."""
+    flip = {
+        DecisionAction.COMMIT: DecisionAction.ABORT,
+        DecisionAction.ABORT: DecisionAction.COMMIT,
+    }
+    spots = [
+        (i, j)
+        for i, cert in enumerate(message.certificates)
+        for j, d in enumerate(cert.report.decisions)
+        if d.action in flip
+    ]
+    if not spots:
+        return message
+    i, j = rng.choice(spots)
+    cert = message.certificates[i]
+    decisions = list(cert.report.decisions)
+    d = decisions[j]
+    decisions[j] = Decision(d.settlement_id, flip[d.action], d.terms_hash)
+    report = dataclasses.replace(cert.report, decisions=tuple(decisions))
+    certs = list(message.certificates)
+    certs[i] = dataclasses.replace(cert, report=report)
+    return dataclasses.replace(message, certificates=tuple(certs))
 
 
 # --------------------------------------------------------------------------- equivocation

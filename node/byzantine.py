@@ -18,6 +18,9 @@ equivocate         as leader, sends different proposals to different followers: 
                    leg expired (ABORT); certifies every variant it can
 replay             re-sends old messages to random members
 flood              sends junk, oversized and useless well-formed messages
+mutate             ByzzFuzz-style small-scope mutations of what it sends: epoch or round
+                   moved by one, an earlier proposal or observation sent again, one
+                   decision of a certificate flipped
 =================  ====================================================================
 
 Lies (``lie = ...``), applied to the facts the member's own trackers produced:
@@ -52,6 +55,7 @@ from consensus.byzantine import (
     Flood,
     InvalidShares,
     LyingObserver,
+    Mutate,
     Replay,
     SignAnything,
     Silent,
@@ -75,6 +79,7 @@ BEHAVIOURS: Final = (
     "equivocate",
     "replay",
     "flood",
+    "mutate",
 )
 LIES: Final = ("claim-payment", "claim-lock", "claim-expiry", "hide-payment", "hide-lock")
 
@@ -185,6 +190,7 @@ def _behaviour(name: str, spec: ByzantineSpec, mode: str, book: SettlementBook) 
         "sign-anything": SignAnything,
         "replay": Replay,
         "flood": Flood,
+        "mutate": Mutate,
     }
     if name not in simple:
         raise ValueError(f"unknown behaviour {name!r}: use one of {', '.join(BEHAVIOURS)}")

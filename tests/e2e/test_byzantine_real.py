@@ -32,8 +32,12 @@ def _run(tmp: Path, *groups: Byzantine) -> tuple[dict[str, Any], list[dict[str, 
     return report.summary, records
 
 
-def test_flooding_replaying_member_with_invalid_shares_changes_no_outcome(tmp_path: Path) -> None:
-    summary, records = _run(tmp_path, Byzantine((3,), ("flood", "invalid-shares", "replay")))
+def test_a_flooding_replaying_mutating_member_with_invalid_shares_changes_no_outcome(
+    tmp_path: Path,
+) -> None:
+    summary, records = _run(
+        tmp_path, Byzantine((3,), ("flood", "invalid-shares", "replay", "mutate"))
+    )
     refused = [r for r in records if r["event"] == "rejected" and r["sender"] == 3]
     reasons = Counter(r["reason"].split(":")[0] for r in refused)
     assert reasons["malformed message"] > 0, reasons  # the flood

@@ -159,6 +159,17 @@ def test_an_equivocating_leader_sends_followers_different_proposals(tmp_path: Pa
     assert statuses(report)["no-conflicting-certificates"] == "valid"
 
 
+def test_small_scope_mutations_are_refused_and_change_no_outcome(tmp_path: Path) -> None:
+    """ByzzFuzz-style: a leader whose messages come out a round or epoch off, or as an
+    earlier proposal, or with a certificate's decision flipped."""
+    leader = first_leader(tmp_path)
+    report, records = run_with(tmp_path, Byzantine((leader,), ("mutate",)), count=8)
+    refused = [r for r in records if r["event"] == "rejected" and r["sender"] == leader]
+    assert refused, "no mutated message was refused"
+    assert any("stale" in r["reason"] or "not the open round" in r["reason"] for r in refused)
+    assert report.ok, report.summary["checks"]
+
+
 @pytest.mark.parametrize(
     ("table", "key", "words"),
     [
