@@ -1,6 +1,7 @@
 """A Hypothesis property in the simulated world: under random schedules of network faults
-that heal and at most f Byzantine members with any behaviours, every check holds:
-atomicity, conservation, exactly-once, no conflicting certificates, validity and
+that heal, and at most f faulty members (Byzantine with any behaviours, or honest with a
+paused, killed-and-restarted process or a failing or lying chain endpoint), every check
+holds: atomicity, conservation, exactly-once, no conflicting certificates, validity and
 liveness after heal.
 
 The default run draws a modest number of schedules; the slow run (scripts/test-slow.sh)
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 
 from chain_adapters.build import REPO_ROOT
 from node.byzantine import BEHAVIOURS, LIES
+from node.rpcfaults import RPC_LIES
 from scenarios.schema import Byzantine, Fault, Scenario, load
 from scenarios.sim.run import SimRun
 
@@ -62,26 +64,37 @@ def network_faults(draw: st.DrawFn) -> tuple[Fault, ...]:
 
 
 @st.composite
-def byzantine(draw: st.DrawFn) -> tuple[Byzantine, ...]:
-    """At most f Byzantine members (one table: a coalition), with any behaviours."""
-    members = draw(st.sets(st.integers(0, N - 1), max_size=REFERENCE.committee.f))
+def faulty_members(draw: st.DrawFn) -> tuple[tuple[Byzantine, ...], tuple[Fault, ...]]:
+    """At most f faulty members: Byzantine ones (one table: a coalition) with any
+    behaviours, or honest ones whose process or chain endpoint fails for a while."""
+    members = sorted(draw(st.sets(st.integers(0, N - 1), max_size=REFERENCE.committee.f)))
     if not members:
-        return ()
-    behaviours = draw(st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=2, unique=True))
-    return (Byzantine(tuple(sorted(members)), tuple(behaviours), draw(st.sampled_from(LIES))),)
+        return (), ()
+    if draw(st.booleans()):
+        behaviours = draw(
+            st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=2, unique=True)
+        )
+        return (Byzantine(tuple(members), tuple(behaviours), draw(st.sampled_from(LIES))),), ()
+    faults = []
+    for node in members:
+        kind = draw(st.sampled_from(("pause-node", "kill-node", "rpc-outage", "lying-rpc")))
+        at, duration = draw(st.floats(0.0, 4.0)), draw(st.floats(0.5, 3.0))
+        lie = draw(st.sampled_from(RPC_LIES)) if kind == "lying-rpc" else ""
+        faults.append(Fault(kind, at, node=node, duration=duration, lie=lie))
+    return (), tuple(faults)
 
 
 SCHEDULES = st.builds(
-    lambda faults, members, seed: dataclasses.replace(
+    lambda network, members, seed: dataclasses.replace(
         REFERENCE,
         seed=seed,
         time_limit=60.0,
         settlements=dataclasses.replace(REFERENCE.settlements, count=6, arrival_rate=2.0),
-        faults=faults,
-        byzantine=members,
+        faults=network + members[1],
+        byzantine=members[0],
     ),
     network_faults(),
-    byzantine(),
+    faulty_members(),
     st.integers(0, 2**31),
 )
 
