@@ -19,7 +19,7 @@ from node.config import NodeConfig, consensus_parameters
 from node.driver import DriverConfig, NodeDriver, TargetSpec
 from node.identity import IdentityError, load_identity_file
 from node.metrics import serve_metrics
-from node.netfaults import FaultyTransport, PlanFile
+from node.netfaults import FaultyTransport, NodeClock, PlanFile
 from node.p2p import P2PConfig, P2PConfigError, P2PTransport
 from node.pumps import Pump, TargetError, build_pumps
 from node.runtime import NodeRuntime, TraceFile
@@ -149,7 +149,8 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     sending: Transport = transport
     if plan is not None:
         sending = FaultyTransport(transport, plan)
-    runtime = NodeRuntime(driver, sending, store, pumps, trace)
+    clock = None if plan is None else NodeClock(plan)
+    runtime = NodeRuntime(driver, sending, store, pumps, trace, clock)
     closers.append(runtime.close)
     host, _, port = config.metrics.rpartition(":")
     metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))

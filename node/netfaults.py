@@ -15,10 +15,12 @@ written once the drive begins, when the windows' absolute times are known::
     {"partitions": [{"start", "end", "side", "one_way"}],
      "links": [{"start", "end", "senders", "receivers", "drop", "duplicate", "delay",
                 "jitter", "reorder", "reorder_delay"}],
-     "rpc": [{"start", "end", "lie"}]}
+     "rpc": [{"start", "end", "lie"}],
+     "clock": [{"start", "end", "skew", "drift"}]}
 
 The same file carries this node's chain-endpoint faults (``node.rpcfaults``), which its
-EVM pumps read through the same ``PlanFile``.
+EVM pumps read through the same ``PlanFile``, and its clock faults
+(``node.clockfaults``), which ``NodeClock`` applies to the runtime's clock.
 
 The layer looks for the file at most every ``PLAN_CHECK_S`` and reads it when it
 changes; until it exists, frames pass untouched. Random choices come from a generator
@@ -42,10 +44,19 @@ from typing import Any, Final
 import trio
 
 from consensus.network import LinkFault, NetworkProfile, Partition, SimulatedNetwork
+from node.clockfaults import ClockFault, node_time, world_time
 from node.rpcfaults import RpcWindow
 from node.transport import InboundFrame, Transport, TransportMetrics
 
-__all__ = ["PLAN_CHECK_S", "FaultyTransport", "Plan", "PlanFile", "plan_json", "read_plan"]
+__all__ = [
+    "PLAN_CHECK_S",
+    "FaultyTransport",
+    "NodeClock",
+    "Plan",
+    "PlanFile",
+    "plan_json",
+    "read_plan",
+]
 
 #: How often the layer looks whether the plan file appeared or changed (seconds).
 PLAN_CHECK_S: Final = 0.2
@@ -59,14 +70,21 @@ class Plan:
     partitions: tuple[Partition, ...] = ()
     links: tuple[LinkFault, ...] = ()
     rpc: tuple[RpcWindow, ...] = ()
+    clock: tuple[ClockFault, ...] = ()
 
 
 def plan_json(
-    partitions: tuple[Partition, ...], links: tuple[LinkFault, ...], rpc: tuple[RpcWindow, ...] = ()
+    partitions: tuple[Partition, ...],
+    links: tuple[LinkFault, ...],
+    rpc: tuple[RpcWindow, ...] = (),
+    clock: tuple[ClockFault, ...] = (),
 ) -> str:
     """The plan file's text for these windows (unix seconds)."""
     return json.dumps(
         {
+            "clock": [
+                {"start": c.start, "end": c.end, "skew": c.skew, "drift": c.drift} for c in clock
+            ],
             "rpc": [{"start": w.start, "end": w.end, "lie": w.lie} for w in rpc],
             "partitions": [
                 {"start": p.start, "end": p.end, "side": list(p.side), "one_way": p.one_way}
@@ -115,7 +133,35 @@ def read_plan(text: str) -> Plan:
     rpc = tuple(
         RpcWindow(float(w["start"]), float(w["end"]), str(w["lie"])) for w in raw.get("rpc", ())
     )
-    return Plan(partitions, links, rpc)
+    clock = tuple(
+        ClockFault(float(c["start"]), float(c["end"]), float(c["skew"]), float(c["drift"]))
+        for c in raw.get("clock", ())
+    )
+    return Plan(partitions, links, rpc, clock)
+
+
+class NodeClock:
+    """The runtime's clock (trio's, in seconds) as this node reads it: with the plan's
+    clock faults applied (windows in unix seconds, mapped through the offset between the
+    two clocks, measured at the first reading, inside trio)."""
+
+    def __init__(self, plan: PlanFile) -> None:
+        self.plan = plan
+        self._offset: float | None = None
+
+    def _unix_offset(self) -> float:
+        if self._offset is None:
+            self._offset = time.time() - trio.current_time()
+        return self._offset
+
+    def now(self) -> float:
+        offset = self._unix_offset()
+        return node_time(trio.current_time() + offset, self.plan.current().clock) - offset
+
+    def due_at(self, deadline: float) -> float:
+        """The trio time at which this node's clock reads ``deadline``."""
+        offset = self._unix_offset()
+        return world_time(deadline + offset, self.plan.current().clock) - offset
 
 
 class PlanFile:

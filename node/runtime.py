@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -140,6 +140,16 @@ class TimerQueue:
             heapq.heappop(heap)
 
 
+class NodeClock(Protocol):
+    """A node's own clock on trio's time line (``node.netfaults.NodeClock``)."""
+
+    def now(self) -> float: ...
+
+    def due_at(self, deadline: float) -> float:
+        """The trio time at which this clock reads ``deadline``."""
+        ...
+
+
 class NodeRuntime:
     """Runs one node driver until cancelled (see the module docstring)."""
 
@@ -150,8 +160,12 @@ class NodeRuntime:
         store: SafetyFile,
         pumps: Mapping[str, Pump],
         trace: TraceFile | None = None,
+        clock: NodeClock | None = None,
     ) -> None:
+        """``clock``: the node's own clock when a clock fault may make it run wrong; trio's
+        clock otherwise."""
         self.driver = driver
+        self.clock = clock
         self.transport = transport
         self.store = store
         self.pumps = dict(pumps)
@@ -170,7 +184,7 @@ class NodeRuntime:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self.transport.run)
-            self._dispatch(Start(now=trio.current_time(), persisted=self.store.load()))
+            self._dispatch(Start(now=self._now(), persisted=self.store.load()))
             nursery.start_soon(self._receive_loop)
             nursery.start_soon(self._timer_loop)
             for pump in self.pumps.values():
@@ -181,7 +195,7 @@ class NodeRuntime:
 
     def _dispatch(self, event: NodeEvent) -> None:
         # Events wait in a queue; stamp them when handled so the node's clock never runs back.
-        now = trio.current_time()
+        now = self._now()
         event = dataclasses.replace(event, now=now)
         for effect in self.driver.handle(event):
             self._carry_out(effect, now)
@@ -208,15 +222,20 @@ class NodeRuntime:
         else:
             self._inform(effect)
 
+    def _now(self) -> float:
+        return trio.current_time() if self.clock is None else self.clock.now()
+
     async def _timer_loop(self) -> None:
         while True:
             deadline = self._timers.next_deadline()
             self._timers_changed = trio.Event()
+            if deadline is not None and self.clock is not None:
+                deadline = self.clock.due_at(deadline)  # set by the node's own clock
             with trio.move_on_at(deadline if deadline is not None else float("inf")):
                 await self._timers_changed.wait()
                 continue  # an earlier timer may have been set: look again
-            for timer in self._timers.pop_due(trio.current_time()):
-                await self._send_events.send(TimerFired(trio.current_time(), timer))
+            for timer in self._timers.pop_due(self._now()):
+                await self._send_events.send(TimerFired(self._now(), timer))
 
     async def _transmit(self, effect: Transmit) -> None:
         pump = self.pumps.get(effect.target)

@@ -21,6 +21,7 @@ import math
 from typing import Any
 
 from consensus.network import LinkFault, Partition
+from node.clockfaults import ClockFault
 from node.rpcfaults import RpcWindow
 from scenarios.history import History
 from scenarios.schema import NETWORK_FAULTS, Fault, Scenario
@@ -35,6 +36,7 @@ __all__ = [
     "fault_ends",
     "fault_record",
     "network_faults",
+    "clock_windows",
     "rpc_windows",
     "write_byzantine",
 ]
@@ -86,6 +88,8 @@ def fault_record(fault: Fault) -> dict[str, Any]:
         record["leg"] = fault.leg or "A"
     if fault.lie:
         record["lie"] = fault.lie
+    if fault.drift:
+        record["drift"] = fault.drift
     return record
 
 
@@ -169,3 +173,19 @@ def write_byzantine(history: History, scenario: Scenario) -> None:
                 lie=group.lie,
                 coalition=list(group.nodes),
             )
+
+
+def clock_windows(
+    faults: tuple[Fault, ...], drive_start: float
+) -> dict[int, tuple[ClockFault, ...]]:
+    """Each member's clock faults (``drive_start`` plus the faults' own times; one without
+    a duration lasts to the end)."""
+    windows: dict[int, list[ClockFault]] = {}
+    for fault in faults:
+        if fault.kind == "clock":
+            start = drive_start + fault.at
+            end = start + fault.duration if fault.duration > 0 else math.inf
+            windows.setdefault(fault.node, []).append(
+                ClockFault(start, end, fault.value, fault.drift)
+            )
+    return {node: tuple(w) for node, w in windows.items()}

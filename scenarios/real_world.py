@@ -60,7 +60,7 @@ from node.provision import (
 )
 from processes import ManagedProcess
 from scenarios.accounting import HEARTBEAT_S
-from scenarios.faults import NETWORK_FAULTS, network_faults, rpc_windows
+from scenarios.faults import NETWORK_FAULTS, clock_windows, network_faults, rpc_windows
 from scenarios.history import CHAIN_STEPS, History
 from scenarios.schema import Scenario
 from scenarios.workload import (
@@ -409,7 +409,7 @@ class RealWorld:
             timing=timing,
             allow_unsafe_threshold=s.committee.unsafe_allow_low_threshold,
             # Network faults act on the frames nodes send; their messages show it.
-            trace_messages=self.has_network_faults,
+            trace_messages=self.has_plan_faults,
             fault_plan=FAULT_PLAN if self.has_plan_faults else None,
             byzantine_for=self._byzantine_config,
         )
@@ -433,8 +433,8 @@ class RealWorld:
     @property
     def has_plan_faults(self) -> bool:
         """Faults a node applies itself: network faults and its chain endpoint's."""
-        endpoint = ("rpc-outage", "lying-rpc")
-        return self.has_network_faults or any(f.kind in endpoint for f in self.scenario.faults)
+        own = ("rpc-outage", "lying-rpc", "clock")
+        return self.has_network_faults or any(f.kind in own for f in self.scenario.faults)
 
     def write_fault_plans(self, drive_start_unix: float) -> None:
         """Every node's fault windows, in unix seconds from the drive's start
@@ -443,11 +443,13 @@ class RealWorld:
             return
         partitions, links = network_faults(self.scenario.faults, drive_start_unix)
         endpoints = rpc_windows(self.scenario.faults, drive_start_unix)
+        clocks = clock_windows(self.scenario.faults, drive_start_unix)
         for index, path in enumerate(self.node_paths):
             plan = path.parent / FAULT_PLAN
             plan.parent.mkdir(parents=True, exist_ok=True)
             staged = plan.with_suffix(".staged")
-            staged.write_text(plan_json(partitions, links, endpoints.get(index, ())))
+            text = plan_json(partitions, links, endpoints.get(index, ()), clocks.get(index, ()))
+            staged.write_text(text)
             staged.replace(plan)
 
     def _start_node(self, index: int) -> ManagedProcess:

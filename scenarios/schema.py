@@ -42,6 +42,7 @@ FAULT_KINDS = (
     "reorg",
     "rpc-outage",
     "lying-rpc",
+    "clock",
     "bank-outage",
     "bank-latency",
     "bank-error-rate",
@@ -127,7 +128,9 @@ class Fault:
     (default "A") at once, their transactions gone (anvil's own ``anvil_reorg`` in a real
     run). ``rpc-outage`` makes ``node``'s chain endpoint answer nothing for ``duration``;
     ``lying-rpc`` makes it tell ``lie`` (``fake-locks``, ``hide-locks``) for ``duration``
-    (0: to the end). Network faults:
+    (0: to the end). ``clock`` makes ``node``'s own clock jump ``value`` seconds ahead
+    and run ``1 + drift`` times as fast for ``duration`` (0: to the end), keeping what it
+    gained (``node.clockfaults``). Network faults:
 
     - ``partition``: messages between the members in ``side`` and the others are lost;
       with ``one_way = true`` only those sent from ``side``;
@@ -152,6 +155,7 @@ class Fault:
     to_nodes: tuple[int, ...] = ()  # TOML "to"
     leg: str = ""  # reorg: the chain leg ("A", "B")
     lie: str = ""  # lying-rpc: what the endpoint tells (node.rpcfaults.RPC_LIES)
+    drift: float = 0.0  # clock: how much faster (> 0) or slower (< 0) the node's clock runs
 
 
 @dataclass(frozen=True)
@@ -517,6 +521,7 @@ _FAULT_KEYS: dict[str, frozenset[str]] = {
     "reorg": frozenset({"leg", "value"}),
     "rpc-outage": frozenset({"node"}),
     "lying-rpc": frozenset({"node", "lie"}),
+    "clock": frozenset({"node", "value", "drift"}),
     "bank-outage": frozenset(),
     "bank-latency": frozenset({"value"}),
     "bank-error-rate": frozenset({"value"}),
@@ -574,6 +579,12 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[
                 "a reorg needs its depth in blocks (a whole number >= 1) and no duration",
                 "give e.g. value = 2",
             )
+    if fault.kind == "clock" and (fault.value < 0 or fault.drift <= -1):
+        raise reader.fail(
+            f"{key}.drift",
+            "a node's clock must not run backwards: skew (value) >= 0 s, drift > -1",
+            "give e.g. value = 2.0, drift = 0.5",
+        )
     if fault.kind == "lying-rpc" and fault.lie not in RPC_LIES:
         raise reader.fail(
             f"{key}.lie", f"unknown lie {fault.lie!r}", f"use one of {', '.join(RPC_LIES)}"
@@ -633,13 +644,10 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
             if not (a0 < b1 and b0 < a1):
                 continue
             node_faults = ("kill-node", "stop-node", "pause-node", "unsafe-wipe-restart", "isolate")
-            endpoint_faults = ("rpc-outage", "lying-rpc")
-            if (
-                earlier.kind in node_faults
-                and later.kind in node_faults
-                or earlier.kind in endpoint_faults
-                and later.kind in endpoint_faults
-            ):
+            # Faults that say something about one member: same group, same node -> clash.
+            groups = (node_faults, ("rpc-outage", "lying-rpc"), ("clock",))
+            group = next((g for g in groups if earlier.kind in g and later.kind in g), None)
+            if group is not None:
                 clash = earlier.node == later.node
             elif earlier.kind != later.kind:
                 continue
@@ -651,7 +659,7 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
                 raise reader.fail(
                     f"faults[{j}]",
                     f"its window overlaps faults[{i}] ({earlier.kind}) on the same "
-                    f"{'node' if earlier.kind in node_faults else 'target'}",
+                    f"{'node' if group is not None else 'target'}",
                     "give them disjoint windows or merge them into one fault",
                 )
 

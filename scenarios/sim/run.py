@@ -69,6 +69,7 @@ from scenarios.faults import (
     NODE_FAULTS,
     bank_fault_cleared,
     bank_fault_settings,
+    clock_windows,
     fault_ends,
     fault_record,
     network_faults,
@@ -568,6 +569,8 @@ class SimRun:
             self.queue.after(planned.at, self._drive_one, planned)
         for node, windows in rpc_windows(s.faults, self.drive_start).items():
             self.world.members[node].rpc = windows
+        for node, clock in clock_windows(s.faults, self.drive_start).items():
+            self.world.members[node].clock = clock
         partitions, link_faults = network_faults(s.faults, self.drive_start)
         if partitions or link_faults:
             network = self.world.network

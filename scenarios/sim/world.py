@@ -47,6 +47,7 @@ from consensus.network import SimulatedNetwork
 from consensus.protocol import NodeKeys
 from consensus.safety import DurableStore
 from node.byzantine import ByzantineSpec
+from node.clockfaults import ClockFault, node_time, world_time
 from node.driver import (
     AnyTimer,
     BankUpdate,
@@ -91,6 +92,7 @@ class SimMember:
     transmitters: dict[str, str]  # chain leg -> this member's transmitter address
     byzantine: ByzantineSpec | None = None  # its behaviours when it is a Byzantine member
     rpc: tuple[RpcWindow, ...] = ()  # its chain endpoint's faults (node.rpcfaults)
+    clock: tuple[ClockFault, ...] = ()  # its own clock's faults (node.clockfaults)
     driver: NodeDriver | None = None
     incarnation: int = 0
     durable: DurableStore = field(default_factory=DurableStore)
@@ -191,6 +193,8 @@ class SimWorld:
         if member.paused:
             member.backlog.append((-1, event))
             return
+        if member.clock:  # the member reads its own clock
+            event = dataclasses.replace(event, now=node_time(event.now, member.clock))
         now = self.queue.now
         for effect in driver.handle(event):
             self._carry_out(member, driver, effect, now)
@@ -229,9 +233,9 @@ class SimWorld:
             self._timer_token += 1
             token = self._timer_token
             member.timers[effect.timer] = token
-            self.queue.at(
-                effect.at, self._fire_timer, member, member.incarnation, effect.timer, token
-            )
+            # The member set it by its own clock: due when that clock reads effect.at.
+            at = world_time(effect.at, member.clock) if member.clock else effect.at
+            self.queue.at(at, self._fire_timer, member, member.incarnation, effect.timer, token)
         elif isinstance(effect, Persist):
             member.durable.apply(effect.update)
         elif isinstance(effect, CancelTimer):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -183,4 +183,17 @@ def test_pause_and_an_unsafe_wipe_restart_act_on_real_node_processes(tmp_path: P
     begin = [r for r in records if r["event"] == "fault" and r["kind"] == "unsafe-wipe-restart"]
     assert begin[0]["unsafe"] is True
     assert [r for r in _on_links(records, "send", drive + 8.0, drive + 12.0) if r["from"] == 1]
+    assert summary["passed"], summary["checks"]
+
+
+@pytest.mark.slow  # about 16 s
+def test_a_node_process_whose_clock_runs_fast_times_out_more_often(tmp_path: Path) -> None:
+    summary, records, drive = _run(
+        tmp_path, 8, Fault("clock", 1.0, duration=4.0, node=2, value=0.0, drift=1.0)
+    )
+    start, end = drive + 1.0 + EDGE_S, drive + 5.0
+    resends = Counter(
+        r["from"] for r in _on_links(records, "send", start, end) if r["kind"] == "new-epoch"
+    )
+    assert resends[2] >= 1.5 * max(resends[i] for i in (0, 1, 3)) > 0, resends
     assert summary["passed"], summary["checks"]

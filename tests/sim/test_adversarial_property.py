@@ -1,6 +1,7 @@
 """A Hypothesis property in the simulated world: under random schedules of network faults
 that heal, and at most f faulty members (Byzantine with any behaviours, or honest with a
-paused, killed-and-restarted process or a failing or lying chain endpoint), every check
+paused, killed-and-restarted process, a failing or lying chain endpoint, or a clock that
+runs wrong), every check
 holds: atomicity, conservation, exactly-once, no conflicting certificates, validity and
 liveness after heal.
 
@@ -77,10 +78,16 @@ def faulty_members(draw: st.DrawFn) -> tuple[tuple[Byzantine, ...], tuple[Fault,
         return (Byzantine(tuple(members), tuple(behaviours), draw(st.sampled_from(LIES))),), ()
     faults = []
     for node in members:
-        kind = draw(st.sampled_from(("pause-node", "kill-node", "rpc-outage", "lying-rpc")))
+        kind = draw(
+            st.sampled_from(("pause-node", "kill-node", "rpc-outage", "lying-rpc", "clock"))
+        )
         at, duration = draw(st.floats(0.0, 4.0)), draw(st.floats(0.5, 3.0))
         lie = draw(st.sampled_from(RPC_LIES)) if kind == "lying-rpc" else ""
-        faults.append(Fault(kind, at, node=node, duration=duration, lie=lie))
+        skew = draw(st.floats(0.0, 5.0)) if kind == "clock" else 0.0
+        drift = draw(st.floats(-0.9, 3.0)) if kind == "clock" else 0.0
+        faults.append(
+            Fault(kind, at, node=node, duration=duration, lie=lie, value=skew, drift=drift)
+        )
     return (), tuple(faults)
 
 

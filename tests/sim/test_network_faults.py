@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import statistics
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from pathlib import Path
 from typing import Any
 
@@ -192,4 +192,17 @@ def test_during_an_rpc_outage_a_member_sees_nothing_new_on_chain(tmp_path: Path)
         if r["node"] == 0 and r["phase"] != "invoke"
     ]
     assert "unknown-settlement" in results
+    assert report.ok, report.summary["checks"]
+
+
+def test_a_node_whose_clock_runs_twice_as_fast_times_out_twice_as_often(tmp_path: Path) -> None:
+    report, records, drive = run_with(
+        tmp_path, Fault("clock", AT, duration=FOR, node=2, value=0.0, drift=1.0)
+    )
+    start, end = window(drive)
+    resends = Counter(
+        r["from"] for r in messages(records, "send", start, end) if r["kind"] == "new-epoch"
+    )
+    others = max(resends[i] for i in (0, 1, 3))
+    assert resends[2] >= 1.5 * others > 0, resends  # DeltaResend by its own clock
     assert report.ok, report.summary["checks"]
