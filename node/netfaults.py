@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import random
 import time
 from collections import Counter
@@ -148,6 +149,7 @@ class NodeClock:
     def __init__(self, plan: PlanFile) -> None:
         self.plan = plan
         self._offset: float | None = None
+        self._last = -math.inf
 
     def _unix_offset(self) -> float:
         if self._offset is None:
@@ -155,8 +157,12 @@ class NodeClock:
         return self._offset
 
     def now(self) -> float:
+        """Never less than it read before (float rounding in the mapping must not make a
+        node's clock run back: the node refuses time that does)."""
         offset = self._unix_offset()
-        return node_time(trio.current_time() + offset, self.plan.current().clock) - offset
+        read = node_time(trio.current_time() + offset, self.plan.current().clock) - offset
+        self._last = max(self._last, read)
+        return self._last
 
     def due_at(self, deadline: float) -> float:
         """The trio time at which this node's clock reads ``deadline``."""

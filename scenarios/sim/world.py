@@ -93,6 +93,7 @@ class SimMember:
     byzantine: ByzantineSpec | None = None  # its behaviours when it is a Byzantine member
     rpc: tuple[RpcWindow, ...] = ()  # its chain endpoint's faults (node.rpcfaults)
     clock: tuple[ClockFault, ...] = ()  # its own clock's faults (node.clockfaults)
+    clock_read: float = 0.0  # the last time its own clock read (rounding never winds it back)
     driver: NodeDriver | None = None
     incarnation: int = 0
     durable: DurableStore = field(default_factory=DurableStore)
@@ -193,8 +194,9 @@ class SimWorld:
         if member.paused:
             member.backlog.append((-1, event))
             return
-        if member.clock:  # the member reads its own clock
-            event = dataclasses.replace(event, now=node_time(event.now, member.clock))
+        if member.clock:  # the member reads its own clock (never less than it read before)
+            member.clock_read = max(member.clock_read, node_time(event.now, member.clock))
+            event = dataclasses.replace(event, now=member.clock_read)
         now = self.queue.now
         for effect in driver.handle(event):
             self._carry_out(member, driver, effect, now)
