@@ -197,3 +197,18 @@ def test_a_node_process_whose_clock_runs_fast_times_out_more_often(tmp_path: Pat
     )
     assert resends[2] >= 1.5 * max(resends[i] for i in (0, 1, 3)) > 0, resends
     assert summary["passed"], summary["checks"]
+
+
+def test_during_an_rpc_outage_a_node_process_sees_nothing_new_on_chain(tmp_path: Path) -> None:
+    summary, records, drive = _run(tmp_path, 8, Fault("rpc-outage", 1.0, duration=3.0, node=0))
+    start, end = drive + 1.0 + 0.5, drive + 4.0  # its watcher's last poll may land late
+
+    def seen(node: int) -> int:
+        return sum(
+            r["settlements"]
+            for r in _on_links(records, "observation", start, end)
+            if r["node"] == node
+        )
+
+    assert seen(0) < min(seen(i) for i in (1, 2, 3)), [seen(i) for i in range(4)]
+    assert summary["passed"], summary["checks"]
