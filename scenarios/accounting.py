@@ -353,7 +353,10 @@ def sighting(record: Mapping[str, Any], at: float) -> SeenCertificate:
         str(record["target"]),
         int(record["epoch"]),
         int(record["round"]),
-        tuple((str(sid)[:18], str(action)) for sid, action in record["decisions"]),
+        tuple(
+            (short_id(bytes.fromhex(str(sid)[2:])), str(action))
+            for sid, action in record["decisions"]
+        ),
     )
 
 

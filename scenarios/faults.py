@@ -24,13 +24,13 @@ from consensus.network import LinkFault, Partition
 from node.clockfaults import ClockFault
 from node.rpcfaults import RpcWindow
 from scenarios.history import History
-from scenarios.schema import NETWORK_FAULTS, Fault, Scenario
+from scenarios.schema import ENDPOINT_FAULTS, NETWORK_FAULTS, Fault, Scenario
 
 __all__ = [
     "BANK_FAULTS",
     "NETWORK_FAULTS",
+    "ENDPOINT_FAULTS",
     "NODE_FAULTS",
-    "PROCESS_FAULTS",
     "bank_fault_cleared",
     "bank_fault_settings",
     "fault_ends",
@@ -42,8 +42,6 @@ __all__ = [
 ]
 
 NODE_FAULTS = ("kill-node", "stop-node")  # the member crashes (see fault_ends for restarts)
-#: Faults on a member's process that keep it alive: paused, or wiped and restarted.
-PROCESS_FAULTS = ("pause-node", "unsafe-wipe-restart")
 BANK_FAULTS = ("bank-outage", "bank-latency", "bank-error-rate", "bank-duplicate-callbacks")
 
 _KEYS = {
@@ -93,16 +91,26 @@ def fault_record(fault: Fault) -> dict[str, Any]:
     return record
 
 
-def rpc_windows(faults: tuple[Fault, ...], drive_start: float) -> dict[int, tuple[RpcWindow, ...]]:
-    """Each member's chain-endpoint faults as windows (``drive_start`` plus the faults'
-    own times; a lying-rpc fault without a duration lasts to the end)."""
-    windows: dict[int, list[RpcWindow]] = {}
+def _member_windows(
+    faults: tuple[Fault, ...], kinds: tuple[str, ...], drive_start: float
+) -> dict[int, list[tuple[Fault, float, float]]]:
+    """Each member's faults of ``kinds`` with their absolute windows (``drive_start`` plus
+    the faults' own times; one without a duration lasts to the end)."""
+    windows: dict[int, list[tuple[Fault, float, float]]] = {}
     for fault in faults:
-        if fault.kind in ("rpc-outage", "lying-rpc"):
+        if fault.kind in kinds:
             start = drive_start + fault.at
             end = start + fault.duration if fault.duration > 0 else math.inf
-            windows.setdefault(fault.node, []).append(RpcWindow(start, end, fault.lie))
-    return {node: tuple(w) for node, w in windows.items()}
+            windows.setdefault(fault.node, []).append((fault, start, end))
+    return windows
+
+
+def rpc_windows(faults: tuple[Fault, ...], drive_start: float) -> dict[int, tuple[RpcWindow, ...]]:
+    """Each member's chain-endpoint faults as windows (``_member_windows``)."""
+    return {
+        node: tuple(RpcWindow(start, end, f.lie) for f, start, end in windows)
+        for node, windows in _member_windows(faults, ENDPOINT_FAULTS, drive_start).items()
+    }
 
 
 def network_faults(
@@ -178,14 +186,8 @@ def write_byzantine(history: History, scenario: Scenario) -> None:
 def clock_windows(
     faults: tuple[Fault, ...], drive_start: float
 ) -> dict[int, tuple[ClockFault, ...]]:
-    """Each member's clock faults (``drive_start`` plus the faults' own times; one without
-    a duration lasts to the end)."""
-    windows: dict[int, list[ClockFault]] = {}
-    for fault in faults:
-        if fault.kind == "clock":
-            start = drive_start + fault.at
-            end = start + fault.duration if fault.duration > 0 else math.inf
-            windows.setdefault(fault.node, []).append(
-                ClockFault(start, end, fault.value, fault.drift)
-            )
-    return {node: tuple(w) for node, w in windows.items()}
+    """Each member's clock faults (``_member_windows``)."""
+    return {
+        node: tuple(ClockFault(start, end, f.value, f.drift) for f, start, end in windows)
+        for node, windows in _member_windows(faults, ("clock",), drive_start).items()
+    }

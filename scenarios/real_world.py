@@ -60,7 +60,13 @@ from node.provision import (
 )
 from processes import ManagedProcess
 from scenarios.accounting import HEARTBEAT_S
-from scenarios.faults import NETWORK_FAULTS, clock_windows, network_faults, rpc_windows
+from scenarios.faults import (
+    ENDPOINT_FAULTS,
+    NETWORK_FAULTS,
+    clock_windows,
+    network_faults,
+    rpc_windows,
+)
 from scenarios.history import CHAIN_STEPS, History
 from scenarios.schema import Scenario
 from scenarios.workload import (
@@ -433,7 +439,7 @@ class RealWorld:
     @property
     def has_plan_faults(self) -> bool:
         """Faults a node applies itself: network faults and its chain endpoint's."""
-        own = ("rpc-outage", "lying-rpc", "clock")
+        own = (*ENDPOINT_FAULTS, "clock")
         return self.has_network_faults or any(f.kind in own for f in self.scenario.faults)
 
     def write_fault_plans(self, drive_start_unix: float) -> None:

@@ -34,6 +34,8 @@ MODES = SCENARIO_MODES  # the registry: node.modes
 FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
 #: Network faults: they act on the messages between members during their window.
 NETWORK_FAULTS = ("partition", "isolate", "drop", "delay", "duplicate", "reorder")
+#: Faults of one member's chain endpoint (node.rpcfaults).
+ENDPOINT_FAULTS = ("rpc-outage", "lying-rpc")
 FAULT_KINDS = (
     "kill-node",
     "stop-node",
@@ -645,7 +647,7 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
                 continue
             node_faults = ("kill-node", "stop-node", "pause-node", "unsafe-wipe-restart", "isolate")
             # Faults that say something about one member: same group, same node -> clash.
-            groups = (node_faults, ("rpc-outage", "lying-rpc"), ("clock",))
+            groups = (node_faults, ENDPOINT_FAULTS, ("clock",))
             group = next((g for g in groups if earlier.kind in g and later.kind in g), None)
             if group is not None:
                 clash = earlier.node == later.node

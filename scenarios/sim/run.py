@@ -49,7 +49,6 @@ from chain_adapters.model import (
 from consensus.config import ConsensusConfig, Target
 from consensus.crypto import MEMOIZED_CRYPTO, REAL_CRYPTO, CryptoSuite
 from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
-from consensus.events import Certified
 from consensus.harness import register_keys
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from consensus.network import NetworkProfile, SimulatedNetwork
@@ -60,7 +59,6 @@ from node.config import consensus_parameters
 from node.driver import DriverConfig, TargetSpec
 from node.legs import bank_account
 from node.modes import BANK, MODES
-from node.trace import effect_records
 from scenarios import accounting
 from scenarios.accounting import END_POLL_S, HEARTBEAT_S, RunReport, Tracked
 from scenarios.checks import SeenCertificate, check_all
@@ -335,9 +333,9 @@ class SimRun:
 
     # ------------------------------------------------------------------ events of the world
 
-    def _on_certified(self, node: int, certified: Certified) -> None:
+    def _on_certified(self, node: int, record: dict[str, Any]) -> None:
+        """A member accepted a certificate (``record``: its "certified" history record)."""
         self._certified.add(node)
-        (record,) = effect_records(node, certified)
         self._seen.append(accounting.sighting(record, self.queue.now))
 
     def _deliver_callback(self, node: int, event: Any, as_of_ms: int) -> bool:

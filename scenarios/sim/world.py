@@ -119,7 +119,7 @@ class SimWorld:
         *,
         crypto: CryptoSuite = REAL_CRYPTO,
         confirmations: int = 1,
-        on_certified: Callable[[int, Certified], None] | None = None,
+        on_certified: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self.queue = queue
         self.network = network
@@ -248,9 +248,10 @@ class SimWorld:
         elif isinstance(effect, ReadLeg):
             self._read(member, effect)
         else:
+            records = effect_records(index, effect)
             if isinstance(effect, Certified) and self._on_certified is not None:
-                self._on_certified(index, effect)
-            self.history.write_records(now, effect_records(index, effect))
+                self._on_certified(index, records[0])  # its "certified" history record
+            self.history.write_records(now, records)
 
     def _fire_timer(self, member: SimMember, incarnation: int, timer: AnyTimer, token: int) -> None:
         if member.incarnation != incarnation or member.timers.get(timer) != token:
