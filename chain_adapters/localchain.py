@@ -238,9 +238,14 @@ def start_chain(
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
         port = free_port()
         log_path = log_dir / f"anvil-{chain_id}-{port}.log"
+        # --max-persisted-states 0: anvil keeps its recent states in memory only. By
+        # default it writes older ones under ~/.foundry/anvil/tmp and removes them only on
+        # a clean exit: a chain stopped by signal (or by the kernel when its owner dies)
+        # left hundreds of MB a run there, tens of GB over a day of test runs.
         args = [
             str(binary), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
-            "--hardfork", hardfork, "--accounts", str(accounts), *extra_args,
+            "--hardfork", hardfork, "--accounts", str(accounts), "--max-persisted-states", "0",
+            *extra_args,
         ]  # fmt: skip
         if block_time is not None:
             args += ["--block-time", str(block_time)]

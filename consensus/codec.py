@@ -93,16 +93,28 @@ def _certificate_fields(cert: Certificate) -> list[Any]:
     ]
 
 
+# The kinds as plain ints, and one packer for every message: a message is encoded many
+# thousand times a simulated run. ``Packer.pack`` runs in C under the GIL and resets its
+# buffer each call, so one packer serves every caller.
+_KIND_NEW_EPOCH: Final = Kind.NEW_EPOCH.value
+_KIND_OBSERVE_REQ: Final = Kind.OBSERVE_REQ.value
+_KIND_OBSERVATION: Final = Kind.OBSERVATION.value
+_KIND_PROPOSAL: Final = Kind.PROPOSAL.value
+_KIND_SHARES: Final = Kind.SHARES.value
+_KIND_CERTIFICATES: Final = Kind.CERTIFICATES.value
+_pack: Final = msgpack.Packer(use_bin_type=True).pack
+
+
 def encode(message: Message) -> bytes:
     """The canonical bytes of a message."""
     body: dict[str, Any]
     if isinstance(message, NewEpoch):
-        body = {"k": Kind.NEW_EPOCH.value, "e": message.epoch}
+        body = {"k": _KIND_NEW_EPOCH, "e": message.epoch}
     elif isinstance(message, ObserveReq):
-        body = {"k": Kind.OBSERVE_REQ.value, "e": message.epoch, "r": message.round}
+        body = {"k": _KIND_OBSERVE_REQ, "e": message.epoch, "r": message.round}
     elif isinstance(message, SignedObservation):
         body = {
-            "k": Kind.OBSERVATION.value,
+            "k": _KIND_OBSERVATION,
             "e": message.epoch,
             "r": message.round,
             "o": message.observer,
@@ -111,26 +123,26 @@ def encode(message: Message) -> bytes:
         }
     elif isinstance(message, Proposal):
         body = {
-            "k": Kind.PROPOSAL.value,
+            "k": _KIND_PROPOSAL,
             "e": message.epoch,
             "r": message.round,
             "os": [[so.observer, so.observation, so.signature] for so in message.observations],
         }
     elif isinstance(message, Shares):
         body = {
-            "k": Kind.SHARES.value,
+            "k": _KIND_SHARES,
             "e": message.epoch,
             "r": message.round,
             "sh": list(message.shares),
         }
     else:
         body = {
-            "k": Kind.CERTIFICATES.value,
+            "k": _KIND_CERTIFICATES,
             "e": message.epoch,
             "r": message.round,
             "c": [_certificate_fields(c) for c in message.certificates],
         }
-    packed: bytes = msgpack.packb(body, use_bin_type=True)
+    packed: bytes = _pack(body)
     return packed
 
 
@@ -251,8 +263,10 @@ def _build(body: dict[str, Any], kind: int, limits: CodecLimits) -> Message:
     )
 
 
-def decode(data: bytes, limits: CodecLimits) -> Message:
-    """Parse peer bytes into a message, or raise CodecError (see the module docstring)."""
+def decode(data: object, limits: CodecLimits) -> Message:
+    """Parse peer bytes into a message, or raise CodecError (see the module docstring).
+    ``data`` is typed ``object``: anything else than bytes is refused here, by the same
+    error, compiled (``native``) or not."""
     if type(data) is not bytes:
         raise CodecError("message must be bytes")
     return _decode(data, limits)

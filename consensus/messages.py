@@ -25,7 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Final
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from consensus.report import Certificate
 
@@ -78,16 +80,18 @@ def _round(value: object) -> None:
         raise MessageError(f"round {value!r} must be an integer in [1, 2^64-1]")
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class NewEpoch:
     """The sender wants to move to ``epoch`` (or has moved there)."""
 
     epoch: int
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class ObserveReq:
     """The leader opens round ``round`` of ``epoch``: send me your observation."""
@@ -95,11 +99,12 @@ class ObserveReq:
     epoch: int
     round: int
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
         _round(self.round)
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class SignedObservation:
     """A node's observation for one round, signed with its Ed25519 identity key over a
@@ -112,7 +117,7 @@ class SignedObservation:
     observation: bytes
     signature: bytes  # 64 B Ed25519
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
         _round(self.round)
         if type(self.observer) is not int or not 0 <= self.observer <= _MAX_OBSERVER:
@@ -123,6 +128,7 @@ class SignedObservation:
             raise MessageError("observation signature must be 64 bytes")
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class Proposal:
     """The leader's observation set for a round, ordered by observer, each observer once.
@@ -132,7 +138,7 @@ class Proposal:
     round: int
     observations: tuple[SignedObservation, ...]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
         _round(self.round)
         if type(self.observations) is not tuple or not self.observations:
@@ -151,6 +157,7 @@ class Proposal:
             previous = so.observer
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class Shares:
     """A follower's BLS signature shares for a round: position i is its signature of the
@@ -160,7 +167,7 @@ class Shares:
     round: int
     shares: tuple[bytes, ...]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
         _round(self.round)
         if type(self.shares) is not tuple or not self.shares:
@@ -170,6 +177,7 @@ class Shares:
                 raise MessageError("each share must be 96 bytes, or empty for a refusal")
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class RoundCertificates:
     """The round's certificates, one per target in target order (OCR's FINAL)."""
@@ -178,7 +186,7 @@ class RoundCertificates:
     round: int
     certificates: tuple[Certificate, ...]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _epoch(self.epoch)
         _round(self.round)
         if type(self.certificates) is not tuple or not self.certificates:

@@ -54,6 +54,7 @@ from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, encode
 from consensus.config import ConsensusConfig
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
+from consensus.errors import LocalProtocolError
 from consensus.events import (
     Action,
     Broadcast,
@@ -112,10 +113,6 @@ __all__ = [
 
 #: How early (seconds) a timer may fire and still count as due.
 _TIMER_SLACK = 1e-3
-
-
-class LocalProtocolError(RuntimeError):
-    """The runtime driving a node broke its contract (not a peer's fault)."""
 
 
 class Phase(IntEnum):

@@ -38,10 +38,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
-from typing import Final
+from typing import Any, Final
 
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
+from mypy_extensions import mypyc_attr
 
 from consensus import bls
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
@@ -132,6 +133,7 @@ def _require_uint(value: object, maximum: int, what: str, error: type[ValueError
         raise error(f"{what} must be an integer in [0, {maximum}]")
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The committee's decision for one settlement."""
@@ -140,13 +142,14 @@ class Decision:
     action: Action
     terms_hash: bytes  # 32 B: keccak256 of the settlement's terms, checked by the target
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _require_bytes(self.settlement_id, 32, "Decision.settlement_id")
         _require_bytes(self.terms_hash, 32, "Decision.terms_hash")
         if not isinstance(self.action, Action):
             raise ReportError("Decision.action must be an Action")
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class Report:
     """The output of one round for one target. A settlement appears at most once, so a
@@ -157,7 +160,7 @@ class Report:
     round: int  # encoded as uint64
     decisions: tuple[Decision, ...]
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         _require_bytes(self.config_digest, 32, "Report.config_digest")
         _require_uint(self.epoch, _UINT32_MAX, "Report.epoch", ReportError)
         _require_uint(self.round, _UINT64_MAX, "Report.round", ReportError)
@@ -267,6 +270,7 @@ def default_threshold(n: int, f: int) -> int:
     return (n + f) // 2 + 1
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class CommitteeConfig:
     """A committee as one target sees it. Member i holds public_keys[i] and bit i of the
@@ -279,7 +283,7 @@ class CommitteeConfig:
     f: int  # faults tolerated
     t: int  # signature threshold, normally default_threshold(n, f)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         err = CommitteeConfigError
         _require_uint(self.chain_id, _UINT256_MAX, "CommitteeConfig.chain_id", err)
         if not isinstance(self.verifier, bytes) or len(self.verifier) != 20:
@@ -340,6 +344,7 @@ def config_digest(cfg: CommitteeConfig) -> bytes:
 # --------------------------------------------------------------------------- certificates
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True, slots=True)
 class Certificate:
     """A report with the aggregate BLS signature of the members named in ``signers``."""
@@ -348,7 +353,7 @@ class Certificate:
     signers: int  # bitmap, bit i = committee member i
     signature: bytes  # 96 B aggregate; any other length is rejected by verify_certificate
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         if not isinstance(self.report, Report):
             raise ReportError("Certificate.report must be a Report")
         _require_uint(self.signers, _UINT256_MAX, "Certificate.signers", ReportError)

@@ -21,6 +21,7 @@ from importlib import metadata
 from rich.console import Console
 from rich.table import Table
 
+import native
 from chain_adapters import build, localchain
 
 
@@ -82,7 +83,10 @@ def run_checks() -> list[Check]:
                 raise DoctorFailure(
                     f"Python package {dist} is not installed: run scripts/setup.sh"
                 ) from exc
-        return f"Python {platform.python_version()}; " + ", ".join(versions)
+        # The native build is optional (without it the same code runs interpreted, slower).
+        return (
+            f"Python {platform.python_version()}; " + ", ".join(versions) + f"; {native.status()}"
+        )
 
     def node() -> str:
         exe = shutil.which("node")

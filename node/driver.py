@@ -65,6 +65,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, Final
 
+from mypy_extensions import mypyc_attr
+
 from bank_adapter.client import InstructionStatus
 from bank_adapter.terms import PaymentTerms
 from chain_adapters.model import State, Terms
@@ -157,6 +159,7 @@ class TargetSpec:
     currency: str = "USD"  # bank: the payment leg's currency
 
 
+@mypyc_attr(native_class=False)  # it judges its own fields (see native)
 @dataclass(frozen=True)
 class DriverConfig:
     consensus: ConsensusConfig
@@ -168,7 +171,7 @@ class DriverConfig:
     bank_quiet_for: float = BANK_QUIET_FOR
     bank_polls_per_cycle: int = BANK_POLLS_PER_CYCLE
 
-    def __post_init__(self) -> None:
+    def __post_init__(self: Any) -> None:
         names = [t.name for t in self.consensus.targets]
         for target in self.targets:
             if target.kind not in TARGET_KINDS:

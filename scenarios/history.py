@@ -130,7 +130,7 @@ class History:
     def write_at(
         self, at: float, event: str, /, *, wall_clock: bool = False, **fields: Any
     ) -> None:
-        clash = _RESERVED & fields.keys()
+        clash = _RESERVED.intersection(fields)
         if clash:
             raise ValueError(f"history field {sorted(clash)[0]!r} is reserved; rename it")
         entry: dict[str, Any] = {"t": round(at, 6), "event": event}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything dvpsim needs, idempotently: .venv/ (Python 3.11, pinned by
 # requirements.lock, dvpsim installed editable) and node_modules/ (solcjs and anvil,
-# pinned by package-lock.json). A second run that finds nothing changed takes about a
+# pinned by package-lock.json), then the native build (python -m native.build: the hot
+# modules compiled by mypyc). A second run that finds nothing changed takes about a
 # second: each half is redone only when the hash of its lock files changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,4 +51,8 @@ fi
 
 # --- Contracts (cached by source hash, so this is a file read when unchanged) ---
 .venv/bin/dvpsim build >/dev/null || die "contracts do not compile: run .venv/bin/dvpsim build to see the errors"
+# --- The native build: the hot modules compiled by mypyc (a file read when current) ----
+# Optional for correctness (without it the same sources run as pure Python), needed for
+# the simulation's speed; needs gcc and Python's headers.
+.venv/bin/python -m native.build || say "the native build failed (see above): dvpsim works without it, slower"
 say "ready ($root)"

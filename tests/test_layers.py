@@ -9,6 +9,7 @@ from pathlib import Path
 from chain_adapters.build import REPO_ROOT
 
 PACKAGES = (
+    "native",
     "processes",
     "consensus",
     "chain_adapters",
@@ -19,12 +20,21 @@ PACKAGES = (
 )
 #: What each package may import from the project (the layers, bottom to top).
 ALLOWED = {
-    "processes": {"processes"},
-    "consensus": {"consensus"},
-    "chain_adapters": {"consensus", "chain_adapters", "processes"},
-    "bank_adapter": {"consensus", "bank_adapter", "processes"},
-    "node": {"consensus", "chain_adapters", "bank_adapter", "node", "processes"},
-    "scenarios": {"consensus", "chain_adapters", "bank_adapter", "node", "scenarios", "processes"},
+    "native": {"native"},  # the native build's loader: below everything
+    "processes": {"native", "processes"},
+    "consensus": {"native", "consensus"},
+    "chain_adapters": {"native", "consensus", "chain_adapters", "processes"},
+    "bank_adapter": {"native", "consensus", "bank_adapter", "processes"},
+    "node": {"native", "consensus", "chain_adapters", "bank_adapter", "node", "processes"},
+    "scenarios": {
+        "native",
+        "consensus",
+        "chain_adapters",
+        "bank_adapter",
+        "node",
+        "scenarios",
+        "processes",
+    },
     "dvpsim": set(PACKAGES),
 }
 

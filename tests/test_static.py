@@ -19,10 +19,12 @@ STRICT = (
     "node/trace.py",
     "scenarios/sim",
     "scenarios/checks.py",
+    "scenarios/history.py",
     "chain_adapters/model.py",
     "chain_adapters/gas.py",
     "bank_adapter/ledger.py",
     "processes",
+    "native",
 )
 
 

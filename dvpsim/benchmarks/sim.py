@@ -17,6 +17,10 @@ signature depends on the seed. Both figures are printed. Figures:
 - seeded reference runs per minute on two cores (two worker processes, different seeds),
   with real and with fast crypto.
 
+Every case runs the native build (``native``: the hot modules compiled by mypyc) when it
+is current; the fast reference case runs once more interpreted (``DVPSIM_NATIVE=0``), the
+baseline the native build is measured against in the same sitting.
+
 CPU time is printed beside wall time: on a shared machine other processes can take the
 CPU, and then wall exceeds CPU. Every parameter that shapes a figure is in the returned
 dict.
@@ -57,7 +61,8 @@ scenario = variant(**spec)
 _, cold_wall, _ = timed(dataclasses.replace(scenario, seed=scenario.seed + 1000))
 report, wall, cpu = timed(scenario)
 s = report.summary
-print(json.dumps({"wall_s": wall, "cpu_s": cpu, "cold_wall_s": cold_wall,
+import native
+print(json.dumps({"wall_s": wall, "cpu_s": cpu, "cold_wall_s": cold_wall, "build": native.status(),
     "span_s": s["simulated_span_s"], "settlements": s["settlements"], "ended": s["ended"],
     "passed": s["passed"], "messages_per_settlement": s["messages_per_settlement"]}))
 """
@@ -101,12 +106,15 @@ def variant(
     return scenario
 
 
-def _case(spec: dict[str, Any], crypto: str) -> dict[str, Any]:
+def _case(spec: dict[str, Any], crypto: str, compiled: bool = True) -> dict[str, Any]:
+    """One case in a fresh process; ``compiled=False`` runs the same sources interpreted
+    (``DVPSIM_NATIVE=0``): the baseline the native build is measured against."""
     result = subprocess.run(
         [sys.executable, "-c", _CASE, json.dumps(spec), crypto],
         capture_output=True,
         text=True,
         timeout=1800,
+        env={**os.environ, "DVPSIM_NATIVE": "1" if compiled else "0"},
     )
     if result.returncode != 0:
         raise RuntimeError(f"bench case {spec} {crypto} failed: {result.stderr[-2000:]}")
@@ -153,6 +161,7 @@ def run(quick: bool) -> dict[str, Any]:
         ("reference n=4", {"name": "reference"}, "real-plain", ">= 20x"),
         ("reference n=4", {"name": "reference"}, "real", ">= 20x"),
         ("reference n=4", {"name": "reference"}, "fast", ">= 100x"),
+        ("reference n=4", {"name": "reference"}, "fast", "baseline: interpreted"),
         ("reference n=16", {"name": "reference", "n": 16}, "real", "completes"),
         ("reference n=16", {"name": "reference", "n": 16}, "fast", "completes"),
         ("reference n=31", {"name": "reference", "n": 31}, "real", "completes"),
@@ -176,8 +185,9 @@ def run(quick: bool) -> dict[str, Any]:
     rows = []
     for label, spec, crypto, target in cases:
         console.print(f"[bold]{label}[/] ({crypto} crypto) ...")
-        figures = _case(spec, crypto)
-        results[f"{label} {crypto}"] = figures
+        compiled = not target.endswith("interpreted")
+        figures = _case(spec, crypto, compiled)
+        results[f"{label} {crypto}" + ("" if compiled else " interpreted")] = figures
         rows.append((label, crypto, figures, target))
     schedule_count = 6 if quick else 20
     schedules = {
@@ -222,6 +232,7 @@ def run(quick: bool) -> dict[str, Any]:
         )
     console.print(
         f"machine: {platform.machine()}, {os.cpu_count()} cpus, Python {platform.python_version()}"
+        f"; {rows[0][2]['build']} (the interpreted baseline: the same sources, DVPSIM_NATIVE=0)"
     )
     return results
 

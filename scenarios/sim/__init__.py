@@ -6,3 +6,7 @@ The nodes are the real node driver (``node.driver``); the chains are the escrow 
 own service core (``bank_adapter.service``) on memory storage. Only the world around the
 nodes is simulated. Nothing here is ever used by a real-mode run.
 """
+
+from native import extend
+
+__path__ = extend(__path__, __name__)  # compiled modules first, when current (see native)

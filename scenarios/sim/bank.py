@@ -121,7 +121,7 @@ class SimBank:
         self._wake_dispatch(0.0)
 
     def _hop(self) -> float:
-        return HOP + self._rng.uniform(0, HOP_JITTER)
+        return HOP + HOP_JITTER * self._rng.random()  # uniform(0, HOP_JITTER), inlined
 
     # ------------------------------------------------------------------ the API
 

@@ -302,7 +302,7 @@ class SimWorld:
             return
         member.polls.add(target)
         incarnation = member.incarnation
-        delay = self.queue.rng.uniform(0, POLL_INTERVAL) + RPC_HOP
+        delay = POLL_INTERVAL * self.queue.rng.random() + RPC_HOP  # uniform(0, POLL_INTERVAL)
 
         def poll() -> None:
             if member.incarnation != incarnation:
