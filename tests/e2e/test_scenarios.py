@@ -137,6 +137,11 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         pytest.param("reorg-within-confirmations", marks=pytest.mark.slow),
         pytest.param("unsafe-lying-rpc", marks=pytest.mark.slow),  # 65 s
         "lying-rpc-f",
+        # 40 to 50 s each
+        pytest.param("unsafe-equivocation-low-threshold", marks=pytest.mark.slow),
+        pytest.param("equivocation-default-threshold", marks=pytest.mark.slow),
+        pytest.param("unsafe-wipe-equivocation", marks=pytest.mark.slow),
+        pytest.param("equivocation-store-kept", marks=pytest.mark.slow),
     ],
 )
 def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worlds(
@@ -145,7 +150,10 @@ def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worl
     """Byzantine members in real node processes: f+1 colluding liars break atomicity and
     validity, f change nothing; anvil's own reorg deeper than the confirmations breaks
     them too, confirmations beyond it keep them; the safe escrow passes where the
-    self-refunding one fails (test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so)."""
+    self-refunding one fails (test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so);
+    an equivocating leader gets a COMMIT and an ABORT certified for one settlement with
+    t = f+1, or with a member whose safety store was wiped, and neither with the default
+    t and every safety store kept."""
     summary = _run(name, tmp_path / name)
     assert summary["expectation_met"], summary["expectation_differences"]
     assert _statuses(_sim(name, tmp_path / f"{name}-sim")) == _statuses(summary)
