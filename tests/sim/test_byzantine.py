@@ -185,6 +185,11 @@ def test_small_scope_mutations_are_refused_and_change_no_outcome(tmp_path: Path)
         ({"nodes": [1], "behaviours": ["gossip"]}, "byzantine[0].behaviours", "unknown behaviour"),
         ({"nodes": [1], "behaviours": ["lie"], "lie": "fib"}, "byzantine[0].lie", "unknown lie"),
         ({"nodes": [], "behaviours": ["lie"]}, "byzantine[0].nodes", "no members"),
+        (
+            {"nodes": [1, 2], "behaviours": ["silent"], "rogue_key": True},
+            "byzantine[0].rogue_key",
+            "2 members would publish a rogue key",
+        ),
     ],
 )
 def test_a_bad_byzantine_table_is_one_line(table: dict[str, Any], key: str, words: str) -> None:

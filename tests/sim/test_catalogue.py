@@ -5,15 +5,20 @@ twins pass). The same files in real mode: tests/e2e/test_scenarios.py."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from chain_adapters.build import REPO_ROOT
-from scenarios.schema import load
+from scenarios.schema import ScenarioError, load
 from scenarios.sim.run import SimRun
 
-SHIPPED = sorted((REPO_ROOT / "scenarios").glob("*.toml"))
+#: Every shipped scenario that runs (rogue-key.toml must be refused: below).
+SHIPPED = sorted(
+    p for p in (REPO_ROOT / "scenarios").glob("*.toml") if load(p).rogue_member() is None
+)
 #: The unsafe catalogue: each unsafe scenario, the checks it must fail, its safe twin.
 CATALOGUE = [
     ("unsafe-self-refund", ("atomicity",), "self-refund-safe"),
@@ -75,3 +80,29 @@ def test_an_equivocating_leader_gets_two_certificates_for_one_settlement(
     assert int(commit_round) < int(abort_round) and float(commit_at) < float(abort_at)
     # The chain applied the ABORT, the bank the COMMIT: the seller has both.
     assert "(A=aborted, bank=committed)" in report.summary["checks"]["atomicity"]["witness"]
+
+
+def test_a_rogue_key_is_refused_in_one_line_and_nothing_runs(tmp_path: Path) -> None:
+    """Member 3 publishes g*x less the others' keys (the aggregate would be g*x) with the
+    only proof it can make, x's: the committee's proof-of-possession check refuses it
+    before any member starts. Real mode: tests/e2e/test_scenarios.py."""
+    path = REPO_ROOT / "scenarios" / "rogue-key.toml"
+    scenario = load(path)
+    assert scenario.rogue_member() == (3, "byzantine[0].rogue_key")
+    with pytest.raises(ScenarioError, match="proof of possession of member 3 does not verify"):
+        SimRun(scenario, tmp_path / "api", crypto="fast")
+    result = subprocess.run(
+        [sys.executable, "-m", "dvpsim.cli", "sim", str(path), "--out", str(tmp_path / "cli")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and result.stdout == ""
+    assert line.startswith(
+        f"dvpsim sim: {path}: byzantine[0].rogue_key: member 3 publishes a rogue BLS key"
+    )
+    assert "refused by the committee's proof-of-possession check" in line
+    assert line.endswith("remove rogue_key to run, or give member 3 a key it holds")
