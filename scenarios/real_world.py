@@ -430,8 +430,9 @@ class RealWorld:
             targets_for=targets_for,
             timing=timing,
             allow_unsafe_threshold=s.committee.unsafe_allow_low_threshold,
-            # Network faults act on the frames nodes send; their messages show it.
-            trace_messages=self.has_plan_faults,
+            # Network faults act on the frames nodes send, Byzantine members on what they
+            # say: their messages show it.
+            trace_messages=self.has_plan_faults or bool(s.byzantine),
             fault_plan=FAULT_PLAN if self.has_plan_faults else None,
             byzantine_for=self._byzantine_config,
         )
