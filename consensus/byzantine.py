@@ -14,9 +14,10 @@ LyingObserver          reports a lie instead of what it observes
 WithholdShares         never sends BLS shares
 InvalidShares          sends shares that do not verify (wrong message, or random bytes)
 SignAnything           signs every proposal it receives, ignoring its safety record
-EquivocatingLeader     as leader, sends different proposals to different followers,
-                       aggregates shares for each variant and broadcasts every
-                       certificate it can form
+EquivocatingLeader     as leader, splits the honest followers into a side that gets
+                       its proposals and a side kept from signing any COMMIT (given a
+                       variant telling the abort story, or nothing), signs both
+                       whatever its safety record says and certifies each it can
 Replay                 re-sends old messages it received, to random peers
 Flood                  sends bursts of junk and well-formed but useless messages
 Mutate                 ByzzFuzz-style small-scope mutations of what it sends: epoch or
@@ -52,6 +53,8 @@ from consensus.events import (
     MessageReceived,
     ObservationReady,
     Send,
+    TimerFired,
+    TimerKind,
 )
 from consensus.identity import observation_message
 from consensus.messages import (
@@ -73,7 +76,7 @@ from consensus.outcome import (
 )
 from consensus.protocol import Node, NodeKeys, compute_reports
 from consensus.report import Action as DecisionAction
-from consensus.report import Certificate, Decision, Report, make_certificate, report_hash
+from consensus.report import Decision, Report, make_certificate, report_hash
 
 __all__ = [
     "Behaviour",
@@ -91,6 +94,7 @@ __all__ = [
     "byzantine",
     "lie_about_facts",
     "lie_about_number",
+    "split_followers",
 ]
 
 
@@ -426,10 +430,10 @@ def _flip_one(rng: random.Random, message: RoundCertificates) -> RoundCertificat
 # --------------------------------------------------------------------------- equivocation
 
 
-def _default_variant_observation(ctx: ByzantineContext, variant: int, proposal: Proposal) -> bytes:
-    """The leader's own observation in variant ``variant``: for fact observations, every
-    settlement seen anywhere in the proposal, COMMIT in even variants and ABORT in odd
-    ones; other observations are left as they were."""
+def _default_abort_story(ctx: ByzantineContext, proposal: Proposal) -> bytes:
+    """The leader's own observation in the abort story: for fact observations, ABORT for
+    every settlement seen anywhere in the proposal; other observations are left as they
+    were."""
     facts: dict[bytes, bytes] = {}
     own = b""
     for so in proposal.observations:
@@ -439,132 +443,258 @@ def _default_variant_observation(ctx: ByzantineContext, variant: int, proposal: 
             facts.setdefault(fact.settlement_id, fact.terms_hash)
     if not facts:
         return own
-    action = DecisionAction.COMMIT if variant % 2 == 0 else DecisionAction.ABORT
-    return encode_facts([Decision(sid, action, terms) for sid, terms in sorted(facts.items())])
+    return encode_facts(
+        [Decision(sid, DecisionAction.ABORT, terms) for sid, terms in sorted(facts.items())]
+    )
 
 
-def _default_support(variant: int, so: SignedObservation) -> int:
-    """How much an observation helps variant ``variant`` (COMMIT in even variants, ABORT
-    in odd ones): its facts with that action, minus those with the other."""
-    wanted = DecisionAction.COMMIT if variant % 2 == 0 else DecisionAction.ABORT
+def _default_abort_support(so: SignedObservation) -> int:
+    """How much an observation helps the abort story: its ABORT facts minus its COMMIT
+    facts."""
     score = 0
     for fact in decode_facts(so.observation) or ():
-        if fact.action is wanted:
+        if fact.action is DecisionAction.ABORT:
             score += 1
-        elif fact.action in (DecisionAction.COMMIT, DecisionAction.ABORT):
+        elif fact.action is DecisionAction.COMMIT:
             score -= 1
     return score
 
 
 @dataclass(slots=True)
-class _Variant:
+class _Told:
+    """A proposal the leader sent in its open round, to whom, and the shares it gathered
+    for it (its own among them, signed whatever its safety record says)."""
+
     proposal: Proposal
+    data: bytes
     reports: tuple[Report, ...]
     hashes: tuple[bytes, ...]
     shares: list[dict[int, bytes]]
+    to: set[int] = field(default_factory=set)
     done: bool = False
+
+    def commits(self) -> bool:
+        return any(d.action is DecisionAction.COMMIT for rep in self.reports for d in rep.decisions)
+
+
+def _told(ctx: ByzantineContext, proposal: Proposal, data: bytes) -> _Told:
+    reports = compute_reports(ctx.config, ctx.outcome, proposal)
+    own = _sign_reports(ctx, reports).shares
+    return _Told(
+        proposal,
+        data,
+        reports,
+        tuple(report_hash(r) for r in reports),
+        [{ctx.index: s} for s in own],
+    )
+
+
+def _threshold(config: ConsensusConfig) -> int:
+    return max(t.committee.t for t in config.targets)
+
+
+def split_followers(
+    config: ConsensusConfig, leader: int, coalition: frozenset[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The equivocating ``leader``'s two sides of honest followers: the commit side, the
+    fewest that certify with the leader and its coalition (t-1 of them, less the other
+    coalition members), taken in index order after the leader; the abort side, the rest."""
+    followers = [
+        j for j in ((leader + k) % config.n for k in range(1, config.n)) if j not in coalition
+    ]
+    size = max(0, _threshold(config) - 1 - len(coalition - {leader}))
+    return tuple(followers[:size]), tuple(followers[size:])
 
 
 @dataclass(slots=True)
 class EquivocatingLeader(_Passive):
-    """As leader, replace the honest proposal by ``variants`` different ones: each keeps
-    the observations received that support it best (``support``; at least the quorum with
-    the leader's own) and carries the leader's own observation re-signed differently per
-    variant. Honest followers are dealt out over the variants, coalition members get all. Shares are matched to variants
-    by verifying them one by one; every variant that reaches the threshold on every target
-    is certified and broadcast."""
+    """As leader, tell two sides of the honest followers two stories, so that two quorums
+    that share no honest member sign for one round, or for rounds on either side of a
+    change in what members see (a deadline passing while a COMMIT is on its way).
 
-    variants: int = 2
-    own_observation: Callable[[ByzantineContext, int, Proposal], bytes] = (
-        _default_variant_observation
-    )
-    support: Callable[[int, SignedObservation], int] = _default_support
+    The honest followers are split (``split_followers``) into a *commit side*, just enough
+    to certify with the leader, and an *abort side*, the rest, which is kept from ever
+    signing a COMMIT while this member leads. Each round the commit side gets the
+    proposal the honest node built (P). The abort side gets P when P commits nothing;
+    otherwise a variant V that commits nothing if one can be made: the leader's own
+    observation re-signed to tell the abort story (``own_observation``), with the
+    observations that support that story most (``support``), just enough for the quorum;
+    otherwise no proposal at all (the honest node's resends of P are kept from it too).
+    Fellow coalition members get P and V.
+
+    The leader signs both with its own key, whatever its safety record says, gathers the
+    shares of each (verifying them one by one), asks again every DeltaResend each member
+    whose share for some target is missing (one that refused may since have forgotten
+    why: a wiped safety store), and certifies each that reaches the threshold on every
+    target: the honest node certifies P when it can (and goes on to
+    its next round); this behaviour does when the honest node's own share was refused.
+    P's certificates go to every member not told V, V's to those told V: each member
+    accepts the one it signed, so both are seen. With the default threshold the two
+    sides cannot both certify (that takes 2(t-1) > n-1 honest signers); with t = f+1 they
+    can."""
+
+    own_observation: Callable[[ByzantineContext, Proposal], bytes] = _default_abort_story
+    support: Callable[[SignedObservation], int] = _default_abort_support
     round_key: tuple[int, int] = (0, 0)
-    open: list[_Variant] = field(default_factory=list)
+    honest: _Told | None = None
+    variant: _Told | None = None
 
     def incoming(self, ctx: ByzantineContext, event: Event) -> Event | None:
         if (
             isinstance(event, MessageReceived)
-            and self.open
+            and self.honest is not None
             and peek_kind(event.data) is Kind.SHARES
         ):
             message = ctx.decode(event.data)
             if isinstance(message, Shares) and (message.epoch, message.round) == self.round_key:
-                self._collect(ctx, event.sender, message)
-                return None  # the honest leader never proposed these; keep them from it
+                sender, variant = event.sender, self.variant
+                told_v = variant is not None and sender in variant.to
+                told_p = sender in self.honest.to
+                for_v = (
+                    variant is not None and told_v and self._gather(ctx, variant, sender, message)
+                )
+                for_p = told_p and self._gather(ctx, self.honest, sender, message)
+                if (told_v and not told_p) or (for_v and not for_p):
+                    return None  # V's: the honest node never proposed it
         return event
 
     def outgoing(self, ctx: ByzantineContext, event: Event, actions: list[Action]) -> list[Action]:
         result: list[Action] = []
         for action in actions:
-            if isinstance(action, Broadcast) and peek_kind(action.data) is Kind.PROPOSAL:
+            if not isinstance(action, Send | Broadcast):
+                result.append(action)
+                continue
+            kind = peek_kind(action.data)
+            if isinstance(action, Broadcast) and kind is Kind.PROPOSAL:
                 proposal = ctx.decode(action.data)
                 assert isinstance(proposal, Proposal)
-                result.extend(self._equivocate(ctx, proposal))
+                result.extend(self._equivocate(ctx, proposal, action.data))
+            elif (
+                isinstance(action, Send)
+                and kind is Kind.PROPOSAL
+                and self.honest is not None
+                and action.data == self.honest.data
+            ):
+                # The honest node resends P to a member that has not answered: it goes
+                # only where P went; V's members get V again, the others nothing.
+                if action.to in self.honest.to:
+                    result.append(action)
+                elif self.variant is not None and action.to in self.variant.to:
+                    result.append(Send(action.to, self.variant.data))
+            elif (
+                isinstance(action, Broadcast)
+                and kind is Kind.CERTIFICATES
+                and self._ours(ctx, action.data)
+            ):
+                assert self.honest is not None
+                if not self.honest.done:  # else this behaviour certified P already
+                    self.honest.done = True
+                    result.extend(Send(j, action.data) for j in self._p_members(ctx))
             else:
                 result.append(action)
+        if (
+            isinstance(event, TimerFired)
+            and event.timer.kind is TimerKind.RETRANSMIT
+            and (event.timer.epoch, event.timer.round) == self.round_key
+        ):
+            result.extend(self._ask_again(result))
         result.extend(self._finished(ctx))
         return result
 
-    def _equivocate(self, ctx: ByzantineContext, honest: Proposal) -> list[Action]:
-        cfg, rng = ctx.config, ctx.rng
-        others = [so for so in honest.observations if so.observer != ctx.index]
+    def _ask_again(self, sent: list[Action]) -> list[Action]:
+        """Send each unfinished proposal again to every member it went to whose share for
+        some target is still missing (the honest node asks only those that never
+        answered): a member that refused may have forgotten why."""
+        already = {(a.to, a.data) for a in sent if isinstance(a, Send)}
+        out: list[Action] = []
+        for told in (self.honest, self.variant):
+            if told is None or told.done:
+                continue
+            for j in sorted(told.to):
+                missing = any(j not in shares for shares in told.shares)
+                if missing and (j, told.data) not in already:
+                    out.append(Send(j, told.data))
+        return out
+
+    def _ours(self, ctx: ByzantineContext, data: bytes) -> bool:
+        """Whether ``data`` is the honest node's certificates of the open round."""
+        message = ctx.decode(data)
+        return (
+            self.honest is not None
+            and isinstance(message, RoundCertificates)
+            and (message.epoch, message.round) == self.round_key
+        )
+
+    def _p_members(self, ctx: ByzantineContext) -> list[int]:
+        told_v = set() if self.variant is None else self.variant.to - ctx.coalition
+        return [j for j in range(ctx.config.n) if j != ctx.index and j not in told_v]
+
+    def _equivocate(self, ctx: ByzantineContext, honest: Proposal, data: bytes) -> list[Action]:
+        cfg = ctx.config
         self.round_key = (honest.epoch, honest.round)
-        self.open = []
-        for v in range(self.variants):
-            # Keep the observations that favour this variant's story most; usually just
-            # enough for the quorum, sometimes more.
-            floor = max(cfg.quorum - 1, 0)
-            size = floor if rng.random() < 0.5 else rng.randint(floor, len(others))
-            ranked = sorted(others, key=lambda so: (-self.support(v, so), rng.random()))
-            chosen = sorted(ranked[:size], key=lambda so: so.observer)
-            mine = self.own_observation(ctx, v, honest)[: cfg.max_observation_bytes]
-            signature = ctx.crypto.sign_observation(
-                ctx.keys.identity,
-                observation_message(
-                    cfg.instance_digest, honest.epoch, honest.round, ctx.index, mine
-                ),
-            )
-            own = SignedObservation(honest.epoch, honest.round, ctx.index, mine, signature)
-            observations = tuple(sorted([*chosen, own], key=lambda so: so.observer))
-            proposal = Proposal(honest.epoch, honest.round, observations)
-            reports = compute_reports(cfg, ctx.outcome, proposal)
-            hashes = tuple(report_hash(r) for r in reports)
-            own_shares = _sign_reports(ctx, reports).shares
-            shares = [{ctx.index: s} for s in own_shares]
-            self.open.append(_Variant(proposal, reports, hashes, shares))
-        # Honest followers are dealt out over the variants (each variant gets some);
-        # fellow coalition members get every variant, to sign them all.
-        followers = [j for j in range(cfg.n) if j != ctx.index and j not in ctx.coalition]
-        rng.shuffle(followers)
-        sends: list[Action] = []
-        for position, j in enumerate(followers):
-            sends.append(Send(j, encode(self.open[position % self.variants].proposal)))
-        for j in sorted(ctx.coalition - {ctx.index}):
-            sends.extend(Send(j, encode(variant.proposal)) for variant in self.open)
+        self.honest = _told(ctx, honest, data)
+        self.variant = None
+        commit_side, abort_side = split_followers(cfg, ctx.index, ctx.coalition)
+        fellows = sorted(ctx.coalition - {ctx.index})
+        self.honest.to = {*commit_side, *fellows}
+        if not self.honest.commits():
+            self.honest.to |= set(abort_side)
+        else:
+            variant = self._variant(ctx, honest)
+            if not variant.commits():
+                variant.to = {*abort_side, *fellows}
+                self.variant = variant
+        sends: list[Action] = [Send(j, data) for j in sorted(self.honest.to)]
+        if self.variant is not None:
+            sends.extend(Send(j, self.variant.data) for j in sorted(self.variant.to))
         return sends
 
-    def _collect(self, ctx: ByzantineContext, sender: int, message: Shares) -> None:
-        for variant in self.open:
-            for i, share in enumerate(message.shares):
-                if not share or sender in variant.shares[i]:
-                    continue
-                pk = ctx.config.targets[i].committee.public_keys[sender]
-                if ctx.crypto.bls_verify(pk, variant.hashes[i], share):
-                    variant.shares[i][sender] = share
+    def _variant(self, ctx: ByzantineContext, honest: Proposal) -> _Told:
+        cfg = ctx.config
+        others = [so for so in honest.observations if so.observer != ctx.index]
+        ranked = sorted(others, key=lambda so: (-self.support(so), so.observer))
+        chosen = ranked[: max(cfg.quorum - 1, 0)]
+        mine = self.own_observation(ctx, honest)[: cfg.max_observation_bytes]
+        signature = ctx.crypto.sign_observation(
+            ctx.keys.identity,
+            observation_message(cfg.instance_digest, honest.epoch, honest.round, ctx.index, mine),
+        )
+        own = SignedObservation(honest.epoch, honest.round, ctx.index, mine, signature)
+        observations = tuple(sorted([*chosen, own], key=lambda so: so.observer))
+        proposal = Proposal(honest.epoch, honest.round, observations)
+        return _told(ctx, proposal, encode(proposal))
+
+    @staticmethod
+    def _gather(ctx: ByzantineContext, told: _Told, sender: int, message: Shares) -> bool:
+        """Keep the sender's shares that verify for ``told``; whether any did."""
+        kept = False
+        for i, share in enumerate(message.shares):
+            if not share or i >= len(told.hashes) or sender in told.shares[i]:
+                continue
+            pk = ctx.config.targets[i].committee.public_keys[sender]
+            if ctx.crypto.bls_verify(pk, told.hashes[i], share):
+                told.shares[i][sender] = share
+                kept = True
+        return kept
 
     def _finished(self, ctx: ByzantineContext) -> list[Action]:
         out: list[Action] = []
-        for variant in self.open:
-            if variant.done:
+        ts = [t.committee.t for t in ctx.config.targets]
+        for told, members in (
+            (self.variant, sorted(self.variant.to) if self.variant is not None else []),
+            (self.honest, self._p_members(ctx)),
+        ):
+            if told is None or told.done:
                 continue
-            ts = [t.committee.t for t in ctx.config.targets]
-            if all(len(s) >= t for s, t in zip(variant.shares, ts, strict=True)):
-                certs: list[Certificate] = []
-                for i, rep in enumerate(variant.reports):
-                    chosen = dict(sorted(variant.shares[i].items())[: ts[i]])
-                    certs.append(make_certificate(rep, chosen, crypto=ctx.crypto))
-                variant.done = True
+            if all(len(s) >= t for s, t in zip(told.shares, ts, strict=True)):
+                certs = tuple(
+                    make_certificate(
+                        rep, dict(sorted(told.shares[i].items())[: ts[i]]), crypto=ctx.crypto
+                    )
+                    for i, rep in enumerate(told.reports)
+                )
+                told.done = True
                 epoch, round_ = self.round_key
-                out.append(Broadcast(encode(RoundCertificates(epoch, round_, tuple(certs)))))
+                data = encode(RoundCertificates(epoch, round_, certs))
+                out.extend(Send(j, data) for j in members)
         return out

@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from eth_typing import BLSPubkey
+from py_ecc.bls.g2_primitives import G1_to_pubkey, pubkey_to_G1
+from py_ecc.optimized_bls12_381.optimized_curve import add, neg
 
 from consensus import bls
 
-__all__ = ["DevMemberSecrets", "dev_leader_selection_key", "dev_member_secrets"]
+__all__ = [
+    "DevMemberSecrets",
+    "dev_leader_selection_key",
+    "dev_member_secrets",
+    "rogue_public_key",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,3 +49,16 @@ def dev_member_secrets(n: int, seed: int) -> list[DevMemberSecrets]:
 def dev_leader_selection_key(identity_seeds: list[bytes]) -> bytes:
     """The leader-selection key of a local committee, from its members' identity seeds."""
     return hashlib.sha256(b"dvpsim/leader/" + b"".join(identity_seeds)).digest()
+
+
+def rogue_public_key(secret: int, others: Sequence[bytes]) -> bytes:
+    """A rogue BLS key, for a study of the rogue-key attack: ``g*secret - sum(others)``.
+    The aggregate of ``others`` and this key is ``g*secret``, so whoever holds ``secret``
+    alone could sign for the whole committee; but no one knows this key's own secret, so
+    no proof of possession of it can be made. Every committee check refuses it for that
+    (``consensus.report.check_proofs_of_possession``, the node config, the chain's
+    ``admitKeys``, the bank)."""
+    total = pubkey_to_G1(BLSPubkey(bls.sk_to_pk(secret)))
+    for key in others:
+        total = add(total, neg(pubkey_to_G1(BLSPubkey(key))))
+    return bytes(G1_to_pubkey(total))

@@ -13,9 +13,11 @@ lie                observes falsely, by ``lie`` (below), what its own trackers s
 withhold-shares    never sends BLS shares
 invalid-shares     sends shares that do not verify
 sign-anything      signs every proposal it receives, ignoring its safety record
-equivocate         as leader, sends different proposals to different followers: one
-                   variant claims every payment made (COMMIT), the other every asset
-                   leg expired (ABORT); certifies every variant it can
+equivocate         as leader, tells two sides of the honest followers two stories: the
+                   commit side (the fewest that certify with it) gets its proposals;
+                   the abort side never a COMMIT: a variant that claims every asset
+                   leg expired and hides payments, or nothing; it signs both and
+                   certifies each it can (``consensus.byzantine.EquivocatingLeader``)
 replay             re-sends old messages to random members
 flood              sends junk, oversized and useless well-formed messages
 mutate             ByzzFuzz-style small-scope mutations of what it sends: epoch or round
@@ -148,41 +150,42 @@ def dvp_lie(mode: str, kind: str, book: SettlementBook) -> Callable[[random.Rand
     return lie
 
 
-def _variant_observation(mode: str, book: SettlementBook) -> Callable[..., bytes]:
-    """The equivocating leader's own observation in a variant: every payment made in even
-    variants (towards COMMIT), every asset leg expired in odd ones (towards ABORT)."""
+def _abort_story(mode: str, book: SettlementBook) -> Callable[[ByzantineContext, Proposal], bytes]:
+    """The equivocating leader's own observation in its abort story: what the other
+    members observed, with every asset leg expired, no payment made and nothing
+    committed."""
+    legs = MODES[mode]
 
-    def own(ctx: ByzantineContext, variant: int, proposal: Proposal) -> bytes:
+    def own(ctx: ByzantineContext, proposal: Proposal) -> bytes:
         facts: set[Fact] = set()
         for so in proposal.observations:
-            facts |= _facts(so.observation)
-        kind = "claim-payment" if variant % 2 == 0 else "claim-expiry"
-        return encode_observation(_told(mode, kind, facts, book))
+            if so.observer != ctx.index:
+                facts |= _facts(so.observation)
+        told = _told(mode, "claim-expiry", facts, book)
+        return encode_observation(
+            f
+            for f in told
+            if f.kind is not FactKind.COMMITTED
+            and not (f.target == legs.payment_leg and f.kind is FactKind.PREPARED)
+        )
 
     return own
 
 
-def _variant_support(mode: str) -> Callable[[int, SignedObservation], int]:
-    """How much an observation helps a variant: payment facts for even ones, expiries
-    for odd ones."""
-    legs = MODES[mode]
-
-    def support(variant: int, so: SignedObservation) -> int:
-        facts = _facts(so.observation)
-        if variant % 2 == 0:
-            return sum(f.target == legs.payment_leg and f.kind is FactKind.PREPARED for f in facts)
-        return sum(f.kind is FactKind.EXPIRED for f in facts)
-
-    return support
+def _abort_support(so: SignedObservation) -> int:
+    """How much an observation helps the abort story: its expiries, less what it saw
+    committed."""
+    facts = _facts(so.observation)
+    return sum(f.kind is FactKind.EXPIRED for f in facts) - sum(
+        f.kind is FactKind.COMMITTED for f in facts
+    )
 
 
 def _behaviour(name: str, spec: ByzantineSpec, mode: str, book: SettlementBook) -> Behaviour:
     if name == "lie":
         return LyingObserver(lie=dvp_lie(mode, spec.lie, book))
     if name == "equivocate":
-        return EquivocatingLeader(
-            own_observation=_variant_observation(mode, book), support=_variant_support(mode)
-        )
+        return EquivocatingLeader(own_observation=_abort_story(mode, book), support=_abort_support)
     simple: dict[str, Callable[[], Behaviour]] = {
         "silent": Silent,
         "withhold-shares": WithholdShares,

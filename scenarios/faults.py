@@ -191,3 +191,16 @@ def clock_windows(
         node: tuple(ClockFault(start, end, f.value, f.drift) for f, start, end in windows)
         for node, windows in _member_windows(faults, ("clock",), drive_start).items()
     }
+
+
+def rogue_key_refused(scenario: Scenario, who: str) -> str:
+    """The one line a run with a rogue key ends with: the file, the key, who refused the
+    key and the fix."""
+    rogue = scenario.rogue_member()
+    assert rogue is not None
+    member, key = rogue
+    return (
+        f"{scenario.path}: {key}: member {member} publishes a rogue BLS key (g*x less the "
+        f"other members' keys) without a valid proof of possession, refused by {who}: "
+        f"remove rogue_key to run, or give member {member} a key it holds"
+    )

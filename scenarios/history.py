@@ -32,6 +32,7 @@ __all__ = [
     "certificate_signers",
     "digest_of_lines",
     "plain",
+    "signed_actions",
 ]
 
 #: Every event type, with the fields it always carries (besides ``t`` and ``event``).
@@ -205,6 +206,24 @@ def digest_of_lines(lines: Iterable[str]) -> str:
             continue
         digest.update(line.encode() + b"\n")
     return digest.hexdigest()
+
+
+def signed_actions(records: Iterable[Mapping[str, Any]]) -> dict[tuple[int, str], set[str]]:
+    """(member, settlement id) -> the COMMIT and ABORT decisions on that settlement whose
+    certificates carry the member's share, from the "certified" records' signer bitmaps.
+    An honest member never has both."""
+    signed: dict[tuple[int, str], set[str]] = {}
+    for record in records:
+        if record["event"] != "certified":
+            continue
+        signers = int(record["signers"])
+        for sid, action in record["decisions"]:
+            if action not in ("COMMIT", "ABORT"):
+                continue
+            for member in range(signers.bit_length()):
+                if signers >> member & 1:
+                    signed.setdefault((member, str(sid)), set()).add(str(action))
+    return signed
 
 
 def certificate_signers(records: Iterable[Mapping[str, Any]]) -> set[int]:

@@ -45,7 +45,8 @@ from chain_adapters.evm import Rpc, connect
 from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain, free_port, start_chain
 from chain_adapters.model import State
 from chain_adapters.sender import TransactionSender
-from chain_adapters.verifier import configure_bls_verifier
+from chain_adapters.verifier import configure_bls_verifier, revert_reason
+from consensus.devkeys import rogue_public_key
 from consensus.report import CommitteeConfig
 from node.legs import bank_account
 from node.modes import BANK, MODES
@@ -65,6 +66,7 @@ from scenarios.faults import (
     NETWORK_FAULTS,
     clock_windows,
     network_faults,
+    rogue_key_refused,
     rpc_windows,
 )
 from scenarios.history import CHAIN_STEPS, History
@@ -276,17 +278,31 @@ class RealWorld:
         c = self.scenario.committee
         keys = [m.bls_public_key for m in members]
         pops = [m.pop() for m in members]
+        rogue = self.scenario.rogue_member()
+        if rogue is not None:
+            # It publishes g*x less the others' keys, and the proof it can make: x's.
+            i = rogue[0]
+            others = [k for j, k in enumerate(keys) if j != i]
+            keys[i] = rogue_public_key(members[i].bls_secret, others)
         configs = {}
         for leg, side in self.chains.items():
-            configs[leg] = configure_bls_verifier(
-                side.coordinator.contract,
-                keys,
-                pops,
-                c.f,
-                c.t,
-                unsafe_low_threshold=c.unsafe_allow_low_threshold,
-                sender=side.rpc.web3.eth.accounts[0],
-            )
+            try:
+                configs[leg] = configure_bls_verifier(
+                    side.coordinator.contract,
+                    keys,
+                    pops,
+                    c.f,
+                    c.t,
+                    unsafe_low_threshold=c.unsafe_allow_low_threshold,
+                    sender=side.rpc.web3.eth.accounts[0],
+                )
+            except Exception as exc:
+                if rogue is None:
+                    raise
+                reason = revert_reason(side.coordinator.contract.abi, exc) or exc
+                raise RunError(
+                    rogue_key_refused(self.scenario, f"chain {leg}'s admitKeys ({reason})")
+                ) from None
             self.history.write(
                 "committee",
                 leg=leg,
@@ -414,8 +430,9 @@ class RealWorld:
             targets_for=targets_for,
             timing=timing,
             allow_unsafe_threshold=s.committee.unsafe_allow_low_threshold,
-            # Network faults act on the frames nodes send; their messages show it.
-            trace_messages=self.has_plan_faults,
+            # Network faults act on the frames nodes send, Byzantine members on what they
+            # say: their messages show it.
+            trace_messages=self.has_plan_faults or bool(s.byzantine),
             fault_plan=FAULT_PLAN if self.has_plan_faults else None,
             byzantine_for=self._byzantine_config,
         )

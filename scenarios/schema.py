@@ -169,6 +169,9 @@ class Byzantine:
     nodes: tuple[int, ...]
     behaviours: tuple[str, ...]
     lie: str = "claim-payment"
+    # The (one) member publishes a rogue BLS key with a forged proof of possession
+    # (consensus.devkeys.rogue_public_key): every committee check must refuse the run.
+    rogue_key: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,13 @@ class Scenario:
         for group in self.byzantine:
             if index in group.nodes:
                 return ByzantineSpec(group.behaviours, frozenset(group.nodes), group.lie, self.seed)
+        return None
+
+    def rogue_member(self) -> tuple[int, str] | None:
+        """The member that publishes a rogue BLS key, and the scenario key that says so."""
+        for k, group in enumerate(self.byzantine):
+            if group.rogue_key:
+                return group.nodes[0], f"byzantine[{k}].rogue_key"
         return None
 
     def uses_bank(self) -> bool:
@@ -490,6 +500,16 @@ def _byzantine(reader: _Reader, raw: list[Any], n: int) -> tuple[Byzantine, ...]
             raise reader.fail(
                 f"{key}.lie", f"unknown lie {group.lie!r}", f"use one of {', '.join(LIES)}"
             )
+        if group.rogue_key and len(group.nodes) != 1:
+            raise reader.fail(
+                f"{key}.rogue_key",
+                f"{len(group.nodes)} members would publish a rogue key",
+                "a rogue key cancels every other member's: give it to one member (nodes = [i])",
+            )
+    if sum(group.rogue_key for group in groups) > 1:
+        raise reader.fail(
+            "byzantine", "two tables publish a rogue key", "give rogue_key to one member"
+        )
     if len(seen) > n:
         raise reader.fail(
             "byzantine", f"{len(seen)} Byzantine members in a committee of {n}", "list fewer"

@@ -48,12 +48,12 @@ from chain_adapters.model import (
 )
 from consensus.config import ConsensusConfig, Target
 from consensus.crypto import MEMOIZED_CRYPTO, REAL_CRYPTO, CryptoSuite
-from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
+from consensus.devkeys import dev_leader_selection_key, dev_member_secrets, rogue_public_key
 from consensus.harness import register_keys
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from consensus.network import NetworkProfile, SimulatedNetwork
 from consensus.protocol import NodeKeys
-from consensus.report import CommitteeConfig, check_proofs_of_possession
+from consensus.report import CommitteeConfig, CommitteeConfigError, check_proofs_of_possession
 from consensus.safety import DurableStore
 from node.config import consensus_parameters
 from node.driver import DriverConfig, TargetSpec
@@ -71,6 +71,7 @@ from scenarios.faults import (
     fault_ends,
     fault_record,
     network_faults,
+    rogue_key_refused,
     rpc_windows,
     write_byzantine,
 )
@@ -195,10 +196,31 @@ class SimRun:
         self.crypto = make_crypto(self.crypto_name, keys)
         bls_keys = tuple(self.crypto.sk_to_pk(m.bls_secret) for m in secrets)
         proofs = [self.crypto.pop_prove(m.bls_secret) for m in secrets]
+        rogue = s.rogue_member()
+        if rogue is not None:
+            # It publishes g*x less the others' keys, and the proof it can make: x's.
+            i = rogue[0]
+            others = [k for j, k in enumerate(bls_keys) if j != i]
+            bls_keys = (
+                *bls_keys[:i],
+                rogue_public_key(secrets[i].bls_secret, others),
+                *bls_keys[i + 1 :],
+            )
 
         def committee(chain_id: int, verifier: bytes) -> CommitteeConfig:
             config = CommitteeConfig(chain_id, verifier, 1, bls_keys, c.f, c.t)
-            check_proofs_of_possession(config, proofs, crypto=self.crypto)
+            try:
+                check_proofs_of_possession(config, proofs, crypto=self.crypto)
+            except CommitteeConfigError as exc:
+                if rogue is None:
+                    raise
+                raise ScenarioError(
+                    rogue_key_refused(
+                        s,
+                        "the committee's proof-of-possession check, the rule of the chain's "
+                        f"admitKeys, the bank and every node config ({exc})",
+                    )
+                ) from None
             return config
 
         targets: list[Target] = []

@@ -25,6 +25,10 @@ from typing import Any
 import pytest
 
 from chain_adapters.build import REPO_ROOT
+from chain_adapters.localchain import free_port
+from consensus import bls
+from consensus.devkeys import rogue_public_key
+from node.provision import make_keys, write_committee
 from scenarios.real import RealRun
 from scenarios.schema import load
 from scenarios.sim.run import SimRun
@@ -137,6 +141,11 @@ def test_node_killed_and_restarted_mid_run(tmp_path: Path) -> None:
         pytest.param("reorg-within-confirmations", marks=pytest.mark.slow),
         pytest.param("unsafe-lying-rpc", marks=pytest.mark.slow),  # 65 s
         "lying-rpc-f",
+        # 40 to 50 s each
+        pytest.param("unsafe-equivocation-low-threshold", marks=pytest.mark.slow),
+        pytest.param("equivocation-default-threshold", marks=pytest.mark.slow),
+        pytest.param("unsafe-wipe-equivocation", marks=pytest.mark.slow),
+        pytest.param("equivocation-store-kept", marks=pytest.mark.slow),
     ],
 )
 def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worlds(
@@ -145,7 +154,10 @@ def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worl
     """Byzantine members in real node processes: f+1 colluding liars break atomicity and
     validity, f change nothing; anvil's own reorg deeper than the confirmations breaks
     them too, confirmations beyond it keep them; the safe escrow passes where the
-    self-refunding one fails (test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so)."""
+    self-refunding one fails (test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so);
+    an equivocating leader gets a COMMIT and an ABORT certified for one settlement with
+    t = f+1, or with a member whose safety store was wiped, and neither with the default
+    t and every safety store kept."""
     summary = _run(name, tmp_path / name)
     assert summary["expectation_met"], summary["expectation_differences"]
     assert _statuses(_sim(name, tmp_path / f"{name}-sim")) == _statuses(summary)
@@ -212,6 +224,51 @@ def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: P
     sim = _sim("unsafe-self-refund", tmp_path / "unsafe-sim")
     assert _statuses(sim) == _statuses(summary)
     assert "committed on one leg and aborted on another" in sim["checks"]["atomicity"]["witness"]
+
+
+def test_a_rogue_key_is_refused_by_the_chain_and_by_every_node(tmp_path: Path) -> None:
+    """rogue-key.toml: member 3 publishes g*x less the others' keys with x's proof of
+    possession. Anvil's coordinator refuses it in admitKeys (InvalidProofOfPossession):
+    `dvpsim run` ends in one line and exit 2 before any node starts, so no certificate is
+    made anywhere. A node process given the same key in its committee refuses it too."""
+    path = SCENARIOS / "rogue-key.toml"
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "dvpsim.cli", "run", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith(
+        f"dvpsim run: {path}: byzantine[0].rogue_key: member 3 publishes a rogue BLS key"
+    )
+    assert "refused by chain A's admitKeys (InvalidProofOfPossession(3))" in line
+    events = [json.loads(x)["event"] for x in (out / "history.jsonl").read_text().splitlines()]
+    assert "chain" in events and "node-start" not in events and "certified" not in events
+    # The same key in a node's committee config: the node process refuses to start.
+    members = make_keys(4, 1, [free_port() for _ in range(4)])
+    rogue = rogue_public_key(members[3].bls_secret, [m.bls_public_key for m in members[:3]])
+    configs = write_committee(
+        tmp_path / "committee", members, f=1, mode="single-chain-onchain", targets_for=lambda i: []
+    )
+    raw = json.loads(configs[0].read_text())
+    raw["committee"]["members"][3]["bls_public_key"] = "0x" + rogue.hex()
+    raw["committee"]["members"][3]["bls_pop"] = "0x" + bls.pop_prove(members[3].bls_secret).hex()
+    configs[0].write_text(json.dumps(raw))
+    node = subprocess.run(
+        [sys.executable, "-m", "node", "--config", str(configs[0])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert node.returncode == 2, node.stderr
+    assert node.stderr.strip().count("\n") == 0
+    assert f"{configs[0]}: committee.members[3].bls_pop: does not prove possession" in node.stderr
 
 
 def test_bad_scenario_is_one_line_and_exit_2(tmp_path: Path) -> None:

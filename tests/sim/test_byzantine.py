@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from chain_adapters.build import REPO_ROOT
-from scenarios.history import certificate_signers
+from scenarios.history import certificate_signers, signed_actions
 from scenarios.schema import Byzantine, ScenarioError, load, parse
 from scenarios.sim.run import SimReport, SimRun
 
@@ -123,40 +123,71 @@ def test_flood_and_replay_are_refused_and_change_nothing(tmp_path: Path) -> None
     assert report.ok, report.summary["checks"]
 
 
-def test_an_equivocating_leader_sends_followers_different_proposals(tmp_path: Path) -> None:
+def proposals_by_round(
+    records: list[dict[str, Any]], leader: int
+) -> dict[tuple[int, int], set[int]]:
+    """(epoch, round) -> the members that received a proposal from ``leader`` for it."""
+    got: dict[tuple[int, int], set[int]] = {}
+    for r in records:
+        if r["event"] == "recv" and r["kind"] == "proposal" and r["from"] == leader:
+            got.setdefault((r["epoch"], r["round"]), set()).add(r["to"])
+    return got
+
+
+def committed_rounds(records: list[dict[str, Any]], epoch: int) -> dict[int, int]:
+    """Round -> signer bitmap of the certificates of ``epoch`` with a COMMIT, as members
+    accepted them."""
+    return {
+        r["round"]: r["signers"]
+        for r in records
+        if r["event"] == "certified"
+        and r["epoch"] == epoch
+        and any(action == "COMMIT" for _, action in r["decisions"])
+    }
+
+
+def test_an_equivocating_leader_keeps_one_side_from_every_commit(tmp_path: Path) -> None:
+    """The leader of epoch 1 splits the honest members: the commit side (t-1 = 2 of them)
+    gets every proposal, the abort side never one that commits (it misses those rounds or
+    gets a variant that commits nothing). With the default threshold that changes no
+    outcome, and the epoch does not stall. Real mode: tests/e2e/test_byzantine_real.py."""
     leader = first_leader(tmp_path)
-    follower = next(i for i in range(4) if i != leader)
-    report, records = run_with(
-        tmp_path, Byzantine((leader, follower), ("equivocate", "sign-anything"))
+    report, records = run_with(tmp_path, Byzantine((leader,), ("equivocate",)), count=8)
+    config = load(REFERENCE).committee
+    commit_side = [(leader + k) % config.n for k in (1, 2)]
+    (abort_side,) = [j for j in range(config.n) if j not in (leader, *commit_side)]
+    got = proposals_by_round(records, leader)
+    commits = committed_rounds(records, 1)
+    assert len(commits) >= 3, "the leader's epoch certified rounds that commit"
+    for round_, signers in commits.items():
+        # The commit side got the proposal; the abort side did not sign it (it got none,
+        # or a variant that commits nothing).
+        assert set(commit_side) <= got[(1, round_)] and not signers >> abort_side & 1, round_
+    # Rounds that commit nothing reach everyone; the abort side misses the others.
+    assert any(members == {0, 1, 2, 3} - {leader} for members in got.values())
+    reached = Counter(member for members in got.values() for member in members)
+    assert all(reached[abort_side] < reached[j] for j in commit_side), reached
+    assert report.ok, report.summary["checks"]
+
+
+def test_a_member_that_signs_anything_signs_both_sides_of_one_settlement(
+    tmp_path: Path,
+) -> None:
+    """equivocation-default-threshold.toml (the equivocating leader 3, a slow bank, the
+    default t) with member 0 signing anything: after the deadline member 0 signs the ABORT
+    its safety record refuses, and with the leader and the abort side's member that is t.
+    Its share is in a COMMIT and an ABORT certificate of one settlement; an honest
+    member's never is. (Without member 0 the same run passes: test_catalogue.py.)"""
+    base = load(REPO_ROOT / "scenarios" / "equivocation-default-threshold.toml")
+    scenario = dataclasses.replace(
+        base, byzantine=(*base.byzantine, Byzantine((0,), ("sign-anything",)))
     )
-    # When it proposes, the coalition member gets every variant, an honest one only its
-    # own (resends of the round's request then reach everyone alike).
-    proposals = Counter(
-        (r["to"], r["epoch"], r["round"])
-        for r in records
-        if r["event"] == "recv" and r["kind"] == "proposal" and r["from"] == leader
-    )
-    rounds = {(e, r) for (_, e, r) in proposals}
-    assert rounds
-    for e, r in rounds:
-        honest = [proposals[(to, e, r)] for to in range(4) if to not in (leader, follower)]
-        assert proposals[(follower, e, r)] == max(honest) + 1
-    # Honest followers see the other story too (the round's request resent) and refuse it.
-    refused = [
-        r
-        for r in records
-        if r["event"] == "rejected" and r["reason"].startswith("second, different PROPOSAL")
-    ]
-    assert {r["node"] for r in refused} - {leader, follower}
-    # The coalition member signs every variant: the leader certifies two for one round.
-    formed = Counter(
-        (r["epoch"], r["round"])
-        for r in records
-        if r["event"] == "certificate" and r["node"] == leader
-    )
-    assert max(formed.values()) >= 2
-    # With the safe threshold, honest members never certify two stories.
-    assert statuses(report)["no-conflicting-certificates"] == "valid"
+    report = SimRun(scenario, tmp_path / "run", crypto="fast").run()
+    records = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").open()]
+    signed = signed_actions(records)
+    both = {member for (member, _), actions in signed.items() if actions == {"COMMIT", "ABORT"}}
+    assert 0 in both and not both & {1, 2}, signed
+    assert statuses(report)["no-conflicting-certificates"] == "invalid"
 
 
 def test_small_scope_mutations_are_refused_and_change_no_outcome(tmp_path: Path) -> None:
@@ -177,6 +208,11 @@ def test_small_scope_mutations_are_refused_and_change_no_outcome(tmp_path: Path)
         ({"nodes": [1], "behaviours": ["gossip"]}, "byzantine[0].behaviours", "unknown behaviour"),
         ({"nodes": [1], "behaviours": ["lie"], "lie": "fib"}, "byzantine[0].lie", "unknown lie"),
         ({"nodes": [], "behaviours": ["lie"]}, "byzantine[0].nodes", "no members"),
+        (
+            {"nodes": [1, 2], "behaviours": ["silent"], "rogue_key": True},
+            "byzantine[0].rogue_key",
+            "2 members would publish a rogue key",
+        ),
     ],
 )
 def test_a_bad_byzantine_table_is_one_line(table: dict[str, Any], key: str, words: str) -> None:
