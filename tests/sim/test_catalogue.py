@@ -19,6 +19,7 @@ CATALOGUE = [
     ("unsafe-colluding-liars", ("atomicity", "validity"), "colluding-liars-f"),
     ("unsafe-reorg-below-confirmations", ("atomicity", "validity"), "reorg-within-confirmations"),
     ("unsafe-lying-rpc", ("atomicity", "validity", "liveness"), "lying-rpc-f"),
+    ("unsafe-twins", ("no-conflicting-certificates",), "twins-default-threshold"),
 ]
 
 
