@@ -25,6 +25,7 @@ from node.pumps import Pump, TargetError, build_pumps
 from node.runtime import NodeRuntime, TraceFile
 from node.store import SafetyFile
 from node.transport import Transport
+from node.twins import MemberTransport
 
 
 class AssemblyError(Exception):
@@ -102,7 +103,8 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     except keystore.KeystoreError as exc:
         raise AssemblyError(str(exc)) from None
     try:
-        identity = load_identity_file(config.identity_key)
+        # A twin copy speaks on the transport with an identity of its own (node.twins).
+        identity = load_identity_file(config.transport_key or config.identity_key)
     except IdentityError as exc:
         raise AssemblyError(str(exc)) from None
     seed = read_seed(config)
@@ -112,10 +114,11 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
             NodeKeys(identity_key_from_seed(seed), bls_secret),
             byzantine=config.byzantine,
         )
+        # The transport's peers are endpoints: the members, then their twin copies.
         transport = P2PTransport(
             identity,
-            config.index,
-            [m.address for m in config.members],
+            config.endpoint,
+            list(config.endpoint_addresses),
             P2PConfig(listen_addr=config.listen),
         )
     except (
@@ -143,12 +146,20 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
             raise AssemblyError(str(exc)) from None
     store = SafetyFile(config.data_dir / "safety.sqlite")
     closers.append(store.close)
-    trace = TraceFile(
-        config.data_dir / "trace.jsonl", config.index, config.n, messages=config.trace_messages
-    )
     sending: Transport = transport
     if plan is not None:
-        sending = FaultyTransport(transport, plan)
+        sending = FaultyTransport(transport, plan)  # faults act per endpoint
+    members: MemberTransport | None = None
+    if config.twins:
+        sending = members = MemberTransport(sending, config.member_of)
+    trace = TraceFile(
+        config.data_dir / "trace.jsonl",
+        config.index,
+        config.n,
+        messages=config.trace_messages,
+        twin=config.twin,
+        endpoints=members,
+    )
     clock = None if plan is None else NodeClock(plan)
     runtime = NodeRuntime(driver, sending, store, pumps, trace, clock)
     closers.append(runtime.close)

@@ -25,6 +25,12 @@ mutate             ByzzFuzz-style small-scope mutations of what it sends: epoch 
                    decision of a certificate flipped
 =================  ====================================================================
 
+Scenarios also know ``twins`` (``TWINS``): the member runs as two copies, each the whole
+node (its driver, with the behaviours above if the table lists any, honest otherwise)
+with the member's keys and a safety store of its own, as a misconfigured high-availability
+pair would. It is not a wrapper: the worlds deploy the second copy (``scenarios.sim`` a
+second driver, ``scenarios.real`` a second node process), so it is not in ``BEHAVIOURS``.
+
 Lies (``lie = ...``), applied to the facts the member's own trackers produced:
 
 - ``claim-payment``: the payment leg held and paid (PREPARED, COMMITTED) where it was not;
@@ -70,7 +76,7 @@ from node.dvp import Fact, FactKind, ObservationError, decode_observation, encod
 from node.legs import SettlementBook
 from node.modes import MODES
 
-__all__ = ["BEHAVIOURS", "LIES", "ByzantineSpec", "dvp_lie", "wrapper"]
+__all__ = ["BEHAVIOURS", "LIES", "TWINS", "ByzantineSpec", "dvp_lie", "wrapper"]
 
 BEHAVIOURS: Final = (
     "silent",
@@ -83,6 +89,8 @@ BEHAVIOURS: Final = (
     "flood",
     "mutate",
 )
+#: Two copies of one member (module docstring): a deployment, not a wrapper.
+TWINS: Final = "twins"
 LIES: Final = ("claim-payment", "claim-lock", "claim-expiry", "hide-payment", "hide-lock")
 
 

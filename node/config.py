@@ -6,7 +6,8 @@ their own). It names:
 - ``index``: this node's position in the committee (bitmap and leader order);
 - ``keystore`` and ``password_file``: the node's BLS key as an EIP-2335 keystore;
 - ``identity_key``: a file with the node's Ed25519 identity seed (hex), which is both its
-  libp2p identity and the key its observations are signed with;
+  libp2p identity (unless ``transport_key`` names another, below) and the key its
+  observations are signed with;
 - ``committee``: f, every member's Ed25519 public key, BLS public key with its proof of
   possession, and libp2p multiaddr (any host: a committee can span machines), the
   leader-selection key. A BLS key whose proof does not verify is refused at load: a
@@ -24,7 +25,13 @@ their own). It names:
   ``fault_plan``: a file of network-fault windows a run's driver may write, applied to
   every frame this node sends (``node.netfaults``; none by default); ``byzantine``: makes
   this node a Byzantine member for a study (``node.byzantine``: ``behaviours``,
-  ``coalition``, ``lie``, ``seed``; none by default).
+  ``coalition``, ``lie``, ``seed``; none by default);
+- twins (``node.twins``), for studies: ``committee.twins`` lists the transport endpoints
+  of members that run as two copies (``{"member", "address"}``: the twin copy's multiaddr,
+  a peer id of its own), which every node of such a committee needs; ``twin``: true in
+  the twin copy's own config, which signs with member ``index``'s keys (``keystore``,
+  ``identity_key``) but speaks on the transport with ``transport_key`` (an identity file
+  of its own: libp2p cannot hold two peers with one peer id).
 
 Every mistake is one :class:`NodeConfigError` line naming the file, the key and the fix.
 This module only reads and validates; it starts nothing.
@@ -53,6 +60,14 @@ class Member:
     bls_public_key: bytes  # 48 B compressed G1
     address: str  # libp2p multiaddr ending in /p2p/<peer id>
     bls_pop: bytes  # 96 B: proof of possession of bls_public_key (verified at load)
+
+
+@dataclass(frozen=True)
+class TwinEntry:
+    """The transport endpoint of a member's twin copy (``committee.twins``)."""
+
+    member: int
+    address: str  # libp2p multiaddr ending in /p2p/<the twin copy's own peer id>
 
 
 @dataclass(frozen=True)
@@ -120,10 +135,29 @@ class NodeConfig:
     trace_messages: bool = False  # also write every message sent and received to the trace
     fault_plan: Path | None = None  # network-fault windows for the frames sent (netfaults)
     byzantine: ByzantineSpec | None = None  # a Byzantine member's behaviours (studies only)
+    twins: tuple[TwinEntry, ...] = ()  # endpoints of members' twin copies (node.twins)
+    twin: bool = False  # this process is the twin copy of member `index`
+    transport_key: Path | None = None  # its own libp2p identity (default: identity_key)
 
     @property
     def n(self) -> int:
         return len(self.members)
+
+    @property
+    def endpoint(self) -> int:
+        """This process's place among the transport's endpoints (``node.twins``)."""
+        if not self.twin:
+            return self.index
+        return self.n + [t.member for t in self.twins].index(self.index)
+
+    @property
+    def member_of(self) -> tuple[int, ...]:
+        """The member each transport endpoint serves: the members, then the twin copies."""
+        return (*range(self.n), *(t.member for t in self.twins))
+
+    @property
+    def endpoint_addresses(self) -> tuple[str, ...]:
+        return (*(m.address for m in self.members), *(t.address for t in self.twins))
 
 
 def _hex(reader: _Reader, key: str, value: Any, length: int) -> bytes:
@@ -212,6 +246,8 @@ _TOP = {
     "trace_messages",
     "fault_plan",
     "byzantine",
+    "twin",
+    "transport_key",
 }
 
 
@@ -272,6 +308,21 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
             "index",
             f"{index} is not a member index (0..{n - 1})",
             "give this node's position in committee.members",
+        )
+    twins = _twins(r, committee, n)
+    twin = r.get(raw, "", "twin", bool, False)
+    if twin and index not in {t.member for t in twins}:
+        raise r.fail(
+            "twin",
+            f"this node is the twin copy of member {index} but committee.twins has no "
+            f"entry for member {index}",
+            f'add {{"member": {index}, "address": ...}} to committee.twins, or drop "twin"',
+        )
+    if twin and "transport_key" not in raw:
+        raise r.fail(
+            "transport_key",
+            "missing for a twin copy: it needs a transport identity of its own",
+            "give the path of an identity file of its own (node.identity)",
         )
     targets = []
     for i, t in enumerate(r.get(raw, "", "targets", list)):
@@ -367,7 +418,36 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
         trace_messages=r.get(raw, "", "trace_messages", bool, False),
         fault_plan=(r.path_of(r.get(raw, "", "fault_plan", str)) if "fault_plan" in raw else None),
         byzantine=_byzantine(r, raw["byzantine"], n) if "byzantine" in raw else None,
+        twins=twins,
+        twin=twin,
+        transport_key=(
+            r.path_of(r.get(raw, "", "transport_key", str)) if "transport_key" in raw else None
+        ),
     )
+
+
+def _twins(r: _Reader, committee: dict[str, Any], n: int) -> tuple[TwinEntry, ...]:
+    entries: list[TwinEntry] = []
+    for i, t in enumerate(r.get(committee, "committee.", "twins", list, [])):
+        prefix = f"committee.twins[{i}]."
+        if not isinstance(t, dict):
+            raise r.fail(prefix[:-1], "not an object", 'give {"member": INDEX, "address": ...}')
+        member = r.get(t, prefix, "member", int)
+        if not 0 <= member < n or member in {e.member for e in entries}:
+            raise r.fail(
+                prefix + "member",
+                f"{member} is not a member index (0..{n - 1}) or has a twin already",
+                "name each member with a twin once",
+            )
+        address = r.get(t, prefix, "address", str)
+        if "/p2p/" not in address:
+            raise r.fail(
+                prefix + "address",
+                f"{address!r} has no /p2p/<peer id>",
+                "append the twin copy's own peer id",
+            )
+        entries.append(TwinEntry(member, address))
+    return tuple(entries)
 
 
 def _byzantine(r: _Reader, raw: Any, n: int) -> ByzantineSpec:

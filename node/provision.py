@@ -8,6 +8,10 @@
     out/node<i>/config.json     the node config (node.config)
     out/node<i>/data/           the node's safety store
 
+and, for a member that runs as twins (``node.twins``), its twin copy's folder
+``out/node<i>b/``: the member's identity seed and BLS keystore (it signs as the member),
+``transport.key`` (a libp2p identity of its own), its own config and an empty safety store.
+
 Keys come from a seeded generator so a scenario's committee is reproducible; that is
 fine for local runs and simulations and wrong for anything real (the generated files
 say so in their description).
@@ -15,6 +19,7 @@ say so in their description).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -39,6 +44,18 @@ class MemberKeys:
     identity_public_key: bytes
     peer_id: str
     port: int
+    # A twin copy (node.twins): the member's keys above, with a transport identity of its
+    # own (peer_id is that identity's).
+    transport_seed: bytes | None = None
+
+    @property
+    def twin(self) -> bool:
+        return self.transport_seed is not None
+
+    @property
+    def label(self) -> str:
+        """Its folder's and process's name: node<i>, or node<i>b for a twin copy."""
+        return f"node{self.index}{'b' if self.twin else ''}"
 
     def pop(self) -> bytes:
         return bls.pop_prove(self.bls_secret)
@@ -62,6 +79,18 @@ def make_keys(n: int, seed: int, ports: Sequence[int]) -> list[MemberKeys]:
     return members
 
 
+def twin_keys(member: MemberKeys, port: int) -> MemberKeys:
+    """The twin copy of ``member``: its keys, a transport identity of its own (derived
+    from its seed: reproducible, local use only) and ``port``."""
+    transport_seed = hashlib.sha256(b"dvpsim/twin-transport/" + member.seed).digest()
+    return dataclasses.replace(
+        member,
+        peer_id=identity_from_seed(transport_seed).peer_id_text,
+        port=port,
+        transport_seed=transport_seed,
+    )
+
+
 def member_address(member: MemberKeys, host: str = "127.0.0.1") -> str:
     return f"/ip4/{host}/tcp/{member.port}/p2p/{member.peer_id}"
 
@@ -80,10 +109,13 @@ def write_committee(
     trace_messages: bool = False,
     fault_plan: str | None = None,
     byzantine_for: Callable[[int], dict[str, Any] | None] = lambda i: None,
+    twins: Sequence[MemberKeys] = (),
 ) -> list[Path]:
-    """Write every member's files; returns the config paths in committee order."""
+    """Write every member's files, then every twin copy's (``twin_keys``); returns the
+    config paths in endpoint order (the members, then the twins). ``targets_for`` is
+    asked by endpoint (n + j for the j-th twin copy), ``byzantine_for`` by member."""
     leader_key = leader_selection_key or dev_leader_selection_key([m.seed for m in members])
-    committee = {
+    committee: dict[str, Any] = {
         "f": f,
         "leader_selection_key": "0x" + leader_key.hex(),
         "members": [
@@ -96,13 +128,17 @@ def write_committee(
             for m in members
         ],
     }
+    if twins:
+        committee["twins"] = [{"member": t.index, "address": member_address(t)} for t in twins]
     paths = []
-    for m in members:
-        home = out / f"node{m.index}"
+    for endpoint, m in enumerate([*members, *twins]):
+        home = out / m.label
         home.mkdir(parents=True, exist_ok=True)
         identity_file = home / "identity.key"
         if not identity_file.exists():
             write_identity_file(identity_file, m.seed)
+        if m.transport_seed is not None and not (home / "transport.key").exists():
+            write_identity_file(home / "transport.key", m.transport_seed)
         password = hashlib.sha256(b"dvpsim/password/" + m.seed).hexdigest()[:24]
         (home / "password").write_text(password + "\n")
         store = keystore.encrypt_bls_key(
@@ -121,7 +157,7 @@ def write_committee(
             "password_file": "password",
             "identity_key": "identity.key",
             "committee": committee,
-            "targets": targets_for(m.index),
+            "targets": targets_for(endpoint),
             "listen": f"/ip4/127.0.0.1/tcp/{m.port}",
             "data_dir": "data",
             "metrics": "127.0.0.1:0",
@@ -132,6 +168,9 @@ def write_committee(
         }
         if fault_plan is not None:
             config["fault_plan"] = fault_plan
+        if m.twin:
+            config["twin"] = True
+            config["transport_key"] = "transport.key"
         byzantine = byzantine_for(m.index)
         if byzantine is not None:
             config["byzantine"] = byzantine
@@ -145,9 +184,10 @@ class NodeStartError(RuntimeError):
     """A node process exited or stayed silent during start-up; one line with its log."""
 
 
-def start_node(index: int, config_path: Path) -> ManagedProcess:
+def start_node(index: int | str, config_path: Path) -> ManagedProcess:
     """Launch ``python -m node`` for a provisioned config; its ready file and log sit
-    beside the config (``ready.json``, ``node.log``)."""
+    beside the config (``ready.json``, ``node.log``). ``index``: the member's, or "2b"
+    for a twin copy (the process's name)."""
     ready = config_path.parent / "ready.json"
     ready.unlink(missing_ok=True)
     return start_python(
@@ -159,7 +199,7 @@ def start_node(index: int, config_path: Path) -> ManagedProcess:
 
 
 def wait_node_ready(
-    index: int, proc: ManagedProcess, config_path: Path, timeout: float = 60.0
+    index: int | str, proc: ManagedProcess, config_path: Path, timeout: float = 60.0
 ) -> dict[str, Any]:
     """The node's ready file (pid, peer id, listen addresses, metrics port) once written;
     NodeStartError if the process exits first or ``timeout`` seconds pass."""

@@ -71,33 +71,77 @@ log = logging.getLogger("dvpsim.node")
 LEFT_OUT_WARNING_EVERY_S = 10.0
 
 
+class Endpoints(Protocol):
+    """Where a frame for a member goes when members run as twins (``node.twins``)."""
+
+    def endpoints_of(self, member: int) -> tuple[int, ...]: ...
+
+    def is_twin(self, endpoint: int) -> bool: ...
+
+
 class TraceFile:
     """The node's part of a run's history (``node.trace`` records) as JSON lines, each
     stamped with the wall clock (unix seconds) so a runner can merge every node's trace
     into one time-ordered history. Messages sent and received are written only with
-    ``messages=True`` (one line per message per member: a cost a loaded node notices)."""
+    ``messages=True`` (one line per message per member: a cost a loaded node notices).
+    ``twin``: this node is a member's twin copy; ``endpoints``: where a message for a
+    member goes when some member runs as twins (one "send" line per copy)."""
 
-    def __init__(self, path: Path, node: int, n: int, *, messages: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path,
+        node: int,
+        n: int,
+        *,
+        messages: bool = False,
+        twin: bool = False,
+        endpoints: Endpoints | None = None,
+    ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._file = path.open("a", buffering=1)
         self.node = node
         self.messages = messages
+        self.twin = twin
+        self._endpoints = endpoints
         self._others = [i for i in range(n) if i != node]
 
     def _write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps({"t": round(time.time(), 6), **record}) + "\n")
 
     def effect(self, effect: Effect) -> None:
-        for record in effect_records(self.node, effect):
+        for record in effect_records(self.node, effect, self.twin):
             self._write(record)
         if self.messages and isinstance(effect, Send | Broadcast):
             peers = [effect.to] if isinstance(effect, Send) else self._others
             for peer in peers:
-                self._write(message_record("send", self.node, peer, effect.data))
+                if self._endpoints is None:
+                    self._write(message_record("send", self.node, peer, effect.data))
+                    continue
+                for endpoint in self._endpoints.endpoints_of(peer):
+                    twin = self._endpoints.is_twin(endpoint)
+                    self._write(
+                        message_record(
+                            "send",
+                            self.node,
+                            peer,
+                            effect.data,
+                            sender_twin=self.twin,
+                            receiver_twin=twin,
+                        )
+                    )
 
-    def received(self, sender: int, data: bytes) -> None:
+    def received(self, sender: int, data: bytes, sender_twin: bool = False) -> None:
         if self.messages:
-            self._write(message_record("recv", sender, self.node, data))
+            self._write(
+                message_record(
+                    "recv",
+                    sender,
+                    self.node,
+                    data,
+                    sender_twin=sender_twin,
+                    receiver_twin=self.twin,
+                )
+            )
 
     def close(self) -> None:
         self._file.close()
@@ -280,7 +324,7 @@ class NodeRuntime:
             except TransportClosed:
                 return
             if self._trace is not None:
-                self._trace.received(frame.peer_index, frame.payload)
+                self._trace.received(frame.peer_index, frame.payload, frame.sender_twin)
             await self._send_events.send(
                 MessageReceived(
                     now=trio.current_time(), sender=frame.peer_index, data=frame.payload

@@ -10,6 +10,11 @@ describe the same things with the same fields. The caller adds the time.
 Message kinds, epochs and rounds are read from the first bytes of the canonical encoding
 (``consensus.codec``): a map whose first keys are "k", "e" and "r".
 
+A member that runs as twins (two copies with one member index, ``node.byzantine.TWINS``)
+is named by its index in both copies' records; the twin copy's own records carry
+``"twin": true`` after ``"node"``, and a message to or from it ``"to_twin": true`` or
+``"from_twin": true``.
+
 This module only describes: it never decides anything and does no I/O.
 """
 
@@ -24,7 +29,7 @@ from consensus.events import Broadcast, Certified, EpochStarted, Rejected, Send
 from consensus.messages import Kind
 from node.driver import FINISHED_OK, Effect, Observed, TransmissionFinished, Transmit
 
-__all__ = ["KIND_NAMES", "effect_records", "message_header", "message_record"]
+__all__ = ["KIND_NAMES", "effect_records", "message_header", "message_record", "twin_record"]
 
 KIND_NAMES: Final = {
     Kind.NEW_EPOCH: "new-epoch",
@@ -58,18 +63,49 @@ def message_header(data: bytes) -> tuple[str, int, int | None]:
     return kind, epoch, round_ if isinstance(round_, int) else None
 
 
-def message_record(event: str, sender: int, receiver: int, data: bytes) -> dict[str, Any]:
-    """A "send", "recv" or "lost" record of one message between two members."""
+def message_record(
+    event: str,
+    sender: int,
+    receiver: int,
+    data: bytes,
+    *,
+    sender_twin: bool = False,
+    receiver_twin: bool = False,
+) -> dict[str, Any]:
+    """A "send", "recv" or "lost" record of one message between two members (``*_twin``:
+    that end is a member's twin copy)."""
     kind, epoch, round_ = message_header(data)
     record: dict[str, Any] = {"event": event, "from": sender, "to": receiver, "kind": kind}
     record["epoch"] = epoch
     if round_ is not None:
         record["round"] = round_
+    if sender_twin:
+        record["from_twin"] = True
+    if receiver_twin:
+        record["to_twin"] = True
     return record
 
 
-def effect_records(node: int, effect: Effect) -> list[dict[str, Any]]:
-    """The history records one driver effect stands for (none for most of them)."""
+def twin_record(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` (a node's) as its twin copy's: ``"twin": true`` right after ``"node"``."""
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        out[key] = value
+        if key == "node":
+            out["twin"] = True
+    return out
+
+
+def effect_records(node: int, effect: Effect, twin: bool = False) -> list[dict[str, Any]]:
+    """The history records one driver effect stands for (none for most of them);
+    ``twin``: the node is a member's twin copy (``twin_record``)."""
+    records = _records(node, effect)
+    if twin and records:
+        return [twin_record(r) for r in records]
+    return records
+
+
+def _records(node: int, effect: Effect) -> list[dict[str, Any]]:
     if isinstance(effect, Broadcast):
         kind, epoch, round_ = message_header(effect.data)
         # A leader's broadcasts mark the round's steps; followers never broadcast these.

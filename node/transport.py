@@ -65,10 +65,12 @@ class MalformedFrame(Exception):
 
 @dataclass(frozen=True, slots=True)
 class InboundFrame:
-    """One payload received from committee member `peer_index`."""
+    """One payload received from committee member `peer_index` (`sender_twin`: from that
+    member's twin copy, `node.twins`)."""
 
     peer_index: int
     payload: bytes
+    sender_twin: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -346,9 +346,11 @@ def short_id(sid: bytes) -> str:
 
 def sighting(record: Mapping[str, Any], at: float) -> SeenCertificate:
     """A member's sighting of a certificate, from its history record ("certified": node,
-    target, epoch, round, decisions as [settlement id hex, action]), at run second ``at``."""
+    target, epoch, round, decisions as [settlement id hex, action], signers' bitmap; a
+    twin copy's record says "twin": it is "node 2b"), at run second ``at``."""
+    signers = int(record.get("signers", 0))
     return SeenCertificate(
-        f"node {record['node']}",
+        f"node {record['node']}{'b' if record.get('twin') else ''}",
         round(at, 6),
         str(record["target"]),
         int(record["epoch"]),
@@ -357,6 +359,7 @@ def sighting(record: Mapping[str, Any], at: float) -> SeenCertificate:
             (short_id(bytes.fromhex(str(sid)[2:])), str(action))
             for sid, action in record["decisions"]
         ),
+        tuple(i for i in range(signers.bit_length()) if signers >> i & 1),
     )
 
 

@@ -17,7 +17,11 @@ witness they found (a settlement id and what is wrong with it).
   released and refunded at most once on each leg.
 - **No conflicting certificates**: no settlement has both a COMMIT and an ABORT among
   all the certificates seen: those members accepted (from messages, or formed as leader)
-  and those applied on a chain or at the bank. The witness names the two sightings.
+  and those applied on a chain or at the bank; and no round has two: members never
+  accepted two different reports for one target, epoch and round (honest members sign
+  once per round, so that takes more than f members signing twice, e.g. twins on two
+  sides of a partition with t = f+1). The witness names the two sightings (and, for a
+  round, the members whose shares are in both).
 - **Validity**: a settlement with a COMMIT certified had every leg really prepared at
   its target: the escrow fully locked on its chain (a ``LegLocked`` event that left it
   PREPARED, still in the final chain), the payment held at the bank. A lie that f+1
@@ -88,6 +92,7 @@ class SeenCertificate:
     epoch: int | None
     round: int | None
     decisions: tuple[tuple[str, str], ...]
+    signers: tuple[int, ...] = ()  # the members whose shares it aggregates (when known)
 
     def describe(self, action: str) -> str:
         when = "" if self.at is None else f" at {self.at:.3f} s"
@@ -230,12 +235,38 @@ def _in_order(certificates: Iterable[SeenCertificate]) -> list[SeenCertificate]:
     )
 
 
+def _when(cert: SeenCertificate) -> str:
+    return "" if cert.at is None else f" at {cert.at:.3f} s"
+
+
+def _report_text(cert: SeenCertificate) -> str:
+    """A certified report's decisions, briefly (the witness of a round's two reports)."""
+    if not cert.decisions:
+        return "no decisions"
+    shown = ", ".join(f"{action} {sid}" for sid, action in cert.decisions[:2])
+    more = len(cert.decisions) - 2
+    return f"[{shown}{f', +{more} more' if more > 0 else ''}]"
+
+
 def check_no_conflicting_certificates(state: RunState) -> Verdict:
     name = "no-conflicting-certificates"
     if state.certificates is None:
         return Verdict(name, "unknown", "the run gathered no certificates")
     first: dict[str, dict[str, SeenCertificate]] = {}
+    rounds: dict[tuple[str, int, int], SeenCertificate] = {}
     for cert in _in_order(state.certificates):
+        if cert.epoch is not None and cert.round is not None:
+            earlier = rounds.setdefault((cert.target, cert.epoch, cert.round), cert)
+            if earlier.decisions != cert.decisions:
+                both = sorted(set(earlier.signers) & set(cert.signers))
+                signed = f"; member(s) {', '.join(map(str, both))} signed both" if both else ""
+                return Verdict(
+                    name,
+                    "invalid",
+                    f"two reports for {cert.target} (epoch {cert.epoch}, round {cert.round}): "
+                    f"{_report_text(earlier)} accepted by {earlier.where}{_when(earlier)}, "
+                    f"and {_report_text(cert)} accepted by {cert.where}{_when(cert)}{signed}",
+                )
         for sid, action in cert.decisions:
             if action not in ("COMMIT", "ABORT"):
                 continue  # PREPARE conflicts with neither

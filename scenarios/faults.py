@@ -18,6 +18,7 @@ parameters).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from consensus.network import LinkFault, Partition
@@ -101,7 +102,8 @@ def _member_windows(
         if fault.kind in kinds:
             start = drive_start + fault.at
             end = start + fault.duration if fault.duration > 0 else math.inf
-            windows.setdefault(fault.node, []).append((fault, start, end))
+            # Endpoint and clock faults name a member (its first copy): never "2b".
+            windows.setdefault(int(fault.node), []).append((fault, start, end))
     return windows
 
 
@@ -113,11 +115,22 @@ def rpc_windows(faults: tuple[Fault, ...], drive_start: float) -> dict[int, tupl
     }
 
 
+def _first_copy(label: int | str) -> int:
+    if isinstance(label, str):
+        raise ValueError(f"{label!r} names a twin copy: give network_faults the endpoints")
+    return label
+
+
 def network_faults(
-    faults: tuple[Fault, ...], drive_start: float
+    faults: tuple[Fault, ...],
+    drive_start: float,
+    endpoint: Callable[[int | str], int] = _first_copy,
 ) -> tuple[tuple[Partition, ...], tuple[LinkFault, ...]]:
     """A scenario's network faults as partitions and link faults with absolute windows
-    (``drive_start`` plus the faults' own times): what they mean, in one place."""
+    (``drive_start`` plus the faults' own times): what they mean, in one place. Both are
+    over the network's endpoints: ``endpoint`` gives the endpoint of a fault's node label
+    (``Scenario.endpoint``: a member index is its first copy, "2b" the twin of member 2,
+    endpoint n + j for the j-th twinned member)."""
     partitions = []
     links = []
     for fault in faults:
@@ -125,17 +138,18 @@ def network_faults(
             continue
         start, end = drive_start + fault.at, drive_start + fault.at + fault.duration
         if fault.kind == "partition":
-            partitions.append(Partition(start, end, fault.side, fault.one_way))
+            side = tuple(endpoint(label) for label in fault.side)
+            partitions.append(Partition(start, end, side, fault.one_way))
         elif fault.kind == "isolate":
-            partitions.append(Partition(start, end, (fault.node,)))
+            partitions.append(Partition(start, end, (endpoint(fault.node),)))
         else:
             rate = {fault.kind: fault.value}
             links.append(
                 LinkFault(
                     start,
                     end,
-                    frozenset(fault.from_nodes),
-                    frozenset(fault.to_nodes),
+                    frozenset(endpoint(label) for label in fault.from_nodes),
+                    frozenset(endpoint(label) for label in fault.to_nodes),
                     drop=rate.get("drop", 0.0),
                     duplicate=rate.get("duplicate", 0.0),
                     delay=rate.get("delay", 0.0) / 1000,
@@ -171,7 +185,8 @@ def bank_fault_cleared(current: dict[str, Any], fault: Fault) -> dict[str, Any]:
 
 
 def write_byzantine(history: History, scenario: Scenario) -> None:
-    """One "byzantine" line per Byzantine member: what it does and its coalition."""
+    """One "byzantine" line per Byzantine member: what it does (``"twins"`` among the
+    behaviours for a member that runs as two copies) and its coalition."""
     for group in scenario.byzantine:
         for node in group.nodes:
             history.write(

@@ -142,14 +142,20 @@ class History:
 
     def write_message(
         self, t: float, event: str, sender: int, receiver: int, kind: str, epoch: int,
-        round_: int | None, why: str | None = None,
+        round_: int | None, why: str | None = None, sender_twin: bool = False,
+        receiver_twin: bool = False,
     ) -> None:  # fmt: skip
         """A "send", "recv" or "lost" record: the same line ``write_at`` gives for it,
         formatted directly (a simulation writes one per message, many thousand a run). The
-        time is written as its repr, as json writes a finite float."""
+        time is written as its repr, as json writes a finite float. ``*_twin``: that end
+        is a member's twin copy (``node.trace``)."""
         tail = "" if round_ is None else f',"round":{round_}'
         if why is not None:
             tail += f',"why":"{why}"'
+        if sender_twin:
+            tail += ',"from_twin":true'
+        if receiver_twin:
+            tail += ',"to_twin":true'
         self._line(
             f'{{"t":{round(t, 6)!r},"event":"{event}","from":{sender},"to":{receiver},'
             f'"kind":"{kind}","epoch":{epoch}{tail}}}'

@@ -4,9 +4,13 @@
 PID: anvil chains on 127.0.0.1 (or the given RPC URLs) with the tokens and one DvP
 coordinator each, configured with the committee's keys and proofs of possession; the bank
 service with the parties' accounts and one API client per node; n node processes with
-their keys, keystores and configs. It reaches them for the runner (the parties'
-transaction senders, the bank's admin API, the nodes' metrics) and reads their final
-state for the shared accounting (:class:`RealLedgers`).
+their keys, keystores and configs, and a second process for each member that runs as
+twins (``node.twins``: the member's keys, a transport identity, port, safety store,
+transmitter accounts and bank callback URL of its own; the member's bank API client).
+Processes are kept by *endpoint*: member i's first copy is endpoint i, the twin copy of
+the j-th twinned member endpoint n + j (``Scenario.endpoint``). It reaches them for the
+runner (the parties' transaction senders, the bank's admin API, the nodes' metrics) and
+reads their final state for the shared accounting (:class:`RealLedgers`).
 
 It decides nothing about a run: what to drive, when a settlement has ended and what the
 verdicts are belong to ``scenarios.real`` and the modules both worlds share.
@@ -56,6 +60,7 @@ from node.provision import (
     NodeStartError,
     make_keys,
     start_node,
+    twin_keys,
     wait_node_ready,
     write_committee,
 )
@@ -70,7 +75,7 @@ from scenarios.faults import (
     rpc_windows,
 )
 from scenarios.history import CHAIN_STEPS, History
-from scenarios.schema import Scenario
+from scenarios.schema import Scenario, twin_member
 from scenarios.workload import (
     ChainTokens,
 )
@@ -116,8 +121,8 @@ class RealWorld:
         self.fire_and_forget = fire_and_forget
         self.artifacts = compile_contracts()
         self.chains: dict[str, ChainSide] = {}
-        self.nodes: dict[int, ManagedProcess] = {}
-        self.node_paths: list[Path] = []
+        self.nodes: dict[int, ManagedProcess] = {}  # by endpoint (module docstring)
+        self.node_paths: list[Path] = []  # by endpoint
         self.bank: BankProcess | None = None
         self.bank_client: SyncBankClient | None = None
         self.bank_admin_token = ""
@@ -142,22 +147,23 @@ class RealWorld:
         self._start_chains(stack)
         stack.callback(self._stop_everything)  # nodes and bank stop before the chains
         members = make_keys(s.committee.n, s.seed, [free_port() for _ in range(s.committee.n)])
+        twins = [twin_keys(members[i], free_port()) for i in s.twins()]
         self._deploy_tokens()
         self._fund_parties()
         configs = self._configure_committee(members)
         if MODES[s.mode].uses_bank:
             if s.bank is None:
                 raise RunError(f"{s.path}: mode {s.mode} needs a [bank] table")
-            self._start_bank(members)
-        self._write_committee(members, configs)
+            self._start_bank(members, twins)
+        self._write_committee(members, configs, twins)
 
     def start_nodes(self) -> None:
-        """Launch every node and wait until the committee certifies rounds."""
-        n = self.scenario.committee.n
-        for i in range(n):
+        """Launch every node (and twin copy) and wait until the committee certifies rounds."""
+        endpoints = self.scenario.endpoints
+        for i in range(endpoints):
             self._start_node(i)
-        for i in range(n):
-            self.progress("nodes ready", i, n)
+        for i in range(endpoints):
+            self.progress("nodes ready", i, endpoints)
             self._wait_ready(i)
         self._wait_live()
 
@@ -313,7 +319,7 @@ class RealWorld:
             )
         return configs
 
-    def _start_bank(self, members: list[MemberKeys]) -> None:
+    def _start_bank(self, members: list[MemberKeys], twins: Sequence[MemberKeys]) -> None:
         c = self.scenario.committee
         bank = self.scenario.bank
         assert bank is not None
@@ -341,7 +347,8 @@ class RealWorld:
         self.bank_admin_token = hashlib.sha256(
             f"dvpsim/bank-admin/{self._rng_seed}".encode()
         ).hexdigest()[:32]
-        self.webhook_ports = {m.index: free_port() for m in members}
+        # A callback URL per endpoint: each copy of a twinned member takes callbacks.
+        self.webhook_ports = {e: free_port() for e in range(len(members) + len(twins))}
         self.bank = BankProcess(
             self.out / "bank",
             DevCommittee(config, tuple(m.bls_secret for m in members)),
@@ -374,14 +381,19 @@ class RealWorld:
             return json.loads(response.read())
 
     def _write_committee(
-        self, members: list[MemberKeys], configs: dict[str, CommitteeConfig]
+        self,
+        members: list[MemberKeys],
+        configs: dict[str, CommitteeConfig],
+        twins: Sequence[MemberKeys] = (),
     ) -> None:
         s = self.scenario
 
-        def targets_for(i: int) -> list[dict[str, Any]]:
+        def targets_for(endpoint: int) -> list[dict[str, Any]]:
+            label = s.endpoint_label(endpoint)  # 2, or "2b" for a twin copy
+            i = label if isinstance(label, int) else twin_member(label)
             targets = []
             for leg, side in self.chains.items():
-                key = self._key(f"transmitter/{leg}/{i}")
+                key = self._key(f"transmitter/{leg}/{label}")
                 targets.append(
                     {
                         "name": f"chain-{leg}",
@@ -411,15 +423,16 @@ class RealWorld:
                         "client_id": f"node-{i}",
                         "client_secret": self.bank_clients[f"node-{i}"].decode(),
                         "currency": s.bank.currency,
-                        "webhook_listen": f"127.0.0.1:{self.webhook_ports[i]}",
+                        "webhook_listen": f"127.0.0.1:{self.webhook_ports[endpoint]}",
                     }
                 )
             return targets
 
         # Transmitters pay gas: fund each from the deployer's balance (dev chains only).
         for leg, side in self.chains.items():
-            for m in members:
-                address = Account.from_key(self._key(f"transmitter/{leg}/{m.index}")).address
+            for endpoint in range(s.endpoints):
+                label = s.endpoint_label(endpoint)
+                address = Account.from_key(self._key(f"transmitter/{leg}/{label}")).address
                 side.rpc.raw("anvil_setBalance", [address, hex(10**21)])
         timing = dataclasses.asdict(s.timing)
         self.node_paths = write_committee(
@@ -435,6 +448,7 @@ class RealWorld:
             trace_messages=self.has_plan_faults or bool(s.byzantine),
             fault_plan=FAULT_PLAN if self.has_plan_faults else None,
             byzantine_for=self._byzantine_config,
+            twins=twins,
         )
 
     def _byzantine_config(self, index: int) -> dict[str, Any] | None:
@@ -464,10 +478,13 @@ class RealWorld:
         (``node.netfaults``), written whole (a node never reads half a plan)."""
         if not self.has_plan_faults:
             return
-        partitions, links = network_faults(self.scenario.faults, drive_start_unix)
+        partitions, links = network_faults(
+            self.scenario.faults, drive_start_unix, self.scenario.endpoint
+        )
+        # Endpoint and clock faults name members: their first copies (index < n).
         endpoints = rpc_windows(self.scenario.faults, drive_start_unix)
         clocks = clock_windows(self.scenario.faults, drive_start_unix)
-        for index, path in enumerate(self.node_paths):
+        for index, path in enumerate(self.node_paths):  # by endpoint: a twin's own faults
             plan = path.parent / FAULT_PLAN
             plan.parent.mkdir(parents=True, exist_ok=True)
             staged = plan.with_suffix(".staged")
@@ -476,14 +493,20 @@ class RealWorld:
             staged.replace(plan)
 
     def _start_node(self, index: int) -> ManagedProcess:
-        proc = start_node(index, self.node_paths[index])
+        """Start endpoint ``index``'s process (a member's index for its first copy)."""
+        label = self.scenario.endpoint_label(index)
+        proc = start_node(label, self.node_paths[index])
         self.nodes[index] = proc
-        self.history.write("node-start", node=index, pid=proc.pid)
+        if isinstance(label, int):
+            self.history.write("node-start", node=index, pid=proc.pid)
+        else:
+            self.history.write("node-start", node=twin_member(label), twin=True, pid=proc.pid)
         return proc
 
     def _wait_ready(self, index: int) -> dict[str, Any]:
+        label = self.scenario.endpoint_label(index)
         try:
-            return wait_node_ready(index, self.nodes[index], self.node_paths[index])
+            return wait_node_ready(label, self.nodes[index], self.node_paths[index])
         except NodeStartError as exc:
             raise RunError(str(exc)) from None
 

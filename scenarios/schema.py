@@ -18,12 +18,13 @@ This module reads files and validates; it never starts anything.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from node.byzantine import BEHAVIOURS, LIES, ByzantineSpec
+from node.byzantine import BEHAVIOURS, LIES, TWINS, ByzantineSpec
 from node.config import Timing  # one definition of the Delta parameters, nodes and scenarios
 from node.modes import MODES as MODE_REGISTRY
 from node.modes import SCENARIO_MODES
@@ -36,6 +37,11 @@ FAILURE_REASONS = ("insufficient-funds", "deadline", "payment-delayed")
 NETWORK_FAULTS = ("partition", "isolate", "drop", "delay", "duplicate", "reorder")
 #: Faults of one member's chain endpoint (node.rpcfaults).
 ENDPOINT_FAULTS = ("rpc-outage", "lying-rpc")
+#: What a [[byzantine]] table may list: the behaviours a node runs (node.byzantine), and
+#: "twins", which runs the member as two honest copies (the worlds deploy it).
+SCENARIO_BEHAVIOURS = (*BEHAVIOURS, TWINS)
+#: A twin copy's name in a network fault: "2b" is the twin of member 2.
+_TWIN_LABEL = re.compile(r"^(0|[1-9][0-9]*)b$")
 FAULT_KINDS = (
     "kill-node",
     "stop-node",
@@ -143,18 +149,23 @@ class Fault:
       ``jitter`` ms.
 
     The chosen links run from the members in ``from`` to those in ``to`` (TOML keys; an
-    empty or missing list means every member)."""
+    empty or missing list means every member, twin copies included).
+
+    Network faults may name the twin copy of a member that runs as twins (``[[byzantine]]``
+    with ``"twins"``) as the string ``"2b"`` (member 2's twin) in ``side``, ``from``,
+    ``to`` and an ``isolate``'s ``node``; a plain index names the member's first copy.
+    Every other fault acts on the first copy."""
 
     kind: str
     at: float
-    node: int = -1
+    node: int | str = -1  # a str only in an isolate: a twin copy ("2b")
     duration: float = 0.0
     value: float = 0.0
     jitter: float = 0.0
-    side: tuple[int, ...] = ()
+    side: tuple[int | str, ...] = ()  # member indexes, and twin copies as "2b"
     one_way: bool = False
-    from_nodes: tuple[int, ...] = ()  # TOML "from"
-    to_nodes: tuple[int, ...] = ()  # TOML "to"
+    from_nodes: tuple[int | str, ...] = ()  # TOML "from"
+    to_nodes: tuple[int | str, ...] = ()  # TOML "to"
     leg: str = ""  # reorg: the chain leg ("A", "B")
     lie: str = ""  # lying-rpc: what the endpoint tells (node.rpcfaults.RPC_LIES)
     drift: float = 0.0  # clock: how much faster (> 0) or slower (< 0) the node's clock runs
@@ -164,7 +175,9 @@ class Fault:
 class Byzantine:
     """One ``[[byzantine]]`` table: ``nodes`` run the honest node wrapped by
     ``behaviours`` (``node.byzantine``), telling ``lie`` where a behaviour lies; the nodes
-    of one table form a coalition that follows one plan."""
+    of one table form a coalition that follows one plan. ``"twins"`` among the behaviours
+    runs each of ``nodes`` as two copies with the member's keys and separate safety stores
+    (the other behaviours, if any, wrap both copies; alone, both copies are honest)."""
 
     nodes: tuple[int, ...]
     behaviours: tuple[str, ...]
@@ -194,13 +207,18 @@ class Scenario:
     byzantine: tuple[Byzantine, ...] = ()
 
     def honest_members(self) -> set[int]:
+        """Members that are neither Byzantine nor twins (a twinned member counts toward f)."""
         return set(range(self.committee.n)) - {i for g in self.byzantine for i in g.nodes}
 
     def byzantine_spec(self, index: int) -> ByzantineSpec | None:
-        """Member ``index``'s Byzantine behaviours, or None for an honest member."""
+        """Member ``index``'s Byzantine behaviours, or None when it runs the honest node
+        (an honest member, or a twin with no other behaviour)."""
         for group in self.byzantine:
             if index in group.nodes:
-                return ByzantineSpec(group.behaviours, frozenset(group.nodes), group.lie, self.seed)
+                behaviours = tuple(b for b in group.behaviours if b != TWINS)
+                if not behaviours:
+                    return None
+                return ByzantineSpec(behaviours, frozenset(group.nodes), group.lie, self.seed)
         return None
 
     def rogue_member(self) -> tuple[int, str] | None:
@@ -210,8 +228,38 @@ class Scenario:
                 return group.nodes[0], f"byzantine[{k}].rogue_key"
         return None
 
+    def twins(self) -> tuple[int, ...]:
+        """The members that run as twins, in index order: the twin copy of the j-th is
+        the network's endpoint n + j (a member's first copy is endpoint = its index)."""
+        return tuple(sorted(i for g in self.byzantine if TWINS in g.behaviours for i in g.nodes))
+
+    @property
+    def endpoints(self) -> int:
+        """How many copies of members the network carries messages between."""
+        return self.committee.n + len(self.twins())
+
+    def endpoint(self, label: int | str) -> int:
+        """The endpoint a fault's node label names: a member index (its first copy) or a
+        twin copy ("2b")."""
+        if isinstance(label, int):
+            return label
+        return self.committee.n + self.twins().index(twin_member(label))
+
+    def endpoint_label(self, endpoint: int) -> int | str:
+        """The label of an endpoint (``endpoint``'s inverse): an index or "2b"."""
+        n = self.committee.n
+        return endpoint if endpoint < n else f"{self.twins()[endpoint - n]}b"
+
     def uses_bank(self) -> bool:
         return MODE_REGISTRY[self.mode].uses_bank and self.bank is not None
+
+
+def twin_member(label: str) -> int:
+    """The member a twin copy's label ("2b") belongs to."""
+    match = _TWIN_LABEL.match(label)
+    if match is None:
+        raise ValueError(f'{label!r} is not a twin copy\'s name (e.g. "2b")')
+    return int(match.group(1))
 
 
 _TOP_KEYS = {
@@ -281,6 +329,12 @@ class _Reader:
             if str(spec.type) == "tuple[int, ...]":
                 kwargs[spec.name] = self.nodes(f"{prefix}.{key}", item)
                 continue
+            if str(spec.type) == "tuple[int | str, ...]":
+                kwargs[spec.name] = self.copies(f"{prefix}.{key}", item)
+                continue
+            if str(spec.type) == "int | str":
+                kwargs[spec.name] = self.copy(f"{prefix}.{key}", item)
+                continue
             if str(spec.type) == "tuple[str, ...]":
                 kwargs[spec.name] = self.names(f"{prefix}.{key}", item)
                 continue
@@ -300,6 +354,34 @@ class _Reader:
             if isinstance(item, bool) or not isinstance(item, int):
                 raise self.fail(
                     key, f"{item!r} is not a member index", "list integers, e.g. [0, 1]"
+                )
+        if len(set(items)) != len(items):
+            raise self.fail(key, "a member is listed twice", "list each member once")
+        return tuple(items)
+
+    def copy(self, key: str, raw: Any) -> int | str:
+        """A member index, or a twin copy's name ("2b")."""
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and _TWIN_LABEL.match(raw):
+            return raw
+        raise self.fail(
+            key,
+            f"{raw!r} is neither a member index nor a twin copy",
+            'give an integer, or "2b" for the twin copy of member 2',
+        )
+
+    def copies(self, key: str, raw: Any) -> tuple[int | str, ...]:
+        """A list of member indexes and twin copies ("2b"), each once."""
+        items = self.value(key, raw, list)
+        for item in items:
+            if isinstance(item, bool) or not (
+                isinstance(item, int) or isinstance(item, str) and _TWIN_LABEL.match(item)
+            ):
+                raise self.fail(
+                    key,
+                    f"{item!r} is neither a member index nor a twin copy",
+                    'list integers, and "2b" for the twin copy of member 2, e.g. [0, 1, "2b"]',
                 )
         if len(set(items)) != len(items):
             raise self.fail(key, "a member is listed twice", "list each member once")
@@ -431,13 +513,15 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
     settlements = Settlements(**{**settlements.__dict__, "fail": tuple(failures)})
     _check_settlements(reader, settlements, accounts)
 
+    byzantine = _byzantine(reader, raw.get("byzantine", []), committee.n)
+    twins = tuple(sorted(i for g in byzantine if TWINS in g.behaviours for i in g.nodes))
     faults = tuple(
         reader.table(f"faults[{i}]", item, Fault, ("kind", "at"))
         for i, item in enumerate(raw.get("faults", []))
     )
     for i, fault in enumerate(faults):
-        _check_fault(reader, f"faults[{i}]", fault, committee.n, MODE_REGISTRY[mode].chains)
-    _check_windows(reader, faults, committee.n)
+        _check_fault(reader, f"faults[{i}]", fault, committee.n, MODE_REGISTRY[mode].chains, twins)
+    _check_windows(reader, faults, committee.n, twins)
 
     time_limit = reader.value("time_limit", raw.get("time_limit", 120.0), float)
     if time_limit <= 0:
@@ -459,7 +543,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         settlements=settlements,
         faults=faults,
         expect=_expect(reader, raw.get("expect", "pass")),
-        byzantine=_byzantine(reader, raw.get("byzantine", []), committee.n),
+        byzantine=byzantine,
     )
 
 
@@ -487,14 +571,16 @@ def _byzantine(reader: _Reader, raw: list[Any], n: int) -> tuple[Byzantine, ...]
             seen.add(member)
         if not group.behaviours:
             raise reader.fail(
-                f"{key}.behaviours", "no behaviours", f"use some of {', '.join(BEHAVIOURS)}"
+                f"{key}.behaviours",
+                "no behaviours",
+                f"use some of {', '.join(SCENARIO_BEHAVIOURS)}",
             )
         for name in group.behaviours:
-            if name not in BEHAVIOURS:
+            if name not in SCENARIO_BEHAVIOURS:
                 raise reader.fail(
                     f"{key}.behaviours",
                     f"unknown behaviour {name!r}",
-                    f"use one of {', '.join(BEHAVIOURS)}",
+                    f"use one of {', '.join(SCENARIO_BEHAVIOURS)}",
                 )
         if group.lie not in LIES:
             raise reader.fail(
@@ -557,7 +643,30 @@ _FAULT_KEYS: dict[str, frozenset[str]] = {
 }
 
 
-def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[str, ...]) -> None:
+def _check_copy(
+    reader: _Reader, key: str, label: int | str, n: int, twins: tuple[int, ...]
+) -> None:
+    """A fault's node label names a member (0..n-1) or the twin copy of a twinned one."""
+    member = label if isinstance(label, int) else twin_member(label)
+    if not 0 <= member < n:
+        raise reader.fail(key, f"node {member} is not in the committee of {n}", f"use 0..{n - 1}")
+    if isinstance(label, str) and member not in twins:
+        raise reader.fail(
+            key,
+            f"{label!r} names the twin copy of node {member}, but node {member} has no twin",
+            f'declare one ([[byzantine]] nodes = [{member}], behaviours = ["twins"]) '
+            f"or name node {member} itself",
+        )
+
+
+def _check_fault(
+    reader: _Reader,
+    key: str,
+    fault: Fault,
+    n: int,
+    chains: tuple[str, ...],
+    twins: tuple[int, ...] = (),
+) -> None:
     if fault.kind not in FAULT_KINDS:
         raise reader.fail(
             f"{key}.kind", f"unknown fault {fault.kind!r}", f"use one of {', '.join(FAULT_KINDS)}"
@@ -575,19 +684,20 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[
             )
     if fault.at < 0 or fault.duration < 0:
         raise reader.fail(key, "at and duration must not be negative", "give seconds >= 0")
-    if "node" in allowed and not 0 <= fault.node < n:
-        raise reader.fail(
-            f"{key}.node", f"node {fault.node} is not in the committee of {n}", f"use 0..{n - 1}"
-        )
+    if "node" in allowed:
+        if isinstance(fault.node, str) and fault.kind != "isolate":
+            member = twin_member(fault.node)
+            raise reader.fail(
+                f"{key}.node",
+                f"a {fault.kind} fault acts on a member's first copy, not on the twin "
+                f"copy {fault.node!r}",
+                f"give node = {member}; only network faults (side, from, to, an isolate's "
+                "node) can name a twin copy",
+            )
+        _check_copy(reader, f"{key}.node", fault.node, n, twins)
     for name in ("side", "from_nodes", "to_nodes"):
         for member in getattr(fault, name):
-            if not 0 <= member < n:
-                toml = _TOML_KEYS[Fault].get(name, name)
-                raise reader.fail(
-                    f"{key}.{toml}",
-                    f"node {member} is not in the committee of {n}",
-                    f"use 0..{n - 1}",
-                )
+            _check_copy(reader, f"{key}.{_TOML_KEYS[Fault].get(name, name)}", member, n, twins)
     if fault.kind == "reorg":
         if fault.leg and fault.leg not in chains:
             raise reader.fail(
@@ -625,11 +735,13 @@ def _check_fault(reader: _Reader, key: str, fault: Fault, n: int, chains: tuple[
             f"a {fault.kind} fault must heal",
             "give its window in seconds, e.g. duration = 5",
         )
-    if fault.kind == "partition" and not 0 < len(fault.side) < n:
+    if fault.kind == "partition" and not 0 < len(fault.side) < n + len(twins):
         raise reader.fail(
             f"{key}.side",
             "a partition needs members on both sides",
-            f"list some of the members 0..{n - 1}, not none or all",
+            f"list some of the members 0..{n - 1}"
+            + "".join(f', "{k}b"' for k in twins)
+            + ", not none or all",
         )
     if fault.kind in ("drop", "duplicate", "reorder") and not 0 < fault.value <= 1:
         raise reader.fail(
@@ -650,13 +762,16 @@ def _window(fault: Fault) -> tuple[float, float]:
     return fault.at, fault.at + fault.duration
 
 
-def _links(fault: Fault, n: int) -> set[tuple[int, int]]:
-    senders = fault.from_nodes or tuple(range(n))
-    receivers = fault.to_nodes or tuple(range(n))
+def _links(fault: Fault, n: int, twins: tuple[int, ...] = ()) -> set[tuple[int | str, int | str]]:
+    everyone = (*range(n), *(f"{k}b" for k in twins))
+    senders = fault.from_nodes or everyone
+    receivers = fault.to_nodes or everyone
     return {(a, b) for a in senders for b in receivers if a != b}
 
 
-def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
+def _check_windows(
+    reader: _Reader, faults: tuple[Fault, ...], n: int, twins: tuple[int, ...] = ()
+) -> None:
     """Two faults that say different things about one thing at one time: the same node
     stopped or isolated twice, two bank faults of one kind, or two link faults of one
     kind on a shared link, with overlapping windows."""
@@ -674,7 +789,7 @@ def _check_windows(reader: _Reader, faults: tuple[Fault, ...], n: int) -> None:
             elif earlier.kind != later.kind:
                 continue
             elif earlier.kind in ("drop", "delay", "duplicate", "reorder"):
-                clash = bool(_links(earlier, n) & _links(later, n))
+                clash = bool(_links(earlier, n, twins) & _links(later, n, twins))
             else:
                 clash = earlier.kind.startswith("bank-")
             if clash:
@@ -738,9 +853,9 @@ def _check_timing(reader: _Reader, t: Timing) -> None:
             f"{t.delta_round} s is not below delta_progress = {t.delta_progress} s",
             "raise delta_progress",
         )
-    if t.r_max < 1:
+    if not 1 <= t.r_max <= 254:
         raise reader.fail(
-            "timing.r_max", "must be at least 1", "give the number of rounds per epoch"
+            "timing.r_max", "must be in 1..254", "give the number of rounds per epoch"
         )
     if not 1 <= t.max_decisions_per_report <= 1024:
         raise reader.fail("timing.max_decisions_per_report", "must be in 1..1024", "use e.g. 128")

@@ -264,7 +264,7 @@ class SimRun:
             self.bank = SimBank(
                 self.queue,
                 config,
-                nodes=c.n,
+                nodes=s.endpoints,  # a callback URL per copy: twins each have one
                 accounts=accounts,
                 genesis_ms=GENESIS_TIME * 1000,
                 seed=s.seed,
@@ -291,18 +291,22 @@ class SimRun:
             allow_unsafe_threshold=c.unsafe_allow_low_threshold,
             **consensus_parameters(s.timing),
         )
+        # Every member, then the twin copy of each member that runs as twins: the member's
+        # index, config and keys, a durable store (SimMember's own) and transmitters of its own.
+        copies = [(i, "") for i in range(c.n)] + [(i, "b") for i in s.twins()]
         members = [
             SimMember(
                 index=i,
                 config=DriverConfig(consensus, i, s.mode, tuple(specs)),
                 keys=keys[i],
                 targets=dict(where),
-                transmitters={leg: _address(f"transmitter/{leg}/{i}") for leg in self.chains},
+                transmitters={leg: _address(f"transmitter/{leg}/{i}{copy}") for leg in self.chains},
                 byzantine=s.byzantine_spec(i),
+                twin=bool(copy),
             )
-            for i in range(c.n)
+            for i, copy in copies
         ]
-        network = SimulatedNetwork(c.n, network_profile, self.queue.rng)
+        network = SimulatedNetwork(s.endpoints, network_profile, self.queue.rng)
         self.world = SimWorld(
             self.queue,
             network,
@@ -571,8 +575,8 @@ class SimRun:
         for leg, chain in self.chains.items():
             period = chain.block_time if chain.block_time > 0 else HEARTBEAT_S
             self.queue.after(period, self._tick, leg, period)
-        for i in range(s.committee.n):
-            self.world.start(i)
+        for endpoint in range(s.endpoints):  # every member's copies
+            self.world.start(endpoint)
         # Every honest member certified a round (a Byzantine one may never).
         honest = s.honest_members()
         self.queue.run(LIVE_TIMEOUT_S, lambda: honest <= self._certified)
@@ -591,7 +595,7 @@ class SimRun:
             self.world.members[node].rpc = windows
         for node, clock in clock_windows(s.faults, self.drive_start).items():
             self.world.members[node].clock = clock
-        partitions, link_faults = network_faults(s.faults, self.drive_start)
+        partitions, link_faults = network_faults(s.faults, self.drive_start, s.endpoint)
         if partitions or link_faults:
             network = self.world.network
             network.partitions, network.link_faults = partitions, link_faults

@@ -22,6 +22,16 @@ polling shortly after the chain changes (as the real pump polls every 0.1 s), an
 receives the bank's callbacks. A crashed member loses its driver, timers and views;
 it restarts with its durable store and reads the chains from the start again.
 
+Twins (``node.byzantine.TWINS``): a member may run as two copies, each a ``SimMember``
+with the member's index and keys and a durable store of its own. The network carries
+messages between *endpoints*: member i's first copy is endpoint i, the twin copy of the
+j-th twinned member endpoint n + j (``SimWorld.members`` is indexed by endpoint). A
+message a node addresses to member i goes to every copy of i, each over its own link,
+so a partition or link fault decides per copy whether it arrives; the receiver learns
+only the member index it came from. The two copies of one member never message each
+other (each would take the other's messages for its own). Both copies watch the chains,
+transmit (each from a transmitter account of its own) and take the bank's callbacks.
+
 Everything a node does is written to the history with ``node.trace``; every message
 sent, received and lost is too.
 
@@ -85,7 +95,7 @@ TX_HOP: Final = 0.002
 class SimMember:
     """One committee member of the simulated world, across its crashes."""
 
-    index: int
+    index: int  # the member's index in the committee (both copies of twins share it)
     config: DriverConfig
     keys: NodeKeys
     targets: dict[str, str]  # consensus target name -> "chain:LEG" or "bank"
@@ -105,6 +115,12 @@ class SimMember:
     # Paused (a pause-node fault): what arrives waits here, in order, until it resumes.
     paused: bool = False
     backlog: list[tuple[int, Any]] = field(default_factory=list)  # (src or -1, data or event)
+    twin: bool = False  # the second copy of a member that runs as twins
+    endpoint: int = -1  # its place in SimWorld.members (set by the world)
+
+    def who(self) -> dict[str, Any]:
+        """The fields that name this copy in a history record."""
+        return {"node": self.index, "twin": True} if self.twin else {"node": self.index}
 
 
 class SimWorld:
@@ -123,7 +139,20 @@ class SimWorld:
     ) -> None:
         self.queue = queue
         self.network = network
-        self.members = members
+        self.members = members  # by endpoint: the first copies in index order, then twins
+        for endpoint, member in enumerate(members):
+            member.endpoint = endpoint
+        #: The committee's size: the members' first copies.
+        self.n = sum(1 for m in members if not m.twin)
+        copies: list[list[int]] = [[] for _ in range(self.n)]
+        for member in members:
+            copies[member.index].append(member.endpoint)
+        #: Every copy of each member, by member index.
+        self.copies: list[tuple[int, ...]] = [tuple(c) for c in copies]
+        #: The endpoints a copy broadcasts to: every copy of every other member.
+        self._others: list[tuple[int, ...]] = [
+            tuple(e for j in range(self.n) if j != m.index for e in self.copies[j]) for m in members
+        ]
         self.chains = chains
         self.bank = bank
         self.history = history
@@ -138,7 +167,8 @@ class SimWorld:
     # ------------------------------------------------------------------ members
 
     def start(self, index: int) -> None:
-        """Start (or restart) a member from its durable store."""
+        """Start (or restart) a member from its durable store (``index``: its endpoint,
+        which for a member's first copy is its index)."""
         member = self.members[index]
         member.incarnation += 1
         member.driver = NodeDriver(
@@ -153,7 +183,7 @@ class SimWorld:
             if where.startswith("chain:"):
                 chain = self.chains[where.removeprefix("chain:")]
                 member.views[name] = chain.view(self.confirmations)
-        self.history.write("node-start", node=index)
+        self.history.write("node-start", **member.who())
         self._step(member, Start(self.queue.now, member.durable.state()))
         for name in member.views:
             self._schedule_poll(member, name)
@@ -168,7 +198,7 @@ class SimWorld:
         member.views = {}
         member.paused = False
         member.backlog.clear()
-        self.history.write("node-stop", node=index, how=how)
+        self.history.write("node-stop", **member.who(), how=how)
 
     def pause(self, index: int) -> None:
         """Freeze a member (SIGSTOP in a real run): it handles nothing until ``resume``."""
@@ -213,6 +243,7 @@ class SimWorld:
 
     def _carry_out(self, member: SimMember, driver: NodeDriver, effect: Effect, now: float) -> None:
         index = member.index
+        twin = member.twin
         effect_type = type(effect)
         if effect_type is Send or effect_type is Broadcast:
             assert isinstance(effect, Send | Broadcast)
@@ -223,13 +254,14 @@ class SimWorld:
                 driver.node.safety_decision_count,
                 now,
             )
+            src = member.endpoint
             if isinstance(effect, Send):
-                self._send(index, effect.to, effect.data)
+                for dst in self.copies[effect.to]:
+                    self._send(src, dst, effect.data)
             else:
-                self.history.write_records(now, effect_records(index, effect))
-                for j in range(len(self.members)):
-                    if j != index:
-                        self._send(index, j, effect.data)
+                self.history.write_records(now, effect_records(index, effect, twin))
+                for dst in self._others[src]:
+                    self._send(src, dst, effect.data)
         elif effect_type is SetTimer:
             assert isinstance(effect, SetTimer)
             self._timer_token += 1
@@ -243,12 +275,12 @@ class SimWorld:
         elif isinstance(effect, CancelTimer):
             member.timers.pop(effect.timer, None)
         elif isinstance(effect, Transmit):
-            self.history.write_records(now, effect_records(index, effect))
+            self.history.write_records(now, effect_records(index, effect, twin))
             self._transmit(member, effect)
         elif isinstance(effect, ReadLeg):
             self._read(member, effect)
         else:
-            records = effect_records(index, effect)
+            records = effect_records(index, effect, twin)
             if isinstance(effect, Certified) and self._on_certified is not None:
                 self._on_certified(index, records[0])  # its "certified" history record
             self.history.write_records(now, records)
@@ -262,14 +294,19 @@ class SimWorld:
     # ------------------------------------------------------------------ network
 
     def _send(self, src: int, dst: int, data: bytes) -> None:
+        """A message from endpoint ``src`` to endpoint ``dst`` (a member's copy)."""
         now = self.queue.now
         self.messages_sent += 1
         route = self.network.route(src, dst, now)
         kind, epoch, round_ = message_header(data)
+        sender, receiver = self.members[src], self.members[dst]
+        a, b, a_twin, b_twin = sender.index, receiver.index, sender.twin, receiver.twin
         if isinstance(route, str):
-            self.history.write_message(now, "lost", src, dst, kind, epoch, round_, route)
+            self.history.write_message(
+                now, "lost", a, b, kind, epoch, round_, route, a_twin, b_twin
+            )
             return
-        self.history.write_message(now, "send", src, dst, kind, epoch, round_)
+        self.history.write_message(now, "send", a, b, kind, epoch, round_, None, a_twin, b_twin)
         for delay in route:
             self.queue.after(delay, self._arrive, src, dst, data)
 
@@ -280,11 +317,15 @@ class SimWorld:
             return
         now = self.queue.now
         kind, epoch, round_ = message_header(data)
+        sender = self.members[src]
+        a, b, a_twin, b_twin = sender.index, member.index, sender.twin, member.twin
         if member.driver is None:
-            self.history.write_message(now, "lost", src, dst, kind, epoch, round_, "down")
+            self.history.write_message(
+                now, "lost", a, b, kind, epoch, round_, "down", a_twin, b_twin
+            )
             return
-        self.history.write_message(now, "recv", src, dst, kind, epoch, round_)
-        self._step(member, MessageReceived(now, src, data))
+        self.history.write_message(now, "recv", a, b, kind, epoch, round_, None, a_twin, b_twin)
+        self._step(member, MessageReceived(now, a, data))
 
     # ------------------------------------------------------------------ chains
 
@@ -473,7 +514,8 @@ class SimWorld:
     # ------------------------------------------------------------------ bank callbacks
 
     def deliver_callback(self, index: int, event: ledger.Event, as_of_ms: int) -> bool:
-        """The bank's callback reaches member ``index``; False when it is down."""
+        """The bank's callback reaches endpoint ``index`` (each copy of a member has a
+        callback URL of its own); False when it is down."""
         member = self.members[index]
         if member.driver is None:
             return False

@@ -117,7 +117,7 @@ class Recorder:
     def effect(self, effect: Effect) -> None:
         self.effects.append((trio.current_time(), effect))
 
-    def received(self, sender: int, data: bytes) -> None:
+    def received(self, sender: int, data: bytes, sender_twin: bool = False) -> None:
         pass
 
     def close(self) -> None:

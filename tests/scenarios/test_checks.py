@@ -54,9 +54,15 @@ def aborted(sid: str = "s2") -> SettlementOutcome:
     )
 
 
-def seen(where: str, at: float | None, *decisions: tuple[str, str]) -> SeenCertificate:
+def seen(
+    where: str,
+    at: float | None,
+    *decisions: tuple[str, str],
+    round_: int = 4,
+    signers: tuple[int, ...] = (),
+) -> SeenCertificate:
     if where.startswith("node"):
-        return SeenCertificate(where, at, "chain-A", 1, 4, decisions)
+        return SeenCertificate(where, at, "chain-A", 1, round_, decisions, signers)
     return SeenCertificate(where, at, where.split()[-1], None, None, decisions)
 
 
@@ -69,7 +75,12 @@ def honest(outcomes: tuple[SettlementOutcome, ...], supply: dict[str, int]) -> R
         for i, o in enumerate(outcomes)
     )
     certificates = tuple(
-        seen("node 0", 1.0 + i, (o.settlement_id, "COMMIT" if C in o.legs.values() else "ABORT"))
+        seen(
+            "node 0",
+            1.0 + i,
+            (o.settlement_id, "COMMIT" if C in o.legs.values() else "ABORT"),
+            round_=4 + i,
+        )
         for i, o in enumerate(outcomes)
     )
     prepared = frozenset(
@@ -90,7 +101,7 @@ def test_conflicting_certificates_are_found_with_both_sightings() -> None:
         (committed("s1"),),
         certificates=(
             seen("chain A", None, ("s1", "ABORT")),
-            seen("node 2", 3.25, ("s1", "PREPARE")),
+            seen("node 2", 3.25, ("s1", "PREPARE"), round_=3),
             seen("node 1", 2.5, ("s1", "COMMIT")),
         ),
         prepared=frozenset(),
@@ -107,28 +118,54 @@ def test_conflicting_certificates_are_found_with_both_sightings() -> None:
     assert check_no_conflicting_certificates(RunState(())).status == "unknown"
 
 
+def test_two_reports_certified_for_one_round_conflict_and_name_who_signed_both() -> None:
+    """Twins on two sides of a partition, each side certifying its own report."""
+    same = seen("node 0", 1.0, ("s1", "PREPARE"), signers=(0, 1, 2))
+    again = seen("node 3", 1.5, ("s1", "PREPARE"), signers=(0, 2, 3))
+    assert check_no_conflicting_certificates(RunState((), certificates=(same, again))).ok
+    other = seen("node 2b", 1.25, ("s2", "PREPARE"), ("s1", "PREPARE"), signers=(2, 3))
+    verdict = check_no_conflicting_certificates(RunState((), certificates=(same, other)))
+    assert verdict.status == "invalid"
+    assert verdict.witness == (
+        "two reports for chain-A (epoch 1, round 4): [PREPARE s1] accepted by node 0 at "
+        "1.000 s, and [PREPARE s2, PREPARE s1] accepted by node 2b at 1.250 s; "
+        "member(s) 2 signed both"
+    )
+
+
 ACTIONS = st.sampled_from(("PREPARE", "COMMIT", "ABORT"))
 SIGHTING = st.builds(
-    lambda where, at, decisions: seen(where, at, *decisions),
+    lambda where, at, decisions, round_: seen(where, at, *decisions, round_=round_),
     st.sampled_from(("node 0", "node 1", "chain A", "bank")),
     st.one_of(st.none(), st.floats(0, 100)),
     st.lists(st.tuples(st.sampled_from(("s1", "s2", "s3")), ACTIONS), max_size=4),
+    st.integers(1, 4),
 )
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(SIGHTING, max_size=8))
-def test_certificates_conflict_exactly_when_one_settlement_has_commit_and_abort(
+def test_certificates_conflict_exactly_when_a_settlement_or_a_round_has_two_stories(
     sightings: list[SeenCertificate],
 ) -> None:
     actions: dict[str, set[str]] = {}
+    reports: dict[tuple[str, int | None, int | None], set[tuple[tuple[str, str], ...]]] = {}
     for cert in sightings:
         for sid, action in cert.decisions:
             actions.setdefault(sid, set()).add(action)
-    conflict = any({"COMMIT", "ABORT"} <= a for a in actions.values())
+        if cert.epoch is not None:
+            reports.setdefault((cert.target, cert.epoch, cert.round), set()).add(cert.decisions)
+    conflict = any({"COMMIT", "ABORT"} <= a for a in actions.values()) or any(
+        len(r) > 1 for r in reports.values()
+    )
     verdict = check_no_conflicting_certificates(RunState((), certificates=tuple(sightings)))
     assert verdict.status == ("invalid" if conflict else "valid")
-    if conflict:
+    if conflict and verdict.witness.startswith("two reports for "):
+        where = verdict.witness.removeprefix("two reports for ").split(":")[0]
+        target, rest = where.split(" (epoch ")
+        epoch, round_ = (int(x) for x in rest.rstrip(")").split(", round "))
+        assert len(reports[(target, epoch, round_)]) > 1
+    elif conflict:
         sid = verdict.witness.split(":")[0]
         assert {"COMMIT", "ABORT"} <= actions[sid]
         assert "COMMIT" in verdict.witness and "ABORT" in verdict.witness

@@ -76,6 +76,7 @@ def test_minimal_scenario_loads_with_defaults(tmp_path: Path) -> None:
             "timing.delta_grace",
             "not below delta_round",
         ),
+        (("count = 3", "count = 3\n[timing]\nr_max = 300"), "timing.r_max", "must be in 1..254"),
         (
             ('mode = "single-chain-onchain"', 'mode = "single-chain-bank"'),
             "bank",

@@ -1,7 +1,7 @@
 """A Hypothesis property in the simulated world: under random schedules of network faults
-that heal, and at most f faulty members (Byzantine with any behaviours, or honest with a
-paused, killed-and-restarted process, a failing or lying chain endpoint, or a clock that
-runs wrong), every check
+that heal, and at most f faulty members (Byzantine with any behaviours, twins among them,
+or honest with a paused, killed-and-restarted process, a failing or lying chain endpoint,
+or a clock that runs wrong), every check
 holds: atomicity, conservation, exactly-once, no conflicting certificates, validity and
 liveness after heal.
 
@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chain_adapters.build import REPO_ROOT
-from node.byzantine import BEHAVIOURS, LIES
+from node.byzantine import BEHAVIOURS, LIES, TWINS
 from node.rpcfaults import RPC_LIES
 from scenarios.schema import Byzantine, Fault, Scenario, load
 from scenarios.sim.run import SimRun
@@ -67,13 +67,15 @@ def network_faults(draw: st.DrawFn) -> tuple[Fault, ...]:
 @st.composite
 def faulty_members(draw: st.DrawFn) -> tuple[tuple[Byzantine, ...], tuple[Fault, ...]]:
     """At most f faulty members: Byzantine ones (one table: a coalition) with any
-    behaviours, or honest ones whose process or chain endpoint fails for a while."""
+    behaviours (twins: each runs as two copies, whose second copy the network faults'
+    plain indexes leave on the other side of a partition), or honest ones whose process
+    or chain endpoint fails for a while."""
     members = sorted(draw(st.sets(st.integers(0, N - 1), max_size=REFERENCE.committee.f)))
     if not members:
         return (), ()
     if draw(st.booleans()):
         behaviours = draw(
-            st.lists(st.sampled_from(BEHAVIOURS), min_size=1, max_size=2, unique=True)
+            st.lists(st.sampled_from((*BEHAVIOURS, TWINS)), min_size=1, max_size=2, unique=True)
         )
         return (Byzantine(tuple(members), tuple(behaviours), draw(st.sampled_from(LIES))),), ()
     faults = []

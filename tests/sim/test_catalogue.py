@@ -35,6 +35,7 @@ CATALOGUE = [
         ("atomicity", "no-conflicting-certificates"),
         "equivocation-store-kept",
     ),
+    ("unsafe-twins", ("no-conflicting-certificates",), "twins-default-threshold"),
 ]
 
 
