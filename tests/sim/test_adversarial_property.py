@@ -126,6 +126,7 @@ def test_every_check_holds_under_healing_faults_and_at_most_f_byzantine(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 10,000 schedules take about 10 to 20 minutes on one core
 @settings(max_examples=SLOW_SCHEDULES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(SCHEDULES)
 def test_every_check_holds_over_ten_thousand_schedules(scenario: Scenario) -> None:
