@@ -12,12 +12,14 @@ start still holds after an outage began), and a fault with a ``duration`` is tak
 when it ends (an outage carries its own window).
 
 This module computes settings; it never applies them and never reads a clock (times are
-parameters).
+parameters). It also writes the history's fault lines (:class:`FaultRecords`), the same in
+both worlds.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ __all__ = [
     "NODE_FAULTS",
     "bank_fault_cleared",
     "bank_fault_settings",
+    "FaultRecords",
     "fault_ends",
     "fault_record",
     "network_faults",
@@ -56,6 +59,63 @@ _KEYS = {
 def fault_ends(fault: Fault) -> bool:
     """Whether a fault is undone after its duration (a stopped node stays down)."""
     return fault.duration > 0 and fault.kind != "stop-node"
+
+
+#: Faults with no duration of their own: they end as they begin.
+INSTANT_FAULTS = ("reorg",)
+
+
+class FaultRecords:
+    """The history's "fault" lines of one run, the same in both worlds: each fault begins
+    and ends in the history. A fault ends when it is undone; an instant one (a reorg) ends
+    as it begins; one still in force when the run ends (a stopped node, a lying endpoint or
+    a clock "to the end", or one whose end the run did not reach) ends with the run, its
+    end line marked ``"run_end": true``. After :meth:`close` nothing more begins or ends:
+    a fault due after the run's end never acts. Thread-safe: the real runner begins and
+    ends faults on a thread of its own."""
+
+    def __init__(self, history: History) -> None:
+        self._history = history
+        self._open: list[Fault] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def begin(self, fault: Fault, **measured: Any) -> bool:
+        """Write ``fault``'s begin line, with what acting on it measured (a reorg's
+        replaced blocks); False, and nothing written, once the run ended."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._history.write("fault", phase="begin", **fault_record(fault), **measured)
+            if fault.kind in INSTANT_FAULTS:
+                self._end_line(fault)
+            else:
+                self._open.append(fault)
+            return True
+
+    def end(self, fault: Fault) -> bool:
+        """Write ``fault``'s end line; False, and nothing written, if it is not in force."""
+        with self._lock:
+            if self._closed or fault not in self._open:
+                return False
+            self._open.remove(fault)
+            self._end_line(fault)
+            return True
+
+    def close(self) -> None:
+        """The run ended: end every fault still in force."""
+        with self._lock:
+            self._closed = True
+            for fault in self._open:
+                self._end_line(fault, run_end=True)
+            self._open.clear()
+
+    def _end_line(self, fault: Fault, **extra: Any) -> None:
+        self._history.write("fault", phase="end", kind=fault.kind, node=fault.node, **extra)
 
 
 #: How long a reordered message is held back at most (seconds).

@@ -58,10 +58,10 @@ from scenarios.accounting import END_POLL_S, RunReport, Tracked
 from scenarios.checks import LegState, SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
+    FaultRecords,
     bank_fault_cleared,
     bank_fault_settings,
     fault_ends,
-    fault_record,
     write_byzantine,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
@@ -107,6 +107,7 @@ class RealRun(RealWorld):
         self.tracked: list[Tracked] = []
         self.gas_used = 0
         self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
+        self.fault_records = FaultRecords(self.history)
 
     def _plan(self) -> list[Tracked]:
         return [Tracked(p.index, p.settlement_id, p.buyer, p.fail) for p in plan(self.scenario)]
@@ -224,12 +225,14 @@ class RealRun(RealWorld):
                 return
 
     def _begin_fault(self, fault: Any) -> None:
+        if self.fault_records.closed:
+            return  # due after the run ended
         if fault.kind == "reorg":
             dropped, replaced = self._reorg(fault.leg or "A", int(fault.value))
-            record = fault_record(fault)
-            self.history.write("fault", phase="begin", **record, dropped=dropped, replaced=replaced)
+            self.fault_records.begin(fault, dropped=dropped, replaced=replaced)
             return
-        self.history.write("fault", phase="begin", **fault_record(fault))
+        if not self.fault_records.begin(fault):
+            return
         if fault.kind == "kill-node":
             self.nodes[fault.node].kill()
             self.history.write("node-stop", node=fault.node, how="kill")
@@ -265,7 +268,8 @@ class RealRun(RealWorld):
         return dropped, replaced
 
     def _end_fault(self, fault: Any) -> None:
-        self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
+        if not self.fault_records.end(fault):
+            return  # the run ended first
         if fault.kind in ("kill-node", "unsafe-wipe-restart"):
             self._start_node(fault.node)
         elif fault.kind == "pause-node":
@@ -373,6 +377,7 @@ class RealRun(RealWorld):
             reason = self._wait_for_end(began + s.time_limit)
             self._releases_seen.set()
             watcher.join(timeout=10)
+            self.fault_records.close()
             self.history.write("run-end", reason=reason)
             if self.bank is not None and s.faults:
                 self._bank_admin("PUT", "/admin/faults", {})  # read the final state at full speed

@@ -65,11 +65,11 @@ from scenarios.checks import SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
     NODE_FAULTS,
+    FaultRecords,
     bank_fault_cleared,
     bank_fault_settings,
     clock_windows,
     fault_ends,
-    fault_record,
     network_faults,
     rogue_key_refused,
     rpc_windows,
@@ -167,6 +167,7 @@ class SimRun:
         self.history = History(
             self.out / "history.jsonl", lambda: self.queue.now, line_buffered=False
         )
+        self.fault_records = FaultRecords(self.history)
         self.mode = MODES[scenario.mode]
         self.parties: dict[str, str] = {
             account.name: Account.from_key(DEV_PRIVATE_KEYS[1 + i]).address
@@ -455,10 +456,9 @@ class SimRun:
         if fault.kind == "reorg":
             depth = int(fault.value)
             dropped = self.world.reorg(fault.leg or "A", depth, record=False)
-            record = fault_record(fault)
-            self.history.write("fault", phase="begin", **record, dropped=dropped, replaced=depth)
+            self.fault_records.begin(fault, dropped=dropped, replaced=depth)
             return
-        self.history.write("fault", phase="begin", **fault_record(fault))
+        self.fault_records.begin(fault)
         if fault.kind in NODE_FAULTS:
             self.world.crash(fault.node, "kill" if fault.kind == "kill-node" else "stop")
         elif fault.kind == "pause-node":
@@ -475,7 +475,7 @@ class SimRun:
             self.queue.after(fault.duration, self._end_fault, fault)
 
     def _end_fault(self, fault: Any) -> None:
-        self.history.write("fault", phase="end", kind=fault.kind, node=fault.node)
+        self.fault_records.end(fault)
         if fault.kind in ("kill-node", "unsafe-wipe-restart"):
             self.world.start(fault.node)
         elif fault.kind == "pause-node":
@@ -610,6 +610,7 @@ class SimRun:
         reason = (
             "ended" if len(self._done) == len(self.tracked) == s.settlements.count else "time limit"
         )
+        self.fault_records.close()
         self.history.write("run-end", reason=reason)
         ledgers = self.ledgers()
         state = accounting.run_state(
