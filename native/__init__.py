@@ -88,10 +88,12 @@ def _current() -> tuple[Path | None, str]:
         return None, "not built (run scripts/setup.sh)"
     except (OSError, ValueError) as e:
         return None, f"unreadable manifest {MANIFEST}: {e}"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("tree"), str):
+        return None, f"unreadable manifest {MANIFEST}: no compiled tree named"
     if manifest.get("key") != source_key():
         return None, "stale: sources changed since the build (run scripts/setup.sh)"
-    tree = MANIFEST.parent / str(manifest.get("tree", ""))
-    if not tree.is_dir():
+    tree = MANIFEST.parent / manifest["tree"]
+    if not manifest["tree"] or not tree.is_dir():
         return None, f"missing compiled tree {tree} (run scripts/setup.sh)"
     if str(tree) not in sys.path:
         sys.path.append(str(tree))  # the compiled modules' shared library is top-level

@@ -102,7 +102,13 @@ def test_a_current_build_comes_first(manifest: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "says"),
-    [(None, "not built"), ("{", "unreadable manifest"), ('{"tree": "gone"}', "stale")],
+    [
+        (None, "not built"),
+        ("{", "unreadable manifest"),
+        ("[]", "unreadable manifest"),
+        ('{"key": "x"}', "no compiled tree named"),
+        ('{"tree": "gone"}', "stale"),
+    ],
 )
 def test_no_usable_build_means_the_sources_alone(
     manifest: Path, content: str | None, says: str
@@ -158,3 +164,9 @@ def test_a_bad_field_is_refused_by_the_classes_own_error_compiled_or_not() -> No
         NewEpoch("3")  # type: ignore[arg-type]
     with pytest.raises(ReportError):
         Report(b"\0" * 32, 1, 1, [])  # type: ignore[arg-type]
+
+
+def test_a_current_key_naming_no_tree_is_not_used(manifest: Path) -> None:
+    manifest.write_text(json.dumps({"key": native.source_key(), "tree": ""}))
+    assert native.extend(["src"], "node") == ["src"]
+    assert "missing compiled tree" in native.status()
