@@ -68,16 +68,11 @@ class Committee:
     n: int = 4
     f: int = 1
     threshold: int = 0  # 0 means the safe default floor((n+f)/2)+1
-    observation_quorum: int = 0  # 0 means 2f+1
     unsafe_allow_low_threshold: bool = False
 
     @property
     def t(self) -> int:
         return self.threshold or (self.n + self.f) // 2 + 1
-
-    @property
-    def quorum(self) -> int:
-        return self.observation_quorum or 2 * self.f + 1
 
 
 @dataclass(frozen=True)
@@ -824,12 +819,6 @@ def _check_committee(reader: _Reader, c: Committee) -> None:
             "committee.threshold",
             f"t = {c.threshold} is below the safe floor((n+f)/2)+1 = {safe}: conflicting certificates become possible",
             "raise it, or set unsafe_allow_low_threshold = true to study the violation",
-        )
-    if c.observation_quorum and not c.f + 1 <= c.observation_quorum <= c.n - c.f:
-        raise reader.fail(
-            "committee.observation_quorum",
-            f"{c.observation_quorum} is outside f+1..n-f = {c.f + 1}..{c.n - c.f}",
-            "leave it out for 2f+1",
         )
 
 

@@ -38,7 +38,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_minimal_scenario_loads_with_defaults(tmp_path: Path) -> None:
     scenario = load(_write(tmp_path, MINIMAL))
-    assert scenario.committee.t == 3 and scenario.committee.quorum == 3
+    assert scenario.committee.t == 3
     assert (
         scenario.timing.delta_progress > scenario.timing.delta_round > scenario.timing.delta_grace
     )
@@ -54,6 +54,11 @@ def test_minimal_scenario_loads_with_defaults(tmp_path: Path) -> None:
             "too large for n = 4",
         ),
         (("count = 3", "count = 3\ncolour = 1"), "settlements.colour", "unknown key"),
+        (  # never honoured by either world, so no longer a key
+            ("[committee]\nn = 4\nf = 1", "[committee]\nn = 4\nf = 1\nobservation_quorum = 3"),
+            "committee.observation_quorum",
+            "unknown key",
+        ),
         (("n = 4", 'n = "four"'), "committee.n", "expected an integer"),
         (("n = 4", "n = true"), "committee.n", "expected an integer"),
         (('mode = "single-chain-onchain"', 'mode = "teleport"'), "mode", "unknown mode"),
