@@ -271,13 +271,7 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
                 "not an object",
                 "give identity_key, bls_public_key, bls_pop and address",
             )
-        address = r.get(m, prefix, "address", str)
-        if "/p2p/" not in address:
-            raise r.fail(
-                prefix + "address",
-                f"{address!r} has no /p2p/<peer id>",
-                "append the member's peer id",
-            )
+        address = _p2p_address(r, m, prefix, "append the member's peer id")
         bls_public_key = _hex(r, prefix + "bls_public_key", m.get("bls_public_key"), 48)
         bls_pop = _hex(r, prefix + "bls_pop", m.get("bls_pop"), 96)
         if not bls.pop_verify(bls_public_key, bls_pop):
@@ -439,15 +433,17 @@ def _twins(r: _Reader, committee: dict[str, Any], n: int) -> tuple[TwinEntry, ..
                 f"{member} is not a member index (0..{n - 1}) or has a twin already",
                 "name each member with a twin once",
             )
-        address = r.get(t, prefix, "address", str)
-        if "/p2p/" not in address:
-            raise r.fail(
-                prefix + "address",
-                f"{address!r} has no /p2p/<peer id>",
-                "append the twin copy's own peer id",
-            )
+        address = _p2p_address(r, t, prefix, "append the twin copy's own peer id")
         entries.append(TwinEntry(member, address))
     return tuple(entries)
+
+
+def _p2p_address(r: _Reader, entry: dict[str, Any], prefix: str, fix: str) -> str:
+    """``entry``'s libp2p address, which must end in the peer it names (/p2p/<peer id>)."""
+    address: str = r.get(entry, prefix, "address", str)
+    if "/p2p/" not in address:
+        raise r.fail(prefix + "address", f"{address!r} has no /p2p/<peer id>", fix)
+    return address
 
 
 def _byzantine(r: _Reader, raw: Any, n: int) -> ByzantineSpec:

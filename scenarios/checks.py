@@ -94,13 +94,17 @@ class SeenCertificate:
     decisions: tuple[tuple[str, str], ...]
     signers: tuple[int, ...] = ()  # the members whose shares it aggregates (when known)
 
+    @property
+    def when(self) -> str:
+        """The time in a witness (like ' at 12.345 s'), or nothing when it is not known."""
+        return "" if self.at is None else f" at {self.at:.3f} s"
+
     def describe(self, action: str) -> str:
-        when = "" if self.at is None else f" at {self.at:.3f} s"
         if self.epoch is None:
-            return f"{action} applied by {self.where}{when}"
+            return f"{action} applied by {self.where}{self.when}"
         return (
             f"{action} for {self.target} (epoch {self.epoch}, round {self.round}) "
-            f"accepted by {self.where}{when}"
+            f"accepted by {self.where}{self.when}"
         )
 
 
@@ -235,10 +239,6 @@ def _in_order(certificates: Iterable[SeenCertificate]) -> list[SeenCertificate]:
     )
 
 
-def _when(cert: SeenCertificate) -> str:
-    return "" if cert.at is None else f" at {cert.at:.3f} s"
-
-
 def _report_text(cert: SeenCertificate) -> str:
     """A certified report's decisions, briefly (the witness of a round's two reports)."""
     if not cert.decisions:
@@ -264,8 +264,8 @@ def check_no_conflicting_certificates(state: RunState) -> Verdict:
                     name,
                     "invalid",
                     f"two reports for {cert.target} (epoch {cert.epoch}, round {cert.round}): "
-                    f"{_report_text(earlier)} accepted by {earlier.where}{_when(earlier)}, "
-                    f"and {_report_text(cert)} accepted by {cert.where}{_when(cert)}{signed}",
+                    f"{_report_text(earlier)} accepted by {earlier.where}{earlier.when}, "
+                    f"and {_report_text(cert)} accepted by {cert.where}{cert.when}{signed}",
                 )
         for sid, action in cert.decisions:
             if action not in ("COMMIT", "ABORT"):

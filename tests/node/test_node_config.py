@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,22 +17,25 @@ from consensus import bls
 from node.config import NodeConfigError, load
 from node.provision import make_keys, write_committee
 
+#: One chain target, as a node config lists it (tests/node/test_twins.py uses it too).
+TARGETS = [
+    {
+        "name": "chain-A",
+        "leg": "A",
+        "kind": "evm",
+        "chain_id": 31337,
+        "verifier": "0x" + "22" * 20,
+        "config_count": 1,
+        "t": 3,
+        "url": "http://127.0.0.1:8545",
+        "transmitter_key": "0x" + "01" * 32,
+    }
+]
+
 
 def _config(tmp_path: Path) -> dict[str, Any]:
     members = make_keys(4, 7, [4001, 4002, 4003, 4004])
-    targets = [
-        {
-            "name": "chain-A",
-            "leg": "A",
-            "kind": "evm",
-            "chain_id": 31337,
-            "verifier": "0x" + "22" * 20,
-            "config_count": 1,
-            "t": 3,
-            "url": "http://127.0.0.1:8545",
-            "transmitter_key": "0x" + "01" * 32,
-        }
-    ]
+    targets = copy.deepcopy(TARGETS)  # the cases below edit it
     paths = write_committee(
         tmp_path, members, f=1, mode="single-chain-onchain", targets_for=lambda i: targets
     )

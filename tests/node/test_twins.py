@@ -18,20 +18,7 @@ from node.identity import load_identity_file
 from node.provision import make_keys, twin_keys, write_committee
 from node.transport import InboundFrame, Transport, TransportMetrics
 from node.twins import MemberTransport
-
-TARGETS = [
-    {
-        "name": "chain-A",
-        "leg": "A",
-        "kind": "evm",
-        "chain_id": 31337,
-        "verifier": "0x" + "22" * 20,
-        "config_count": 1,
-        "t": 3,
-        "url": "http://127.0.0.1:8545",
-        "transmitter_key": "0x" + "01" * 32,
-    }
-]
+from tests.node.test_node_config import TARGETS
 
 
 def provision(tmp_path: Path) -> list[Path]:
