@@ -59,6 +59,22 @@ FAULT_KINDS = (
 )
 
 
+#: Faults that act on one member (in an explore budget they count toward faulty members).
+MEMBER_FAULTS = (
+    "pause-node",
+    "kill-node",
+    "stop-node",
+    "unsafe-wipe-restart",
+    "rpc-outage",
+    "lying-rpc",
+    "clock",
+)
+BANK_FAULTS = ("bank-outage", "bank-latency", "bank-error-rate", "bank-duplicate-callbacks")
+#: What an explore budget draws when its scenario names no kinds: faults that heal, on the
+#: network and on members' processes and endpoints.
+DEFAULT_DRAWN = (*NETWORK_FAULTS, "pause-node", "kill-node", "rpc-outage", "lying-rpc", "clock")
+
+
 class ScenarioError(ValueError):
     """A scenario file is invalid; ``str(e)`` is one line: file, key, problem, fix."""
 
@@ -183,6 +199,32 @@ class Byzantine:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """``[explore]``: what ``dvpsim explore`` may draw into a schedule of this scenario
+    (``scenarios.schedules``); runs of the scenario itself ignore it.
+
+    - ``faults``: at most this many faults, of ``kinds`` (any of ``FAULT_KINDS``);
+    - ``byzantine``: at most this many Byzantine members (-1: the committee's f), one
+      coalition with one or two of ``behaviours``;
+    - ``window``: faults begin within this many seconds after the drive began;
+    - ``max_duration``: a fault lasts at most this many seconds;
+    - ``reorg_depth``: a drawn reorg replaces at most this many blocks.
+    """
+
+    faults: int = 2
+    kinds: tuple[str, ...] = DEFAULT_DRAWN
+    byzantine: int = -1
+    behaviours: tuple[str, ...] = SCENARIO_BEHAVIOURS
+    window: float = 6.0
+    max_duration: float = 3.0
+    reorg_depth: int = 3
+
+    def members(self, f: int) -> int:
+        """How many Byzantine members a schedule may have."""
+        return f if self.byzantine < 0 else self.byzantine
+
+
+@dataclass(frozen=True)
 class Scenario:
     path: Path
     name: str
@@ -200,6 +242,7 @@ class Scenario:
     # The checks the run must fail, every other check passing; () is expect = "pass".
     expect: tuple[str, ...] = ()
     byzantine: tuple[Byzantine, ...] = ()
+    explore: Budget = Budget()
 
     def honest_members(self) -> set[int]:
         """Members that are neither Byzantine nor twins (a twinned member counts toward f)."""
@@ -271,6 +314,7 @@ _TOP_KEYS = {
     "settlements": dict,
     "faults": list,
     "byzantine": list,
+    "explore": dict,
     "expect": object,  # "pass" or a list of check names: read by _expect
 }
 
@@ -523,6 +567,8 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         raise reader.fail(
             "time_limit", "must be positive", "give the run's limit in seconds, e.g. 120"
         )
+    explore: Budget = reader.table("explore", raw.get("explore", {}), Budget)
+    _check_budget(reader, explore, committee)
     return Scenario(
         path=path,
         name=raw["name"],
@@ -539,7 +585,37 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
         faults=faults,
         expect=_expect(reader, raw.get("expect", "pass")),
         byzantine=byzantine,
+        explore=explore,
     )
+
+
+def _check_budget(reader: _Reader, budget: Budget, committee: Committee) -> None:
+    for name in budget.kinds:
+        if name not in FAULT_KINDS:
+            raise reader.fail(
+                "explore.kinds", f"unknown fault {name!r}", f"use some of {', '.join(FAULT_KINDS)}"
+            )
+    for name in budget.behaviours:
+        if name not in SCENARIO_BEHAVIOURS:
+            raise reader.fail(
+                "explore.behaviours",
+                f"unknown behaviour {name!r}",
+                f"use some of {', '.join(SCENARIO_BEHAVIOURS)}",
+            )
+    if budget.faults < 0 or budget.reorg_depth < 1:
+        raise reader.fail(
+            "explore", "faults must be >= 0 and reorg_depth >= 1", "give e.g. faults = 2"
+        )
+    if not -1 <= budget.byzantine <= committee.n:
+        raise reader.fail(
+            "explore.byzantine",
+            f"{budget.byzantine} Byzantine members in a committee of {committee.n}",
+            f"give 0..{committee.n}, or -1 for f",
+        )
+    if budget.window < 0 or budget.max_duration < 0.25:
+        raise reader.fail(
+            "explore", "window must be >= 0 s and max_duration >= 0.25 s", "give seconds"
+        )
 
 
 def _byzantine(reader: _Reader, raw: list[Any], n: int) -> tuple[Byzantine, ...]:

@@ -1,0 +1,75 @@
+"""Where explore and sweep run their simulations: worker processes on this machine.
+
+``Pool(jobs).imap_unordered(func, items)`` calls ``func(item)`` for every item in worker
+processes and yields ``(item, result)`` as each finishes, keeping a few calls in flight per
+worker, so a caller can stop early (a time budget) without having drawn everything first.
+``func`` must be a module-level function and items and results picklable. A result depends
+only on its item, never on which worker ran it or when, so the same items give the same
+results in any order and on any number of workers.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Generic, TypeVar
+
+__all__ = ["Pool", "PoolError", "default_jobs"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Calls queued per worker beyond the one it runs: enough to keep it busy between results.
+_AHEAD = 2
+
+
+class PoolError(RuntimeError):
+    """The pool cannot run (one line: what and the fix)."""
+
+
+def default_jobs() -> int:
+    """One worker per core this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+class Pool(Generic[T, R]):
+    """Worker processes on this machine (``jobs``, default one per core)."""
+
+    def __init__(self, jobs: int | None = None) -> None:
+        if jobs is not None and jobs < 1:
+            raise PoolError(f"--jobs {jobs}: give at least 1 worker")
+        self.jobs = jobs or default_jobs()
+        self.where = f"{self.jobs} local worker process{'es' if self.jobs != 1 else ''}"
+
+    def imap_unordered(self, func: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, R]]:
+        """``(item, func(item))`` for every item, in the order they finish."""
+        # forkserver: workers start from a clean process, not a fork of one whose threads
+        # (a progress display) might hold a lock.
+        context = multiprocessing.get_context("forkserver")
+        source = iter(items)
+        with ProcessPoolExecutor(self.jobs, mp_context=context) as executor:
+            running: dict[Future[R], T] = {}
+
+            def fill() -> None:
+                while len(running) < self.jobs * (1 + _AHEAD):
+                    try:
+                        item = next(source)
+                    except StopIteration:
+                        return
+                    running[executor.submit(func, item)] = item
+
+            try:
+                fill()
+                while running:
+                    done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        item = running.pop(future)
+                        yield item, future.result()
+                    fill()
+            finally:
+                for future in running:
+                    future.cancel()
