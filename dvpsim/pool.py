@@ -39,9 +39,11 @@ def default_jobs() -> int:
 class Pool(Generic[T, R]):
     """Worker processes on this machine (``jobs``, default one per core)."""
 
-    def __init__(self, jobs: int | None = None) -> None:
+    def __init__(self, jobs: int | None = None, cluster: str | None = None) -> None:
         if jobs is not None and jobs < 1:
             raise PoolError(f"--jobs {jobs}: give at least 1 worker")
+        if cluster is not None:
+            raise PoolError(f"--cluster {cluster}: this dvpsim runs on local workers only")
         self.jobs = jobs or default_jobs()
         self.where = f"{self.jobs} local worker process{'es' if self.jobs != 1 else ''}"
 
