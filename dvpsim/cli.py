@@ -84,6 +84,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return sim_main(args.scenario, args.out, args.seed, args.crypto, args.check_determinism)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from dvpsim.sweep import main as sweep_main
+
+    return sweep_main(args.grid, args.out, args.jobs, args.cluster, args.seeds)
+
+
 def _delegate(module_name: str, what: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -146,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="run twice and compare the history digests (exit 3 if they differ)",
     )
     sim.set_defaults(func=cmd_sim)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a grid of simulated scenarios (n, f, t, Byzantine members, network, reorgs) "
+        "and draw where safety and liveness hold (CSV, phase-diagram PNG, HTML)",
+    )
+    sweep.add_argument("grid", help="grid file (TOML), e.g. scenarios/grids/default.toml")
+    sweep.add_argument("--out", metavar="DIR", help="output folder (default runs/sweep-NAME-TIME)")
+    sweep.add_argument(
+        "--jobs", type=int, metavar="J", help="worker processes (default one per core)"
+    )
+    sweep.add_argument(
+        "--cluster", metavar="ADDRESS", help="run the cells on a worker cluster at ADDRESS"
+    )
+    sweep.add_argument(
+        "--seeds", type=int, metavar="S", help="seeds per cell (default: the grid's seeds)"
+    )
+    sweep.set_defaults(func=cmd_sweep)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")

@@ -1,0 +1,1144 @@
+"""`dvpsim sweep GRID.toml`: a phase diagram of where the protocol stays safe and live.
+
+A grid (``docs/SWEEP.md``) names a base scenario and axes: the committee size n, its f, the
+threshold t, how many members are Byzantine and which coalition they form, network delay
+and drop, and chain confirmations against a reorg's depth. Every cell, one point of the
+product of the axes, runs S seeds in the simulated world with fast crypto (``Pool``
+workers). A cell is *unsafe* when some seed breaks a check; every unsafe cell's first
+failing seed is rerun with real crypto (the confirmation) and shrunk to its minimal
+counterexample, a scenario file the cell links to.
+
+Each cell is held to the theory (``Theory``), necessary conditions for each kind of
+failure: n >= 3f+1; conflicting certificates need b >= 2t - n Byzantine signers (two
+quorums of t intersect in 2t - n members); a false fact can be certified only when the
+liars reach f+1 (a fact counts once f+1 members observed it); liveness needs t <= n - b
+when the b faulty members do not sign, and 2f+1 <= n - b (a round's leader waits for 2f+1
+observations); a reorg can undo a lock that was acted on only when it is deeper than the
+confirmations. A violation outside what the theory allows is reported as such.
+
+Outputs in the out folder: ``cells.csv`` (one row per cell), ``runs.csv`` (one row per
+seed), ``phase-diagram.png``, ``index.html`` and ``counterexamples/``. This module reads
+the grid and builds scenarios with ``dataclasses.replace``; it never edits a scenario file.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import html
+import json
+import math
+import re
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenarios.checks import CHECK_NAMES
+from scenarios.schema import (
+    SCENARIO_BEHAVIOURS,
+    Byzantine,
+    Committee,
+    Fault,
+    Scenario,
+    ScenarioError,
+    load,
+)
+
+__all__ = [
+    "Cell",
+    "Grid",
+    "GridError",
+    "Sweep",
+    "Theory",
+    "cell_scenario",
+    "load_grid",
+    "main",
+    "run_sweep",
+]
+
+EXIT_OUTSIDE_THEORY = 1
+EXIT_USAGE = 2
+
+#: Behaviours whose members send no usable share: they count against liveness.
+NON_SIGNING = ("silent", "withhold-shares", "invalid-shares")
+#: Behaviours that tell other members facts that did not happen.
+LYING = ("lie",)
+#: Checks whose failure means value moved wrongly (drawn as "atomicity broken").
+VALUE_CHECKS = ("atomicity", "conservation", "exactly-once", "validity")
+#: One letter per check in the diagram's cells.
+LETTERS = {
+    "atomicity": "A",
+    "conservation": "S",
+    "exactly-once": "X",
+    "no-conflicting-certificates": "C",
+    "validity": "V",
+    "liveness": "L",
+}
+#: Cell outcomes, worst first, with their colours in the diagram and the page.
+OUTCOMES = {
+    "conflicting": ("#7b3294", "conflicting certificates"),
+    "atomicity": ("#d7191c", "atomicity or validity broken"),
+    "liveness": ("#fdae61", "liveness lost (safe)"),
+    "unknown": ("#bababa", "unknown verdicts"),
+    "ok": ("#1a9641", "safe and live"),
+}
+
+
+class GridError(ValueError):
+    """A grid file is invalid; ``str(e)`` is one line: file, key, problem, fix."""
+
+
+@dataclass(frozen=True)
+class Coalition:
+    """One ``[[coalitions]]`` table: what the Byzantine members of a cell run."""
+
+    name: str
+    behaviours: tuple[str, ...]
+    lie: str = "claim-payment"
+
+
+@dataclass(frozen=True)
+class Grid:
+    path: Path
+    name: str
+    base: Path
+    seeds: int
+    n: tuple[int, ...]
+    f: tuple[str, ...]  # expressions in n ("max" = floor((n-1)/3))
+    byzantine: tuple[str, ...]  # expressions in n and f, or one "LO..HI" range
+    thresholds: tuple[str, ...]  # expressions in n and f, "default" = floor((n+f)/2)+1
+    coalitions: tuple[Coalition, ...]
+    delay_ms: tuple[float, ...] = (0.0,)
+    jitter_ms: float = 0.0
+    drop: tuple[float, ...] = (0.0,)
+    network_window: float = 10.0
+    confirmations: tuple[int, ...] = ()  # () keeps the base's
+    reorg_depth: tuple[int, ...] = (0,)
+    reorg_at: float = 5.0
+    block_time: float = -1.0  # < 0 keeps the base's
+    settlements: int = 0  # 0 keeps the base's
+    time_limit: float = 0.0  # 0 keeps the base's
+    unsafe_allow_low_n: bool = False
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One point of the grid. ``coalition`` is "" when no member is Byzantine."""
+
+    n: int
+    f: int
+    t: int
+    byzantine: int
+    coalition: str
+    delay_ms: float = 0.0
+    drop: float = 0.0
+    confirmations: int = -1  # -1: the base's
+    reorg_depth: int = 0
+
+    @property
+    def id(self) -> str:
+        who = f"-{self.coalition}" if self.byzantine else ""
+        net = f"-d{self.delay_ms:g}-p{self.drop:g}" if self.delay_ms or self.drop else ""
+        chain = f"-c{self.confirmations}-r{self.reorg_depth}" if self.reorg_depth else ""
+        return f"n{self.n}-f{self.f}-t{self.t}-b{self.byzantine}{who}{net}{chain}"
+
+    @property
+    def panel(self) -> tuple[int, int]:
+        return (self.n, self.f)
+
+    @property
+    def row(self) -> tuple[float, float, int, int]:
+        return (self.delay_ms, self.drop, self.confirmations, self.reorg_depth)
+
+
+@dataclass(frozen=True)
+class Theory:
+    """What the theory allows in a cell: each a necessary condition for its failure."""
+
+    resilient: bool  # n >= 3f+1
+    conflicting_possible: bool  # b >= 2t - n
+    false_fact_possible: bool  # liars >= f+1
+    live_expected: bool  # t <= n - non-signing and 2f+1 <= n - non-signing
+    reorg_possible: bool  # reorg depth > confirmations
+
+    @classmethod
+    def of(cls, cell: Cell, coalition: Coalition | None) -> Theory:
+        behaviours = coalition.behaviours if coalition else ()
+        b = cell.byzantine
+        liars = b if any(x in LYING for x in behaviours) else 0
+        mute = b if any(x in NON_SIGNING for x in behaviours) else 0
+        return cls(
+            resilient=cell.n >= 3 * cell.f + 1,
+            conflicting_possible=b >= 2 * cell.t - cell.n,
+            false_fact_possible=liars >= cell.f + 1,
+            live_expected=cell.t <= cell.n - mute and 2 * cell.f + 1 <= cell.n - mute,
+            reorg_possible=cell.reorg_depth > cell.confirmations,
+        )
+
+    def allows(self, check: str) -> bool:
+        """May ``check`` fail in this cell without contradicting the theory?"""
+        value_wrong = self.false_fact_possible or self.reorg_possible or not self.resilient
+        if check == "no-conflicting-certificates":
+            return self.conflicting_possible or not self.resilient
+        if check == "liveness":
+            # A stalled run, or a wrong fact that leaves a leg waiting for ever.
+            return not self.live_expected or value_wrong or self.conflicting_possible
+        return value_wrong or self.conflicting_possible
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    seeds: list[int] = field(default_factory=list)
+    invalid: dict[str, int] = field(default_factory=dict)
+    unknown: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    first_failing_seed: int | None = None
+    violated: tuple[str, ...] = ()  # the checks the first failing seed broke
+    counterexample: str = ""  # path relative to the out folder
+    confirmed_real: bool | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.invalid.get("no-conflicting-certificates"):
+            return "conflicting"
+        if any(self.invalid.get(c) for c in VALUE_CHECKS):
+            return "atomicity"
+        if self.invalid.get("liveness"):
+            return "liveness"
+        if any(self.unknown.values()):
+            return "unknown"
+        return "ok"
+
+    @property
+    def unsafe(self) -> bool:
+        return any(self.invalid.values())
+
+    def label(self) -> str:
+        letters = "".join(LETTERS[c] for c in CHECK_NAMES if self.invalid.get(c))
+        failing = max(self.invalid.values(), default=0)
+        return f"{letters or 'ok'}\n{failing}/{len(self.seeds)}" if letters else "ok"
+
+
+@dataclass
+class Sweep:
+    grid: Grid
+    cells: list[CellResult]
+    coalitions: dict[str, Coalition]
+    out_dir: Path
+    wall_s: float = 0.0
+    runs: list[dict[str, Any]] = field(default_factory=list)
+
+    def theory(self, cell: Cell) -> Theory:
+        return Theory.of(cell, self.coalitions.get(cell.coalition))
+
+    def outside_theory(self, result: CellResult) -> list[str]:
+        theory = self.theory(result.cell)
+        return [c for c in CHECK_NAMES if result.invalid.get(c) and not theory.allows(c)]
+
+    @property
+    def ok(self) -> bool:
+        """Every violation inside the theory, every unsafe cell confirmed with real crypto."""
+        return all(
+            not self.outside_theory(r) and (not r.unsafe or r.confirmed_real) for r in self.cells
+        )
+
+
+# --- the grid file ------------------------------------------------------------------
+
+_GRID_KEYS: dict[str, type] = {
+    "name": str,
+    "base": str,
+    "seeds": int,
+    "n": list,
+    "f": list,
+    "byzantine": object,
+    "thresholds": list,
+    "coalitions": list,
+    "delay_ms": list,
+    "jitter_ms": float,
+    "drop": list,
+    "network_window": float,
+    "confirmations": list,
+    "reorg_depth": list,
+    "reorg_at": float,
+    "block_time": float,
+    "settlements": int,
+    "time_limit": float,
+    "unsafe_allow_low_n": bool,
+}
+_TERM = re.compile(r"^(\d*)(n|f|ceil\(n/2\)|floor\(n/2\)|max|default)?$")
+_RANGE = re.compile(r"^([^.]+)\.\.([^.]+)$")
+
+
+def evaluate(expression: str, n: int, f: int | None = None) -> int:
+    """An axis value: a sum of terms (``3``, ``n``, ``2f``, ``ceil(n/2)``, ``floor(n/2)``,
+    ``max`` = floor((n-1)/3), ``default`` = floor((n+f)/2)+1) joined by + and -; ValueError
+    with the reason."""
+    text = expression.replace(" ", "")
+    if not text:
+        raise ValueError("empty expression")
+    total = 0
+    for sign, term in re.findall(r"([+-]?)([^+-]+)", text):
+        match = _TERM.match(term)
+        if match is None or not (match.group(1) or match.group(2)):
+            raise ValueError(f"{term!r} is not a number, n, f, ceil(n/2), max or default")
+        factor = int(match.group(1)) if match.group(1) else 1
+        name = match.group(2)
+        if name in ("f", "default") and f is None:
+            raise ValueError(f"{term!r} needs f, which this axis is used to choose")
+        value = {
+            None: 1,
+            "n": n,
+            "f": f,
+            "ceil(n/2)": math.ceil(n / 2),
+            "floor(n/2)": n // 2,
+            "max": (n - 1) // 3,
+            "default": (n + (f or 0)) // 2 + 1,
+        }[name]
+        assert value is not None
+        total += (-1 if sign == "-" else 1) * factor * value
+    if re.sub(r"[+-]?[^+-]+", "", text):
+        raise ValueError(f"{expression!r} is not a sum of terms")
+    return total
+
+
+class _GridReader:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, problem: str, fix: str) -> GridError:
+        return GridError(f"{self.path}: {key}: {problem}: {fix}")
+
+    def scalar(self, key: str, raw: Any, kind: type) -> Any:
+        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
+            raw = float(raw)
+        if (kind is not bool and isinstance(raw, bool)) or not isinstance(raw, kind):
+            raise self.fail(key, f"{raw!r} is not {kind.__name__}", f"give a {kind.__name__}")
+        return raw
+
+    def items(
+        self, key: str, raw: Any, kind: type, minimum: float | None = None
+    ) -> tuple[Any, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise self.fail(key, f"{raw!r} is not a non-empty array", f"write {key} = [...]")
+        values = tuple(self.scalar(key, item, kind) for item in raw)
+        for value in values:
+            if minimum is not None and value < minimum:
+                raise self.fail(key, f"{value} is below {minimum:g}", f"give values >= {minimum:g}")
+        if len(set(values)) != len(values):
+            raise self.fail(key, "a value is listed twice", "list each value once")
+        return values
+
+    def expressions(self, key: str, raw: Any) -> tuple[str, ...]:
+        if not isinstance(raw, list) or not raw:
+            raise self.fail(key, f"{raw!r} is not a non-empty array", f"write {key} = [...]")
+        return tuple(
+            str(
+                self.scalar(key, item, str)
+                if isinstance(item, str)
+                else self.scalar(key, item, int)
+            )
+            for item in raw
+        )
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read and validate a grid file and every cell it makes; raises :class:`GridError`."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise GridError(
+            f"{path}: no such file: give the path of a grid (see scenarios/grids/)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise GridError(f"{path}: not valid TOML ({exc}): fix the syntax at that line") from None
+    except IsADirectoryError:
+        raise GridError(f"{path}: is a folder: give the path of a grid file") from None
+    reader = _GridReader(path)
+    for key in raw:
+        if key not in _GRID_KEYS:
+            raise reader.fail(
+                key, "unknown key", f"remove it or use one of {', '.join(sorted(_GRID_KEYS))}"
+            )
+    for key in ("base", "n", "thresholds", "byzantine"):
+        if key not in raw:
+            raise reader.fail(key, "missing", f"add {key} (docs/SWEEP.md)")
+    kwargs: dict[str, Any] = {"path": path}
+    kwargs["name"] = reader.scalar("name", raw.get("name", path.stem), str)
+    base = path.parent / reader.scalar("base", raw["base"], str)
+    kwargs["base"] = base
+    kwargs["seeds"] = reader.scalar("seeds", raw.get("seeds", 5), int)
+    if kwargs["seeds"] < 1:
+        raise reader.fail("seeds", f"{kwargs['seeds']} seeds", "give at least 1")
+    kwargs["n"] = reader.items("n", raw["n"], int, minimum=1)
+    kwargs["f"] = reader.expressions("f", raw.get("f", ["max"]))
+    kwargs["thresholds"] = reader.expressions("thresholds", raw["thresholds"])
+    byzantine = raw["byzantine"]
+    if isinstance(byzantine, str):
+        kwargs["byzantine"] = (byzantine,)
+    else:
+        kwargs["byzantine"] = reader.expressions("byzantine", byzantine)
+    for key, kind, minimum in (
+        ("delay_ms", float, 0.0),
+        ("drop", float, 0.0),
+        ("confirmations", int, 0),
+        ("reorg_depth", int, 0),
+    ):
+        if key in raw:
+            kwargs[key] = reader.items(key, raw[key], kind, minimum)
+    if any(p > 1 for p in kwargs.get("drop", ())):
+        raise reader.fail("drop", "a probability above 1", "give values in 0..1")
+    for key in ("jitter_ms", "network_window", "reorg_at", "block_time", "time_limit"):
+        if key in raw:
+            kwargs[key] = reader.scalar(key, raw[key], float)
+            if kwargs[key] < 0:
+                raise reader.fail(key, f"{kwargs[key]} is negative", "give a value >= 0")
+    if "settlements" in raw:
+        kwargs["settlements"] = reader.scalar("settlements", raw["settlements"], int)
+        if kwargs["settlements"] < 1:
+            raise reader.fail("settlements", f"{kwargs['settlements']}", "give at least 1")
+    kwargs["unsafe_allow_low_n"] = reader.scalar(
+        "unsafe_allow_low_n", raw.get("unsafe_allow_low_n", False), bool
+    )
+    kwargs["coalitions"] = _coalitions(reader, raw.get("coalitions", []))
+    if kwargs.get("network_window", 10.0) <= 0 and any(kwargs.get("delay_ms", (0,))) | any(
+        kwargs.get("drop", (0,))
+    ):
+        raise reader.fail(
+            "network_window", "0 s", "network faults must heal: give a positive window"
+        )
+    grid = Grid(**kwargs)
+    cells(grid)  # every cell must be possible
+    _load_base(grid)
+    return grid
+
+
+def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
+    if not isinstance(raw, list):
+        raise reader.fail("coalitions", "not an array of tables", "write [[coalitions]] tables")
+    out: list[Coalition] = []
+    for i, item in enumerate(raw):
+        key = f"coalitions[{i}]"
+        if not isinstance(item, dict):
+            raise reader.fail(key, "not a table", "write [[coalitions]] tables")
+        unknown = set(item) - {"name", "behaviours", "lie"}
+        if unknown:
+            raise reader.fail(
+                f"{key}.{sorted(unknown)[0]}", "unknown key", "use name, behaviours, lie"
+            )
+        if "name" not in item or "behaviours" not in item:
+            raise reader.fail(
+                key, "needs name and behaviours", 'e.g. name = "liars", behaviours = ["lie"]'
+            )
+        name = reader.scalar(f"{key}.name", item["name"], str)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
+            raise reader.fail(f"{key}.name", f"{name!r}", "use lower-case letters, digits and -")
+        behaviours = tuple(
+            reader.scalar(f"{key}.behaviours", b, str) for b in item["behaviours"] or [None]
+        )
+        for behaviour in behaviours:
+            if behaviour not in SCENARIO_BEHAVIOURS:
+                raise reader.fail(
+                    f"{key}.behaviours",
+                    f"unknown behaviour {behaviour!r}",
+                    f"use {', '.join(SCENARIO_BEHAVIOURS)}",
+                )
+        lie = reader.scalar(f"{key}.lie", item.get("lie", "claim-payment"), str)
+        out.append(Coalition(name, behaviours, lie))
+    if len({c.name for c in out}) != len(out):
+        raise reader.fail("coalitions", "two coalitions share a name", "name each once")
+    return tuple(out)
+
+
+def _values(grid: Grid, key: str, expressions: tuple[str, ...], n: int, f: int | None) -> list[int]:
+    """An axis's values for one n (and f): expressions, or one ``LO..HI`` range."""
+    out: list[int] = []
+    for expression in expressions:
+        try:
+            bounds = _RANGE.match(expression.replace(" ", ""))
+            if bounds:
+                lo, hi = (evaluate(x, n, f) for x in bounds.groups())
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(evaluate(expression, n, f))
+        except ValueError as exc:
+            raise GridError(f"{grid.path}: {key}: {exc}: see docs/SWEEP.md for the terms") from None
+    return sorted(set(out))
+
+
+def cells(grid: Grid) -> list[Cell]:
+    """Every cell of the grid, in order; GridError for an impossible one."""
+    out: list[Cell] = []
+    where = f"{grid.path}"
+    for n in grid.n:
+        for f in _values(grid, "f", grid.f, n, None):
+            if f < 0:
+                raise GridError(f"{where}: f: f = {f} at n = {n} is negative: give f >= 0")
+            if n < 3 * f + 1 and not grid.unsafe_allow_low_n:
+                raise GridError(
+                    f"{where}: f: the cell n = {n}, f = {f} is impossible (n >= 3f+1): "
+                    "lower f, or set unsafe_allow_low_n = true to study it"
+                )
+            for t in _values(grid, "thresholds", grid.thresholds, n, f):
+                if not f + 1 <= t <= n:
+                    raise GridError(
+                        f"{where}: thresholds: t = {t} at n = {n}, f = {f} is outside "
+                        f"f+1..n = {f + 1}..{n}: give thresholds within it"
+                    )
+                for b in _values(grid, "byzantine", grid.byzantine, n, f):
+                    if not 0 <= b <= n:
+                        raise GridError(
+                            f"{where}: byzantine: {b} Byzantine members at n = {n} is "
+                            f"impossible: give 0..n"
+                        )
+                    if b and not grid.coalitions:
+                        raise GridError(
+                            f"{where}: coalitions: {b} Byzantine members but no coalition: "
+                            "add a [[coalitions]] table"
+                        )
+                    for coalition in [c.name for c in grid.coalitions] if b else [""]:
+                        for delay in grid.delay_ms:
+                            for drop in grid.drop:
+                                for depth in grid.reorg_depth:
+                                    for confirmations in grid.confirmations or (-1,):
+                                        out.append(
+                                            Cell(
+                                                n,
+                                                f,
+                                                t,
+                                                b,
+                                                coalition,
+                                                delay,
+                                                drop,
+                                                confirmations,
+                                                depth,
+                                            )
+                                        )
+    return out
+
+
+def _load_base(grid: Grid) -> Scenario:
+    try:
+        base = load(grid.base)
+    except ScenarioError as exc:
+        raise GridError(f"{grid.path}: base: {exc}") from None
+    if grid.settlements > base.settlements.count:
+        raise GridError(
+            f"{grid.path}: settlements: {grid.settlements} is more than the base's "
+            f"{base.settlements.count}: give at most that"
+        )
+    if grid.reorg_depth != (0,) and not base.chains:
+        raise GridError(f"{grid.path}: reorg_depth: the base has no chain: pick another base")
+    return base
+
+
+# --- cell scenarios and runs ----------------------------------------------------------
+
+
+def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario:
+    """The base scenario with the cell's committee, coalition (the last b members),
+    network faults, confirmations, reorg and seed."""
+    safe = (cell.n + cell.f) // 2 + 1
+    committee = Committee(
+        n=cell.n,
+        f=cell.f,
+        threshold=0 if cell.t == safe else cell.t,
+        unsafe_allow_low_threshold=cell.t < safe,
+    )
+    byzantine: tuple[Byzantine, ...] = ()
+    if cell.byzantine:
+        coalition = next(c for c in grid.coalitions if c.name == cell.coalition)
+        byzantine = (
+            Byzantine(
+                nodes=tuple(range(cell.n - cell.byzantine, cell.n)),
+                behaviours=coalition.behaviours,
+                lie=coalition.lie,
+            ),
+        )
+    faults = list(base.faults)
+    if cell.delay_ms:
+        faults.append(
+            Fault(
+                "delay",
+                0.0,
+                duration=grid.network_window,
+                value=cell.delay_ms,
+                jitter=grid.jitter_ms,
+            )
+        )
+    if cell.drop:
+        faults.append(Fault("drop", 0.0, duration=grid.network_window, value=cell.drop))
+    if cell.reorg_depth:
+        faults.append(Fault("reorg", grid.reorg_at, leg="A", value=float(cell.reorg_depth)))
+    chains = base.chains
+    if chains and (cell.confirmations >= 0 or grid.block_time >= 0):
+        first = chains[0]
+        first = dataclasses.replace(
+            first,
+            confirmations=first.confirmations if cell.confirmations < 0 else cell.confirmations,
+            block_time=first.block_time if grid.block_time < 0 else grid.block_time,
+        )
+        chains = (first, *chains[1:])
+    settlements = base.settlements
+    if grid.settlements:
+        count = grid.settlements
+        settlements = dataclasses.replace(
+            settlements,
+            count=count,
+            fail=tuple(
+                dataclasses.replace(x, count=max(1, x.count * count // settlements.count))
+                for x in settlements.fail
+            ),
+        )
+    return dataclasses.replace(
+        base,
+        name=f"{grid.name}-{cell.id}",
+        seed=seed,
+        committee=committee,
+        byzantine=byzantine,
+        faults=tuple(faults),
+        chains=chains,
+        settlements=settlements,
+        time_limit=grid.time_limit or base.time_limit,
+        expect=(),
+    )
+
+
+@dataclass(frozen=True)
+class Job:
+    """One seed of one cell, for a worker."""
+
+    cell: Cell
+    seed: int
+    scenario: Scenario
+    crypto: str = "fast"
+
+
+def run_job(job: Job) -> tuple[dict[str, str], float]:
+    """Run one seed in the simulated world: each check's status, and the wall time."""
+    from scenarios.sim.run import SimRun
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="dvpsim-sweep-") as tmp:
+        report = SimRun(job.scenario, Path(tmp), crypto=job.crypto).run()
+    statuses = {name: str(v["status"]) for name, v in report.summary["checks"].items()}
+    return statuses, time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A failing seed to confirm with real crypto and shrink, for a worker."""
+
+    cell: Cell
+    scenario: Scenario
+    violated: tuple[str, ...]
+    out_dir: Path
+
+
+def confirm_job(job: Confirmation) -> tuple[str, bool]:
+    """The counterexample file of an unsafe cell and whether real crypto confirms it: the
+    failing seed rerun with real crypto breaks the same checks; its scenario is written with
+    those checks as its expectation."""
+    from scenarios.dump import dumps
+
+    statuses, _ = run_job(Job(job.cell, job.scenario.seed, job.scenario, "real"))
+    confirmed = all(statuses.get(c) == "invalid" for c in job.violated)
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    path = job.out_dir / f"{job.scenario.name}.toml"
+    text = dumps(dataclasses.replace(job.scenario, expect=job.violated))
+    path.write_text(
+        f"# dvpsim sweep: cell {job.cell.id}, seed {job.scenario.seed}; breaks "
+        f"{', '.join(job.violated)} ({'confirmed' if confirmed else 'NOT confirmed'} with real crypto)\n"
+        + text
+    )
+    return str(path), confirmed
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def run_sweep(
+    grid: Grid,
+    out_dir: Path,
+    *,
+    jobs: int | None = None,
+    cluster: str | None = None,
+    seeds: int | None = None,
+    progress: Progress | None = None,
+) -> Sweep:
+    """Run every cell's seeds, then confirm and shrink each unsafe cell; write the outputs."""
+    from dvpsim.pool import Pool
+
+    started = time.perf_counter()
+    base = _load_base(grid)
+    pool: Pool[Any, Any] = Pool(jobs, cluster)
+    count = seeds or grid.seeds
+    results = {cell: CellResult(cell) for cell in cells(grid)}
+    work = [
+        Job(cell, base.seed + k, cell_scenario(grid, base, cell, base.seed + k))
+        for cell in results
+        for k in range(count)
+    ]
+    sweep = Sweep(grid, [], {c.name: c for c in grid.coalitions}, out_dir)
+    for done, (job, (statuses, wall)) in enumerate(pool.imap_unordered(run_job, work), 1):
+        result = results[job.cell]
+        result.seeds.append(job.seed)
+        result.wall_s += wall
+        for check, status in statuses.items():
+            if status == "invalid":
+                result.invalid[check] = result.invalid.get(check, 0) + 1
+            elif status == "unknown":
+                result.unknown[check] = result.unknown.get(check, 0) + 1
+        broken = tuple(c for c in CHECK_NAMES if statuses.get(c) == "invalid")
+        if broken and (result.first_failing_seed is None or job.seed < result.first_failing_seed):
+            result.first_failing_seed, result.violated = job.seed, broken
+        sweep.runs.append(
+            {"cell": job.cell.id, "seed": job.seed, "wall_s": round(wall, 3), **statuses}
+        )
+        if progress:
+            progress("runs", done, len(work))
+    unsafe = [r for r in results.values() if r.unsafe]
+    confirmations = [
+        Confirmation(
+            r.cell,
+            cell_scenario(grid, base, r.cell, r.first_failing_seed or 0),
+            r.violated,
+            out_dir / "counterexamples",
+        )
+        for r in unsafe
+    ]
+    for k, (confirmation, (path, confirmed)) in enumerate(
+        pool.imap_unordered(confirm_job, confirmations), 1
+    ):
+        result = results[confirmation.cell]
+        result.counterexample = str(Path(path).relative_to(out_dir))
+        result.confirmed_real = confirmed
+        if progress:
+            progress("unsafe cells confirmed", k, len(confirmations))
+    sweep.cells = sorted(results.values(), key=lambda r: r.cell)
+    sweep.runs.sort(key=lambda r: (r["cell"], r["seed"]))
+    sweep.wall_s = time.perf_counter() - started
+    write_outputs(sweep)
+    return sweep
+
+
+# --- outputs -----------------------------------------------------------------------
+
+_THEORY_COLUMNS = (
+    "resilient",
+    "conflicting_possible",
+    "false_fact_possible",
+    "live_expected",
+    "reorg_possible",
+)
+
+
+def cell_rows(sweep: Sweep) -> list[dict[str, Any]]:
+    rows = []
+    for result in sweep.cells:
+        cell = result.cell
+        coalition = sweep.coalitions.get(cell.coalition)
+        theory = sweep.theory(cell)
+        row: dict[str, Any] = {
+            "cell": cell.id,
+            "n": cell.n,
+            "f": cell.f,
+            "t": cell.t,
+            "byzantine": cell.byzantine,
+            "coalition": cell.coalition,
+            "behaviours": " ".join(coalition.behaviours) if coalition else "",
+            "delay_ms": cell.delay_ms,
+            "drop": cell.drop,
+            "confirmations": "" if cell.confirmations < 0 else cell.confirmations,
+            "reorg_depth": cell.reorg_depth,
+            "seeds": len(result.seeds),
+            "outcome": result.outcome,
+        }
+        for check in CHECK_NAMES:
+            row[f"{check}_invalid"] = result.invalid.get(check, 0)
+            row[f"{check}_unknown"] = result.unknown.get(check, 0)
+        for name in _THEORY_COLUMNS:
+            row[name] = getattr(theory, name)
+        row["outside_theory"] = " ".join(sweep.outside_theory(result))
+        row["counterexample"] = result.counterexample
+        row["confirmed_real"] = "" if result.confirmed_real is None else result.confirmed_real
+        row["wall_s"] = round(result.wall_s, 3)
+        rows.append(row)
+    return rows
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["cell"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_outputs(sweep: Sweep) -> None:
+    sweep.out_dir.mkdir(parents=True, exist_ok=True)
+    rows = cell_rows(sweep)
+    _write_csv(sweep.out_dir / "cells.csv", rows)
+    _write_csv(sweep.out_dir / "runs.csv", sweep.runs)
+    draw(sweep, sweep.out_dir / "phase-diagram.png")
+    (sweep.out_dir / "index.html").write_text(page(sweep, rows))
+    (sweep.out_dir / "sweep.json").write_text(
+        json.dumps(
+            {
+                "grid": str(sweep.grid.path),
+                "cells": len(sweep.cells),
+                "runs": len(sweep.runs),
+                "unsafe_cells": sum(r.unsafe for r in sweep.cells),
+                "confirmed_real": sum(bool(r.confirmed_real) for r in sweep.cells),
+                "outside_theory": [r.cell.id for r in sweep.cells if sweep.outside_theory(r)],
+                "wall_s": round(sweep.wall_s, 1),
+                "ok": sweep.ok,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+def _row_title(sweep: Sweep, coalition: str, row: tuple[float, float, int, int]) -> str:
+    c = sweep.coalitions.get(coalition)
+    who = f"{coalition} ({', '.join(c.behaviours)})" if c else "no Byzantine members"
+    delay, drop, confirmations, depth = row
+    parts = [who]
+    if delay or drop:
+        parts.append(f"delay {delay:g} ms, drop {drop:g}")
+    if depth:
+        parts.append(f"reorg {depth} vs {confirmations} confirmations")
+    return "; ".join(parts)
+
+
+def draw(sweep: Sweep, path: Path) -> None:
+    """The phase diagram: one panel per (coalition and network/chain row) x (n, f); in each
+    panel the Byzantine members b across, the threshold t up, a square per cell coloured by
+    its outcome, and the theory lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch, Rectangle
+
+    panels = sorted({r.cell.panel for r in sweep.cells})
+    rows = sorted(
+        {(c.name, row) for c in sweep.grid.coalitions for row in {r.cell.row for r in sweep.cells}}
+    )
+    if not sweep.grid.coalitions:
+        rows = sorted({("", r.cell.row) for r in sweep.cells})
+    by_key: dict[tuple[Any, ...], CellResult] = {}
+    for result in sweep.cells:
+        cell = result.cell
+        names = [cell.coalition] if cell.byzantine else [c for c, _ in rows] or [""]
+        for name in names:
+            by_key[(name, cell.row, cell.panel, cell.byzantine, cell.t)] = result
+    width = max(3.2, 0.55 * max(max(sweep.grid.n), 4))
+    fig, axes = plt.subplots(
+        len(rows),
+        len(panels),
+        figsize=(width * len(panels) + 1.5, 3.6 * len(rows) + 1.6),
+        squeeze=False,
+    )
+    for i, (coalition, row) in enumerate(rows):
+        for j, (n, f) in enumerate(panels):
+            ax = axes[i][j]
+            results = [
+                (key, r)
+                for key, r in by_key.items()
+                if key[0] == coalition and key[1] == row and key[2] == (n, f)
+            ]
+            bs = sorted({key[3] for key, _ in results})
+            ts = sorted({key[4] for key, _ in results})
+            if not results:
+                ax.set_axis_off()
+                continue
+            for key, result in results:
+                b, t = key[3], key[4]
+                color = OUTCOMES[result.outcome][0]
+                ax.add_patch(Rectangle((b - 0.45, t - 0.45), 0.9, 0.9, color=color, zorder=1))
+                ax.text(
+                    b,
+                    t,
+                    result.label(),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    zorder=3,
+                    color="white"
+                    if result.outcome in ("conflicting", "atomicity", "ok")
+                    else "black",
+                )
+            x0, x1 = min(bs) - 0.6, max(bs) + 0.6
+            y0, y1 = min(ts) - 0.6, max(ts) + 0.6
+            xs = [x0, x1]
+            # conflicting certificates need b >= 2t - n: the line t = (n + b) / 2
+            ax.plot(xs, [(n + x) / 2 for x in xs], color="#7b3294", ls="--", lw=1.4, zorder=2)
+            # liveness needs t <= n - b
+            ax.plot(xs, [n - x for x in xs], color="#e66101", ls="-.", lw=1.4, zorder=2)
+            # false facts need f+1 liars
+            ax.axvline(f + 0.5, color="#d7191c", ls=":", lw=1.8, zorder=2)
+            # n >= 3b+1: the most faulty members n tolerates
+            ax.axvline((n - 1) // 3 + 0.5, color="black", ls="-", lw=0.8, zorder=2)
+            # a round waits for 2f+1 observations: b <= n - 2f - 1
+            ax.axvline(n - 2 * f - 1 + 0.5, color="#e66101", ls=(0, (1, 3)), lw=1.2, zorder=2)
+            ax.set_xlim(x0, x1)
+            ax.set_ylim(y0, y1)
+            ax.set_xticks(bs)
+            ax.set_yticks(ts)
+            ax.set_xlabel("Byzantine members b")
+            ax.set_ylabel("threshold t")
+            ax.set_title(f"n = {n}, f = {f}", fontsize=10)
+            if j == 0:
+                ax.annotate(
+                    _row_title(sweep, coalition, row),
+                    (0, 1.13),
+                    xycoords="axes fraction",
+                    fontsize=10,
+                    fontweight="bold",
+                )
+    legend = [Patch(color=c, label=label) for c, label in OUTCOMES.values()] + [
+        Line2D([], [], color="black", lw=0.8, label="n = 3b+1: tolerated b to the left"),
+        Line2D(
+            [],
+            [],
+            color="#d7191c",
+            ls=":",
+            lw=1.8,
+            label="liars = f+1: a false fact certifiable right of it",
+        ),
+        Line2D(
+            [],
+            [],
+            color="#7b3294",
+            ls="--",
+            lw=1.4,
+            label="b = 2t − n: conflicting certificates possible below it",
+        ),
+        Line2D(
+            [],
+            [],
+            color="#e66101",
+            ls="-.",
+            lw=1.4,
+            label="t = n − b: liveness needs t on or below it",
+        ),
+        Line2D(
+            [],
+            [],
+            color="#e66101",
+            ls=(0, (1, 3)),
+            lw=1.2,
+            label="b = n − 2f − 1: observation quorum 2f+1 left of it",
+        ),
+    ]
+    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(
+        f"dvpsim sweep {sweep.grid.name}: {len(sweep.cells)} cells, "
+        f"{max((len(r.seeds) for r in sweep.cells), default=0)} seeds each "
+        "(letters: A atomicity, V validity, C conflicting, L liveness, S conservation, "
+        "X exactly-once; failing seeds / seeds)",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.11, 1, 0.96))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def page(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
+    """The HTML page: the diagram, the theory, and one table row per cell."""
+    e = html.escape
+    legend = "".join(
+        f'<span class="key" style="background:{c}"></span>{e(label)} '
+        for c, label in OUTCOMES.values()
+    )
+    head = [
+        "cell",
+        "coalition",
+        "n",
+        "f",
+        "t",
+        "b",
+        "seeds",
+        "outcome",
+        "failing checks",
+        "theory allows",
+        "outside theory",
+        "counterexample",
+        "real crypto",
+    ]
+    body = []
+    for result, row in zip(sweep.cells, rows, strict=True):
+        theory = sweep.theory(result.cell)
+        failing = ", ".join(f"{c} {k}/{len(result.seeds)}" for c, k in result.invalid.items() if k)
+        allowed = ", ".join(c for c in CHECK_NAMES if theory.allows(c)) or "nothing"
+        link = (
+            f'<a href="{e(result.counterexample)}">{e(Path(result.counterexample).name)}</a>'
+            if result.counterexample
+            else ""
+        )
+        real = {None: "", True: "confirmed", False: "NOT confirmed"}[result.confirmed_real]
+        color = OUTCOMES[result.outcome][0]
+        cells_html = [
+            e(result.cell.id),
+            e(row["coalition"] or "-"),
+            str(row["n"]),
+            str(row["f"]),
+            str(row["t"]),
+            str(row["byzantine"]),
+            str(row["seeds"]),
+            f'<span class="key" style="background:{color}"></span>{e(result.outcome)}',
+            e(failing),
+            e(allowed),
+            e(row["outside_theory"]),
+            link,
+            real,
+        ]
+        body.append(
+            f'<tr id="{e(result.cell.id)}">'
+            + "".join(f"<td>{c}</td>" for c in cells_html)
+            + "</tr>"
+        )
+    unsafe = sum(r.unsafe for r in sweep.cells)
+    outside = [r.cell.id for r in sweep.cells if sweep.outside_theory(r)]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>dvpsim sweep {e(sweep.grid.name)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1400px; }}
+table {{ border-collapse: collapse; font-size: 13px; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 6px; text-align: left; }}
+.key {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em; vertical-align: middle; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+<h1>dvpsim sweep {e(sweep.grid.name)}</h1>
+<p>Grid <code>{e(str(sweep.grid.path))}</code> on base <code>{e(str(sweep.grid.base))}</code>:
+{len(sweep.cells)} cells, {len(sweep.runs)} simulated runs with fast crypto, {unsafe} unsafe cells,
+each confirmed with real crypto and linked to its counterexample; {sweep.wall_s:.0f} s wall.
+Violations outside the theory: {e(", ".join(outside)) if outside else "none"}.</p>
+<p>{legend}</p>
+<img src="phase-diagram.png" alt="phase diagram: Byzantine members across, threshold up, one panel per n and f">
+<h2>The theory lines</h2>
+<ul>
+<li><b>n &ge; 3f+1</b>: the committee tolerates at most floor((n&minus;1)/3) faulty members.</li>
+<li><b>Conflicting certificates</b> (COMMIT and ABORT for one settlement) need two quorums of t, which
+share at least 2t &minus; n members: possible only when the Byzantine signers reach 2t &minus; n.</li>
+<li><b>A false fact</b> counts once f+1 members observed it: it can be certified only when the liars reach f+1.</li>
+<li><b>Liveness</b> needs t &le; n minus the members that do not sign, and a round's 2f+1 observations from
+the members that answer.</li>
+<li><b>A reorg</b> can undo a lock the committee acted on only when it is deeper than the confirmations.</li>
+</ul>
+<p>Each is a necessary condition: a violation where the theory does not allow it is listed above as
+outside the theory. Replay a counterexample with <code>dvpsim sim FILE --crypto real</code>.</p>
+<h2>Cells</h2>
+<p>CSV: <a href="cells.csv">cells.csv</a> (one row per cell), <a href="runs.csv">runs.csv</a> (one row per seed).</p>
+<table><tr>{"".join(f"<th>{h}</th>" for h in head)}</tr>
+{chr(10).join(body)}
+</table></body></html>
+"""
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def _error(message: str) -> int:
+    print(f"dvpsim sweep: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def main(
+    grid_path: str,
+    out: str | None = None,
+    jobs: int | None = None,
+    cluster: str | None = None,
+    seeds: int | None = None,
+) -> int:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from dvpsim.pool import Pool, PoolError
+
+    # Workers start with this process's sys.path, which holds the native build's tree (native
+    # appends it) but not the project's root when dvpsim runs as a console script: a worker
+    # would then import ``scenarios`` as the tree's namespace portion, without its runner.
+    # The root first makes every worker import the packages themselves.
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    if seeds is not None and seeds < 1:
+        return _error(f"--seeds {seeds}: give at least 1")
+    try:
+        grid = load_grid(grid_path)
+    except GridError as exc:
+        return _error(str(exc))
+    try:
+        Pool(jobs, cluster)
+    except PoolError as exc:
+        return _error(str(exc))
+    out_dir = (
+        Path(out) if out else Path("runs") / f"sweep-{grid.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    console = Console(stderr=True)
+    all_cells = cells(grid)
+    per_cell = seeds or grid.seeds
+    console.print(
+        f"sweep {grid.name}: {len(all_cells)} cells x {per_cell} seeds = "
+        f"{len(all_cells) * per_cell} runs (fast crypto), then each unsafe cell with real crypto"
+    )
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[cells]}"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total, cells="", rate="")
+            elapsed = max(time.perf_counter() - started, 1e-9)
+            cells_done = f"{done // per_cell}/{len(all_cells)} cells" if what == "runs" else ""
+            bar.update(
+                tasks[what], completed=done, cells=cells_done, rate=f"{done / elapsed:.1f}/s"
+            )
+
+        try:
+            sweep = run_sweep(
+                grid, out_dir, jobs=jobs, cluster=cluster, seeds=seeds, progress=progress
+            )
+        except PoolError as exc:
+            return _error(str(exc))
+    unsafe = [r for r in sweep.cells if r.unsafe]
+    console.print(
+        f"{len(sweep.cells)} cells, {len(sweep.runs)} runs, {len(unsafe)} unsafe "
+        f"({sum(bool(r.confirmed_real) for r in unsafe)} confirmed with real crypto) "
+        f"in {sweep.wall_s:.0f} s"
+    )
+    for result in sweep.cells:
+        if sweep.outside_theory(result):
+            console.print(
+                f"[red]outside the theory[/]: {result.cell.id} broke {', '.join(sweep.outside_theory(result))}"
+            )
+        if result.unsafe and not result.confirmed_real:
+            console.print(f"[red]not confirmed with real crypto[/]: {result.cell.id}")
+    print(f"{out_dir / 'index.html'}  {out_dir / 'cells.csv'}  {out_dir / 'phase-diagram.png'}")
+    return 0 if sweep.ok else EXIT_OUTSIDE_THEORY
