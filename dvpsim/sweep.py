@@ -818,10 +818,68 @@ def _row_title(sweep: Sweep, coalition: str, row: tuple[float, float, int, int])
     return "; ".join(parts)
 
 
+#: The theory lines: (label, colour, line style, relevant behaviours or None for all, the
+#: side of the line where the condition holds, as a predicate of (n, f, b, t)).
+THEORY_LINES: tuple[
+    tuple[str, str, Any, tuple[str, ...] | None, Callable[[int, int, int, int], bool]], ...
+] = (
+    ("n ≥ 3b+1: b members tolerated (left)", "black", "-", None, lambda n, f, b, t: n >= 3 * b + 1),
+    (
+        "liars ≥ f+1: a false fact can be certified (right)",
+        "#d7191c",
+        ":",
+        LYING,
+        lambda n, f, b, t: b >= f + 1,
+    ),
+    (
+        "b ≥ 2t − n: conflicting certificates possible (below)",
+        "#7b3294",
+        "--",
+        None,
+        lambda n, f, b, t: b >= 2 * t - n,
+    ),
+    (
+        "t ≤ n − b: enough signers for liveness (below)",
+        "#e66101",
+        "-.",
+        NON_SIGNING,
+        lambda n, f, b, t: t <= n - b,
+    ),
+    (
+        "2f+1 ≤ n − b: a round's observations (left)",
+        "#0571b0",
+        (0, (1, 2)),
+        NON_SIGNING,
+        lambda n, f, b, t: 2 * f + 1 <= n - b,
+    ),
+)
+
+
+def _boundary(
+    ax: Any,
+    bs: list[int],
+    ts: list[int],
+    holds: Callable[[int, int], bool],
+    offset: float,
+    **style: Any,
+) -> None:
+    """Draw the staircase between the cells where ``holds`` is true and where it is not."""
+    for i, b in enumerate(bs):
+        for j, t in enumerate(ts):
+            here = holds(b, t)
+            if i + 1 < len(bs) and holds(bs[i + 1], t) != here:
+                x = i + 0.5 + offset
+                ax.plot([x, x], [j - 0.5, j + 0.5], **style)
+            if j + 1 < len(ts) and holds(b, ts[j + 1]) != here:
+                y = j + 0.5 + offset
+                ax.plot([i - 0.5, i + 0.5], [y, y], **style)
+
+
 def draw(sweep: Sweep, path: Path) -> None:
-    """The phase diagram: one panel per (coalition and network/chain row) x (n, f); in each
-    panel the Byzantine members b across, the threshold t up, a square per cell coloured by
-    its outcome, and the theory lines."""
+    """The phase diagram: one row of panels per coalition (and network or chain setting),
+    one column per (n, f); in each panel the Byzantine members b across, the threshold t
+    up, a square per cell coloured by its outcome, and the theory lines between the cells
+    on either side of them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -830,125 +888,96 @@ def draw(sweep: Sweep, path: Path) -> None:
     from matplotlib.patches import Patch, Rectangle
 
     panels = sorted({r.cell.panel for r in sweep.cells})
-    rows = sorted(
-        {(c.name, row) for c in sweep.grid.coalitions for row in {r.cell.row for r in sweep.cells}}
-    )
-    if not sweep.grid.coalitions:
-        rows = sorted({("", r.cell.row) for r in sweep.cells})
+    settings = sorted({r.cell.row for r in sweep.cells})
+    names = [c.name for c in sweep.grid.coalitions] or [""]
+    rows = [(name, setting) for name in names for setting in settings]
     by_key: dict[tuple[Any, ...], CellResult] = {}
     for result in sweep.cells:
         cell = result.cell
-        names = [cell.coalition] if cell.byzantine else [c for c, _ in rows] or [""]
-        for name in names:
+        # a cell without Byzantine members belongs to every coalition's row
+        for name in [cell.coalition] if cell.byzantine else names:
             by_key[(name, cell.row, cell.panel, cell.byzantine, cell.t)] = result
-    width = max(3.2, 0.55 * max(max(sweep.grid.n), 4))
     fig, axes = plt.subplots(
         len(rows),
         len(panels),
-        figsize=(width * len(panels) + 1.5, 3.6 * len(rows) + 1.6),
+        figsize=(3.3 * len(panels) + 0.4, 3.0 * len(rows) + 1.5),
         squeeze=False,
     )
-    for i, (coalition, row) in enumerate(rows):
+    for i, (coalition, setting) in enumerate(rows):
+        behaviours = sweep.coalitions[coalition].behaviours if coalition else ()
         for j, (n, f) in enumerate(panels):
             ax = axes[i][j]
-            results = [
-                (key, r)
-                for key, r in by_key.items()
-                if key[0] == coalition and key[1] == row and key[2] == (n, f)
-            ]
-            bs = sorted({key[3] for key, _ in results})
-            ts = sorted({key[4] for key, _ in results})
-            if not results:
+            here = {k[3:]: r for k, r in by_key.items() if k[:3] == (coalition, setting, (n, f))}
+            if not here:
                 ax.set_axis_off()
                 continue
-            for key, result in results:
-                b, t = key[3], key[4]
-                color = OUTCOMES[result.outcome][0]
-                ax.add_patch(Rectangle((b - 0.45, t - 0.45), 0.9, 0.9, color=color, zorder=1))
+            bs = sorted({b for b, _ in here})
+            ts = sorted({t for _, t in here})
+            for (b, t), result in here.items():
+                x, y = bs.index(b), ts.index(t)
+                ax.add_patch(
+                    Rectangle((x - 0.46, y - 0.46), 0.92, 0.92, color=OUTCOMES[result.outcome][0])
+                )
+                dark = result.outcome in ("conflicting", "atomicity", "ok")
                 ax.text(
-                    b,
-                    t,
+                    x,
+                    y,
                     result.label(),
                     ha="center",
                     va="center",
                     fontsize=7,
+                    color="white" if dark else "black",
                     zorder=3,
-                    color="white"
-                    if result.outcome in ("conflicting", "atomicity", "ok")
-                    else "black",
                 )
-            x0, x1 = min(bs) - 0.6, max(bs) + 0.6
-            y0, y1 = min(ts) - 0.6, max(ts) + 0.6
-            xs = [x0, x1]
-            # conflicting certificates need b >= 2t - n: the line t = (n + b) / 2
-            ax.plot(xs, [(n + x) / 2 for x in xs], color="#7b3294", ls="--", lw=1.4, zorder=2)
-            # liveness needs t <= n - b
-            ax.plot(xs, [n - x for x in xs], color="#e66101", ls="-.", lw=1.4, zorder=2)
-            # false facts need f+1 liars
-            ax.axvline(f + 0.5, color="#d7191c", ls=":", lw=1.8, zorder=2)
-            # n >= 3b+1: the most faulty members n tolerates
-            ax.axvline((n - 1) // 3 + 0.5, color="black", ls="-", lw=0.8, zorder=2)
-            # a round waits for 2f+1 observations: b <= n - 2f - 1
-            ax.axvline(n - 2 * f - 1 + 0.5, color="#e66101", ls=(0, (1, 3)), lw=1.2, zorder=2)
-            ax.set_xlim(x0, x1)
-            ax.set_ylim(y0, y1)
-            ax.set_xticks(bs)
-            ax.set_yticks(ts)
-            ax.set_xlabel("Byzantine members b")
-            ax.set_ylabel("threshold t")
-            ax.set_title(f"n = {n}, f = {f}", fontsize=10)
+            for k, (_, colour, style, relevant, holds) in enumerate(THEORY_LINES):
+                strong = relevant is None or any(x in relevant for x in behaviours)
+                _boundary(
+                    ax,
+                    bs,
+                    ts,
+                    lambda b, t, h=holds, n=n, f=f: h(n, f, b, t),
+                    0.05 * (k - 2),
+                    color=colour,
+                    ls=style,
+                    lw=2.4 if strong else 1.0,
+                    alpha=1.0 if strong else 0.35,
+                    zorder=2,
+                )
+            ax.set_xlim(-0.5, len(bs) - 0.5)
+            ax.set_ylim(-0.5, len(ts) - 0.5)
+            ax.set_xticks(range(len(bs)), [str(b) for b in bs])
+            ax.set_yticks(range(len(ts)), [str(t) for t in ts])
+            ax.set_xlabel("Byzantine members b", fontsize=8)
+            ax.set_ylabel("threshold t", fontsize=8)
+            ax.set_title(f"n = {n}, f = {f}", fontsize=9)
             if j == 0:
                 ax.annotate(
-                    _row_title(sweep, coalition, row),
-                    (0, 1.13),
+                    _row_title(sweep, coalition, setting),
+                    (0, 1.16),
                     xycoords="axes fraction",
                     fontsize=10,
                     fontweight="bold",
                 )
     legend = [Patch(color=c, label=label) for c, label in OUTCOMES.values()] + [
-        Line2D([], [], color="black", lw=0.8, label="n = 3b+1: tolerated b to the left"),
-        Line2D(
-            [],
-            [],
-            color="#d7191c",
-            ls=":",
-            lw=1.8,
-            label="liars = f+1: a false fact certifiable right of it",
-        ),
-        Line2D(
-            [],
-            [],
-            color="#7b3294",
-            ls="--",
-            lw=1.4,
-            label="b = 2t − n: conflicting certificates possible below it",
-        ),
-        Line2D(
-            [],
-            [],
-            color="#e66101",
-            ls="-.",
-            lw=1.4,
-            label="t = n − b: liveness needs t on or below it",
-        ),
-        Line2D(
-            [],
-            [],
-            color="#e66101",
-            ls=(0, (1, 3)),
-            lw=1.2,
-            label="b = n − 2f − 1: observation quorum 2f+1 left of it",
-        ),
+        Line2D([], [], color=colour, ls=style, lw=2.0, label=label)
+        for label, colour, style, _, _ in THEORY_LINES
     ]
-    fig.legend(handles=legend, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(
-        f"dvpsim sweep {sweep.grid.name}: {len(sweep.cells)} cells, "
-        f"{max((len(r.seeds) for r in sweep.cells), default=0)} seeds each "
-        "(letters: A atomicity, V validity, C conflicting, L liveness, S conservation, "
-        "X exactly-once; failing seeds / seeds)",
-        fontsize=10,
+    fig.legend(
+        handles=legend,
+        loc="lower center",
+        ncol=min(5, max(2, len(panels))),
+        fontsize=8,
+        frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.11, 1, 0.96))
+    seeds = max((len(r.seeds) for r in sweep.cells), default=0)
+    fig.suptitle(
+        f"dvpsim sweep {sweep.grid.name}: {len(sweep.cells)} cells x {seeds} seeds\n"
+        "A atomicity, V validity, C conflicting certificates, L liveness, S conservation, "
+        "X exactly-once: failing seeds / seeds; faint lines concern other coalitions",
+        fontsize=9,
+    )
+    bottom = 0.9 / (3.0 * len(rows) + 1.5)
+    fig.tight_layout(rect=(0, bottom, 1, 0.97))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
