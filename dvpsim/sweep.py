@@ -137,14 +137,18 @@ class Cell:
     coalition: str
     delay_ms: float = 0.0
     drop: float = 0.0
-    confirmations: int = -1  # -1: the base's
+    confirmations: int = 0
     reorg_depth: int = 0
 
     @property
     def id(self) -> str:
         who = f"-{self.coalition}" if self.byzantine else ""
         net = f"-d{self.delay_ms:g}-p{self.drop:g}" if self.delay_ms or self.drop else ""
-        chain = f"-c{self.confirmations}-r{self.reorg_depth}" if self.reorg_depth else ""
+        chain = (
+            f"-c{self.confirmations}-r{self.reorg_depth}"
+            if self.reorg_depth or self.confirmations
+            else ""
+        )
         return f"n{self.n}-f{self.f}-t{self.t}-b{self.byzantine}{who}{net}{chain}"
 
     @property
@@ -415,8 +419,8 @@ def load_grid(path: str | Path) -> Grid:
             "network_window", "0 s", "network faults must heal: give a positive window"
         )
     grid = Grid(**kwargs)
-    cells(grid)  # every cell must be possible
     _load_base(grid)
+    cells(grid)  # every cell must be possible
     return grid
 
 
@@ -477,6 +481,8 @@ def cells(grid: Grid) -> list[Cell]:
     """Every cell of the grid, in order; GridError for an impossible one."""
     out: list[Cell] = []
     where = f"{grid.path}"
+    base = _load_base(grid)
+    confirmations_axis = grid.confirmations or (base.chains[0].confirmations if base.chains else 0,)
     for n in grid.n:
         for f in _values(grid, "f", grid.f, n, None):
             if f < 0:
@@ -507,7 +513,7 @@ def cells(grid: Grid) -> list[Cell]:
                         for delay in grid.delay_ms:
                             for drop in grid.drop:
                                 for depth in grid.reorg_depth:
-                                    for confirmations in grid.confirmations or (-1,):
+                                    for confirmations in confirmations_axis:
                                         out.append(
                                             Cell(
                                                 n,
@@ -578,11 +584,11 @@ def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario
     if cell.reorg_depth:
         faults.append(Fault("reorg", grid.reorg_at, leg="A", value=float(cell.reorg_depth)))
     chains = base.chains
-    if chains and (cell.confirmations >= 0 or grid.block_time >= 0):
+    if chains:
         first = chains[0]
         first = dataclasses.replace(
             first,
-            confirmations=first.confirmations if cell.confirmations < 0 else cell.confirmations,
+            confirmations=cell.confirmations,
             block_time=first.block_time if grid.block_time < 0 else grid.block_time,
         )
         chains = (first, *chains[1:])
@@ -756,7 +762,7 @@ def cell_rows(sweep: Sweep) -> list[dict[str, Any]]:
             "behaviours": " ".join(coalition.behaviours) if coalition else "",
             "delay_ms": cell.delay_ms,
             "drop": cell.drop,
-            "confirmations": "" if cell.confirmations < 0 else cell.confirmations,
+            "confirmations": cell.confirmations,
             "reorg_depth": cell.reorg_depth,
             "seeds": len(result.seeds),
             "outcome": result.outcome,
@@ -815,6 +821,8 @@ def _row_title(sweep: Sweep, coalition: str, row: tuple[float, float, int, int])
         parts.append(f"delay {delay:g} ms, drop {drop:g}")
     if depth:
         parts.append(f"reorg {depth} vs {confirmations} confirmations")
+    elif confirmations:
+        parts.append(f"{confirmations} confirmations")
     return "; ".join(parts)
 
 
