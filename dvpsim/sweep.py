@@ -31,6 +31,7 @@ import math
 import re
 import sys
 import tempfile
+import textwrap
 import time
 import tomllib
 from collections.abc import Callable
@@ -95,11 +96,14 @@ class GridError(ValueError):
 
 @dataclass(frozen=True)
 class Coalition:
-    """One ``[[coalitions]]`` table: what the Byzantine members of a cell run."""
+    """One ``[[coalitions]]`` table: what the Byzantine members of a cell run, and the base
+    scenario of its cells when it needs one of its own (an equivocation needs a slow bank);
+    the grid's ``settlements`` and ``time_limit`` apply only to the grid's base."""
 
     name: str
     behaviours: tuple[str, ...]
     lie: str = "claim-payment"
+    base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ class Cell:
 
     @property
     def id(self) -> str:
-        who = f"-{self.coalition}" if self.byzantine else ""
+        who = f"-{self.coalition}" if self.coalition else ""
         net = f"-d{self.delay_ms:g}-p{self.drop:g}" if self.delay_ms or self.drop else ""
         chain = (
             f"-c{self.confirmations}-r{self.reorg_depth}"
@@ -432,10 +436,10 @@ def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
         key = f"coalitions[{i}]"
         if not isinstance(item, dict):
             raise reader.fail(key, "not a table", "write [[coalitions]] tables")
-        unknown = set(item) - {"name", "behaviours", "lie"}
+        unknown = set(item) - {"name", "behaviours", "lie", "base"}
         if unknown:
             raise reader.fail(
-                f"{key}.{sorted(unknown)[0]}", "unknown key", "use name, behaviours, lie"
+                f"{key}.{sorted(unknown)[0]}", "unknown key", "use name, behaviours, lie, base"
             )
         if "name" not in item or "behaviours" not in item:
             raise reader.fail(
@@ -455,7 +459,10 @@ def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
                     f"use {', '.join(SCENARIO_BEHAVIOURS)}",
                 )
         lie = reader.scalar(f"{key}.lie", item.get("lie", "claim-payment"), str)
-        out.append(Coalition(name, behaviours, lie))
+        base = None
+        if "base" in item:
+            base = reader.path.parent / reader.scalar(f"{key}.base", item["base"], str)
+        out.append(Coalition(name, behaviours, lie, base))
     if len({c.name for c in out}) != len(out):
         raise reader.fail("coalitions", "two coalitions share a name", "name each once")
     return tuple(out)
@@ -481,8 +488,7 @@ def cells(grid: Grid) -> list[Cell]:
     """Every cell of the grid, in order; GridError for an impossible one."""
     out: list[Cell] = []
     where = f"{grid.path}"
-    base = _load_base(grid)
-    confirmations_axis = grid.confirmations or (base.chains[0].confirmations if base.chains else 0,)
+    own_base = [c.name for c in grid.coalitions if c.base is not None]
     for n in grid.n:
         for f in _values(grid, "f", grid.f, n, None):
             if f < 0:
@@ -509,7 +515,13 @@ def cells(grid: Grid) -> list[Cell]:
                             f"{where}: coalitions: {b} Byzantine members but no coalition: "
                             "add a [[coalitions]] table"
                         )
-                    for coalition in [c.name for c in grid.coalitions] if b else [""]:
+                    # Cells without Byzantine members are shared by the coalitions that
+                    # run on the grid's base; one with a base of its own has its own.
+                    for coalition in [c.name for c in grid.coalitions] if b else ["", *own_base]:
+                        base = _load_base(grid, coalition)
+                        confirmations_axis = grid.confirmations or (
+                            base.chains[0].confirmations if base.chains else 0,
+                        )
                         for delay in grid.delay_ms:
                             for drop in grid.drop:
                                 for depth in grid.reorg_depth:
@@ -530,12 +542,19 @@ def cells(grid: Grid) -> list[Cell]:
     return out
 
 
-def _load_base(grid: Grid) -> Scenario:
+def _own_base(grid: Grid, coalition: str) -> Path | None:
+    """The base a coalition's cells run on when it names one."""
+    return next((c.base for c in grid.coalitions if c.name == coalition), None)
+
+
+def _load_base(grid: Grid, coalition: str = "") -> Scenario:
+    """The base scenario of a coalition's cells ("": the grid's own)."""
+    own = _own_base(grid, coalition)
     try:
-        base = load(grid.base)
+        base = load(own or grid.base)
     except ScenarioError as exc:
         raise GridError(f"{grid.path}: base: {exc}") from None
-    if grid.settlements > base.settlements.count:
+    if own is None and grid.settlements > base.settlements.count:
         raise GridError(
             f"{grid.path}: settlements: {grid.settlements} is more than the base's "
             f"{base.settlements.count}: give at most that"
@@ -593,7 +612,8 @@ def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario
         )
         chains = (first, *chains[1:])
     settlements = base.settlements
-    if grid.settlements:
+    own_base = _own_base(grid, cell.coalition) is not None
+    if grid.settlements and not own_base:
         count = grid.settlements
         settlements = dataclasses.replace(
             settlements,
@@ -612,7 +632,7 @@ def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario
         faults=tuple(faults),
         chains=chains,
         settlements=settlements,
-        time_limit=grid.time_limit or base.time_limit,
+        time_limit=base.time_limit if own_base else grid.time_limit or base.time_limit,
         expect=(),
     )
 
@@ -683,15 +703,15 @@ def run_sweep(
     from dvpsim.pool import Pool
 
     started = time.perf_counter()
-    base = _load_base(grid)
+    bases = {c: _load_base(grid, c) for c in ["", *(c.name for c in grid.coalitions)]}
     pool: Pool[Any, Any] = Pool(jobs, cluster)
     count = seeds or grid.seeds
     results = {cell: CellResult(cell) for cell in cells(grid)}
-    work = [
-        Job(cell, base.seed + k, cell_scenario(grid, base, cell, base.seed + k))
-        for cell in results
-        for k in range(count)
-    ]
+    work = []
+    for cell in results:
+        base = bases[cell.coalition]
+        for k in range(count):
+            work.append(Job(cell, base.seed + k, cell_scenario(grid, base, cell, base.seed + k)))
     sweep = Sweep(grid, [], {c.name: c for c in grid.coalitions}, out_dir)
     for done, (job, (statuses, wall)) in enumerate(pool.imap_unordered(run_job, work), 1):
         result = results[job.cell]
@@ -714,7 +734,7 @@ def run_sweep(
     confirmations = [
         Confirmation(
             r.cell,
-            cell_scenario(grid, base, r.cell, r.first_failing_seed or 0),
+            cell_scenario(grid, bases[r.cell.coalition], r.cell, r.first_failing_seed or 0),
             r.violated,
             out_dir / "counterexamples",
         )
@@ -815,6 +835,8 @@ def write_outputs(sweep: Sweep) -> None:
 def _row_title(sweep: Sweep, coalition: str, row: tuple[float, float, int, int]) -> str:
     c = sweep.coalitions.get(coalition)
     who = f"{coalition} ({', '.join(c.behaviours)})" if c else "no Byzantine members"
+    if c and c.base:
+        who += f" on {c.base.stem}"
     delay, drop, confirmations, depth = row
     parts = [who]
     if delay or drop:
@@ -902,8 +924,9 @@ def draw(sweep: Sweep, path: Path) -> None:
     by_key: dict[tuple[Any, ...], CellResult] = {}
     for result in sweep.cells:
         cell = result.cell
-        # a cell without Byzantine members belongs to every coalition's row
-        for name in [cell.coalition] if cell.byzantine else names:
+        # a cell without Byzantine members belongs to the row of every coalition on its base
+        shared = [c.name for c in sweep.grid.coalitions if c.base is None] or [""]
+        for name in [cell.coalition] if cell.coalition else shared:
             by_key[(name, cell.row, cell.panel, cell.byzantine, cell.t)] = result
     fig, axes = plt.subplots(
         len(rows),
@@ -978,10 +1001,13 @@ def draw(sweep: Sweep, path: Path) -> None:
         frameon=False,
     )
     seeds = max((len(r.seeds) for r in sweep.cells), default=0)
+    key = (
+        "A atomicity, V validity, C conflicting certificates, L liveness, S conservation, "
+        "X exactly-once: failing seeds / seeds; faint lines concern other coalitions"
+    )
     fig.suptitle(
         f"dvpsim sweep {sweep.grid.name}: {len(sweep.cells)} cells x {seeds} seeds\n"
-        "A atomicity, V validity, C conflicting certificates, L liveness, S conservation, "
-        "X exactly-once: failing seeds / seeds; faint lines concern other coalitions",
+        + "\n".join(textwrap.wrap(key, int(28 * len(panels) + 12))),
         fontsize=9,
     )
     bottom = 0.9 / (3.0 * len(rows) + 1.5)

@@ -32,6 +32,7 @@ from scenarios.schema import load, parse
 DEFAULT_GRID = REPO_ROOT / "scenarios" / "grids" / "default.toml"
 REFERENCE = REPO_ROOT / "scenarios" / "reference.toml"
 LIARS = REPO_ROOT / "scenarios" / "unsafe-colluding-liars.toml"
+EQUIVOCATION = REPO_ROOT / "scenarios" / "unsafe-equivocation-low-threshold.toml"
 
 
 def grid_file(tmp: Path, body: str, base: Path = REFERENCE) -> Path:
@@ -238,3 +239,22 @@ def test_the_default_grid_breaks_exactly_where_the_theory_lines_say(tmp_path: Pa
             assert (tmp_path / result.counterexample).is_file(), cell.id
     assert sweep.ok
     assert (tmp_path / "phase-diagram.png").is_file()
+
+
+def test_a_coalition_with_a_base_of_its_own_has_its_own_cells(tmp_path: Path) -> None:
+    body = (
+        'n = [4]\nthresholds = ["f+1"]\nbyzantine = [0, 1]\n'
+        '[[coalitions]]\nname = "liars"\nbehaviours = ["lie"]\n'
+        f'[[coalitions]]\nname = "eq"\nbehaviours = ["equivocate"]\nbase = "{EQUIVOCATION}"\n'
+    )
+    grid = load_grid(grid_file(tmp_path, body))
+    assert [c.id for c in cells(grid)] == [
+        "n4-f1-t2-b0",
+        "n4-f1-t2-b0-eq",
+        "n4-f1-t2-b1-eq",
+        "n4-f1-t2-b1-liars",
+    ]
+    (eq,) = [c for c in cells(grid) if c.id == "n4-f1-t2-b1-eq"]
+    scenario = cell_scenario(grid, load(EQUIVOCATION), eq, seed=6)
+    assert scenario.faults == load(EQUIVOCATION).faults  # its slow bank
+    assert [g.nodes for g in scenario.byzantine] == [(3,)]
