@@ -47,6 +47,7 @@ from scenarios.schema import (
     Fault,
     Scenario,
     ScenarioError,
+    _Reader,
     load,
 )
 
@@ -90,7 +91,7 @@ OUTCOMES = {
 }
 
 
-class GridError(ValueError):
+class GridError(ScenarioError):
     """A grid file is invalid; ``str(e)`` is one line: file, key, problem, fix."""
 
 
@@ -316,26 +317,18 @@ def evaluate(expression: str, n: int, f: int | None = None) -> int:
     return total
 
 
-class _GridReader:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+class _GridReader(_Reader):
+    """The scenario schema's reader, its one-line errors as :class:`GridError`."""
 
     def fail(self, key: str, problem: str, fix: str) -> GridError:
         return GridError(f"{self.path}: {key}: {problem}: {fix}")
-
-    def scalar(self, key: str, raw: Any, kind: type) -> Any:
-        if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-            raw = float(raw)
-        if (kind is not bool and isinstance(raw, bool)) or not isinstance(raw, kind):
-            raise self.fail(key, f"{raw!r} is not {kind.__name__}", f"give a {kind.__name__}")
-        return raw
 
     def items(
         self, key: str, raw: Any, kind: type, minimum: float | None = None
     ) -> tuple[Any, ...]:
         if not isinstance(raw, list) or not raw:
             raise self.fail(key, f"{raw!r} is not a non-empty array", f"write {key} = [...]")
-        values = tuple(self.scalar(key, item, kind) for item in raw)
+        values = tuple(self.value(key, item, kind) for item in raw)
         for value in values:
             if minimum is not None and value < minimum:
                 raise self.fail(key, f"{value} is below {minimum:g}", f"give values >= {minimum:g}")
@@ -347,11 +340,7 @@ class _GridReader:
         if not isinstance(raw, list) or not raw:
             raise self.fail(key, f"{raw!r} is not a non-empty array", f"write {key} = [...]")
         return tuple(
-            str(
-                self.scalar(key, item, str)
-                if isinstance(item, str)
-                else self.scalar(key, item, int)
-            )
+            str(self.value(key, item, str) if isinstance(item, str) else self.value(key, item, int))
             for item in raw
         )
 
@@ -379,10 +368,10 @@ def load_grid(path: str | Path) -> Grid:
         if key not in raw:
             raise reader.fail(key, "missing", f"add {key} (docs/SWEEP.md)")
     kwargs: dict[str, Any] = {"path": path}
-    kwargs["name"] = reader.scalar("name", raw.get("name", path.stem), str)
-    base = path.parent / reader.scalar("base", raw["base"], str)
+    kwargs["name"] = reader.value("name", raw.get("name", path.stem), str)
+    base = path.parent / reader.value("base", raw["base"], str)
     kwargs["base"] = base
-    kwargs["seeds"] = reader.scalar("seeds", raw.get("seeds", 5), int)
+    kwargs["seeds"] = reader.value("seeds", raw.get("seeds", 5), int)
     if kwargs["seeds"] < 1:
         raise reader.fail("seeds", f"{kwargs['seeds']} seeds", "give at least 1")
     kwargs["n"] = reader.items("n", raw["n"], int, minimum=1)
@@ -405,14 +394,14 @@ def load_grid(path: str | Path) -> Grid:
         raise reader.fail("drop", "a probability above 1", "give values in 0..1")
     for key in ("jitter_ms", "network_window", "reorg_at", "block_time", "time_limit"):
         if key in raw:
-            kwargs[key] = reader.scalar(key, raw[key], float)
+            kwargs[key] = reader.value(key, raw[key], float)
             if kwargs[key] < 0:
                 raise reader.fail(key, f"{kwargs[key]} is negative", "give a value >= 0")
     if "settlements" in raw:
-        kwargs["settlements"] = reader.scalar("settlements", raw["settlements"], int)
+        kwargs["settlements"] = reader.value("settlements", raw["settlements"], int)
         if kwargs["settlements"] < 1:
             raise reader.fail("settlements", f"{kwargs['settlements']}", "give at least 1")
-    kwargs["unsafe_allow_low_n"] = reader.scalar(
+    kwargs["unsafe_allow_low_n"] = reader.value(
         "unsafe_allow_low_n", raw.get("unsafe_allow_low_n", False), bool
     )
     kwargs["coalitions"] = _coalitions(reader, raw.get("coalitions", []))
@@ -445,11 +434,11 @@ def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
             raise reader.fail(
                 key, "needs name and behaviours", 'e.g. name = "liars", behaviours = ["lie"]'
             )
-        name = reader.scalar(f"{key}.name", item["name"], str)
+        name = reader.value(f"{key}.name", item["name"], str)
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name):
             raise reader.fail(f"{key}.name", f"{name!r}", "use lower-case letters, digits and -")
         behaviours = tuple(
-            reader.scalar(f"{key}.behaviours", b, str) for b in item["behaviours"] or [None]
+            reader.value(f"{key}.behaviours", b, str) for b in item["behaviours"] or [None]
         )
         for behaviour in behaviours:
             if behaviour not in SCENARIO_BEHAVIOURS:
@@ -458,10 +447,10 @@ def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
                     f"unknown behaviour {behaviour!r}",
                     f"use {', '.join(SCENARIO_BEHAVIOURS)}",
                 )
-        lie = reader.scalar(f"{key}.lie", item.get("lie", "claim-payment"), str)
+        lie = reader.value(f"{key}.lie", item.get("lie", "claim-payment"), str)
         base = None
         if "base" in item:
-            base = reader.path.parent / reader.scalar(f"{key}.base", item["base"], str)
+            base = reader.path.parent / reader.value(f"{key}.base", item["base"], str)
         out.append(Coalition(name, behaviours, lie, base))
     if len({c.name for c in out}) != len(out):
         raise reader.fail("coalitions", "two coalitions share a name", "name each once")
