@@ -215,6 +215,7 @@ def test_a_tiny_grid_end_to_end(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_default_grid_breaks_exactly_where_the_theory_lines_say(tmp_path: Path) -> None:
     grid = load_grid(DEFAULT_GRID)
     sweep = run_sweep(grid, tmp_path)
