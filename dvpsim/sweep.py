@@ -1060,6 +1060,7 @@ def page(sweep: Sweep, rows: list[dict[str, Any]]) -> str:
             + "</tr>"
         )
     unsafe = sum(r.unsafe for r in sweep.cells)
+    confirmed = sum(bool(r.confirmed_real) for r in sweep.cells)
     outside = [r.cell.id for r in sweep.cells if sweep.outside_theory(r)]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>dvpsim sweep {e(sweep.grid.name)}</title>
@@ -1073,7 +1074,7 @@ img {{ max-width: 100%; }}
 <h1>dvpsim sweep {e(sweep.grid.name)}</h1>
 <p>Grid <code>{e(str(sweep.grid.path))}</code> on base <code>{e(str(sweep.grid.base))}</code>:
 {len(sweep.cells)} cells, {len(sweep.runs)} simulated runs with fast crypto, {unsafe} unsafe cells,
-each confirmed with real crypto and linked to its counterexample; {sweep.wall_s:.0f} s wall.
+{confirmed} of them confirmed with real crypto, each linked to its counterexample; {sweep.wall_s:.0f} s wall.
 Violations outside the theory: {e(", ".join(outside)) if outside else "none"}.</p>
 <p>{legend}</p>
 <img src="phase-diagram.png" alt="phase diagram: Byzantine members across, threshold up, one panel per n and f">
