@@ -84,6 +84,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return sim_main(args.scenario, args.out, args.seed, args.crypto, args.check_determinism)
 
 
+def cmd_explore(args: argparse.Namespace) -> int:
+    from dvpsim.explore import main as explore_main
+
+    return explore_main(args)
+
+
 def _delegate(module_name: str, what: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -146,6 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="run twice and compare the history digests (exit 3 if they differ)",
     )
     sim.set_defaults(func=cmd_sim)
+
+    explore = sub.add_parser(
+        "explore",
+        help="run random fault and adversary schedules in sim, shrink each violation to a "
+        "minimal scenario",
+        description="Draw random schedules within the scenario's [explore] budget, run them in "
+        "sim on every core, and shrink each violation found to a minimal scenario file that "
+        "`dvpsim sim` replays (confirmed with real crypto). Exit 0: nothing found; 1: a "
+        "violation found; 2: bad input.",
+    )
+    explore.add_argument(
+        "scenario", help="scenario file (TOML) whose [explore] table is the budget"
+    )
+    limit = explore.add_mutually_exclusive_group()
+    limit.add_argument(
+        "--budget", type=int, metavar="N", help="run N schedules (default 200 without --time)"
+    )
+    limit.add_argument("--time", metavar="T", help="run schedules for T (e.g. 90s, 5m)")
+    explore.add_argument("--jobs", type=int, metavar="J", help="worker processes (default: cores)")
+    explore.add_argument(
+        "--seed", metavar="S", help="exploration seed (default: the scenario's seed)"
+    )
+    explore.add_argument(
+        "--crypto",
+        default="fast",
+        metavar="fast|real",
+        help="crypto of the schedules (default fast; findings are confirmed with real)",
+    )
+    explore.add_argument(
+        "--cluster", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS (see README)"
+    )
+    explore.add_argument(
+        "--out", metavar="DIR", help="output folder (default runs/explore-NAME-TIME)"
+    )
+    explore.set_defaults(func=cmd_explore)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")
