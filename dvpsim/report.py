@@ -608,15 +608,21 @@ def _fmt(t: float) -> str:
 
 def _overlays(scale: _Scale, view: RunView) -> str:
     out = []
+    label_ends: list[float] = []  # per label row: where its last label ends (px)
     for w in view.faults:
         left = LABEL + scale.x(w.start)
         width = max(2.0, scale.x(w.end) - scale.x(w.start))
+        row = next((i for i, e in enumerate(label_ends) if e < left), len(label_ends))
+        if row == len(label_ends):
+            label_ends.append(0.0)
+        label_ends[row] = left + 7 * len(w.kind) + 6
         tip = f"{w.kind} {w.subject} from {w.start:.3f} s to {w.end:.3f} s" + (
             " (still in force at the run's end)" if w.run_end else ""
         )
         out.append(
             f'<div class="fault" style="left:{left}px;width:{width}px" '
-            f'data-kind="{_e(w.kind)}" title="{_e(tip)}"><span>{_e(w.kind)}</span></div>'
+            f'data-kind="{_e(w.kind)}" title="{_e(tip)}">'
+            f'<span style="top:{row * 11}px">{_e(w.kind)}</span></div>'
         )
     for v in view.verdicts:
         if v.status == "valid":

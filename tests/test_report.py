@@ -149,36 +149,48 @@ def test_the_command_writes_the_page_and_prints_its_path(
         assert network not in page
 
 
+RUN_LINE = '{"t":0,"event":"run"}\n'
+
+
 @pytest.mark.parametrize(
-    "make, says",
+    "history, summary, says",
     [
-        (lambda d: d / "nothing-here", "is not a folder"),
-        (lambda d: d, "it has no history.jsonl"),
-        (lambda d: (d / "history.jsonl").write_text('{"t":0,"event":"run"}\n') and d, "no summary"),
-        (lambda d: _both(d, '{"t":0,"event":"run"}\n', "{not json"), "not readable JSON"),
-        (
-            lambda d: _both(d, '{"t":0,"event":"run"}\nnot json\n', "{}"),
-            "history.jsonl:2: not a JSON",
-        ),
-        (lambda d: _both(d, '{"event":"run"}\n', "{}"), "history.jsonl:1: not a history line"),
-        (lambda d: _both(d, "", "{}"), "is empty"),
-        (lambda d: _both(d, '{"t":0,"event":"run"}\n', "[1]"), "not a run summary"),
+        (None, None, "it has no history.jsonl"),
+        (RUN_LINE, None, "it has no summary.json"),
+        (RUN_LINE, "{not json", "summary.json: not readable JSON"),
+        (RUN_LINE, "[1]", "not a run summary"),
+        (RUN_LINE + "not json\n", "{}", "history.jsonl:2: not a JSON line"),
+        ('{"event":"run"}\n', "{}", "history.jsonl:1: not a history line"),
+        ("", "{}", "is empty"),
     ],
 )
 def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(
-    make: Any, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    history: str | None,
+    summary: str | None,
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    folder = make(tmp_path)
-    code, out, err = _report([str(folder)], capsys)
+    if history is not None:
+        (tmp_path / "history.jsonl").write_text(history)
+    if summary is not None:
+        (tmp_path / "summary.json").write_text(summary)
+    code, out, err = _report([str(tmp_path)], capsys)
     assert (code, out) == (2, "")
     assert err.startswith("dvpsim report: ") and err.count("\n") == 1, err
-    assert says in err.replace("summary.json", "summary"), err
+    assert says in err, err
+    assert not (tmp_path / "report.html").exists()
 
 
-def _both(folder: Path, history: str, summary: str) -> Path:
-    (folder / "history.jsonl").write_text(history)
-    (folder / "summary.json").write_text(summary)
-    return folder
+def test_a_path_that_is_no_folder_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _report([str(tmp_path / "nothing-here")], capsys)
+    assert (code, out) == (2, "")
+    assert (
+        err
+        == f"dvpsim report: {tmp_path / 'nothing-here'} is not a folder (give a run folder of dvpsim run or sim)\n"
+    )
 
 
 # --- the page in a real browser ------------------------------------------------
