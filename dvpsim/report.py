@@ -26,6 +26,7 @@ import re
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
@@ -160,7 +161,14 @@ def read_run(run_dir: Path) -> RunView:
         raise ReportError(f"{summary_path}: not readable JSON ({_one_line(exc)})") from None
     if not isinstance(summary, dict):
         raise ReportError(f"{summary_path}: not a run summary (a JSON object is expected)")
-    return extract(_records(history), summary)
+    records = _records(history)
+    try:
+        return extract(records, summary)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportError(
+            f"{history}: a line lacks a field docs/HISTORY.md gives it, or has a wrong value "
+            f"({type(exc).__name__}: {_one_line(exc)})"
+        ) from None
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -537,9 +545,7 @@ def _verdict_table(view: RunView) -> str:
         return "<p>The summary holds no verdicts.</p>"
     rows = []
     for v in view.verdicts:
-        witness = _SETTLEMENT_PREFIX.sub(
-            lambda m, named=v.settlements: _lane_link(view, named, m.group(0)), _e(v.witness)
-        )
+        witness = _SETTLEMENT_PREFIX.sub(partial(_lane_link, view, v.settlements), _e(v.witness))
         rows.append(
             f'<tr class="verdict {_e(v.status)}" data-check="{_e(v.check)}">'
             f"<td>{_e(v.check)}</td><td>{_e(v.status)}</td><td>{witness or '&nbsp;'}</td></tr>"
@@ -550,8 +556,9 @@ def _verdict_table(view: RunView) -> str:
     )
 
 
-def _lane_link(view: RunView, settlements: Sequence[str], prefix: str) -> str:
-    """``prefix`` (a settlement id as a witness shortens it) linked to its first leg lane."""
+def _lane_link(view: RunView, settlements: Sequence[str], match: re.Match[str]) -> str:
+    """A settlement id as a witness shortens it, linked to its first leg lane."""
+    prefix = match.group(0)
     for lane in view.legs:
         if lane.settlement in settlements and lane.settlement.startswith(prefix):
             return f'<a href="#leg-{_e(lane.settlement)}-{_e(lane.leg)}">{prefix}</a>'
@@ -580,7 +587,7 @@ def _legend() -> str:
 
 def _nice_step(span: float) -> float:
     raw = span / 10
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10.0 ** math.floor(math.log10(raw))
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 

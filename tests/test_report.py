@@ -4,6 +4,7 @@ lane per settlement leg, a screenshot)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tempfile
@@ -147,6 +148,9 @@ def test_the_command_writes_the_page_and_prints_its_path(
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>")
     for network in ("http://", "https://", "//cdn", '<link rel="stylesheet"', "src="):
         assert network not in page
+    code, out, err = _report([str(reference), "--out", str(tmp_path / "no" / "page.html")], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("dvpsim report: cannot write ") and err.count("\n") == 1
 
 
 RUN_LINE = '{"t":0,"event":"run"}\n'
@@ -162,6 +166,7 @@ RUN_LINE = '{"t":0,"event":"run"}\n'
         (RUN_LINE + "not json\n", "{}", "history.jsonl:2: not a JSON line"),
         ('{"event":"run"}\n', "{}", "history.jsonl:1: not a history line"),
         ("", "{}", "is empty"),
+        ('{"t":0,"event":"leg","phase":"ok"}\n', "{}", "a line lacks a field docs/HISTORY.md"),
     ],
 )
 def test_a_folder_that_is_not_a_run_is_one_line_and_exit_2(
@@ -267,3 +272,31 @@ def test_the_page_loads_clean_with_one_lane_per_settlement_leg(
     assert loaded < 5.0
     assert browser.get_log("browser") == []
     print(f"report page loaded in {loaded:.2f} s; screenshot {shot}")
+
+
+@pytest.mark.slow  # about 5 s: a 1,000-settlement simulated run
+def test_a_thousand_settlements_still_load_quickly(browser: Any, tmp_path: Path) -> None:
+    base = load(REPO_ROOT / "scenarios" / "reference.toml")
+    scenario = dataclasses.replace(
+        base,
+        accounts=tuple(
+            dataclasses.replace(a, asset=100 * a.asset, bank_balance=100 * a.bank_balance)
+            for a in base.accounts
+        ),
+        settlements=dataclasses.replace(base.settlements, count=1000),
+        time_limit=600,
+    )
+    run = tmp_path / "run"
+    SimRun(scenario, run, crypto="fast").run()
+    began = time.perf_counter()
+    page = write_report(run)
+    written = time.perf_counter() - began
+    loaded, errors = load_page(browser, page)
+    assert errors == []
+    lanes = browser.find_elements("css selector", ".leg-lane")
+    assert len(lanes) == len(history_legs(run)) == 2000
+    size = page.stat().st_size
+    print(
+        f"1,000 settlements: report written in {written:.2f} s, {size / 1e6:.1f} MB, loaded in {loaded:.2f} s"
+    )
+    assert written < 5.0 and loaded < 3.0 and size < 5e6
