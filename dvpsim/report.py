@@ -243,7 +243,7 @@ def _node_lanes(records: Sequence[Mapping[str, Any]], end: float) -> tuple[NodeL
     byzantine: dict[str, str] = {}
     for r in records:
         event = r["event"]
-        if event in ("round", "certificate", "certified", "node-start", "epoch"):
+        if event in ("round", "certificate", "certified", "node-start"):
             node = _node_name(r)
             marks[node][event].append(float(r["t"]))
             if event == "node-start" and node in down_since:
