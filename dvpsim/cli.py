@@ -90,6 +90,18 @@ def cmd_explore(args: argparse.Namespace) -> int:
     return explore_main(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dvpsim.report import ReportError, write_report
+
+    try:
+        written = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    except ReportError as exc:
+        print(f"dvpsim report: {exc}", file=sys.stderr)
+        return 2
+    print(written)
+    return 0
+
+
 def _delegate(module_name: str, what: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
@@ -187,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="DIR", help="output folder (default runs/explore-NAME-TIME)"
     )
     explore.set_defaults(func=cmd_explore)
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page of a run: node and settlement-leg lanes, "
+        "fault windows, latency CDF, messages per round, verdicts and their witnesses",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of dvpsim run or sim")
+    report.add_argument(
+        "--out", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)"
+    )
+    report.set_defaults(func=cmd_report)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")
