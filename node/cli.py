@@ -2,8 +2,8 @@
 
 It loads the node config (``node.config``), the BLS keystore and the identity seed,
 builds the consensus node, the libp2p transport, the durable safety store and the
-targets (chains, bank), serves Prometheus metrics on 127.0.0.1, logs JSON lines with the
-node id to stderr, and runs until SIGTERM or SIGINT, after which it stops within about a
+targets (chains, bank), serves Prometheus metrics on its config's ``metrics`` address
+(127.0.0.1 by default), logs JSON lines with the node id to stderr, and runs until SIGTERM or SIGINT, after which it stops within about a
 second: the safety store is already durable (every Persist is fsynced when it happens),
 so nothing needs flushing and SIGKILL loses nothing that was promised.
 """

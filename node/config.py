@@ -19,7 +19,9 @@ their own). It names:
   client credentials), each with its committee config (chain id / domain, verifier
   address, config count, threshold t);
 - ``listen``: the libp2p multiaddr to listen on; ``metrics``: host:port of the
-  Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store and
+  Prometheus endpoint (127.0.0.1 by default). Every address is one IPv4 interface's
+  (127.0.0.1 by default, another machine's for a committee across machines:
+  docs/DEPLOY.md), never 0.0.0.0; target URLs may name any host; ``data_dir``: where the safety store and
   the node's trace (``trace.jsonl``, its part of a run's history) live;
   ``trace_messages``: also trace every message sent and received (off by default);
   ``fault_plan``: a file of network-fault windows a run's driver may write, applied to
