@@ -7,11 +7,14 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from node.assemble import AssemblyError, assemble
+from node.cli import main as node_main
 from node.config import NodeConfigError, load
 from node.provision import make_keys, write_committee
 from tests.node.test_node_config import TARGETS
@@ -163,3 +166,51 @@ def test_each_bad_address_is_one_line(
     message = str(info.value)
     assert message.startswith(f"{path}: {key}: "), message
     assert words in message and "\n" not in message, message
+
+
+#: An address no machine here has (TEST-NET-1, RFC 5737).
+ELSEWHERE = "192.0.2.1"
+
+
+def _file_committee(tmp_path: Path, **change: str) -> Path:
+    """Member 0's config with a dry-run file target, its keys edited by ``change``."""
+    facts = tmp_path / "facts.json"
+    facts.write_text("{}")
+    target = {**TARGETS[0], "kind": "file", "url": f"file://{facts}"}
+    target.pop("transmitter_key")
+    paths = write_committee(
+        tmp_path,
+        make_keys(4, 7, [4001, 4002, 4003, 4004]),
+        f=1,
+        mode="single-chain-onchain",
+        targets_for=lambda i: [dict(target)],
+    )
+    raw = json.loads(paths[0].read_text())
+    raw.update(change)
+    paths[0].write_text(json.dumps(raw))
+    return paths[0]
+
+
+def test_a_node_told_to_listen_on_another_machines_address_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dvpsim node` (its main, in this process): exit 2 and one line, no traceback."""
+    path = _file_committee(tmp_path, listen=f"/ip4/{ELSEWHERE}/tcp/4001")
+    logger = logging.getLogger("dvpsim")
+    kept = (logger.handlers[:], logger.level, logger.propagate)
+    try:
+        assert node_main(["--config", str(path)]) == 2
+    finally:
+        logger.handlers[:], logger.level, logger.propagate = kept
+    err = capsys.readouterr().err
+    assert err.startswith(f"dvpsim node: {path}: cannot listen on /ip4/{ELSEWHERE}/tcp/4001: "), err
+    assert err.count("\n") == 1, err
+
+
+def test_metrics_on_another_machines_address_is_one_line(tmp_path: Path) -> None:
+    config = load(_file_committee(tmp_path, metrics=f"{ELSEWHERE}:0"))
+    with pytest.raises(AssemblyError) as info:
+        assemble(config)
+    message = str(info.value)
+    assert message.startswith(f"{config.path}: metrics: cannot listen on {ELSEWHERE}:0 (")
+    assert "\n" not in message
