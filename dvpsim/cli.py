@@ -75,7 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dvpsim.run import main as run_main
 
-    return run_main(args.scenario, args.out)
+    return run_main(args.scenario, args.out, args.hosts)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
@@ -136,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         help="run folder for history, summary and logs (default runs/NAME-TIME)",
+    )
+    run.add_argument(
+        "--hosts",
+        metavar="FILE",
+        help="hosts file (TOML): the addresses the chains, the bank and each node listen on, "
+        "and how each node process starts; default: everything on 127.0.0.1 (docs/DEPLOY.md)",
     )
     run.set_defaults(func=cmd_run)
 
