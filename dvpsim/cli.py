@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", type=int, metavar="S", help="seeds per cell (default: the grid's seeds)"
     )
     sweep.set_defaults(func=cmd_sweep)
+
     explore = sub.add_parser(
         "explore",
         help="run random fault and adversary schedules in sim, shrink each violation to a "

@@ -648,32 +648,59 @@ def run_job(job: Job) -> tuple[dict[str, str], float]:
 
 
 @dataclass(frozen=True)
-class Confirmation:
-    """A failing seed to confirm with real crypto and shrink, for a worker."""
+class Unsafe:
+    """An unsafe cell's first failing seed and the checks it broke."""
 
     cell: Cell
     scenario: Scenario
     violated: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Family:
+    """Unsafe cells that differ only in their Byzantine members (fewest first), for one
+    worker: shrinking the cell with b members passes through the cell with b - 1, so the
+    runs one shrink made serve the next (``_Remembered``)."""
+
+    cells: tuple[Unsafe, ...]
     out_dir: Path
 
 
-def confirm_job(job: Confirmation) -> tuple[str, bool]:
-    """The counterexample file of an unsafe cell and whether real crypto confirms it: the
-    failing seed rerun with real crypto breaks the same checks; its scenario is written with
-    those checks as its expectation."""
-    from scenarios.dump import dumps
+class _Remembered:
+    """An explore runner that runs each distinct scenario once (names aside)."""
 
-    statuses, _ = run_job(Job(job.cell, job.scenario.seed, job.scenario, "real"))
-    confirmed = all(statuses.get(c) == "invalid" for c in job.violated)
-    job.out_dir.mkdir(parents=True, exist_ok=True)
-    path = job.out_dir / f"{job.scenario.name}.toml"
-    text = dumps(dataclasses.replace(job.scenario, expect=job.violated))
-    path.write_text(
-        f"# dvpsim sweep: cell {job.cell.id}, seed {job.scenario.seed}; breaks "
-        f"{', '.join(job.violated)} ({'confirmed' if confirmed else 'NOT confirmed'} with real crypto)\n"
-        + text
-    )
-    return str(path), confirmed
+    def __init__(self, crypto: str) -> None:
+        self.crypto = crypto
+        self.seen: dict[str, tuple[str, ...]] = {}
+
+    def __call__(self, scenarios: list[Scenario]) -> list[tuple[str, ...]]:
+        from dvpsim.explore import run_checks
+        from scenarios.dump import dumps
+
+        out = []
+        for scenario in scenarios:
+            key = dumps(dataclasses.replace(scenario, name=""))
+            if key not in self.seen:
+                self.seen[key] = run_checks((scenario, self.crypto))
+            out.append(self.seen[key])
+        return out
+
+
+def confirm_family(family: Family) -> list[tuple[Cell, str, bool]]:
+    """Each unsafe cell's minimal counterexample (``dvpsim.explore``): its failing seed
+    shrunk with fast crypto, then run with real crypto, which must break the same checks;
+    written with those checks as its expectation. (cell, path, confirmed with real crypto)."""
+    from dvpsim.explore import minimal_counterexample
+
+    runner = _Remembered("fast")
+    out = []
+    for unsafe in family.cells:
+        path = family.out_dir / f"{unsafe.scenario.name}.toml"
+        found = minimal_counterexample(
+            unsafe.scenario, path, crypto="fast", run=runner, violated=unsafe.violated
+        )
+        out.append((unsafe.cell, str(path), bool(found and found.confirmed_real)))
+    return out
 
 
 Progress = Callable[[str, int, int], None]
@@ -719,24 +746,27 @@ def run_sweep(
         )
         if progress:
             progress("runs", done, len(work))
-    unsafe = [r for r in results.values() if r.unsafe]
-    confirmations = [
-        Confirmation(
-            r.cell,
-            cell_scenario(grid, bases[r.cell.coalition], r.cell, r.first_failing_seed or 0),
-            r.violated,
-            out_dir / "counterexamples",
-        )
-        for r in unsafe
+    families: dict[tuple[Any, ...], list[Unsafe]] = {}
+    for r in sorted(results.values(), key=lambda r: r.cell):
+        if r.unsafe:
+            cell = r.cell
+            scenario = cell_scenario(grid, bases[cell.coalition], cell, r.first_failing_seed or 0)
+            key = (cell.n, cell.f, cell.t, cell.coalition, cell.row)
+            families.setdefault(key, []).append(Unsafe(cell, scenario, r.violated))
+    work_families = [
+        Family(tuple(sorted(f, key=lambda u: u.cell.byzantine)), out_dir / "counterexamples")
+        for f in families.values()
     ]
-    for k, (confirmation, (path, confirmed)) in enumerate(
-        pool.imap_unordered(confirm_job, confirmations), 1
-    ):
-        result = results[confirmation.cell]
-        result.counterexample = str(Path(path).relative_to(out_dir))
-        result.confirmed_real = confirmed
+    total = sum(len(f.cells) for f in work_families)
+    confirmed = 0
+    for _, found in pool.imap_unordered(confirm_family, work_families):
+        for cell, path, real in found:
+            result = results[cell]
+            result.counterexample = str(Path(path).relative_to(out_dir))
+            result.confirmed_real = real
+            confirmed += 1
         if progress:
-            progress("unsafe cells confirmed", k, len(confirmations))
+            progress("unsafe cells shrunk and confirmed", confirmed, total)
     sweep.cells = sorted(results.values(), key=lambda r: r.cell)
     sweep.runs.sort(key=lambda r: (r["cell"], r["seed"]))
     sweep.wall_s = time.perf_counter() - started
