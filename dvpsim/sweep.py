@@ -5,8 +5,8 @@ threshold t, how many members are Byzantine and which coalition they form, netwo
 and drop, and chain confirmations against a reorg's depth. Every cell, one point of the
 product of the axes, runs S seeds in the simulated world with fast crypto (``Pool``
 workers). A cell is *unsafe* when some seed breaks a check; every unsafe cell's first
-failing seed is rerun with real crypto (the confirmation) and shrunk to its minimal
-counterexample, a scenario file the cell links to.
+failing seed is shrunk to its minimal counterexample (``dvpsim.explore``), a scenario file
+the cell links to, which real crypto must confirm.
 
 Each cell is held to the theory (``Theory``), necessary conditions for each kind of
 failure: n >= 3f+1; conflicting certificates need b >= 2t - n Byzantine signers (two
@@ -478,6 +478,8 @@ def cells(grid: Grid) -> list[Cell]:
     out: list[Cell] = []
     where = f"{grid.path}"
     own_base = [c.name for c in grid.coalitions if c.base is not None]
+    # the grid's base has cells only when a coalition runs on it (or there is none)
+    shared = [""] if len(own_base) < len(grid.coalitions) or not grid.coalitions else []
     for n in grid.n:
         for f in _values(grid, "f", grid.f, n, None):
             if f < 0:
@@ -506,7 +508,9 @@ def cells(grid: Grid) -> list[Cell]:
                         )
                     # Cells without Byzantine members are shared by the coalitions that
                     # run on the grid's base; one with a base of its own has its own.
-                    for coalition in [c.name for c in grid.coalitions] if b else ["", *own_base]:
+                    for coalition in (
+                        [c.name for c in grid.coalitions] if b else [*shared, *own_base]
+                    ):
                         base = _load_base(grid, coalition)
                         confirmations_axis = grid.confirmations or (
                             base.chains[0].confirmations if base.chains else 0,
@@ -1180,7 +1184,7 @@ def main(
     per_cell = seeds or grid.seeds
     console.print(
         f"sweep {grid.name}: {len(all_cells)} cells x {per_cell} seeds = "
-        f"{len(all_cells) * per_cell} runs (fast crypto), then each unsafe cell with real crypto"
+        f"{len(all_cells) * per_cell} runs (fast crypto), then each unsafe cell shrunk and confirmed with real crypto"
     )
     started = time.perf_counter()
     with Progress(
