@@ -28,6 +28,7 @@ import dataclasses
 import html
 import json
 import math
+import os
 import re
 import sys
 import tempfile
@@ -369,7 +370,7 @@ def load_grid(path: str | Path) -> Grid:
             raise reader.fail(key, "missing", f"add {key} (docs/SWEEP.md)")
     kwargs: dict[str, Any] = {"path": path}
     kwargs["name"] = reader.value("name", raw.get("name", path.stem), str)
-    base = path.parent / reader.value("base", raw["base"], str)
+    base = Path(os.path.normpath(path.parent / reader.value("base", raw["base"], str)))
     kwargs["base"] = base
     kwargs["seeds"] = reader.value("seeds", raw.get("seeds", 5), int)
     if kwargs["seeds"] < 1:
@@ -450,7 +451,11 @@ def _coalitions(reader: _GridReader, raw: Any) -> tuple[Coalition, ...]:
         lie = reader.value(f"{key}.lie", item.get("lie", "claim-payment"), str)
         base = None
         if "base" in item:
-            base = reader.path.parent / reader.value(f"{key}.base", item["base"], str)
+            base = Path(
+                os.path.normpath(
+                    reader.path.parent / reader.value(f"{key}.base", item["base"], str)
+                )
+            )
         out.append(Coalition(name, behaviours, lie, base))
     if len({c.name for c in out}) != len(out):
         raise reader.fail("coalitions", "two coalitions share a name", "name each once")
