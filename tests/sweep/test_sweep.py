@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from chain_adapters.build import REPO_ROOT
+from dvpsim import cli
 from dvpsim.sweep import (
     Cell,
     Coalition,
@@ -120,18 +121,26 @@ def test_a_cell_below_3f_plus_1_is_allowed_when_the_grid_marks_it(tmp_path: Path
     assert [(c.n, c.f, c.t) for c in cells(grid)] == [(4, 2, 4)]
 
 
-def test_a_bad_grid_exits_2_with_one_line(tmp_path: Path) -> None:
-    path = grid_file(tmp_path, 'n = [4]\nf = [2]\nthresholds = ["default"]\nbyzantine = [0]')
-    result = subprocess.run(
-        [sys.executable, "-m", "dvpsim.cli", "sweep", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("dvpsim sweep: ")
-    assert "impossible (n >= 3f+1)" in result.stderr
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ((), "impossible (n >= 3f+1)"),
+        (("--cluster", "127.0.0.1:6379"), "--cluster 127.0.0.1:6379: this dvpsim runs on local"),
+        (("--seeds", "0"), "--seeds 0: give at least 1"),
+        (("--jobs", "0"), "--jobs 0: give at least 1 worker"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: tuple[str, ...], message: str
+) -> None:
+    f = "2" if not options else "1"
+    path = grid_file(tmp_path, f'n = [4]\nf = [{f}]\nthresholds = ["default"]\nbyzantine = [0]')
+    assert cli.main(["sweep", str(path), "--out", str(tmp_path / "out"), *options]) == 2
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1
+    assert captured.err.startswith("dvpsim sweep: ")
+    assert message in captured.err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_cell_scenario_is_the_base_with_the_cells_committee_coalition_and_faults(
