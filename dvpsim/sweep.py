@@ -712,7 +712,8 @@ def confirm_family(family: Family) -> list[tuple[Cell, str, bool]]:
     return out
 
 
-Progress = Callable[[str, int, int], None]
+#: ``progress(stage, done, total, detail)``: a stage's count went up.
+Progress = Callable[[str, int, int, str], None]
 
 
 def run_sweep(
@@ -738,6 +739,7 @@ def run_sweep(
         for k in range(count):
             work.append(Job(cell, base.seed + k, cell_scenario(grid, base, cell, base.seed + k)))
     sweep = Sweep(grid, [], {c.name: c for c in grid.coalitions}, out_dir)
+    cells_done = 0
     for done, (job, (statuses, wall)) in enumerate(pool.imap_unordered(run_job, work), 1):
         result = results[job.cell]
         result.seeds.append(job.seed)
@@ -753,8 +755,9 @@ def run_sweep(
         sweep.runs.append(
             {"cell": job.cell.id, "seed": job.seed, "wall_s": round(wall, 3), **statuses}
         )
+        cells_done += len(result.seeds) == count
         if progress:
-            progress("runs", done, len(work))
+            progress("runs", done, len(work), f"{cells_done}/{len(results)} cells")
     families: dict[tuple[Any, ...], list[Unsafe]] = {}
     for r in sorted(results.values(), key=lambda r: r.cell):
         if r.unsafe:
@@ -775,7 +778,7 @@ def run_sweep(
             result.confirmed_real = real
             confirmed += 1
         if progress:
-            progress("unsafe cells shrunk and confirmed", confirmed, total)
+            progress("unsafe cells shrunk and confirmed", confirmed, total, "")
     sweep.cells = sorted(results.values(), key=lambda r: r.cell)
     sweep.runs.sort(key=lambda r: (r["cell"], r["seed"]))
     sweep.wall_s = time.perf_counter() - started
@@ -1010,13 +1013,14 @@ def draw(sweep: Sweep, path: Path) -> None:
             ax.set_ylabel("threshold t", fontsize=8)
             ax.set_title(f"n = {n}, f = {f}", fontsize=9)
             if j == 0:
-                ax.annotate(
+                title = ax.annotate(
                     _row_title(sweep, coalition, setting),
                     (0, 1.16),
                     xycoords="axes fraction",
                     fontsize=10,
                     fontweight="bold",
                 )
+                title.set_in_layout(False)  # a long row title must not squeeze the panels
     legend = [Patch(color=c, label=label) for c, label in OUTCOMES.values()] + [
         Line2D([], [], color=colour, ls=style, lw=2.0, label=label)
         for label, colour, style, _, _ in THEORY_LINES
@@ -1039,7 +1043,7 @@ def draw(sweep: Sweep, path: Path) -> None:
         fontsize=9,
     )
     bottom = 0.9 / (3.0 * len(rows) + 1.5)
-    fig.tight_layout(rect=(0, bottom, 1, 0.97))
+    fig.tight_layout(rect=(0, bottom, 1, 0.97), h_pad=2.5)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -1191,7 +1195,6 @@ def main(
         f"sweep {grid.name}: {len(all_cells)} cells x {per_cell} seeds = "
         f"{len(all_cells) * per_cell} runs (fast crypto), then each unsafe cell shrunk and confirmed with real crypto"
     )
-    started = time.perf_counter()
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -1204,14 +1207,14 @@ def main(
     ) as bar:
         tasks: dict[str, Any] = {}
 
-        def progress(what: str, done: int, total: int) -> None:
+        since: dict[str, float] = {}
+
+        def progress(what: str, done: int, total: int, detail: str) -> None:
             if what not in tasks:
                 tasks[what] = bar.add_task(what, total=total, cells="", rate="")
-            elapsed = max(time.perf_counter() - started, 1e-9)
-            cells_done = f"{done // per_cell}/{len(all_cells)} cells" if what == "runs" else ""
-            bar.update(
-                tasks[what], completed=done, cells=cells_done, rate=f"{done / elapsed:.1f}/s"
-            )
+                since[what] = time.perf_counter()
+            elapsed = max(time.perf_counter() - since[what], 1e-9)
+            bar.update(tasks[what], completed=done, cells=detail, rate=f"{done / elapsed:.1f}/s")
 
         try:
             sweep = run_sweep(

@@ -43,8 +43,8 @@ def grid_file(tmp: Path, body: str, base: Path = REFERENCE) -> Path:
 
 
 TINY = """
-settlements = 2
-time_limit = 25
+settlements = 1
+time_limit = 15
 seeds = 1
 n = [4]
 thresholds = ["default"]
