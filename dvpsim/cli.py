@@ -22,6 +22,7 @@ BENCHMARKS = {
     "consensus": "Certified rounds per second in the in-memory harness",
     "e2e": "End-to-end latency and throughput with real node processes",
     "sim": "Simulated seconds per wall second, settlements per second and runs per minute in sim",
+    "explore": "Schedules per minute dvpsim explore runs on two cores, fast and real crypto",
 }
 
 

@@ -601,18 +601,15 @@ def check_faults(scenario: Scenario) -> None:
 
 
 def _check_budget(reader: _Reader, budget: Budget, committee: Committee) -> None:
-    for name in budget.kinds:
-        if name not in FAULT_KINDS:
-            raise reader.fail(
-                "explore.kinds", f"unknown fault {name!r}", f"use some of {', '.join(FAULT_KINDS)}"
-            )
-    for name in budget.behaviours:
-        if name not in SCENARIO_BEHAVIOURS:
-            raise reader.fail(
-                "explore.behaviours",
-                f"unknown behaviour {name!r}",
-                f"use some of {', '.join(SCENARIO_BEHAVIOURS)}",
-            )
+    for key, names, known, what in (
+        ("kinds", budget.kinds, FAULT_KINDS, "fault"),
+        ("behaviours", budget.behaviours, SCENARIO_BEHAVIOURS, "behaviour"),
+    ):
+        for name in names:
+            if name not in known:
+                raise reader.fail(
+                    f"explore.{key}", f"unknown {what} {name!r}", f"use some of {', '.join(known)}"
+                )
     if budget.faults < 0 or budget.reorg_depth < 1:
         raise reader.fail(
             "explore", "faults must be >= 0 and reorg_depth >= 1", "give e.g. faults = 2"

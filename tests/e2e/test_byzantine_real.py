@@ -50,6 +50,7 @@ def _first_leader(scenario: Scenario) -> int:
     return leader(1, scenario.committee.n, key)
 
 
+@pytest.mark.slow  # real node processes: 15-25 s; the default run keeps the others
 def test_a_flooding_replaying_mutating_member_with_invalid_shares_changes_no_outcome(
     tmp_path: Path,
 ) -> None:
@@ -66,6 +67,7 @@ def test_a_flooding_replaying_mutating_member_with_invalid_shares_changes_no_out
     assert summary["passed"], summary["checks"]
 
 
+@pytest.mark.slow  # real node processes: 15-25 s; the default run keeps the others
 def test_a_silent_member_takes_part_in_nothing_and_changes_no_outcome(tmp_path: Path) -> None:
     summary, records = _run(tmp_path, Byzantine((1,), ("silent",)))
     assert not [r for r in records if r["event"] == "certified" and r["node"] == 1]
@@ -73,6 +75,7 @@ def test_a_silent_member_takes_part_in_nothing_and_changes_no_outcome(tmp_path: 
     assert summary["passed"], summary["checks"]
 
 
+@pytest.mark.slow  # real node processes: 15-25 s; the default run keeps the others
 def test_a_member_withholding_its_shares_sends_none_and_is_in_no_certificate(
     tmp_path: Path,
 ) -> None:

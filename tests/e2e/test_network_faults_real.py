@@ -214,6 +214,7 @@ def test_a_node_process_whose_clock_runs_fast_times_out_more_often(tmp_path: Pat
     assert summary["passed"], summary["checks"]
 
 
+@pytest.mark.slow  # real node processes: 15-25 s; the default run keeps the others
 def test_during_an_rpc_outage_a_node_process_sees_nothing_new_on_chain(tmp_path: Path) -> None:
     summary, records, drive = _run(tmp_path, 8, Fault("rpc-outage", 1.0, duration=3.0, node=0))
     start, end = drive + 1.0 + 0.5, drive + 4.0  # its watcher's last poll may land late

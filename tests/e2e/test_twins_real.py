@@ -67,6 +67,7 @@ def _assert_two_processes_for_member_2(committee: Path) -> None:
         assert signed > 0, f"{home.name} signed nothing"
 
 
+@pytest.mark.slow  # real node processes: 15-25 s; the default run keeps the others
 def test_a_twin_process_is_reached_as_the_member_and_a_fault_isolates_it_alone(
     tmp_path: Path,
 ) -> None:
