@@ -119,12 +119,13 @@ class Grid:
     byzantine: tuple[str, ...]  # expressions in n and f, or one "LO..HI" range
     thresholds: tuple[str, ...]  # expressions in n and f, "default" = floor((n+f)/2)+1
     coalitions: tuple[Coalition, ...]
-    delay_ms: tuple[float, ...] = (0.0,)
+    # An axis left out () keeps the base's faults of its kind; one given replaces them.
+    delay_ms: tuple[float, ...] = ()
     jitter_ms: float = 0.0
-    drop: tuple[float, ...] = (0.0,)
+    drop: tuple[float, ...] = ()
     network_window: float = 10.0
     confirmations: tuple[int, ...] = ()  # () keeps the base's
-    reorg_depth: tuple[int, ...] = (0,)
+    reorg_depth: tuple[int, ...] = ()
     reorg_at: float = 5.0
     block_time: float = -1.0  # < 0 keeps the base's
     settlements: int = 0  # 0 keeps the base's
@@ -406,7 +407,7 @@ def load_grid(path: str | Path) -> Grid:
         "unsafe_allow_low_n", raw.get("unsafe_allow_low_n", False), bool
     )
     kwargs["coalitions"] = _coalitions(reader, raw.get("coalitions", []))
-    if kwargs.get("network_window", 10.0) <= 0 and any(kwargs.get("delay_ms", (0,))) | any(
+    if kwargs.get("network_window", 10.0) <= 0 and any(kwargs.get("delay_ms", ())) | any(
         kwargs.get("drop", (0,))
     ):
         raise reader.fail(
@@ -520,9 +521,11 @@ def cells(grid: Grid) -> list[Cell]:
                         confirmations_axis = grid.confirmations or (
                             base.chains[0].confirmations if base.chains else 0,
                         )
-                        for delay in grid.delay_ms:
-                            for drop in grid.drop:
-                                for depth in grid.reorg_depth:
+                        # without the axis, a cell's depth is the base's deepest reorg
+                        depth_axis = grid.reorg_depth or (_base_reorg(base),)
+                        for delay in grid.delay_ms or (0.0,):
+                            for drop in grid.drop or (0.0,):
+                                for depth in depth_axis:
                                     for confirmations in confirmations_axis:
                                         out.append(
                                             Cell(
@@ -545,6 +548,13 @@ def _own_base(grid: Grid, coalition: str) -> Path | None:
     return next((c.base for c in grid.coalitions if c.name == coalition), None)
 
 
+def _base_reorg(base: Scenario) -> int:
+    """The deepest reorg of chain A among the base's own faults (0: none)."""
+    return max(
+        (int(f.value) for f in base.faults if f.kind == "reorg" and f.leg in ("", "A")), default=0
+    )
+
+
 def _load_base(grid: Grid, coalition: str = "") -> Scenario:
     """The base scenario of a coalition's cells ("": the grid's own)."""
     own = _own_base(grid, coalition)
@@ -557,7 +567,7 @@ def _load_base(grid: Grid, coalition: str = "") -> Scenario:
             f"{grid.path}: settlements: {grid.settlements} is more than the base's "
             f"{base.settlements.count}: give at most that"
         )
-    if grid.reorg_depth != (0,) and not base.chains:
+    if any(grid.reorg_depth) and not base.chains:
         raise GridError(f"{grid.path}: reorg_depth: the base has no chain: pick another base")
     return base
 
@@ -585,7 +595,17 @@ def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario
                 lie=coalition.lie,
             ),
         )
-    faults = list(base.faults)
+    # an axis the grid gives replaces the base's faults of its kind
+    replaced = {
+        kind
+        for kind, axis in (
+            ("delay", grid.delay_ms),
+            ("drop", grid.drop),
+            ("reorg", grid.reorg_depth),
+        )
+        if axis
+    }
+    faults = [f for f in base.faults if f.kind not in replaced]
     if cell.delay_ms:
         faults.append(
             Fault(
@@ -598,7 +618,7 @@ def cell_scenario(grid: Grid, base: Scenario, cell: Cell, seed: int) -> Scenario
         )
     if cell.drop:
         faults.append(Fault("drop", 0.0, duration=grid.network_window, value=cell.drop))
-    if cell.reorg_depth:
+    if cell.reorg_depth and grid.reorg_depth:
         faults.append(Fault("reorg", grid.reorg_at, leg="A", value=float(cell.reorg_depth)))
     chains = base.chains
     if chains:
@@ -870,10 +890,14 @@ def _row_title(sweep: Sweep, coalition: str, row: tuple[float, float, int, int])
         who += f" on {c.base.stem}"
     delay, drop, confirmations, depth = row
     parts = [who]
-    if delay or drop:
-        parts.append(f"delay {delay:g} ms, drop {drop:g}")
+    if delay:
+        parts.append(f"delay {delay:g} ms")
+    if drop:
+        parts.append(f"drop {drop:g}")
     if depth:
-        parts.append(f"reorg {depth} vs {confirmations} confirmations")
+        # the reorg line: deeper than the confirmations, it can undo a lock acted on
+        relation = ">" if depth > confirmations else "≤"
+        parts.append(f"reorg {depth} {relation} {confirmations} confirmations")
     elif confirmations:
         parts.append(f"{confirmations} confirmations")
     return "; ".join(parts)
@@ -959,16 +983,20 @@ def draw(sweep: Sweep, path: Path) -> None:
         shared = [c.name for c in sweep.grid.coalitions if c.base is None] or [""]
         for name in [cell.coalition] if cell.coalition else shared:
             by_key[(name, cell.row, cell.panel, cell.byzantine, cell.t)] = result
+    # A row of panels per coalition and setting while there are several (n, f); with one or
+    # two, the panels wrap into up to four columns, each titled with its row.
+    by_row = len(panels) >= 3
+    ncols = len(panels) if by_row else min(len(rows) * len(panels), 4)
+    nrows = math.ceil(len(rows) * len(panels) / ncols)
     fig, axes = plt.subplots(
-        len(rows),
-        len(panels),
-        figsize=(3.3 * len(panels) + 0.4, 3.0 * len(rows) + 1.5),
-        squeeze=False,
+        nrows, ncols, figsize=(3.3 * ncols + 0.4, 3.0 * nrows + 1.5), squeeze=False
     )
+    for ax in axes.flat[len(rows) * len(panels) :]:
+        ax.set_axis_off()
     for i, (coalition, setting) in enumerate(rows):
         behaviours = sweep.coalitions[coalition].behaviours if coalition else ()
         for j, (n, f) in enumerate(panels):
-            ax = axes[i][j]
+            ax = axes.flat[i * len(panels) + j]
             here = {k[3:]: r for k, r in by_key.items() if k[:3] == (coalition, setting, (n, f))}
             if not here:
                 ax.set_axis_off()
@@ -1011,6 +1039,10 @@ def draw(sweep: Sweep, path: Path) -> None:
             ax.set_yticks(range(len(ts)), [str(t) for t in ts])
             ax.set_xlabel("Byzantine members b", fontsize=8)
             ax.set_ylabel("threshold t", fontsize=8)
+            if not by_row:
+                heading = f"{_row_title(sweep, coalition, setting)}: n = {n}, f = {f}"
+                ax.set_title("\n".join(textwrap.wrap(heading, 40)), fontsize=8)
+                continue
             ax.set_title(f"n = {n}, f = {f}", fontsize=9)
             if j == 0:
                 title = ax.annotate(
@@ -1028,7 +1060,7 @@ def draw(sweep: Sweep, path: Path) -> None:
     fig.legend(
         handles=legend,
         loc="lower center",
-        ncol=min(5, max(2, len(panels))),
+        ncol=min(5, max(2, ncols)),
         fontsize=8,
         frameon=False,
     )
@@ -1039,10 +1071,10 @@ def draw(sweep: Sweep, path: Path) -> None:
     )
     fig.suptitle(
         f"dvpsim sweep {sweep.grid.name}: {len(sweep.cells)} cells x {seeds} seeds\n"
-        + "\n".join(textwrap.wrap(key, int(28 * len(panels) + 12))),
+        + "\n".join(textwrap.wrap(key, int(28 * ncols + 12))),
         fontsize=9,
     )
-    bottom = 0.9 / (3.0 * len(rows) + 1.5)
+    bottom = 0.9 / (3.0 * nrows + 1.5)
     fig.tight_layout(rect=(0, bottom, 1, 0.97), h_pad=2.5)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -268,3 +268,20 @@ def test_a_coalition_with_a_base_of_its_own_has_its_own_cells(tmp_path: Path) ->
     scenario = cell_scenario(grid, load(EQUIVOCATION), eq, seed=6)
     assert scenario.faults == load(EQUIVOCATION).faults  # its slow bank
     assert [g.nodes for g in scenario.byzantine] == [(3,)]
+
+
+def test_an_axis_the_grid_gives_replaces_the_bases_faults_of_its_kind(tmp_path: Path) -> None:
+    reorg = REPO_ROOT / "scenarios" / "unsafe-reorg-below-confirmations.toml"
+    base = load(reorg)
+    kept = load_grid(
+        grid_file(tmp_path, 'n = [4]\nthresholds = ["default"]\nbyzantine = [0]', reorg)
+    )
+    (cell,) = cells(kept)
+    assert (cell.reorg_depth, cell.confirmations) == (12, 1)  # the base's own
+    assert Theory.of(cell, None).reorg_possible
+    assert cell_scenario(kept, base, cell, 1).faults == base.faults
+    body = 'n = [4]\nthresholds = ["default"]\nbyzantine = [0]\nreorg_depth = [0, 3]\ndrop = [0.2]'
+    replaced = load_grid(grid_file(tmp_path, body, reorg))
+    scenarios = {c.reorg_depth: cell_scenario(replaced, base, c, 1) for c in cells(replaced)}
+    assert [(f.kind, f.value) for f in scenarios[0].faults] == [("drop", 0.2)]
+    assert [(f.kind, f.value) for f in scenarios[3].faults] == [("drop", 0.2), ("reorg", 3.0)]
