@@ -1252,7 +1252,7 @@ def main(
             sweep = run_sweep(
                 grid, out_dir, jobs=jobs, cluster=cluster, seeds=seeds, progress=progress
             )
-        except PoolError as exc:
+        except (PoolError, ScenarioError) as exc:  # a cell the simulation refuses, too
             return _error(str(exc))
     unsafe = [r for r in sweep.cells if r.unsafe]
     console.print(
