@@ -1200,13 +1200,6 @@ def main(
 
     from dvpsim.pool import Pool, PoolError
 
-    # Workers start with this process's sys.path, which holds the native build's tree (native
-    # appends it) but not the project's root when dvpsim runs as a console script: a worker
-    # would then import ``scenarios`` as the tree's namespace portion, without its runner.
-    # The root first makes every worker import the packages themselves.
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
     if seeds is not None and seeds < 1:
         return _error(f"--seeds {seeds}: give at least 1")
     try:

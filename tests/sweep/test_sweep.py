@@ -195,8 +195,8 @@ def test_the_theory_lines() -> None:
 
 
 def test_a_tiny_grid_end_to_end(tmp_path: Path) -> None:
-    """Through the console script, as a user runs it (workers then start without the
-    project's root on their path)."""
+    """Through the console script, as a user runs it: its workers start without the
+    project's root on their path (native keeps its compiled tree off sys.path for them)."""
     path = grid_file(tmp_path, TINY, base=LIARS)
     out = tmp_path / "out"
     script = Path(sys.executable).parent / "dvpsim"
