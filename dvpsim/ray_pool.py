@@ -206,7 +206,6 @@ def connect(address: str) -> RayCluster:
         # Ray when it is first imported.
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")
     deadline = time.monotonic() + CONNECT_TIMEOUT
     _reachable(host, port, address, deadline)
     import ray
