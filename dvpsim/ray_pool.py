@@ -198,7 +198,7 @@ def _reachable(host: str, port: int, address: str, deadline: float) -> None:
 def connect(address: str) -> RayCluster:
     """Join the Ray cluster at ``address`` within ``CONNECT_TIMEOUT`` s, and check that its
     workers run this process's dvpsim sources."""
-    scheme, host, port = parse_address(address)
+    _, host, port = parse_address(address)
     _check_installed()
     if _is_loopback(host):
         # A cluster on loopback is one machine: Ray then keeps every address it binds and
@@ -232,6 +232,7 @@ def connect(address: str) -> RayCluster:
             "Ray Client port)"
         )
     if joined[0] is not None:
+        disconnect()
         raise ClusterError(
             f"--cluster {address}: cannot join the Ray cluster: {_first_line(joined[0])}"
         )
@@ -257,9 +258,17 @@ def _check_sources(address: str) -> None:
         theirs = ray.get(ray.remote(_worker_digest).remote(None), timeout=120)
     except Exception as e:
         disconnect()
+        # A worker that cannot import the probe reports Ray's long RuntimeError with the
+        # import's traceback in it; its last line says what failed.
+        cause = getattr(e, "cause", None) or e
+        lines = [line for line in str(cause).splitlines() if line.strip()]
+        if len(lines) > 1:
+            reason = lines[-1].strip()
+        else:
+            reason = f"{type(cause).__name__}: {lines[0] if lines else 'no message'}"
         raise ClusterError(
             f"--cluster {address}: the cluster's workers cannot run dvpsim "
-            f"({_first_line(e)}); start the cluster from a dvpsim checkout's .venv "
+            f"({reason}); start the cluster from a dvpsim checkout's .venv "
             "(README: Running on a Ray cluster)"
         ) from None
     if theirs != ours:

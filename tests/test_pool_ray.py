@@ -19,7 +19,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -182,26 +182,47 @@ def test_a_ray_cluster_gives_the_digests_local_workers_give() -> None:
             ray_pool.disconnect()
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_a_cluster_that_runs_other_sources_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    if importlib.util.find_spec("ray") is None:
-        pytest.fail("Ray is not installed: scripts/test-slow.sh installs requirements-cluster.lock")
-    temp_dir = short_temp_dir()
-    # The workers find an edited copy of one package before this checkout's (a driver
-    # also lends them its working directory, so it must not be the checkout either).
-    monkeypatch.chdir(temp_dir)
-    shadow = temp_dir / "shadow"
+def _edit_processes(shadow: Path) -> None:
     shutil.copytree(REPO_ROOT / "processes", shadow / "processes")
     managed = shadow / "processes" / "managed.py"
     managed.write_text(managed.read_text() + "\n# edited\n")
-    with ray_head(temp_dir, pythonpath=str(shadow)) as addresses:
+
+
+def _break_dvpsim(shadow: Path) -> None:
+    (shadow / "dvpsim").mkdir(parents=True)
+    (shadow / "dvpsim" / "__init__.py").write_text('raise ImportError("no dvpsim here")\n')
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("shadowing", "refusal"),
+    [
+        (
+            _edit_processes,
+            r"the cluster's workers run other dvpsim sources \([0-9a-f]{12}, here "
+            r"[0-9a-f]{12}\); start it from this checkout's \.venv",
+        ),
+        (
+            _break_dvpsim,
+            r"the cluster's workers cannot run dvpsim \(ImportError: no dvpsim here\); start the "
+            r"cluster from a dvpsim checkout's \.venv \(README: Running on a Ray cluster\)",
+        ),
+    ],
+    ids=["other-sources", "no-dvpsim"],
+)
+def test_a_cluster_whose_workers_run_other_code_is_refused(
+    monkeypatch: pytest.MonkeyPatch, shadowing: Callable[[Path], None], refusal: str
+) -> None:
+    if importlib.util.find_spec("ray") is None:
+        pytest.fail("Ray is not installed: scripts/test-slow.sh installs requirements-cluster.lock")
+    temp_dir = short_temp_dir()
+    # The workers find the shadow's packages before this checkout's (a driver also lends
+    # them its working directory, so that must not be the checkout either).
+    monkeypatch.chdir(temp_dir)
+    shadowing(temp_dir / "shadow")
+    with ray_head(temp_dir, pythonpath=str(temp_dir / "shadow")) as addresses:
         for address in addresses:
             with pytest.raises(PoolError) as raised:
                 Pool(cluster=address)
-            assert re.fullmatch(
-                f"--cluster {re.escape(address)}: the cluster's workers run other dvpsim "
-                r"sources \([0-9a-f]{12}, here [0-9a-f]{12}\); start it from this "
-                r"checkout's \.venv",
-                str(raised.value),
-            )
+            assert re.fullmatch(f"--cluster {re.escape(address)}: {refusal}", str(raised.value))
