@@ -1,8 +1,8 @@
 """Command line of the bank service: ``dvpsim bank serve`` and ``dvpsim bank reconcile``.
 
 ``serve`` opens (or creates) the SQLite ledger, loads the trusted committee and the client
-credentials, optionally opens the accounts of an accounts file, and runs the HTTP API on a
-loopback address until SIGTERM/SIGINT, printing ``dvpsim-bank listening on http://HOST:PORT``
+credentials, optionally opens the accounts of an accounts file, and runs the HTTP API on one
+address (127.0.0.1 by default) until SIGTERM/SIGINT, printing ``dvpsim-bank listening on http://HOST:PORT``
 once it accepts connections. ``reconcile`` checks a ledger file offline (exit 0 if the books
 hold, 1 with one line per problem otherwise).
 
@@ -12,7 +12,7 @@ Files (JSON; formats in docs/INTERFACES.md, section bank_adapter):
   --accounts   {"accounts": [{"account_id": "alice", "currency": "EUR", "opening_balance": 1000}]}
   --webhook-key  the Ed25519 key that signs callbacks (32 bytes hex; created if absent)
 
-This module must never print a secret, bind a non-loopback address, or exit with a
+This module must never print a secret, bind every interface (0.0.0.0), or exit with a
 traceback for a user's mistake (one line on stderr, exit status 2).
 """
 
@@ -111,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bank_adapter.server import (
         BankServer,
         ServerConfig,
-        check_loopback,
+        check_host,
         parse_clients,
         serve_forever,
     )
@@ -120,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bank_adapter.storage import StorageIntegrityError
 
     try:
-        check_loopback(args.host)
+        check_host(args.host)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if not 0 <= args.port <= 65535:
@@ -204,7 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bank's HTTP API")
     serve.add_argument(
-        "--host", default="127.0.0.1", help="loopback address to bind (default 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        help="address to bind: 127.0.0.1 (default), or one interface's address that nodes "
+        "on other machines reach (never 0.0.0.0)",
     )
     serve.add_argument(
         "--port", type=int, default=9545, help="TCP port, 0 for any free port (default 9545)"

@@ -8,7 +8,7 @@ The child is started, registered and stopped by ``processes`` (the one way dvpsi
 process), with ``PR_SET_PDEATHSIG``: start it from a thread that outlives it.
 
 It must never signal a process it did not start, or leave its child running after
-``stop()``; the bank binds 127.0.0.1 only.
+``stop()``; the bank binds ``host`` only (127.0.0.1 by default, never every interface).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ class BankProcess:
         webhooks: Sequence[str] = (),
         admin_token: str | None = None,
         port: int = 0,
+        host: str = "127.0.0.1",
         extra_args: Sequence[str] = (),
         start_timeout_s: float = 30.0,
     ) -> None:
@@ -72,6 +73,7 @@ class BankProcess:
             )
         )
         self._port = port
+        self.host = host
         self.webhooks = tuple(webhooks)
         self.extra_args = tuple(extra_args)
         self.start_timeout_s = start_timeout_s
@@ -90,7 +92,7 @@ class BankProcess:
             "bank_adapter",
             "serve",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self._port),
             "--db",

@@ -1,4 +1,4 @@
-"""The bank's HTTP API (aiohttp), bound to loopback: authentication, faults, routing.
+"""The bank's HTTP API (aiohttp), bound to one address: authentication, faults, routing.
 
 The server is a thin adapter: it reads the clock, authenticates the request
 (``signing.RequestAuthenticator``), applies the configured faults, and hands the body to
@@ -21,7 +21,7 @@ Routes (see ``openapi.py`` for the schemas, served at ``GET /openapi.json``)::
     POST /admin/accounts        GET /admin/reconcile   GET|PUT /admin/faults
     POST /admin/crash                                  (admin: only with an admin token)
 
-This module must never bind anything but a loopback address, run a ledger rule itself, or
+This module must never bind every interface (0.0.0.0, ::) rather than one address, run a ledger rule itself, or
 answer a mutating request before its transaction committed.
 """
 
@@ -56,7 +56,7 @@ from bank_adapter.signing import (
 from bank_adapter.storage import LedgerStorage
 from bank_adapter.webhooks import WebhookSender
 
-__all__ = ["MAX_BODY_BYTES", "BankServer", "ServerConfig", "check_loopback", "request_hash"]
+__all__ = ["MAX_BODY_BYTES", "BankServer", "ServerConfig", "check_host", "request_hash"]
 
 log = logging.getLogger("dvpsim.bank.server")
 
@@ -67,17 +67,22 @@ _OPEN_PATHS: Final = frozenset({"/v1/health", "/openapi.json", "/v1/webhook-key"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def check_loopback(host: str) -> str:
-    """``host`` if it is a loopback address; ValueError otherwise (the bank never listens
-    on a network interface)."""
+def check_host(host: str) -> str:
+    """``host`` if it is one address to bind: loopback (the default), or one interface's
+    address where nodes on other machines reach the bank (docs/DEPLOY.md); ValueError for
+    a name, every interface (0.0.0.0, ::) or a multicast address."""
     try:
-        if ipaddress.ip_address(host).is_loopback:
-            return host
+        address = ipaddress.ip_address(host)
     except ValueError:
-        pass
-    raise ValueError(
-        f"--host {host} is not a loopback address; the bank binds 127.0.0.1 or ::1 only"
-    )
+        raise ValueError(
+            f"--host {host} is not an IP address; give 127.0.0.1 or one interface's address"
+        ) from None
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(
+            f"--host {host} is not one interface's address; the bank binds one address, "
+            "never every interface: give 127.0.0.1 or the address the nodes reach"
+        )
+    return host
 
 
 def request_hash(method: str, path_qs: str, body: bytes) -> bytes:
@@ -168,7 +173,7 @@ class BankServer:
         return app
 
     async def start(self) -> int:
-        host = check_loopback(self.config.host)
+        host = check_host(self.config.host)
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, self.config.port, reuse_address=True)

@@ -2,7 +2,8 @@
 
 Every runner, benchmark and test that needs a chain goes through :func:`start_chain`.
 A chain is an anvil process from the pinned npm package ``@foundry-rs/anvil``, bound
-to 127.0.0.1 on a free port, with a given chain id and ``--hardfork prague`` (without
+to 127.0.0.1 (or one address given, for nodes on other machines: docs/DEPLOY.md) on a
+free port, with a given chain id and ``--hardfork prague`` (without
 Prague the EIP-2537 BLS12-381 precompiles silently return nothing). Its output goes
 to a log file.
 
@@ -111,8 +112,8 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now, for a process that binds it a little later.
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free now, for a process that binds it a little later.
 
     The port is drawn outside the kernel's ephemeral range: a port the kernel picked (bind
     to port 0) goes back into that pool, where an outgoing connection or another port-0
@@ -134,13 +135,13 @@ def free_port() -> int:
                 continue
             try:
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                    sock.bind(("127.0.0.1", port))
+                    sock.bind((host, port))
             except OSError:
                 continue
             _handed_out.add(port)
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
@@ -168,6 +169,7 @@ class LocalChain:
     process: ManagedProcess
     block_time: float | None = None
     started_in: float = 0.0
+    host: str = "127.0.0.1"
     _w3: Any = field(default=None, repr=False)
 
     @property
@@ -180,7 +182,7 @@ class LocalChain:
 
     @property
     def rpc_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def running(self) -> bool:
         return self.process.running()
@@ -226,8 +228,10 @@ def start_chain(
     hardfork: str = HARDFORK,
     startup_timeout: float = 15.0,
     extra_args: tuple[str, ...] = (),
+    host: str = "127.0.0.1",
 ) -> LocalChain:
-    """Start anvil on 127.0.0.1 and return once it answers JSON-RPC with ``chain_id``.
+    """Start anvil on ``host`` (127.0.0.1, or one interface's address that nodes on other
+    machines reach) and return once it answers JSON-RPC with ``chain_id``.
 
     ``hardfork`` other than Prague exists for tests that show what breaks without it.
     """
@@ -236,14 +240,14 @@ def start_chain(
     log_dir.mkdir(parents=True, exist_ok=True)
     last_error = "no attempt made"
     for _attempt in range(3):  # a free port can be taken between probe and bind: retry
-        port = free_port()
+        port = free_port(host)
         log_path = log_dir / f"anvil-{chain_id}-{port}.log"
         # --max-persisted-states 0: anvil keeps its recent states in memory only. By
         # default it writes older ones under ~/.foundry/anvil/tmp and removes them only on
         # a clean exit: a chain stopped by signal (or by the kernel when its owner dies)
         # left hundreds of MB a run there, tens of GB over a day of test runs.
         args = [
-            str(binary), "--host", "127.0.0.1", "--port", str(port), "--chain-id", str(chain_id),
+            str(binary), "--host", host, "--port", str(port), "--chain-id", str(chain_id),
             "--hardfork", hardfork, "--accounts", str(accounts), "--max-persisted-states", "0",
             *extra_args,
         ]  # fmt: skip
@@ -251,7 +255,9 @@ def start_chain(
             args += ["--block-time", str(block_time)]
         begun = time.monotonic()
         process = start_process(f"anvil-{chain_id}", args, log_path)
-        chain = LocalChain(chain_id=chain_id, port=port, process=process, block_time=block_time)
+        chain = LocalChain(
+            chain_id=chain_id, port=port, process=process, block_time=block_time, host=host
+        )
         try:
             _wait_until_ready(chain, startup_timeout)
         except ChainError as exc:

@@ -75,13 +75,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from dvpsim.run import main as run_main
 
-    return run_main(args.scenario, args.out)
+    return run_main(args.scenario, args.out, args.hosts)
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from dvpsim.sim import main as sim_main
 
     return sim_main(args.scenario, args.out, args.seed, args.crypto, args.check_determinism)
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from dvpsim.explore import main as explore_main
+
+    return explore_main(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dvpsim.report import ReportError, write_report
+
+    try:
+        written = write_report(Path(args.run_dir), Path(args.out) if args.out else None)
+    except ReportError as exc:
+        print(f"dvpsim report: {exc}", file=sys.stderr)
+        return 2
+    print(written)
+    return 0
 
 
 def _delegate(module_name: str, what: str) -> Any:
@@ -119,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="run folder for history, summary and logs (default runs/NAME-TIME)",
     )
+    run.add_argument(
+        "--hosts",
+        metavar="FILE",
+        help="hosts file (TOML): the addresses the chains, the bank and each node listen on, "
+        "and how each node process starts; default: everything on 127.0.0.1 (docs/DEPLOY.md)",
+    )
     run.set_defaults(func=cmd_run)
 
     sim = sub.add_parser(
@@ -146,6 +170,51 @@ def build_parser() -> argparse.ArgumentParser:
         help="run twice and compare the history digests (exit 3 if they differ)",
     )
     sim.set_defaults(func=cmd_sim)
+
+    explore = sub.add_parser(
+        "explore",
+        help="run random fault and adversary schedules in sim, shrink each violation to a "
+        "minimal scenario",
+        description="Draw random schedules within the scenario's [explore] budget, run them in "
+        "sim on every core, and shrink each violation found to a minimal scenario file that "
+        "`dvpsim sim` replays (confirmed with real crypto). Exit 0: nothing found; 1: a "
+        "violation found; 2: bad input.",
+    )
+    explore.add_argument(
+        "scenario", help="scenario file (TOML) whose [explore] table is the budget"
+    )
+    limit = explore.add_mutually_exclusive_group()
+    limit.add_argument(
+        "--budget", type=int, metavar="N", help="run N schedules (default 200 without --time)"
+    )
+    limit.add_argument("--time", metavar="T", help="run schedules for T (e.g. 90s, 5m)")
+    explore.add_argument("--jobs", type=int, metavar="J", help="worker processes (default: cores)")
+    explore.add_argument(
+        "--seed", metavar="S", help="exploration seed (default: the scenario's seed)"
+    )
+    explore.add_argument(
+        "--crypto",
+        default="fast",
+        metavar="fast|real",
+        help="crypto of the schedules (default fast; findings are confirmed with real)",
+    )
+    explore.add_argument(
+        "--cluster", metavar="ADDRESS", help="run on a Ray cluster at ADDRESS (see README)"
+    )
+    explore.add_argument(
+        "--out", metavar="DIR", help="output folder (default runs/explore-NAME-TIME)"
+    )
+    explore.set_defaults(func=cmd_explore)
+    report = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page of a run: node and settlement-leg lanes, "
+        "fault windows, latency CDF, messages per round, verdicts and their witnesses",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of dvpsim run or sim")
+    report.add_argument(
+        "--out", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)"
+    )
+    report.set_defaults(func=cmd_report)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")

@@ -1,4 +1,6 @@
-"""`dvpsim run SCENARIO [--out DIR]`: one real-mode run with progress and a summary table.
+"""`dvpsim run SCENARIO [--out DIR] [--hosts FILE]`: one real-mode run with progress and a
+summary table; with a hosts file (``scenarios.hosts``) its parts listen on the addresses
+it names instead of 127.0.0.1.
 
 The exit code says whether the run showed what its scenario expects (``expect``): 0 when
 it did (by default: every check valid and every settlement ended; an unsafe scenario names
@@ -72,17 +74,19 @@ def print_expectation(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"[red]expectation not met[/]: {line}", soft_wrap=True)
 
 
-def main(scenario_path: str, out: str | None) -> int:
+def main(scenario_path: str, out: str | None, hosts_path: str | None = None) -> int:
     from chain_adapters.build import CompileError
     from chain_adapters.evm import RpcError
     from chain_adapters.localchain import ChainError
+    from scenarios.hosts import LOCAL, HostsError, load_hosts
     from scenarios.real import RealRun, RunError
     from scenarios.schema import ScenarioError, load
 
     console = Console()
     try:
         scenario = load(scenario_path)
-    except ScenarioError as exc:
+        hosts = LOCAL if hosts_path is None else load_hosts(hosts_path, scenario.endpoints)
+    except (ScenarioError, HostsError) as exc:
         print(f"dvpsim run: {exc}", file=sys.stderr)
         return 2
     out_dir = (
@@ -104,7 +108,7 @@ def main(scenario_path: str, out: str | None) -> int:
             progress.update(tasks[what], completed=done, total=total)
 
         try:
-            result = RealRun(scenario, out_dir, report).run()
+            result = RealRun(scenario, out_dir, report, hosts=hosts).run()
         except (RunError, ChainError, CompileError, RpcError) as exc:
             print(f"dvpsim run: {exc}", file=sys.stderr)
             return 2

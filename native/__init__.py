@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import sys
@@ -95,9 +96,28 @@ def _current() -> tuple[Path | None, str]:
     tree = MANIFEST.parent / manifest["tree"]
     if not manifest["tree"] or not tree.is_dir():
         return None, f"missing compiled tree {tree} (run scripts/setup.sh)"
-    if str(tree) not in sys.path:
-        sys.path.append(str(tree))  # the compiled modules' shared library is top-level
+    try:
+        _load_shared_libraries(tree)
+    except ImportError as e:
+        return None, f"unloadable compiled tree {tree}: {e} (run scripts/setup.sh)"
     return tree, "in use"
+
+
+def _load_shared_libraries(tree: Path) -> None:
+    """Load the compiled modules' shared library (a top-level ``<hash>__mypyc`` module) by
+    its path. The tree is not put on ``sys.path``: a worker process inherits its parent's
+    ``sys.path``, and there the tree's package folders (which hold no ``__init__``) would
+    be found first as namespace packages, hiding the real ones."""
+    for library in sorted(tree.glob("*__mypyc.*")):
+        name = library.name.split(".", 1)[0]
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(name, library)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {library.name}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
 
 
 def extend(path: list[str], package: str) -> list[str]:

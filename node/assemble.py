@@ -164,5 +164,13 @@ def assemble(config: NodeConfig, pumps: dict[str, Pump] | None = None) -> Parts:
     runtime = NodeRuntime(driver, sending, store, pumps, trace, clock)
     closers.append(runtime.close)
     host, _, port = config.metrics.rpartition(":")
-    metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))
+    try:
+        metrics_port = serve_metrics(runtime, host or "127.0.0.1", int(port or 0))
+    except OSError as exc:
+        for close in reversed(closers):
+            close()
+        raise AssemblyError(
+            f"{config.path}: metrics: cannot listen on {config.metrics} ({exc.strerror}): "
+            "give an address of this machine and a free port (0: any)"
+        ) from None
     return Parts(runtime, transport, store, identity.peer_id_text, metrics_port, closers)

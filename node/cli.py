@@ -2,8 +2,8 @@
 
 It loads the node config (``node.config``), the BLS keystore and the identity seed,
 builds the consensus node, the libp2p transport, the durable safety store and the
-targets (chains, bank), serves Prometheus metrics on 127.0.0.1, logs JSON lines with the
-node id to stderr, and runs until SIGTERM or SIGINT, after which it stops within about a
+targets (chains, bank), serves Prometheus metrics on its config's ``metrics`` address
+(127.0.0.1 by default), logs JSON lines with the node id to stderr, and runs until SIGTERM or SIGINT, after which it stops within about a
 second: the safety store is already durable (every Persist is fsynced when it happens),
 so nothing needs flushing and SIGKILL loses nothing that was promised.
 """
@@ -11,6 +11,7 @@ so nothing needs flushing and SIGKILL loses nothing that was promised.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import signal
@@ -93,9 +94,32 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(_serve, parts, args.ready_file)
     except KeyboardInterrupt:
         pass
+    except (OSError, BaseExceptionGroup) as exc:
+        failure = _bind_failure(exc)
+        if failure is None:
+            raise
+        print(f"dvpsim node: {config.path}: {failure}", file=sys.stderr)
+        return EXIT_CONFIG
     finally:
         parts.close()
     return 0
+
+
+def _bind_failure(exc: BaseException) -> str | None:
+    """The one line for an address the node could not listen on (not this machine's, or
+    in use), if that is what ``exc`` holds: a config mistake, not a crash."""
+    from node.p2p import P2PListenError
+
+    if isinstance(exc, P2PListenError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.EADDRNOTAVAIL, errno.EADDRINUSE):
+        return f"cannot listen ({exc.strerror}): give an address of this machine and a free port"
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _bind_failure(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _serve(parts: Any, ready_file: str | None) -> None:

@@ -19,7 +19,9 @@ their own). It names:
   client credentials), each with its committee config (chain id / domain, verifier
   address, config count, threshold t);
 - ``listen``: the libp2p multiaddr to listen on; ``metrics``: host:port of the
-  Prometheus endpoint (127.0.0.1 by default); ``data_dir``: where the safety store and
+  Prometheus endpoint (127.0.0.1 by default). Every address is one IPv4 interface's
+  (127.0.0.1 by default, another machine's for a committee across machines:
+  docs/DEPLOY.md), never 0.0.0.0; target URLs may name any host; ``data_dir``: where the safety store and
   the node's trace (``trace.jsonl``, its part of a run's history) live;
   ``trace_messages``: also trace every message sent and received (off by default);
   ``fault_plan``: a file of network-fault windows a run's driver may write, applied to
@@ -39,7 +41,9 @@ This module only reads and validates; it starts nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,8 @@ from consensus import bls
 from node.byzantine import BEHAVIOURS, LIES, ByzantineSpec
 from node.driver import TARGET_KINDS
 from node.modes import MODES
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 class NodeConfigError(ValueError):
@@ -354,10 +360,10 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
                 f"{target.url!r} is not a file:// URL",
                 "give file:///path/to/facts.json",
             )
-        if kind != "file" and not target.url.startswith(("http://", "https://")):
-            raise r.fail(
-                prefix + "url", f"{target.url!r} is not an http(s) URL", "give http://HOST:PORT"
-            )
+        if kind != "file":
+            _url(r, prefix + "url", target.url)
+        if target.webhook_listen:
+            _host_port(r, prefix + "webhook_listen", target.webhook_listen)
         if kind == "evm" and not target.transmitter_key:
             raise r.fail(
                 prefix + "transmitter_key",
@@ -403,9 +409,9 @@ def parse(raw: dict[str, Any], path: Path = Path("<node config>")) -> NodeConfig
             r, "committee.leader_selection_key", committee.get("leader_selection_key"), 32
         ),
         targets=tuple(targets),
-        listen=r.get(raw, "", "listen", str),
+        listen=_listen(r, r.get(raw, "", "listen", str)),
         data_dir=r.path_of(r.get(raw, "", "data_dir", str)),
-        metrics=r.get(raw, "", "metrics", str, "127.0.0.1:0"),
+        metrics=_host_port(r, "metrics", r.get(raw, "", "metrics", str, "127.0.0.1:0")),
         timing=Timing(**timing_kwargs),
         allow_unsafe_threshold=r.get(raw, "", "allow_unsafe_threshold", bool, False),
         log_level=r.get(raw, "", "log_level", str, "info"),
@@ -443,7 +449,88 @@ def _p2p_address(r: _Reader, entry: dict[str, Any], prefix: str, fix: str) -> st
     address: str = r.get(entry, prefix, "address", str)
     if "/p2p/" not in address:
         raise r.fail(prefix + "address", f"{address!r} has no /p2p/<peer id>", fix)
+    head, _, peer_id = address.rpartition("/p2p/")
+    _ip4_tcp(r, prefix + "address", head, address, lowest_port=1)
+    try:
+        from multiaddr import Multiaddr
+
+        Multiaddr(address)
+    except Exception:  # the library raises several kinds for a malformed peer id
+        raise r.fail(
+            prefix + "address",
+            f"{peer_id!r} is not a libp2p peer id",
+            "give the peer id the member's node prints in its ready file (12D3KooW...)",
+        ) from None
     return address
+
+
+def _listen(r: _Reader, value: str) -> str:
+    """The libp2p listen address: /ip4/ADDRESS/tcp/PORT (port 0: any free port)."""
+    _ip4_tcp(r, "listen", value, value, lowest_port=0)
+    return value
+
+
+def _ip4_tcp(r: _Reader, key: str, head: str, whole: str, *, lowest_port: int) -> None:
+    """``head`` must be /ip4/A.B.C.D/tcp/PORT with one interface's address: a node binds
+    or dials one address, never every interface (0.0.0.0)."""
+    parts = head.split("/")
+    example = "/ip4/127.0.0.1/tcp/4001"
+    if len(parts) != 5 or parts[0] or parts[1] != "ip4" or parts[3] != "tcp":
+        raise r.fail(key, f"{whole!r} is not an /ip4/ADDRESS/tcp/PORT multiaddr", f"e.g. {example}")
+    _host(r, key, parts[2], whole)
+    _port(r, key, parts[4], whole, lowest_port)
+
+
+def host_problem(host: str) -> str | None:
+    """What is wrong with ``host`` as an address to bind or dial, or None: it must be one
+    interface's IPv4 address (127.0.0.1 by default; another machine's for a committee that
+    spans machines), never every interface (0.0.0.0), a broadcast or multicast address."""
+    try:
+        address = ipaddress.IPv4Address(host)
+    except ValueError:
+        return f"{host!r} is not an IPv4 address"
+    if address.is_unspecified or address.is_multicast or address == _BROADCAST:
+        return f"{host} is not one interface's address"
+    return None
+
+
+def _host(r: _Reader, key: str, host: str, whole: str) -> None:
+    problem = host_problem(host)
+    if problem is not None:
+        raise r.fail(
+            key,
+            f"{problem} (in {whole!r})",
+            "give the address of one interface, e.g. 127.0.0.1 (the default) or 10.0.0.2",
+        )
+
+
+def _port(r: _Reader, key: str, port: str, whole: str, lowest: int) -> None:
+    if not (port.isdigit() and lowest <= int(port) <= 65535):
+        raise r.fail(key, f"port {port!r} in {whole!r} is not in {lowest}..65535", "fix the port")
+
+
+def _host_port(r: _Reader, key: str, value: str) -> str:
+    """A listening address as HOST:PORT (IPv4; port 0: any free port)."""
+    host, colon, port = value.rpartition(":")
+    if not colon:
+        raise r.fail(key, f"{value!r} is not HOST:PORT", "give e.g. 127.0.0.1:0")
+    _host(r, key, host, value)
+    _port(r, key, port, value, 0)
+    return value
+
+
+def _url(r: _Reader, key: str, value: str) -> str:
+    """An http(s) URL of a service on any host: scheme, host and a valid port if given."""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        port = parts.port  # ValueError if out of range or not a number
+    except ValueError:
+        raise r.fail(key, f"{value!r} has a bad port", "give http://HOST:PORT") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise r.fail(key, f"{value!r} is not an http(s) URL", "give http://HOST:PORT")
+    if port == 0 or any(c.isspace() for c in value):
+        raise r.fail(key, f"{value!r} is not a usable URL", "give http://HOST:PORT")
+    return value
 
 
 def _byzantine(r: _Reader, raw: Any, n: int) -> ByzantineSpec:

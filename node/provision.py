@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from consensus import bls, keystore
 from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from node.identity import identity_from_seed, write_identity_file
-from processes import ManagedProcess, start_python
+from processes import ManagedProcess, start_process, start_python
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,9 @@ class MemberKeys:
     identity_public_key: bytes
     peer_id: str
     port: int
+    # The address it listens on and its peers dial (libp2p), where it takes the bank's
+    # callbacks and serves metrics: 127.0.0.1, or one interface's address on its machine.
+    host: str = "127.0.0.1"
     # A twin copy (node.twins): the member's keys above, with a transport identity of its
     # own (peer_id is that identity's).
     transport_seed: bytes | None = None
@@ -91,8 +95,8 @@ def twin_keys(member: MemberKeys, port: int) -> MemberKeys:
     )
 
 
-def member_address(member: MemberKeys, host: str = "127.0.0.1") -> str:
-    return f"/ip4/{host}/tcp/{member.port}/p2p/{member.peer_id}"
+def member_address(member: MemberKeys) -> str:
+    return f"/ip4/{member.host}/tcp/{member.port}/p2p/{member.peer_id}"
 
 
 def write_committee(
@@ -158,9 +162,9 @@ def write_committee(
             "identity_key": "identity.key",
             "committee": committee,
             "targets": targets_for(endpoint),
-            "listen": f"/ip4/127.0.0.1/tcp/{m.port}",
+            "listen": f"/ip4/{m.host}/tcp/{m.port}",
             "data_dir": "data",
-            "metrics": "127.0.0.1:0",
+            "metrics": f"{m.host}:0",
             "timing": timing or {},
             "allow_unsafe_threshold": allow_unsafe_threshold,
             "log_level": log_level,
@@ -184,18 +188,19 @@ class NodeStartError(RuntimeError):
     """A node process exited or stayed silent during start-up; one line with its log."""
 
 
-def start_node(index: int | str, config_path: Path) -> ManagedProcess:
+def start_node(index: int | str, config_path: Path, launcher: Sequence[str] = ()) -> ManagedProcess:
     """Launch ``python -m node`` for a provisioned config; its ready file and log sit
     beside the config (``ready.json``, ``node.log``). ``index``: the member's, or "2b"
-    for a twin copy (the process's name)."""
+    for a twin copy (the process's name). ``launcher``: a command prefix the process
+    starts under (e.g. ``ip netns exec NAME``), which must run it in place: the process
+    is stopped by its PID."""
     ready = config_path.parent / "ready.json"
     ready.unlink(missing_ok=True)
-    return start_python(
-        f"node{index}",
-        "node",
-        ["--config", str(config_path), "--ready-file", str(ready)],
-        config_path.parent / "node.log",
-    )
+    args = ["--config", str(config_path), "--ready-file", str(ready)]
+    log = config_path.parent / "node.log"
+    if not launcher:
+        return start_python(f"node{index}", "node", args, log)
+    return start_process(f"node{index}", [*launcher, sys.executable, "-m", "node", *args], log)
 
 
 def wait_node_ready(

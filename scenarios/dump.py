@@ -10,6 +10,7 @@ shipped scenario to ``parse(tomllib.loads(dumps(s))) == s``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import fields
@@ -95,12 +96,10 @@ def dumps(scenario: Scenario) -> str:
     def table(header: str, item: Any, skip: tuple[str, ...] = ()) -> None:
         out.extend(["", header, *_pairs(item, skip)])
 
-    table("[committee]", scenario.committee)
-    if scenario.committee == Committee():  # an empty table reads as the defaults too
-        out.pop()
-    table("[timing]", scenario.timing)
-    if scenario.timing == Timing():
-        out.pop()
+    if scenario.committee != Committee():  # a missing table reads as the defaults
+        table("[committee]", scenario.committee)
+    if scenario.timing != Timing():
+        table("[timing]", scenario.timing)
     for chain in scenario.chains:
         table("[[chains]]", chain)
     if scenario.bank is not None:
@@ -109,9 +108,8 @@ def dumps(scenario: Scenario) -> str:
             out.append("start = true")
     for account in scenario.accounts:
         table("[[accounts]]", account)
-    table("[settlements]", scenario.settlements, skip=("fail",))
-    if scenario.settlements == Settlements():
-        out.pop()
+    if dataclasses.replace(scenario.settlements, fail=()) != Settlements():
+        table("[settlements]", scenario.settlements, skip=("fail",))
     for failure in scenario.settlements.fail:
         table("[[settlements.fail]]", failure)
     for group in scenario.byzantine:

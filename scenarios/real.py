@@ -2,7 +2,8 @@
 
 ``RealRun(scenario, out_dir).run()`` does what `dvpsim run` promises:
 
-1. starts the chains the scenario asks for (anvil, Prague, 127.0.0.1) or connects to the
+1. starts the chains the scenario asks for (anvil, Prague, 127.0.0.1 or the hosts file's
+   ``services`` address: ``scenarios.hosts``) or connects to the
    given RPC URLs; deploys the tokens and one DvP coordinator per chain and configures each
    with the committee (keys admitted with their proofs of possession);
 2. starts the bank service when the mode pays through the bank, with the parties'
@@ -65,6 +66,7 @@ from scenarios.faults import (
     write_byzantine,
 )
 from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
+from scenarios.hosts import LOCAL, Hosts
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.workload import (
@@ -90,6 +92,7 @@ class RealRun(RealWorld):
         progress: Callable[[str, int, int], None] | None = None,
         *,
         fire_and_forget: bool = False,
+        hosts: Hosts = LOCAL,
     ) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         self._began_wall = time.time()
@@ -100,6 +103,7 @@ class RealRun(RealWorld):
             history,
             progress or (lambda _what, _done, _total: None),
             fire_and_forget=fire_and_forget,
+            hosts=hosts,
         )
         # fire_and_forget: the parties send their locks without waiting for receipts (the
         # throughput benchmark); lock times are then send times.

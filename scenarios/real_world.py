@@ -75,6 +75,7 @@ from scenarios.faults import (
     rpc_windows,
 )
 from scenarios.history import CHAIN_STEPS, History
+from scenarios.hosts import LOCAL, Hosts
 from scenarios.schema import Scenario, twin_member
 from scenarios.workload import (
     ChainTokens,
@@ -112,8 +113,10 @@ class RealWorld:
         progress: Callable[[str, int, int], None],
         *,
         fire_and_forget: bool = False,
+        hosts: Hosts = LOCAL,
     ) -> None:
         self.scenario = scenario
+        self.hosts = hosts  # where each part listens (scenarios.hosts; 127.0.0.1 by default)
         self.out = out_dir
         self.history = history
         self.progress = progress
@@ -146,8 +149,16 @@ class RealWorld:
         self.progress("starting chains", 0, 1)
         self._start_chains(stack)
         stack.callback(self._stop_everything)  # nodes and bank stop before the chains
-        members = make_keys(s.committee.n, s.seed, [free_port() for _ in range(s.committee.n)])
-        twins = [twin_keys(members[i], free_port()) for i in s.twins()]
+        members = [
+            dataclasses.replace(m, host=self.hosts.node(m.index).host)
+            for m in make_keys(s.committee.n, s.seed, [free_port() for _ in range(s.committee.n)])
+        ]
+        twins = [
+            dataclasses.replace(
+                twin_keys(members[i], free_port()), host=self.hosts.node(s.committee.n + j).host
+            )
+            for j, i in enumerate(s.twins())
+        ]
         self._deploy_tokens()
         self._fund_parties()
         configs = self._configure_committee(members)
@@ -187,6 +198,7 @@ class RealWorld:
                         log_dir=self.out / "chains",
                         accounts=10,
                         block_time=chain.block_time or None,
+                        host=self.hosts.services,
                     )
                 )
                 url = local.rpc_url
@@ -356,9 +368,11 @@ class RealWorld:
             accounts=accounts,
             admin_token=self.bank_admin_token,
             webhooks=[
-                f"http://127.0.0.1:{port}/bank-callback" for port in self.webhook_ports.values()
+                f"http://{self.hosts.node(e).host}:{port}/bank-callback"
+                for e, port in self.webhook_ports.items()
             ],
             extra_args=["--webhook-poll-ms", "20"],
+            host=self.hosts.services,
         )
         url = self.bank.start()
         self.bank_clients = clients
@@ -423,7 +437,9 @@ class RealWorld:
                         "client_id": f"node-{i}",
                         "client_secret": self.bank_clients[f"node-{i}"].decode(),
                         "currency": s.bank.currency,
-                        "webhook_listen": f"127.0.0.1:{self.webhook_ports[endpoint]}",
+                        "webhook_listen": (
+                            f"{self.hosts.node(endpoint).host}:{self.webhook_ports[endpoint]}"
+                        ),
                     }
                 )
             return targets
@@ -495,7 +511,7 @@ class RealWorld:
     def _start_node(self, index: int) -> ManagedProcess:
         """Start endpoint ``index``'s process (a member's index for its first copy)."""
         label = self.scenario.endpoint_label(index)
-        proc = start_node(label, self.node_paths[index])
+        proc = start_node(label, self.node_paths[index], self.hosts.node(index).exec)
         self.nodes[index] = proc
         if isinstance(label, int):
             self.history.write("node-start", node=index, pid=proc.pid)
@@ -580,12 +596,9 @@ class RealWorld:
             if proc is None or not proc.running() or not ready.exists():
                 continue
             port = json.loads(ready.read_text())["metrics_port"]
+            url = f"http://{self.hosts.node(index).host}:{port}/metrics"
             try:
-                body = (
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5)
-                    .read()
-                    .decode()
-                )
+                body = urllib.request.urlopen(url, timeout=5).read().decode()
             except OSError:
                 continue
             metrics[index] = {

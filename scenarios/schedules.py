@@ -28,7 +28,16 @@ from typing import Protocol, TypeVar
 from node.byzantine import LIES, TWINS
 from node.modes import MODES
 from node.rpcfaults import RPC_LIES
-from scenarios.schema import Budget, Byzantine, Failure, Fault, Scenario
+from scenarios.schema import (
+    MEMBER_FAULTS,
+    Budget,
+    Byzantine,
+    Failure,
+    Fault,
+    Scenario,
+    ScenarioError,
+    check_faults,
+)
 
 __all__ = [
     "Choices",
@@ -36,6 +45,7 @@ __all__ = [
     "draw_byzantine",
     "draw_faults",
     "draw_schedule",
+    "faulty_members",
     "schedule_size",
     "smaller",
 ]
@@ -83,7 +93,9 @@ class RandomChoices:
         return tuple(x for i, x in enumerate(options) if i in chosen)
 
 
-def _fault(choices: Choices, scenario: Scenario, kind: str, at: float, budget: Budget) -> Fault:
+def _fault(
+    choices: Choices, scenario: Scenario, kind: str, at: float, budget: Budget, node: int
+) -> Fault:
     n = scenario.committee.n
     duration = choices.number(0.25, max(0.25, budget.max_duration))
     if kind == "partition":
@@ -104,7 +116,6 @@ def _fault(choices: Choices, scenario: Scenario, kind: str, at: float, budget: B
         return Fault(kind, at, duration=duration, value=choices.number(50.0, 3000.0))
     if kind in ("bank-error-rate", "bank-duplicate-callbacks"):
         return Fault(kind, at, duration=duration, value=choices.number(0.05, 1.0))
-    node = choices.integer(0, n - 1)
     if kind == "stop-node":
         return Fault(kind, at, node=node)
     if kind == "lying-rpc":
@@ -120,49 +131,83 @@ def _kinds(scenario: Scenario, budget: Budget) -> tuple[str, ...]:
     return tuple(k for k in budget.kinds if not k.startswith("bank-") or scenario.uses_bank())
 
 
+def faulty_members(scenario: Scenario) -> set[int]:
+    """The members that are not honest and well: Byzantine ones (twins included) and the
+    targets of member faults (``MEMBER_FAULTS``)."""
+    return {i for g in scenario.byzantine for i in g.nodes} | {
+        f.node for f in scenario.faults if f.kind in MEMBER_FAULTS and isinstance(f.node, int)
+    }
+
+
 def draw_faults(choices: Choices, scenario: Scenario, budget: Budget) -> tuple[Fault, ...]:
-    """Up to ``budget.faults`` faults, one after another in disjoint windows that begin
-    within ``budget.window`` seconds."""
+    """``scenario``'s own faults and up to ``budget.faults`` drawn ones, one after another in
+    disjoint windows that begin within ``budget.window`` seconds. A member fault names a
+    member that is already faulty, or another while the faulty members number fewer than
+    the budget's (``budget.members(f)``); a drawn fault that would clash with one of the
+    scenario's own is left out."""
     kinds = _kinds(scenario, budget)
-    if not kinds:
-        return ()
-    faults: list[Fault] = []
+    faulty = faulty_members(scenario)
+    most = budget.members(scenario.committee.f)
+    n = scenario.committee.n
+    drawn: list[Fault] = []
     at = 0.0
-    for _ in range(choices.integer(0, budget.faults)):
+    for _ in range(choices.integer(0, budget.faults) if kinds else 0):
         at = round(at + choices.number(0.0, budget.window / max(1, budget.faults)), 3)
         if at > budget.window:
             break
-        fault = _fault(choices, scenario, choices.pick(kinds), at, budget)
-        faults.append(fault)
+        eligible = sorted(faulty) if len(faulty) >= most else list(range(n))
+        usable = [k for k in kinds if k not in MEMBER_FAULTS or eligible]
+        if not usable:
+            break
+        kind = choices.pick(usable)
+        node = choices.pick(eligible) if kind in MEMBER_FAULTS else choices.integer(0, n - 1)
+        fault = _fault(choices, scenario, kind, at, budget, node)
+        if kind in MEMBER_FAULTS:
+            faulty.add(node)
+        drawn.append(fault)
         if fault.kind == "stop-node":
             break  # the node stays down: nothing may follow on it, keep it last
         at = round(at + fault.duration, 3)
-    return tuple(faults)
+    return scenario.faults + tuple(f for f in drawn if _fits(scenario, f))
+
+
+def _fits(scenario: Scenario, fault: Fault) -> bool:
+    """Whether ``fault`` can join ``scenario``'s own faults (no clash the schema refuses)."""
+    if not scenario.faults:
+        return True
+    try:
+        check_faults(dataclasses.replace(scenario, faults=(*scenario.faults, fault)))
+    except ScenarioError:
+        return False
+    return True
 
 
 def draw_byzantine(choices: Choices, scenario: Scenario, budget: Budget) -> tuple[Byzantine, ...]:
-    """One coalition of up to ``budget.members(f)`` members with one or two behaviours."""
+    """``scenario``'s own coalitions, and one more of members not yet faulty, with one or
+    two behaviours, while the faulty members number at most ``budget.members(f)``."""
     n = scenario.committee.n
-    most = min(budget.members(scenario.committee.f), n)
-    if most <= 0 or not budget.behaviours:
-        return ()
-    members = choices.subset(range(n), 0, most)
+    faulty = faulty_members(scenario)
+    room = min(budget.members(scenario.committee.f), n) - len(faulty)
+    if room <= 0 or not budget.behaviours:
+        return scenario.byzantine
+    members = choices.subset([i for i in range(n) if i not in faulty], 0, room)
     if not members:
-        return ()
+        return scenario.byzantine
     behaviours = choices.subset(budget.behaviours, 1, 2)
-    return (Byzantine(members, behaviours, choices.pick(LIES)),)
+    return (*scenario.byzantine, Byzantine(members, behaviours, choices.pick(LIES)))
 
 
 def draw_schedule(
     choices: Choices, scenario: Scenario, budget: Budget, *, seed: int | None = None
 ) -> Scenario:
-    """``scenario`` with drawn Byzantine members and faults (its own are replaced) and
-    ``seed`` (default: drawn)."""
+    """``scenario`` with drawn Byzantine members and faults added to its own, and ``seed``
+    (default: drawn)."""
     byzantine = draw_byzantine(choices, scenario, budget)
-    faults = draw_faults(choices, scenario, budget)
+    with_byzantine = dataclasses.replace(scenario, byzantine=byzantine)
+    faults = draw_faults(choices, with_byzantine, budget)
     if seed is None:
         seed = choices.integer(0, 2**31 - 1)
-    return dataclasses.replace(scenario, byzantine=byzantine, faults=faults, seed=seed)
+    return dataclasses.replace(with_byzantine, faults=faults, seed=seed)
 
 
 def schedule_size(scenario: Scenario) -> tuple[int, int, float, int]:

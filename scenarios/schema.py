@@ -589,6 +589,17 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
     )
 
 
+def check_faults(scenario: Scenario) -> None:
+    """The schema's rules for a scenario's faults (each one, and their windows), for
+    scenarios built in code; ScenarioError (one line) on the first broken rule."""
+    reader = _Reader(scenario.path)
+    twins = scenario.twins()
+    chains = MODE_REGISTRY[scenario.mode].chains
+    for i, fault in enumerate(scenario.faults):
+        _check_fault(reader, f"faults[{i}]", fault, scenario.committee.n, chains, twins)
+    _check_windows(reader, scenario.faults, scenario.committee.n, twins)
+
+
 def _check_budget(reader: _Reader, budget: Budget, committee: Committee) -> None:
     for name in budget.kinds:
         if name not in FAULT_KINDS:

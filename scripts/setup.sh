@@ -49,6 +49,17 @@ if [ ! -d node_modules ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_hash" ]
   echo "$npm_hash" > "$npm_stamp"
 fi
 
+# --- Chromium and its driver: the report page's browser test (tests/test_report.py) ---
+# Debian's packages; a file check when present. Optional: without them only that test fails,
+# and it says how to install them.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  say "installing chromium and chromium-driver (apt-get; for the report's browser test)"
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; }
+  if ! { command -v apt-get >/dev/null 2>&1 && { apt_install || { apt-get update -q >/dev/null 2>&1 && apt_install; }; }; }; then
+    say "could not install chromium and chromium-driver: the report's browser test will fail until 'apt-get install -y chromium chromium-driver' works"
+  fi
+fi
+
 # --- Contracts (cached by source hash, so this is a file read when unchanged) ---
 .venv/bin/dvpsim build >/dev/null || die "contracts do not compile: run .venv/bin/dvpsim build to see the errors"
 # --- The native build: the hot modules compiled by mypyc (a file read when current) ----

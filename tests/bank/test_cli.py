@@ -32,7 +32,7 @@ def _files(tmp_path: Path, committee: DevCommittee) -> list[str]:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (["--host", "0.0.0.0"], "not a loopback address"),
+        (["--host", "0.0.0.0"], "not one interface's address"),
         (["--committee", "/nonexistent/committee.json"], "cannot read it"),
         (["--clients", "/nonexistent/clients.json"], "cannot read it"),
         (["--admin-token", "short"], "at least 16 characters"),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from chain_adapters.build import REPO_ROOT
+from dvpsim.report import read_run, write_report
 from scenarios.real import RealRun
 from scenarios.schema import Fault, load
 
@@ -163,6 +164,20 @@ def test_isolate_drop_duplicate_and_reorder_act_on_real_frames(tmp_path: Path) -
     ]
     assert overtaken, "no frame arrived behind a later one"
     assert summary["passed"], summary["checks"]
+
+    # The run's report page: a lane per settlement leg, per node, and per fault window.
+    page = write_report(tmp_path / "run")
+    view = read_run(tmp_path / "run")
+    legs = {(r["settlement"], r["leg"]) for r in records if r["event"] == "leg"}
+    assert {(lane.settlement, lane.leg) for lane in view.legs} == legs
+    assert len(legs) == 2 * summary["settlements"]
+    assert [lane.node for lane in view.nodes] == ["0", "1", "2", "3"]
+    assert sorted(w.kind for w in view.faults) == sorted(windows)
+    assert len(view.latencies) == summary["committed"] and view.messages_per_round
+    text = page.read_text()
+    assert text.count('class="lane leg-lane"') == len(legs)
+    assert text.count('class="fault"') == len(windows)
+    print(f"report of the real run: {page}")
 
 
 @pytest.mark.slow  # about 20 s

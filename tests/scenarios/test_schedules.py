@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from chain_adapters.build import REPO_ROOT
 from scenarios.dump import dumps
-from scenarios.schedules import RandomChoices, draw_schedule, schedule_size, smaller
+from scenarios.schedules import (
+    RandomChoices,
+    draw_schedule,
+    faulty_members,
+    schedule_size,
+    smaller,
+)
 from scenarios.schema import FAULT_KINDS, SCENARIO_BEHAVIOURS, Budget, Scenario, load, parse
 
 REFERENCE = load(REPO_ROOT / "scenarios" / "reference.toml")
@@ -69,3 +75,22 @@ def test_an_explore_table_is_read_and_checked() -> None:
     bad = tomllib.loads(text + "\n[explore]\nbyzantine = 9\n")
     with pytest.raises(ValueError, match=r"explore.byzantine: 9 Byzantine members"):
         parse(bad)
+
+
+def test_drawn_faults_and_members_join_the_scenarios_own_within_the_budget() -> None:
+    # The base brings a slow bank and an equivocating member 3: f = 1 is used up, so member
+    # faults may only hit member 3 and no coalition is added.
+    base = load(REPO_ROOT / "scenarios" / "equivocation-default-threshold.toml")
+    kinds = ("pause-node", "lying-rpc", "partition", "bank-latency", "bank-outage")
+    for i in range(200):
+        schedule = valid(draw_schedule(RandomChoices(i), base, Budget(faults=3, kinds=kinds)))
+        assert schedule.faults[: len(base.faults)] == base.faults
+        assert schedule.byzantine == base.byzantine
+        assert faulty_members(schedule) == {3}
+    wider = Budget(faults=3, kinds=kinds, byzantine=2)
+    seen = set()
+    for i in range(200):
+        schedule = valid(draw_schedule(RandomChoices(i), base, wider))
+        assert len(faulty_members(schedule)) <= 2 and 3 in faulty_members(schedule)
+        seen.add(len(faulty_members(schedule)))
+    assert seen == {1, 2}
