@@ -131,19 +131,20 @@ class RayCluster:
         self.address = address
         self.cpus = cpus
         self._ray: Any = sys.modules["ray"]
-        self._remote: dict[Callable[[Any], Any], Any] = {}
+        self._call: Any = None
         self._refs: dict[Future[Any], Any] = {}
 
     def submit(self, func: Callable[[T], R], item: T) -> Future[R]:
         """``func(item)`` as a Ray task; the future holds its result or a one-line ClusterError."""
-        remote = self._remote.get(func)
-        if remote is None:
-            remote = self._remote[func] = self._ray.remote(func)
-        ref = remote.remote(item)
+        if self._call is None:
+            # One remote function for every callable: Ray takes functions, not callable
+            # objects (explore hands over a picklable one), so ``func`` travels as an argument.
+            self._call = self._ray.remote(_call)
+        ref = self._call.remote(func, item)
         future: Future[R] = Future()
         future.set_running_or_notify_cancel()
         self._refs[future] = ref
-        name = getattr(func, "__qualname__", repr(func))
+        name = getattr(func, "__qualname__", type(func).__qualname__)
 
         def settle(done: Future[Any]) -> None:
             self._refs.pop(future, None)
@@ -177,6 +178,11 @@ class RayCluster:
             f"on the Ray cluster {self.address}: {name}({shown}) was lost: "
             f"{type(error).__name__}: {_first_line(error)}"
         )
+
+
+def _call(func: Callable[[T], R], item: T) -> R:
+    """What a Ray task runs: ``func(item)``."""
+    return func(item)
 
 
 def _check_installed() -> None:
