@@ -4,7 +4,8 @@ Ray cluster.
 ``Pool(jobs).imap_unordered(func, items)`` calls ``func(item)`` for every item in worker
 processes and yields ``(item, result)`` as each finishes, keeping a few calls in flight per
 worker, so a caller can stop early (a time budget) without having drawn everything first.
-``func`` must be a module-level function and items and results picklable. A result depends
+``func`` must be picklable (a module-level function, or an object of a module-level class),
+and so must items and results. A result depends
 only on its item, never on which worker ran it or when, so the same items give the same
 results in any order and on any number of workers.
 
