@@ -53,6 +53,7 @@ class Pool(Generic[T, R]):
         if jobs is not None and jobs < 1:
             raise PoolError(f"--jobs {jobs}: give at least 1 worker")
         self._cluster: RayCluster | None = None
+        self._executor: ProcessPoolExecutor | None = None
         if cluster is None:
             self.jobs = jobs or default_jobs()
             self.where = f"{self.jobs} local worker process{'es' if self.jobs != 1 else ''}"
@@ -79,13 +80,30 @@ class Pool(Generic[T, R]):
             except ClusterError as e:
                 raise PoolError(str(e)) from None
             return
-        # forkserver: workers start from a clean process, not a fork of one whose threads
-        # (a progress display) might hold a lock.
-        context = multiprocessing.get_context("forkserver")
-        with ProcessPoolExecutor(self.jobs, mp_context=context) as executor:
-            yield from self._finishing(
-                lambda item: executor.submit(func, item), Future.cancel, items
-            )
+        executor = self._local()
+        yield from self._finishing(lambda item: executor.submit(func, item), Future.cancel, items)
+
+    def _local(self) -> ProcessPoolExecutor:
+        """The worker processes, started on first use and kept for every later call (a
+        shrink makes many small calls; each worker imports dvpsim once)."""
+        if self._executor is None:
+            # forkserver: workers start from a clean process, not a fork of one whose
+            # threads (a progress display) might hold a lock.
+            context = multiprocessing.get_context("forkserver")
+            self._executor = ProcessPoolExecutor(self.jobs, mp_context=context)
+        return self._executor
+
+    def close(self) -> None:
+        """Stop the local worker processes (they also stop when this process exits)."""
+        if self._executor is not None:
+            self._executor.shutdown(cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> Pool[T, R]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _finishing(
         self,
