@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import multiprocessing
+import resource
 import shlex
+import signal
 import sys
 import tempfile
 import time
@@ -52,6 +55,9 @@ EXIT_VIOLATION = 1
 EXIT_USAGE = 2
 #: The first item of a result whose run raised (the second is the exception, one line).
 ERROR = "error"
+#: What one schedule's run may take in a worker before it counts as an error.
+RUN_WALL_S = 60
+RUN_MEMORY_GIB = 4
 #: The most runs one shrink may spend.
 SHRINK_RUNS = 400
 
@@ -100,10 +106,35 @@ class _indexed_checks:  # noqa: N801 - a picklable function object
     crypto: str
 
     def __call__(self, job: tuple[int, Scenario]) -> tuple[str, ...]:
+        guarded = _guard_worker()
         try:
             return run_checks((job[1], self.crypto))
+        except MemoryError:
+            return (ERROR, f"MemoryError: the run needed more than {RUN_MEMORY_GIB} GiB")
         except Exception as exc:  # a crash of the simulation is a finding, not the end
             return (ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            if guarded:
+                signal.alarm(0)
+
+
+def _guard_worker() -> bool:
+    """In a local worker process: bound what one run may take (``RUN_WALL_S`` seconds,
+    ``RUN_MEMORY_GIB`` of address space), so a schedule that makes the simulation blow up
+    is recorded as an error, not a machine brought down. False elsewhere."""
+    if multiprocessing.parent_process() is None:
+        return False
+    limit = RUN_MEMORY_GIB * 2**30
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY or soft > limit:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+    def too_long(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the run took more than {RUN_WALL_S} s of wall time")
+
+    signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(RUN_WALL_S)
+    return True
 
 
 def shrink(
