@@ -38,7 +38,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scenarios.checks import CHECK_NAMES
 from scenarios.schema import (
@@ -51,6 +51,9 @@ from scenarios.schema import (
     _Reader,
     load,
 )
+
+if TYPE_CHECKING:
+    from dvpsim.pool import Pool
 
 __all__ = [
     "Cell",
@@ -740,17 +743,19 @@ def run_sweep(
     grid: Grid,
     out_dir: Path,
     *,
-    jobs: int | None = None,
-    cluster: str | None = None,
+    pool: Pool[Any, Any] | None = None,
     seeds: int | None = None,
     progress: Progress | None = None,
 ) -> Sweep:
-    """Run every cell's seeds, then confirm and shrink each unsafe cell; write the outputs."""
-    from dvpsim.pool import Pool
+    """Run every cell's seeds, then confirm and shrink each unsafe cell; write the outputs.
+    ``pool``: a ``dvpsim.pool.Pool`` (default: local workers, one per core)."""
+    if pool is None:
+        from dvpsim.pool import Pool
 
+        with Pool[Any, Any]() as local:
+            return run_sweep(grid, out_dir, pool=local, seeds=seeds, progress=progress)
     started = time.perf_counter()
     bases = {c: _load_base(grid, c) for c in ["", *(c.name for c in grid.coalitions)]}
-    pool: Pool[Any, Any] = Pool(jobs, cluster)
     count = seeds or grid.seeds
     results = {cell: CellResult(cell) for cell in cells(grid)}
     work = []
@@ -944,11 +949,17 @@ def _boundary(
     ax: Any,
     bs: list[int],
     ts: list[int],
-    holds: Callable[[int, int], bool],
+    line: tuple[int, int, Callable[[int, int, int, int], bool]],
     offset: float,
     **style: Any,
 ) -> None:
-    """Draw the staircase between the cells where ``holds`` is true and where it is not."""
+    """Draw the staircase between the cells where the line's condition ``holds(n, f, b, t)``
+    is true and where it is not."""
+    n, f, condition = line
+
+    def holds(b: int, t: int) -> bool:
+        return condition(n, f, b, t)
+
     for i, b in enumerate(bs):
         for j, t in enumerate(ts):
             here = holds(b, t)
@@ -1025,7 +1036,7 @@ def draw(sweep: Sweep, path: Path) -> None:
                     ax,
                     bs,
                     ts,
-                    lambda b, t, h=holds, n=n, f=f: h(n, f, b, t),
+                    (n, f, holds),
                     0.05 * (k - 2),
                     color=colour,
                     ls=style,
@@ -1207,7 +1218,7 @@ def main(
     except GridError as exc:
         return _error(str(exc))
     try:
-        Pool(jobs, cluster)
+        pool: Pool[Any, Any] = Pool(jobs, cluster)  # joins a cluster now: fails before any run
     except PoolError as exc:
         return _error(str(exc))
     out_dir = (
@@ -1242,9 +1253,8 @@ def main(
             bar.update(tasks[what], completed=done, cells=detail, rate=f"{done / elapsed:.1f}/s")
 
         try:
-            sweep = run_sweep(
-                grid, out_dir, jobs=jobs, cluster=cluster, seeds=seeds, progress=progress
-            )
+            with pool:
+                sweep = run_sweep(grid, out_dir, pool=pool, seeds=seeds, progress=progress)
         except (PoolError, ScenarioError) as exc:  # a cell the simulation refuses, too
             return _error(str(exc))
     unsafe = [r for r in sweep.cells if r.unsafe]
