@@ -285,3 +285,8 @@ def test_an_axis_the_grid_gives_replaces_the_bases_faults_of_its_kind(tmp_path: 
     scenarios = {c.reorg_depth: cell_scenario(replaced, base, c, 1) for c in cells(replaced)}
     assert [(f.kind, f.value) for f in scenarios[0].faults] == [("drop", 0.2)]
     assert [(f.kind, f.value) for f in scenarios[3].faults] == [("drop", 0.2), ("reorg", 3.0)]
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "scenarios" / "grids").glob("*.toml")))
+def test_every_shipped_grid_loads(path: Path) -> None:
+    assert cells(load_grid(path))
