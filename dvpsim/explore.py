@@ -65,13 +65,19 @@ SHRINK_RUNS = 400
 def run_checks(job: tuple[Scenario, str]) -> tuple[str, ...]:
     """The checks that came out invalid when ``scenario`` ran in sim with ``crypto``, in
     ``CHECK_NAMES`` order (a module-level function: the pool's workers call it)."""
+
+    return tuple(n for n, status in statuses(job).items() if status == "invalid")
+
+
+def statuses(job: tuple[Scenario, str]) -> dict[str, str]:
+    """Each check's status (valid, invalid, unknown) when ``scenario`` ran in sim with
+    ``crypto``, in ``CHECK_NAMES`` order."""
     from scenarios.sim.run import SimRun
 
     scenario, crypto = job
     with tempfile.TemporaryDirectory(prefix="dvpsim-explore-") as tmp:
-        summary = SimRun(scenario, Path(tmp), crypto=crypto).run().summary
-    checks = summary["checks"]
-    return tuple(name for name in CHECK_NAMES if checks[name]["status"] == "invalid")
+        checks = SimRun(scenario, Path(tmp), crypto=crypto).run().summary["checks"]
+    return {name: checks[name]["status"] for name in CHECK_NAMES}
 
 
 def draw(base: Scenario, seed: int, index: int) -> Scenario:
@@ -206,27 +212,42 @@ def minimal_counterexample(
     if not violated:
         return None
     minimal, runs = shrink(scenario, violated[0], run)
-    shown = run_checks((minimal, crypto)) if crypto != "real" else None
-    real = run_checks((minimal, "real"))
-    final = real if shown is None or real == shown else shown
-    confirmed = violated[0] in real and (shown is None or real == shown)
+    shown = statuses((minimal, crypto)) if crypto != "real" else None
+    real = statuses((minimal, "real"))
+    final = tuple(n for n, status in (shown or real).items() if status == "invalid")
+    confirmed = real.get(violated[0]) == "invalid" and (shown is None or real == shown)
+    unknown = tuple(n for n, status in (shown or real).items() if status == "unknown")
     named = dataclasses.replace(minimal, name=out_path.stem, expect=final)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(_header(scenario, minimal, final, confirmed) + dumps(named))
+    out_path.write_text(_header(scenario, minimal, final, confirmed, unknown) + dumps(named))
     return Counterexample(
         out_path, named, final, confirmed, schedule_size(scenario), runs + 1 + (shown is not None)
     )
 
 
-def _header(found: Scenario, minimal: Scenario, violated: tuple[str, ...], real: bool) -> str:
+def _header(
+    found: Scenario,
+    minimal: Scenario,
+    violated: tuple[str, ...],
+    real: bool,
+    unknown: tuple[str, ...],
+) -> str:
     f0, a0, s0, n0 = schedule_size(found)
     f1, a1, s1, n1 = schedule_size(minimal)
+    # expect says "these fail, every other check passes": a check that cannot be judged
+    # (unknown: a settlement left open) makes the replay's exit 1 although it fails the same.
+    replay = (
+        "exit 0 = violation shown again"
+        if not unknown
+        else f"the same checks fail; exit 1 because {', '.join(unknown)} cannot be judged "
+        "(unknown), which expect cannot say"
+    )
     return (
         f"# A minimal schedule dvpsim explore found: it makes {', '.join(violated)} invalid.\n"
         f"# {'Confirmed' if real else 'NOT confirmed'} with real crypto. Shrunk from {f0} faults, "
         f"{a0} Byzantine members+behaviours, {s0} fault-seconds, {n0} settlements\n"
         f"# to {f1} faults, {a1} Byzantine members+behaviours, {s1} fault-seconds, "
-        f"{n1} settlements. Replay: dvpsim sim THIS_FILE (exit 0 = violation shown again)\n"
+        f"{n1} settlements.\n# Replay: dvpsim sim THIS_FILE ({replay})\n"
     )
 
 

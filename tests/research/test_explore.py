@@ -152,3 +152,13 @@ def test_the_command_finds_shrinks_and_confirms_beyond_f(tmp_path: Path) -> None
         assert c["faults"] <= 2 and scenario.expect == tuple(c["violated"])
         found = sorted((tmp_path / "found").glob("schedule-*.toml"))
         assert found
+
+
+def test_a_run_that_raises_in_a_worker_is_recorded_as_an_error_not_the_end() -> None:
+    from dvpsim.explore import ERROR, _indexed_checks
+
+    with Pool(1) as pool:
+        [(_, result)] = list(pool.imap_unordered(_indexed_checks("no-such-crypto"), [(0, SMALL)]))
+    assert result[0] == ERROR and "unknown crypto suite 'no-such-crypto'" in result[1]
+    state = Exploration(SMALL, 1, "fast")
+    assert state.record(0, SMALL, result) and state.errors == 1 and state.violating == 0
