@@ -320,11 +320,17 @@ class Replay(_Passive):
 @dataclass(slots=True)
 class Flood(_Passive):
     """On each event, send ``burst`` messages: junk bytes, oversized bytes, far-future
-    NEW-EPOCHs, requests it has no right to make, observations with bad signatures."""
+    NEW-EPOCHs, requests it has no right to make, observations with bad signatures. A
+    message from its own coalition is not answered with a flood: two flooders answering
+    each other's bursts grow a storm without bound (each burst begets more than one), which
+    attacks nobody but themselves, and in sim, where reading a message costs no time, never
+    lets virtual time reach the run's end."""
 
     burst: int = 3
 
     def outgoing(self, ctx: ByzantineContext, event: Event, actions: list[Action]) -> list[Action]:
+        if isinstance(event, MessageReceived) and event.sender in ctx.coalition:
+            return actions
         extra: list[Action] = []
         rng = ctx.rng
         for _ in range(self.burst):
