@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw random schedules within the scenario's [explore] budget, run them in "
         "sim on every core, and shrink each violation found to a minimal scenario file that "
         "`dvpsim sim` replays (confirmed with real crypto). Exit 0: nothing found; 1: a "
-        "violation found; 2: bad input.",
+        "violation (or a run that raised) found; 2: bad input.",
     )
     explore.add_argument(
         "scenario", help="scenario file (TOML) whose [explore] table is the budget"

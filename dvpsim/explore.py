@@ -17,7 +17,8 @@ reported, written as ``counterexample-K.toml``: an ordinary scenario with its se
 ``expect`` set to those checks, so ``dvpsim sim FILE`` replays it and exits 0 when it shows
 the violation again.
 
-Exit codes: 0 no violation found; 1 a violation found (and confirmed); 2 bad input;
+Exit codes: 0 nothing found; 1 a violation found (and confirmed), or a run that raised
+(written to ``found/error-I.toml``); 2 bad input;
 130 interrupted (what was found so far is written).
 """
 
