@@ -18,93 +18,26 @@ from tempfile import TemporaryDirectory
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from chain_adapters.build import REPO_ROOT
-from node.byzantine import BEHAVIOURS, LIES, TWINS
-from node.rpcfaults import RPC_LIES
-from scenarios.schema import Byzantine, Fault, Scenario, load
+from dvpsim.testing import bundled, schedules
+from scenarios.schema import Budget, Scenario
 from scenarios.sim.run import SimRun
 
-REFERENCE = load(REPO_ROOT / "scenarios" / "reference.toml")
-N = REFERENCE.committee.n
+REFERENCE = bundled("reference")
 SLOW_SCHEDULES = 10_000
 
-
-@st.composite
-def network_faults(draw: st.DrawFn) -> tuple[Fault, ...]:
-    """Up to two network faults on disjoint windows within the drive's first 6 s."""
-    faults = []
-    at = 0.0
-    for _ in range(draw(st.integers(0, 2))):
-        at += draw(st.floats(0.0, 2.0))
-        duration = draw(st.floats(0.25, 2.5))
-        kind = draw(
-            st.sampled_from(("partition", "isolate", "drop", "delay", "duplicate", "reorder"))
-        )
-        if kind == "partition":
-            side = draw(st.sets(st.integers(0, N - 1), min_size=1, max_size=N - 1))
-            fault = Fault(
-                kind, at, duration=duration, side=tuple(sorted(side)), one_way=draw(st.booleans())
-            )
-        elif kind == "isolate":
-            fault = Fault(kind, at, duration=duration, node=draw(st.integers(0, N - 1)))
-        elif kind == "delay":
-            fault = Fault(
-                kind,
-                at,
-                duration=duration,
-                value=draw(st.floats(1.0, 200.0)),
-                jitter=draw(st.floats(0.0, 50.0)),
-            )
-        else:
-            fault = Fault(kind, at, duration=duration, value=draw(st.floats(0.05, 0.5)))
-        faults.append(fault)
-        at += duration
-    return tuple(faults)
-
-
-@st.composite
-def faulty_members(draw: st.DrawFn) -> tuple[tuple[Byzantine, ...], tuple[Fault, ...]]:
-    """At most f faulty members: Byzantine ones (one table: a coalition) with any
-    behaviours (twins: each runs as two copies, whose second copy the network faults'
-    plain indexes leave on the other side of a partition), or honest ones whose process
-    or chain endpoint fails for a while."""
-    members = sorted(draw(st.sets(st.integers(0, N - 1), max_size=REFERENCE.committee.f)))
-    if not members:
-        return (), ()
-    if draw(st.booleans()):
-        behaviours = draw(
-            st.lists(st.sampled_from((*BEHAVIOURS, TWINS)), min_size=1, max_size=2, unique=True)
-        )
-        return (Byzantine(tuple(members), tuple(behaviours), draw(st.sampled_from(LIES))),), ()
-    faults = []
-    for node in members:
-        kind = draw(
-            st.sampled_from(("pause-node", "kill-node", "rpc-outage", "lying-rpc", "clock"))
-        )
-        at, duration = draw(st.floats(0.0, 4.0)), draw(st.floats(0.5, 3.0))
-        lie = draw(st.sampled_from(RPC_LIES)) if kind == "lying-rpc" else ""
-        skew = draw(st.floats(0.0, 5.0)) if kind == "clock" else 0.0
-        drift = draw(st.floats(-0.9, 3.0)) if kind == "clock" else 0.0
-        faults.append(
-            Fault(kind, at, node=node, duration=duration, lie=lie, value=skew, drift=drift)
-        )
-    return (), tuple(faults)
-
-
-SCHEDULES = st.builds(
-    lambda network, members, seed: dataclasses.replace(
+#: Up to two faults that heal (network faults, a paused or killed-and-restarted process, a
+#: failing or lying chain endpoint, a wrong clock) within the drive's first 6 s, and at
+#: most f faulty members in all: the public strategies' default budget (dvpsim.testing,
+#: the vocabulary dvpsim explore draws from too).
+BUDGET = Budget(faults=2, window=6.0, max_duration=3.0)
+SCHEDULES = schedules(
+    dataclasses.replace(
         REFERENCE,
-        seed=seed,
         time_limit=60.0,
         settlements=dataclasses.replace(REFERENCE.settlements, count=6, arrival_rate=2.0),
-        faults=network + members[1],
-        byzantine=members[0],
     ),
-    network_faults(),
-    faulty_members(),
-    st.integers(0, 2**31),
+    BUDGET,
 )
 
 
