@@ -450,6 +450,16 @@ def load(path: str | Path) -> Scenario:
         raise ScenarioError(
             f"{path}: no such file: give the path of a .toml scenario (see scenarios/)"
         ) from None
+    except IsADirectoryError:
+        raise ScenarioError(
+            f"{path}: a folder, not a scenario: give the path of a .toml file in it"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            f"{path}: not UTF-8 text (byte {exc.start}): save the scenario as UTF-8 TOML"
+        ) from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot be read ({exc.strerror}): check the path") from None
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(
             f"{path}: not valid TOML ({exc}): fix the syntax at that line"

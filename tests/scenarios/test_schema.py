@@ -178,3 +178,14 @@ def test_shipped_scenarios_are_valid() -> None:
     shipped = sorted(Path(__file__).resolve().parents[2].joinpath("scenarios").glob("*.toml"))
     for path in shipped:
         load(path)
+
+
+def test_a_folder_or_a_file_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    from scenarios.schema import ScenarioError, load
+
+    with pytest.raises(ScenarioError, match=r": a folder, not a scenario: give the path"):
+        load(tmp_path)
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    with pytest.raises(ScenarioError, match=r"not UTF-8 text \(byte 11\): save the scenario"):
+        load(latin1)
