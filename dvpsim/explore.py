@@ -371,6 +371,11 @@ def main(args: Any) -> int:
         return _error(str(exc))
     seed = base.seed if seed is None else seed
     out = Path(args.out or f"runs/explore-{base.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if out.is_file() or (out / "explore.json").exists() or (out / "found").exists():
+        return _error(
+            f"--out {out}: already holds an exploration (or is a file): give a new folder, "
+            "so two explorations' findings never mix"
+        )
     out.mkdir(parents=True, exist_ok=True)
     found_dir = out / "found"
     limit = f"{count} schedules" if count is not None else f"{seconds:g} s"

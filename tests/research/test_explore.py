@@ -134,6 +134,8 @@ def test_the_command_explores_and_reports(tmp_path: Path) -> None:
     assert summary["schedules"] == 4 and summary["violating_schedules"] == 0
     assert "4 schedules in" in result.stdout and "per minute" in result.stdout
     assert not list(tmp_path.glob("counterexample-*.toml"))
+    again = explore_cli(str(scenario), "--budget", "1", "--out", str(tmp_path))
+    assert again.returncode == 2 and "already holds an exploration" in again.stderr
 
 
 @pytest.mark.slow
