@@ -34,7 +34,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from scenarios.schema import (
     ScenarioError,
     _Reader,
     load,
+    read_toml,
 )
 
 if TYPE_CHECKING:
@@ -353,16 +353,7 @@ class _GridReader(_Reader):
 def load_grid(path: str | Path) -> Grid:
     """Read and validate a grid file and every cell it makes; raises :class:`GridError`."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise GridError(
-            f"{path}: no such file: give the path of a grid (see scenarios/grids/)"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise GridError(f"{path}: not valid TOML ({exc}): fix the syntax at that line") from None
-    except IsADirectoryError:
-        raise GridError(f"{path}: is a folder: give the path of a grid file") from None
+    raw = read_toml(path, "grid", "see scenarios/grids/", GridError)
     reader = _GridReader(path)
     for key in raw:
         if key not in _GRID_KEYS:

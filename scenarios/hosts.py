@@ -20,12 +20,12 @@ naming the file, the key and the fix. It starts nothing.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from node.config import host_problem
+from scenarios.schema import read_toml
 
 LOOPBACK = "127.0.0.1"
 
@@ -56,12 +56,7 @@ def load_hosts(path: str | Path, endpoints: int) -> Hosts:
     """The layout in ``path`` for a run of ``endpoints`` node processes (n members and
     their twin copies)."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise HostsError(f"{path}: no such file: give the path of a hosts file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HostsError(f"{path}: not valid TOML ({exc}): fix the syntax") from None
+    raw = read_toml(path, "hosts file", error=HostsError)
 
     def fail(key: str, problem: str, fix: str) -> HostsError:
         return HostsError(f"{path}: {key}: {problem}: {fix}")

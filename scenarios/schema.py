@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -441,30 +442,36 @@ class _Reader:
 _TOML_KEYS: dict[type, dict[str, str]] = {Fault: {"from_nodes": "from", "to_nodes": "to"}}
 
 
+def read_toml(
+    path: Path, noun: str, hint: str = "", error: Callable[[str], Exception] = ScenarioError
+) -> dict[str, Any]:
+    """The top table of the TOML file at ``path``, which should hold a ``noun`` ("scenario",
+    "grid", "hosts file"); ``error`` with one line (file, problem, fix) when it is missing,
+    a folder, unreadable, not UTF-8 or not TOML. ``hint`` follows the fix for a missing
+    file ("see scenarios/")."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        where = f" ({hint})" if hint else ""
+        raise error(f"{path}: no such file: give the path of a {noun}{where}") from None
+    except IsADirectoryError:
+        raise error(
+            f"{path}: a folder, not a {noun}: give the path of a .toml file in it"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise error(
+            f"{path}: not UTF-8 text (byte {exc.start}): save the {noun} as UTF-8 TOML"
+        ) from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror}): check the path") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML ({exc}): fix the syntax at that line") from None
+
+
 def load(path: str | Path) -> Scenario:
     """Read and validate a scenario file; raises :class:`ScenarioError` (one line)."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ScenarioError(
-            f"{path}: no such file: give the path of a .toml scenario (see scenarios/)"
-        ) from None
-    except IsADirectoryError:
-        raise ScenarioError(
-            f"{path}: a folder, not a scenario: give the path of a .toml file in it"
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise ScenarioError(
-            f"{path}: not UTF-8 text (byte {exc.start}): save the scenario as UTF-8 TOML"
-        ) from None
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot be read ({exc.strerror}): check the path") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(
-            f"{path}: not valid TOML ({exc}): fix the syntax at that line"
-        ) from None
-    return parse(raw, path)
+    return parse(read_toml(path, "scenario", "see scenarios/"), path)
 
 
 def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
