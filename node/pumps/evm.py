@@ -162,4 +162,8 @@ def _escrow_record(record: WatchRecord) -> EscrowRecord | None:
     event = chain_log_event(record.log)
     if event is None:
         return None
-    return EscrowRecord(event, retracted=isinstance(record, Retracted))
+    return EscrowRecord(
+        event,
+        retracted=isinstance(record, Retracted),
+        position=(record.log.block_number, record.log.log_index),
+    )

@@ -637,6 +637,10 @@ class SimRun:
                 (st.observation_largest_bytes for st in stats), default=0
             ),
             observation_left_out=sum(st.observation_left_out for st in stats),
+            queue=(
+                max((st.queued_peak for st in stats), default=0),
+                max((st.oldest_queued_peak_s for st in stats), default=0.0),
+            ),
             extra={
                 "crypto": self.crypto_name,
                 "gas_source": self.chains["A"].gas.label,

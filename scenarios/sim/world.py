@@ -354,7 +354,7 @@ class SimWorld:
             if view is None or (fault is not None and not fault.lie):
                 return  # an outage: read again at the next block
             found, block_time = view.poll()
-            records = tuple(EscrowRecord(event, retracted) for event, retracted in found)
+            records = tuple(EscrowRecord(event, retracted, at) for event, retracted, at in found)
             if fault is not None:
                 records = lie_about(records, fault.lie)
             self._step(member, ChainUpdate(self.queue.now, target, records, block_time))
