@@ -365,8 +365,8 @@ class SimRun:
         self._certified.add(node)
         self._seen.append(accounting.sighting(record, self.queue.now))
 
-    def _deliver_callback(self, node: int, event: Any, as_of_ms: int) -> bool:
-        return self.world.deliver_callback(node, event, as_of_ms)
+    def _deliver_callback(self, node: int, events: Any, as_of_ms: int) -> bool:
+        return self.world.deliver_callback(node, events, as_of_ms)
 
     def _on_block(self, leg: str, block: Block) -> None:
         asset_leg = self.mode.asset_leg

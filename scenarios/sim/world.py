@@ -513,21 +513,23 @@ class SimWorld:
 
     # ------------------------------------------------------------------ bank callbacks
 
-    def deliver_callback(self, index: int, event: ledger.Event, as_of_ms: int) -> bool:
-        """The bank's callback reaches endpoint ``index`` (each copy of a member has a
-        callback URL of its own); False when it is down."""
+    def deliver_callback(self, index: int, events: tuple[ledger.Event, ...], as_of_ms: int) -> bool:
+        """The bank's callback POST (one event or a batch) reaches endpoint ``index`` (each
+        copy of a member has a callback URL of its own); False when it is down. As the
+        real node's pump does, the new events of a POST become one BankUpdate; a POST of
+        duplicates only states the bank's time."""
         member = self.members[index]
         if member.driver is None:
             return False
         target = next((n for n, w in member.targets.items() if w == "bank"), None)
         if target is None:
             return True
-        if event.event_id in member.callbacks_seen:
-            # A duplicate: nothing new about the instruction, only the bank's time.
-            self._step(member, BankUpdate(self.queue.now, target, (), as_of_ms))
-            return True
-        member.callbacks_seen.add(event.event_id)
-        value = json.loads(event.payload)
-        status = InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms)
-        self._step(member, BankUpdate(self.queue.now, target, (status,), as_of_ms))
+        statuses = []
+        for event in events:
+            if event.event_id in member.callbacks_seen:
+                continue
+            member.callbacks_seen.add(event.event_id)
+            value = json.loads(event.payload)
+            statuses.append(InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms))
+        self._step(member, BankUpdate(self.queue.now, target, tuple(statuses), as_of_ms))
         return True
