@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest
 
+from chain_adapters.evm import connect
 from chain_adapters.gas import FLOOR_TOKEN_GAS, NONZERO_BYTE_TOKENS, STANDARD_TOKEN_GAS, TX_BASE_GAS
+from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain
 from chain_adapters.model import Mode, SkipReason, State, Terms
+from chain_adapters.sender import TransactionReverted, TransactionSender
 from consensus.report import Action, Certificate
+from node.pumps.evm import already_applied
 from tests.escrow.escrow_helpers import Escrow
 
 #: Execution gas a duplicate may use beyond the base cost and its calldata.
@@ -141,3 +145,33 @@ def test_marks_are_per_round_and_never_stop_a_different_round(escrow: Escrow, w3
         SkipReason.CONFLICT
     ]
     assert escrow.apply(abort, [a], gas=GAS).receipt["status"] == 0
+
+
+def test_a_transmitter_takes_a_refused_copy_as_already_applied(
+    escrow: Escrow, chain: LocalChain, w3: Any
+) -> None:
+    """The node's EVM transmitter: a copy refused at the estimate (ReportAlreadyApplied) or
+    reverted on chain once nothing of the report is pending is a finished transmission."""
+    (t,) = _prepared(escrow, 1)
+    cert = _commit(escrow, [t], round=21)
+    sender = TransactionSender(
+        connect(chain.rpc_url, chain.chain_id),
+        DEV_PRIVATE_KEYS[6],
+        revert_decoder=escrow.co.decode_error,
+    )
+    assert not sender.send(escrow.co.apply_report_tx(cert, [t])).skipped
+
+    def already_done() -> bool:
+        return not escrow.co.pending_decisions(cert.report)
+
+    with pytest.raises(TransactionReverted) as caught:
+        sender.send(escrow.co.apply_report_tx(cert, [t]))  # no idempotency check: it tries
+    assert caught.value.error == "ReportAlreadyApplied(3, 21)"
+    assert already_applied(caught.value, lambda: False)
+    # A copy mined after another member's: the receipt says only "reverted".
+    on_chain = TransactionReverted("applyReport 0x.. reverted on chain")
+    assert already_applied(on_chain, already_done)
+    (other,) = _prepared(escrow, 1)  # a reverted report with work left: a real failure
+    pending = _commit(escrow, [other], round=22)
+    assert not already_applied(on_chain, lambda: not escrow.co.pending_decisions(pending.report))
+    assert not already_applied(TransactionReverted("x", error="InvalidSignature()"), already_done)
