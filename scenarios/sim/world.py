@@ -450,7 +450,7 @@ class SimWorld:
                 (effect.certificate, terms),
                 label="report",
             )
-            self.submit(chain.leg, call, lambda receipt: finish(_transmission_result(receipt)))
+            self.submit(chain.leg, call, lambda receipt: finish(transmission_result(receipt)))
 
         self.queue.after(TX_HOP, at_chain)
 
@@ -535,7 +535,7 @@ class SimWorld:
         return True
 
 
-def _transmission_result(receipt: Receipt) -> str:
+def transmission_result(receipt: Receipt) -> str:
     """A chain transmission's result for the driver: a copy of a report the coordinator
     had done already is a finished transmission (``node.pumps.evm.already_applied``)."""
     if receipt.ok:
