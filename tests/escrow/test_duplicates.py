@@ -21,7 +21,9 @@ from chain_adapters.gas import FLOOR_TOKEN_GAS, NONZERO_BYTE_TOKENS, STANDARD_TO
 from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain
 from chain_adapters.model import Mode, SkipReason, State, Terms
 from chain_adapters.sender import TransactionReverted, TransactionSender
+from chain_adapters.verifier import set_bls_committee
 from consensus.report import Action, Certificate
+from consensus.signing import SigningCommittee
 from node.pumps.evm import already_applied
 from tests.escrow.escrow_helpers import Escrow
 
@@ -175,3 +177,26 @@ def test_a_transmitter_takes_a_refused_copy_as_already_applied(
     pending = _commit(escrow, [other], round=22)
     assert not already_applied(on_chain, lambda: not escrow.co.pending_decisions(pending.report))
     assert not already_applied(TransactionReverted("x", error="InvalidSignature()"), already_done)
+
+
+def test_a_new_configuration_inherits_no_marks(escrow: Escrow, w3: Any) -> None:
+    """setConfig again (the same members: only the config count changes, and with it the
+    digest): a report of an epoch and round done under the old configuration applies; a
+    copy of the old report is still refused as done, and an old-configuration report that
+    was never done is refused for its digest, as before."""
+    a, b = _prepared(escrow, 2)
+    old = _commit(escrow, [a], round=30)
+    assert escrow.apply(old, [a], gas=GAS).receipt["status"] == 1
+    committee = escrow.stack.committee
+    config = set_bls_committee(
+        escrow.co.contract, committee.config.public_keys, committee.config.f, sender=escrow.deployer
+    )
+    renewed = SigningCommittee(config, committee.secret_keys)
+    new = renewed.certify(
+        renewed.report([(b.settlement_id, Action.COMMIT, b.terms_hash())], epoch=3, round=30)
+    )
+    assert escrow.apply(new, [b], gas=GAS).names.count("SettlementCommitted") == 1
+    assert escrow.apply(new, [b]).error == "ReportAlreadyApplied"
+    assert escrow.apply(old, [a]).error == "ReportAlreadyApplied"
+    other = escrow.certify([(b.settlement_id, Action.COMMIT, b.terms_hash())], epoch=3, round=31)
+    assert escrow.apply(other, [b]).error == "ConfigDigestMismatch"
