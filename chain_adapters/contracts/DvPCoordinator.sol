@@ -368,9 +368,11 @@ contract DvPCoordinator is OracleVerifierBase {
     }
 
     /// The word and bit that mark `report` done (s_reportsDone), from its head words as
-    /// they are: verification has not run yet, and only a verified, canonical report is
-    /// ever marked, so a non-canonical one can find no bit of its own set. A report too
-    /// short to have a head gets no bit (verification refuses it).
+    /// they are (verification has not run yet). Only a verified, so canonical, report is
+    /// ever marked, and for canonical values (epoch < 2^32, round < 2^64) the packing is
+    /// one-to-one; a non-canonical report whose head equals a done one's is refused here
+    /// instead of by verification: refused either way. A report too short to have a head
+    /// gets no bit (verification refuses it).
     function _doneBit(bytes calldata report) private pure returns (bytes32 word, uint256 bit) {
         if (report.length < 160) return (bytes32(0), 0);
         assembly ("memory-safe") {
