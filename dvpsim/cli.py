@@ -17,7 +17,7 @@ from typing import Any
 # dvpsim bench NAME -> module in dvpsim.benchmarks with `run(quick: bool) -> dict`
 BENCHMARKS = {
     "verifier": "Gas per certificate verification (BLS vs ECDSA) and Python BLS timings",
-    "settle-gas": "Gas per settlement for each mode and batch size",
+    "settle-gas": "Gas per settlement for each mode and batch size, and of a duplicate transmission",
     "bank": "Bank service throughput and latency",
     "consensus": "Certified rounds per second in the in-memory harness",
     "e2e": "End-to-end latency and throughput with real node processes",

@@ -14,7 +14,9 @@ effect a node returns it does what the real world does, with simulated parts:
   deadline, a crash forgets them all;
 - ``Transmit``: to a chain as a transaction from the member's transmitter account, one at
   a time per chain as the real sender does, after the sender's check that some decision
-  is still pending; to the bank as ``POST /v1/reports``;
+  is still pending (a copy that another member's beat into the block is refused by the
+  coordinator, ``ReportAlreadyApplied``: "already-applied", as in ``node.pumps.evm``); to
+  the bank as ``POST /v1/reports``;
 - ``ReadLeg``: a chain read of settlement states, or status requests to the bank.
 
 Each member watches each chain through its own view with the target's confirmations,
@@ -448,7 +450,7 @@ class SimWorld:
                 (effect.certificate, terms),
                 label="report",
             )
-            self.submit(chain.leg, call, lambda receipt: finish("ok" if receipt.ok else "reverted"))
+            self.submit(chain.leg, call, lambda receipt: finish(transmission_result(receipt)))
 
         self.queue.after(TX_HOP, at_chain)
 
@@ -533,3 +535,11 @@ class SimWorld:
             statuses.append(InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms))
         self._step(member, BankUpdate(self.queue.now, target, tuple(statuses), as_of_ms))
         return True
+
+
+def transmission_result(receipt: Receipt) -> str:
+    """A chain transmission's result for the driver: a copy of a report the coordinator
+    had done already is a finished transmission (``node.pumps.evm.already_applied``)."""
+    if receipt.ok:
+        return "ok"
+    return "already-applied" if receipt.error == "ReportAlreadyApplied" else "reverted"
