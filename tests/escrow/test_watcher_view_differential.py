@@ -155,8 +155,8 @@ def watcher_records(records: Sequence[WatchRecord]) -> list[Record]:
     return out
 
 
-def view_records(polled: Sequence[tuple[EscrowEvent, bool]]) -> list[Record]:
-    return [_record("retracted" if retracted else "delivered", e) for e, retracted in polled]
+def view_records(polled: Sequence[tuple[EscrowEvent, bool, tuple[int, int]]]) -> list[Record]:
+    return [_record("retracted" if retracted else "delivered", e) for e, retracted, _ in polled]
 
 
 def short(records: Sequence[Record]) -> list[tuple[str, str, str]]:
