@@ -249,3 +249,32 @@ def test_a_bad_byzantine_table_is_one_line(table: dict[str, Any], key: str, word
         parse(raw, REFERENCE)
     message = str(info.value)
     assert message.startswith(f"{REFERENCE}: {key}: ") and words in message and "\n" not in message
+
+
+def test_honest_members_release_only_after_the_payment_and_an_early_release_stays_atomic(
+    tmp_path: Path,
+) -> None:
+    """The asset COMMIT is certified beside the payment's (``node.dvp``). Honest members
+    send it only once they see the payment executed; a liar (who acts on its own claim
+    that the payment was made) sends it at once. Either way every settlement ends
+    atomic: the bank executes a certified COMMIT on its hold whatever its clock."""
+
+    def release_before_pay(records: list[dict[str, Any]]) -> set[str]:
+        first: dict[tuple[str, str], float] = {}
+        for r in records:
+            if r["event"] == "leg" and r["phase"] == "ok" and r["step"] in ("release", "pay"):
+                first.setdefault((r["step"], r["settlement"]), r["t"])
+        return {
+            sid
+            for (step, sid), at in first.items()
+            if step == "release" and at < first.get(("pay", sid), float("inf"))
+        }
+
+    honest, records = run_with(tmp_path / "honest", count=20)
+    assert honest.ok, honest.summary["checks"]
+    assert not release_before_pay(records)
+    liar, records = run_with(
+        tmp_path / "liar", Byzantine((2,), ("lie",), "claim-payment"), count=20
+    )
+    assert liar.ok, liar.summary["checks"]
+    assert release_before_pay(records), "the liar never sent a release early"
