@@ -46,7 +46,11 @@ def escrow_terms(i: int, deadline: int = 10**9) -> Terms:
     return Terms(sid(i), int(Mode.ASSET_ESCROW), SELLER, BUYER, TOKEN, 10, ZERO, 500, deadline)
 
 
-def driver(mode: str = "multi-chain-messaging", max_observation_bytes: int = 32768) -> NodeDriver:
+def driver(
+    mode: str = "multi-chain-messaging",
+    max_observation_bytes: int = 32768,
+    max_decisions_per_report: int = 256,
+) -> NodeDriver:
     targets = ("chain-A", "bank") if mode != "single-chain-onchain" else ("chain-A",)
     config, keys = simulated_committee(
         1,
@@ -58,6 +62,7 @@ def driver(mode: str = "multi-chain-messaging", max_observation_bytes: int = 327
         delta_grace=0.0,
         delta_stage=0.5,
         max_observation_bytes=max_observation_bytes,
+        max_decisions_per_report=max_decisions_per_report,
     )
     specs = [TargetSpec("chain-A", "A", "evm")]
     if "bank" in targets:

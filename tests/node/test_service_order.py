@@ -27,13 +27,11 @@ from chain_adapters.model import (
     Terms,
     terms_hash,
 )
-from consensus.harness import simulated_committee
-from node.driver import BankUpdate, ChainUpdate, DriverConfig, NodeDriver, TargetSpec
+from node.driver import BankUpdate, ChainUpdate, NodeDriver
 from node.dvp import decode_observation
 from node.legs import EscrowRecord
-
-COORDINATOR = "0x" + "c0" * 20
-SELLER, BUYER, TOKEN, ZERO = ("0x" + b * 20 for b in ("11", "22", "33", "00"))
+from tests.node.test_driver import BUYER, COORDINATOR, SELLER, TOKEN, ZERO
+from tests.node.test_driver import driver as reference_driver
 
 
 def sid(i: int) -> bytes:
@@ -42,20 +40,7 @@ def sid(i: int) -> bytes:
 
 
 def driver(served: int, max_bytes: int = 32768) -> NodeDriver:
-    config, keys = simulated_committee(
-        1,
-        0,
-        targets=("chain-A", "bank"),
-        delta_progress=2.0,
-        delta_resend=0.5,
-        delta_round=0.2,
-        delta_grace=0.0,
-        delta_stage=0.5,
-        max_observation_bytes=max_bytes,
-        max_decisions_per_report=served,
-    )
-    specs = (TargetSpec("chain-A", "A", "evm"), TargetSpec("bank", "bank", "bank", "USD"))
-    return NodeDriver(DriverConfig(config, 0, "multi-chain-messaging", specs), keys[0])
+    return reference_driver("multi-chain-messaging", max_bytes, served)
 
 
 def records(i: int, position: tuple[int, int], locked: bool = True) -> list[EscrowRecord]:
