@@ -8,6 +8,9 @@
   CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
   costs O(n) messages. It verifies the aggregate once and checks shares one by one only
   when that fails, discarding the bad ones;
+- the round pace: a leader starts a round DeltaRound after the last one started, once
+  that one has finished; when the runtime says new work arrived (ObservationChanged),
+  as soon as the last round has finished, but not before ROUND_GAP_FRACTION of DeltaRound;
 - transmission: each member transmits a certificate at its stage of a schedule keyed by
   the round (``transmission_schedule`` stages, DeltaStage apart), so that usually one
   transmission suffices and an honest member transmits anyway.
@@ -63,6 +66,7 @@ from consensus.events import (
     EpochStarted,
     Event,
     MessageReceived,
+    ObservationChanged,
     ObservationReady,
     Persist,
     Rejected,
@@ -87,7 +91,14 @@ from consensus.messages import (
     SignedObservation,
 )
 from consensus.outcome import AttributedObservation, OutcomeContext, OutcomeFunction
-from consensus.pacemaker import Pacemaker, join_epoch, keyed_permutation, leader, move_epoch
+from consensus.pacemaker import (
+    Pacemaker,
+    join_epoch,
+    keyed_permutation,
+    leader,
+    move_epoch,
+    resend_interval,
+)
 from consensus.report import (
     Certificate,
     CertificateError,
@@ -101,18 +112,24 @@ from consensus.report import (
 from consensus.safety import PersistUpdate, SafetyStore
 
 __all__ = [
+    "ROUND_GAP_FRACTION",
     "LocalProtocolError",
     "Node",
     "NodeKeys",
     "Phase",
     "compute_reports",
     "proposal_digest",
+    "retransmit_interval",
     "transmission_delay",
 ]
 
 
 #: How early (seconds) a timer may fire and still count as due.
 _TIMER_SLACK = 1e-3
+#: New work pulls a leader's next round in, but no closer than this part of DeltaRound
+#: after the start of the last one: back-to-back rounds cost every member a round of
+#: crypto each and cut the batches transmitted on chain into smaller, costlier ones.
+ROUND_GAP_FRACTION = 0.25
 
 
 class Phase(IntEnum):
@@ -188,6 +205,15 @@ def transmission_delay(
     return None
 
 
+def retransmit_interval(resends: int, delta_resend: float, delta_progress: float) -> float:
+    """How long a leader waits before it resends the open round's request again, after
+    ``resends`` resends: DeltaResend doubled each time, at most DeltaProgress. A member
+    that is slow, not lost, answers the first request; resending to it every DeltaResend
+    only queues more copies behind the first (and each copy of a proposal is n
+    observations long), which made overloaded members slower still."""
+    return min(delta_resend * 2.0**resends, delta_progress)
+
+
 def _certificate_record(cert: Certificate | None) -> list[Any] | None:
     if cert is None:
         return None
@@ -256,6 +282,8 @@ class Node:
         self._certified: dict[tuple[int, int], tuple[Certificate, ...]] = {}  # (e, r)
         # Leader side of the current epoch.
         self._l_round = 0
+        self._l_round_started = 0.0
+        self._l_retransmits = 0  # resends of the open round's request so far
         self._l_phase = Phase.IDLE
         self._l_ready = True
         self._l_observations: dict[int, SignedObservation] = {}
@@ -307,6 +335,8 @@ class Node:
                 self._on_message(event.sender, event.data)
             elif isinstance(event, TimerFired):
                 self._on_timer(event.timer)
+            elif isinstance(event, ObservationChanged):
+                self._on_observation_changed()
             else:
                 self._on_observation_ready(event)
         while self._loopback:
@@ -339,6 +369,7 @@ class Node:
             ],
             [
                 self._l_round,
+                self._l_retransmits,
                 int(self._l_phase),
                 self._l_ready,
                 sorted(encode(so) for so in self._l_observations.values()),
@@ -466,7 +497,10 @@ class Node:
         if pm.ne != epoch:
             pm.ne = epoch
             self._persist_pacemaker()
-        self._set_timer(Timer(TimerKind.RESEND), self.config.delta_resend)
+        self._set_timer(
+            Timer(TimerKind.RESEND),
+            resend_interval(pm.e, pm.ne, self.config.delta_resend, self.config.delta_progress),
+        )
 
     def _change_leader(self) -> None:
         """No progress (or the leader asked for too many rounds): ask for the next epoch."""
@@ -522,6 +556,8 @@ class Node:
             self._cancel_timer(Timer(kind, e, self._l_round))
         self._l_round += 1
         r = self._l_round
+        self._l_round_started = self._now
+        self._l_retransmits = 0
         self._l_phase = Phase.OBSERVE
         self._l_ready = False
         self._l_observations = {}
@@ -538,6 +574,25 @@ class Node:
         self._set_timer(Timer(TimerKind.RETRANSMIT, e, r), self.config.delta_resend)
         self._broadcast(ObserveReq(e, r))
 
+    def _on_observation_changed(self) -> None:
+        """New work: if this node leads, its last round has finished and the round timer
+        is still running, start the next round now, or at ROUND_GAP_FRACTION of
+        DeltaRound after the last start if that is later. Otherwise nothing: a round in
+        progress will be followed by one at DeltaRound as usual, and a follower's news
+        reaches the leader in its next observation."""
+        if not self._is_leader() or self._l_phase is not Phase.FINAL:
+            return
+        timer = Timer(TimerKind.ROUND, self._pacemaker.e, self._l_round)
+        due = self._timers.get(timer)
+        if due is None:
+            return
+        earliest = self._l_round_started + ROUND_GAP_FRACTION * self.config.delta_round
+        if earliest <= self._now:
+            self._cancel_timer(timer)
+            self._start_round()  # the last round finished: this starts the next one
+        elif earliest < due:
+            self._set_timer(timer, earliest - self._now)  # earlier, never later
+
     def _retransmit(self) -> None:
         """Resend the unfinished round's request to the members that have not answered."""
         e, r = self._pacemaker.e, self._l_round
@@ -552,7 +607,13 @@ class Node:
         for j in missing:
             if j != self.index:
                 self._out.append(Send(j, request))
-        self._set_timer(Timer(TimerKind.RETRANSMIT, e, r), self.config.delta_resend)
+        self._l_retransmits += 1
+        self._set_timer(
+            Timer(TimerKind.RETRANSMIT, e, r),
+            retransmit_interval(
+                self._l_retransmits, self.config.delta_resend, self.config.delta_progress
+            ),
+        )
 
     def _on_observation(self, sender: int, so: SignedObservation) -> None:
         if not self._is_leader():

@@ -19,9 +19,11 @@ from consensus.codec import CodecError, CodecLimits, decode, encode
 from consensus.events import (
     Action,
     Broadcast,
+    CancelTimer,
     Certified,
     EpochStarted,
     MessageReceived,
+    ObservationChanged,
     ObservationReady,
     Persist,
     Rejected,
@@ -34,6 +36,7 @@ from consensus.events import (
     TimerKind,
     Transmit,
 )
+from consensus.harness import simulated_committee
 from consensus.identity import sign_observation
 from consensus.messages import (
     Message,
@@ -47,9 +50,11 @@ from consensus.messages import (
 from consensus.outcome import FactsOutcome, encode_facts
 from consensus.pacemaker import leader
 from consensus.protocol import (
+    ROUND_GAP_FRACTION,
     LocalProtocolError,
     Node,
     compute_reports,
+    retransmit_interval,
     transmission_delay,
 )
 from consensus.report import (
@@ -63,7 +68,7 @@ from consensus.report import (
     verify_certificate,
 )
 from consensus.safety import DurableStore, PersistedState
-from tests.consensus.worlds import committee
+from tests.consensus.worlds import PARAMETERS, committee
 
 CONFIG, KEYS = committee(4, 1, targets=("asset", "payment"))
 LEADER = leader(1, CONFIG.n, CONFIG.leader_selection_key)
@@ -152,7 +157,8 @@ def test_start_as_follower_and_as_leader() -> None:
     assert actions[0] == EpochStarted(1, LEADER)
     assert SetTimer(Timer(TimerKind.PROGRESS), CONFIG.delta_progress) in actions
     assert Broadcast(encode(NewEpoch(1))) in actions
-    assert SetTimer(Timer(TimerKind.RESEND), CONFIG.delta_resend) in actions
+    # In the epoch it asked for, the NEW-EPOCH repeat is a heartbeat, every DeltaProgress.
+    assert SetTimer(Timer(TimerKind.RESEND), CONFIG.delta_progress) in actions
     assert not any(isinstance(a, RequestObservation) for a in actions)
 
     lead = Node(CONFIG, LEADER, KEYS[LEADER], OUTCOME)
@@ -266,6 +272,64 @@ def _drive_leader() -> tuple[Driven, Proposal]:
     return driven, proposal
 
 
+def _finish(driven: Driven, proposal: Proposal) -> None:
+    """Every follower's shares for the leader's ``proposal``: the round certifies."""
+    reports = compute_reports(CONFIG, OUTCOME, proposal)
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            shares = tuple(bls.sign(KEYS[i].bls_secret, report_hash(rep)) for rep in reports)
+            driven.receive(i, Shares(proposal.epoch, proposal.round, shares))
+
+
+def test_new_work_starts_the_next_round_once_the_last_one_finished() -> None:
+    """ObservationChanged: a finished round is followed at once by the next one (but
+    not before ROUND_GAP_FRACTION of DeltaRound after its start), not at DeltaRound."""
+    driven, proposal = _drive_leader()
+    # While the round is open, news changes nothing: it will be in the next round.
+    assert driven.feed(ObservationChanged(driven.now)) == ()
+    _finish(driven, proposal)
+    assert ROUND_GAP_FRACTION * CONFIG.delta_round <= driven.now < CONFIG.delta_round
+    actions = driven.feed(ObservationChanged(driven.now))
+    assert CancelTimer(Timer(TimerKind.ROUND, 1, 1)) in actions
+    assert Broadcast(encode(ObserveReq(1, 2))) in actions
+    # Nothing new: the next round waits for DeltaRound as before.
+    assert SetTimer(Timer(TimerKind.ROUND, 1, 2), driven.now + CONFIG.delta_round) in actions
+
+
+def test_new_work_right_after_a_round_waits_for_the_minimum_gap() -> None:
+    slow = simulated_committee(4, 1, seed=1, **{**PARAMETERS, "delta_round": 1.0})[0]
+    node = Node(slow, LEADER, KEYS[LEADER], OUTCOME)
+    node.handle(Start(0.0, PersistedState()))
+    node.handle(ObservationReady(0.0, 1, 1, facts()))
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            sig = sign_observation(KEYS[i].identity, slow.instance_digest, 1, 1, i, facts())
+            so = SignedObservation(1, 1, i, facts(), sig)
+            node.handle(MessageReceived(0.01, i, encode(so)))
+    actions = node.handle(TimerFired(0.01 + slow.delta_grace, Timer(TimerKind.GRACE, 1, 1)))
+    (broadcast,) = [a for a in actions if isinstance(a, Broadcast)]
+    proposal = decode(broadcast.data, CodecLimits.from_config(slow))
+    assert isinstance(proposal, Proposal)
+    reports = compute_reports(slow, OUTCOME, proposal)
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            shares = tuple(bls.sign(KEYS[i].bls_secret, report_hash(rep)) for rep in reports)
+            node.handle(MessageReceived(0.1, i, encode(Shares(1, 1, shares))))
+    gap = ROUND_GAP_FRACTION * slow.delta_round
+    assert gap > 0.1
+    # Finished before the gap: the round timer moves in to the gap, no round yet.
+    assert node.handle(ObservationChanged(0.1)) == (SetTimer(Timer(TimerKind.ROUND, 1, 1), gap),)
+    actions = node.handle(TimerFired(gap, Timer(TimerKind.ROUND, 1, 1)))
+    assert Broadcast(encode(ObserveReq(1, 2))) in actions
+
+
+def test_new_work_is_no_reason_for_a_follower_to_do_anything() -> None:
+    driven = start(FOLLOWER)
+    before = driven.node.snapshot()
+    assert driven.feed(ObservationChanged(0.1)) == ()
+    assert driven.node.snapshot() == before
+
+
 def test_leader_drops_an_invalid_share_and_certifies_with_the_others() -> None:
     driven, proposal = _drive_leader()
     reports = compute_reports(CONFIG, OUTCOME, proposal)
@@ -308,6 +372,46 @@ def test_progress_timeout_and_r_max_ask_for_a_new_epoch() -> None:
     other = start(FOLLOWER)
     actions = other.receive(LEADER, ObserveReq(1, CONFIG.r_max + 1))
     assert Broadcast(encode(NewEpoch(2))) in actions
+
+
+def test_a_pending_new_epoch_request_repeats_every_delta_resend_then_slows_down() -> None:
+    """Regression (n = 31 thrash): every member repeated NEW-EPOCH every DeltaResend even
+    when nobody asked for a change, n(n-1) messages each time. Only a pending request is
+    repeated that often; in the epoch it asked for, a member repeats every DeltaProgress."""
+    driven = start(FOLLOWER)
+    driven.now = CONFIG.delta_progress
+    actions = driven.fire(Timer(TimerKind.PROGRESS))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    resend = SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_resend)
+    assert resend in actions
+    driven.now += CONFIG.delta_resend
+    actions = driven.fire(Timer(TimerKind.RESEND))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    assert SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_resend) in actions
+    others = [i for i in range(CONFIG.n) if i != FOLLOWER]
+    driven.receive(others[0], NewEpoch(2))
+    driven.receive(others[1], NewEpoch(2))  # 2f+1 with its own: it moves to epoch 2
+    assert driven.node.epoch == 2
+    driven.now += CONFIG.delta_resend
+    actions = driven.fire(Timer(TimerKind.RESEND))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    assert SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_progress) in actions
+
+
+def test_a_leader_resends_an_unanswered_request_less_and_less_often() -> None:
+    """Regression (n = 31 thrash): the leader resent its request to every member that had
+    not answered every DeltaResend, so overloaded members got more and more copies. The
+    interval doubles per resend, up to DeltaProgress."""
+    driven = start(LEADER)
+    request = encode(ObserveReq(1, 1))
+    timer = Timer(TimerKind.RETRANSMIT, 1, 1)
+    driven.now = CONFIG.delta_resend  # the first resend: DeltaResend after the request
+    for interval in (0.8, 1.5, 1.5):  # 0.4 * 2, then 0.4 * 4 capped at DeltaProgress 1.5
+        actions = driven.fire(timer)
+        assert sum(a == Send(j, request) for a in actions for j in range(CONFIG.n)) == 3
+        assert SetTimer(timer, driven.now + interval) in actions
+        driven.now += interval
+    assert retransmit_interval(0, 0.4, 1.5) == 0.4
 
 
 def test_runtime_errors_are_raised_not_reported() -> None:
