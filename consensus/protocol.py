@@ -130,6 +130,9 @@ _TIMER_SLACK = 1e-3
 #: after the start of the last one: back-to-back rounds cost every member a round of
 #: crypto each and cut the batches transmitted on chain into smaller, costlier ones.
 ROUND_GAP_FRACTION = 0.25
+#: Checked observations remembered per round, times n (Byzantine members can sign any
+#: number of observations; the memory must not grow with them).
+_CHECKED_LIMIT = 4
 
 
 class Phase(IntEnum):
@@ -269,6 +272,9 @@ class Node:
         self._leader = leader(1, config.n, config.leader_selection_key)
         self._reset_epoch_state()
         self._pending_transmissions: dict[tuple[int, int, int], Certificate] = {}
+        # Observations of one round whose signatures this node checked (a cache).
+        self._checked: set[SignedObservation] = set()
+        self._checked_round = (0, 0)
 
     def _reset_epoch_state(self) -> None:
         # Follower side of the current epoch.
@@ -784,6 +790,23 @@ class Node:
         self._f_own_observation = so
         self._send(self._leader, so)
 
+    def _observation_checked(self, so: SignedObservation) -> bool:
+        """``_observation_valid``, remembered for the round: a proposal sent again (a
+        leader's resend, or a Byzantine one's replay with one observation changed) costs
+        only its new observations. The memory holds exact signed observations (observer,
+        round, bytes and signature), so a changed one is checked afresh; it is a cache of
+        verdicts, not protocol state, and holds one round's worth at most."""
+        if self._checked_round != (so.epoch, so.round):
+            self._checked_round = (so.epoch, so.round)
+            self._checked.clear()
+        if so in self._checked:
+            return True
+        if not self._observation_valid(so):
+            return False
+        if len(self._checked) < _CHECKED_LIMIT * self.config.n:
+            self._checked.add(so)
+        return True
+
     def _observation_valid(self, so: SignedObservation) -> bool:
         return self.crypto.verify_observation(
             self.config.identity_keys[so.observer],
@@ -837,7 +860,7 @@ class Node:
             for so in proposal.observations:
                 if so.observer == self.index and so == self._f_own_observation:
                     continue  # my own, as I signed it
-                if not self._observation_valid(so):
+                if not self._observation_checked(so):
                     self._reject(sender, f"PROPOSAL observation of {so.observer} does not verify")
                     return
         reports, hashes = self._reports_for(proposal)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, encode
+from consensus.crypto import REAL_CRYPTO
 from consensus.events import (
     Action,
     Broadcast,
@@ -68,6 +69,7 @@ from consensus.report import (
     verify_certificate,
 )
 from consensus.safety import DurableStore, PersistedState
+from dvpsim.benchmarks.consensus import CountingCrypto
 from tests.consensus.worlds import PARAMETERS, committee
 
 CONFIG, KEYS = committee(4, 1, targets=("asset", "payment"))
@@ -240,6 +242,32 @@ def test_safety_refuses_a_conflicting_decision_after_a_restart() -> None:
     proposal = Proposal(1, 1, tuple(signed(i, 1, 1, commit_views[i]) for i in range(CONFIG.n)))
     actions = again.receive(LEADER, proposal)
     assert len(actions) == 1 and isinstance(actions[0], Rejected)
+
+
+def test_a_proposal_sent_again_costs_its_new_observations_and_a_forgery_is_refused() -> None:
+    """Observations a follower checked once in a round are not checked again; a forged
+    one (another observation under a real signature) is still refused, every time."""
+    counting = CountingCrypto(REAL_CRYPTO)
+    driven = Driven(Node(CONFIG, FOLLOWER, KEYS[FOLLOWER], OUTCOME, crypto=counting))
+    driven.feed(Start(0.0, PersistedState()))
+    driven.receive(LEADER, ObserveReq(1, 1))
+    driven.feed(ObservationReady(driven.now, 1, 1, facts()))
+    honest = [signed(i, 1, 1, facts()) for i in range(CONFIG.n)]
+    last = honest[-1]
+    assert last.observer != FOLLOWER
+    forged = SignedObservation(1, 1, last.observer, facts(Verdict.ABORT), last.signature)
+    replayed = Proposal(1, 1, (*honest[:-1], forged))
+    others = CONFIG.n - 1
+    for checks in (others, 1):  # the first time all, then only the forged one again
+        counting.calls.clear()
+        actions = driven.receive(LEADER, replayed)
+        assert len(actions) == 1 and isinstance(actions[0], Rejected)
+        assert "does not verify" in actions[0].reason
+        assert counting.calls == {"verify_observation": checks}
+    counting.calls.clear()
+    actions = driven.receive(LEADER, Proposal(1, 1, tuple(honest)))
+    assert any(isinstance(a, Send) for a in actions)  # signed: its shares go out
+    assert counting.calls["verify_observation"] == 1  # only the one not seen before
 
 
 def test_follower_signs_at_most_one_proposal_per_round() -> None:
