@@ -39,9 +39,15 @@ __all__ = [
     "join_epoch",
     "keyed_permutation",
     "leader",
+    "PROGRESS_BACKOFF_DOUBLINGS",
     "move_epoch",
+    "progress_timeout",
     "resend_interval",
 ]
+
+#: How often DeltaProgress doubles for epochs that follow one another without a
+#: certificate (``progress_timeout``).
+PROGRESS_BACKOFF_DOUBLINGS = 1
 
 
 @lru_cache(maxsize=1024)
@@ -87,6 +93,17 @@ def resend_interval(e: int, ne: int, delta_resend: float, delta_progress: float)
     ``ne`` is pending (``ne > e``), DeltaProgress once it is in that epoch (a heartbeat
     for members that missed the move; one that times out asks and hears it again)."""
     return delta_resend if ne > e else delta_progress
+
+
+def progress_timeout(delta_progress: float, failed_epochs: int) -> float:
+    """How long a node waits for a certificate in an epoch it enters after
+    ``failed_epochs`` epochs in a row without one: DeltaProgress, doubled per failed
+    epoch up to PROGRESS_BACKOFF_DOUBLINGS times (PBFT's view-change timeouts double the
+    same way). When the committee is slow rather than faulty (an overloaded machine takes
+    longer than DeltaProgress for a round), a longer epoch lets a round finish instead of
+    changing leaders over and over, each change costing n(n-1) NEW-EPOCH messages more;
+    the cap keeps a faulty leader's epoch bounded. A certificate resets the count."""
+    return delta_progress * 2.0 ** min(failed_epochs, PROGRESS_BACKOFF_DOUBLINGS)
 
 
 class Pacemaker:

@@ -10,7 +10,9 @@
   when that fails, discarding the bad ones;
 - the round pace: a leader starts a round DeltaRound after the last one started, once
   that one has finished; when the runtime says new work arrived (ObservationChanged),
-  as soon as the last round has finished, but not before ROUND_GAP_FRACTION of DeltaRound;
+  as soon as the last round has finished, but not before ROUND_GAP_FRACTION of DeltaRound
+  and only if that round decided less than EARLY_ROUND_MAX_DECISIONS (under load the
+  DeltaRound pace gathers larger batches);
 - transmission: each member transmits a certificate at its stage of a schedule keyed by
   the round (``transmission_schedule`` stages, DeltaStage apart), so that usually one
   transmission suffices and an honest member transmits anyway.
@@ -97,6 +99,7 @@ from consensus.pacemaker import (
     keyed_permutation,
     leader,
     move_epoch,
+    progress_timeout,
     resend_interval,
 )
 from consensus.report import (
@@ -112,6 +115,7 @@ from consensus.report import (
 from consensus.safety import PersistUpdate, SafetyStore
 
 __all__ = [
+    "EARLY_ROUND_MAX_DECISIONS",
     "ROUND_GAP_FRACTION",
     "LocalProtocolError",
     "Node",
@@ -130,6 +134,10 @@ _TIMER_SLACK = 1e-3
 #: after the start of the last one: back-to-back rounds cost every member a round of
 #: crypto each and cut the batches transmitted on chain into smaller, costlier ones.
 ROUND_GAP_FRACTION = 0.25
+#: ... and only after a round that decided less than this (all targets together): under
+#: load, rounds at the DeltaRound pace carry larger batches, each certificate transmitted
+#: and checked on chain once for all of its decisions.
+EARLY_ROUND_MAX_DECISIONS = 8
 #: Checked observations remembered per round, times n (Byzantine members can sign any
 #: number of observations; the memory must not grow with them).
 _CHECKED_LIMIT = 4
@@ -272,6 +280,8 @@ class Node:
         self._leader = leader(1, config.n, config.leader_selection_key)
         self._reset_epoch_state()
         self._pending_transmissions: dict[tuple[int, int, int], Certificate] = {}
+        # Epochs entered in a row without a certificate (the progress timeout's backoff).
+        self._failed_epochs = 0
         # Observations of one round whose signatures this node checked (a cache).
         self._checked: set[SignedObservation] = set()
         self._checked_round = (0, 0)
@@ -357,7 +367,7 @@ class Node:
         pm = self._pacemaker
         state: list[Any] = [
             self._started,
-            [pm.e, pm.ne, list(pm.newepoch)],
+            [pm.e, pm.ne, list(pm.newepoch), self._failed_epochs],
             self._safety.snapshot() if self._safety is not None else None,
             sorted([int(t.kind), t.epoch, t.round, t.target, at] for t, at in self._timers.items()),
             self._leader,
@@ -543,7 +553,11 @@ class Node:
         self._leader = leader(epoch, self.config.n, self.config.leader_selection_key)
         self._reset_epoch_state()
         self._out.append(EpochStarted(epoch, self._leader))
-        self._set_timer(Timer(TimerKind.PROGRESS), self.config.delta_progress)
+        self._set_timer(
+            Timer(TimerKind.PROGRESS),
+            progress_timeout(self.config.delta_progress, self._failed_epochs),
+        )
+        self._failed_epochs += 1  # until a certificate of this epoch says otherwise
         if self._is_leader():
             self._start_round()
 
@@ -581,13 +595,16 @@ class Node:
         self._broadcast(ObserveReq(e, r))
 
     def _on_observation_changed(self) -> None:
-        """New work: if this node leads, its last round has finished and the round timer
-        is still running, start the next round now, or at ROUND_GAP_FRACTION of
+        """New work: if this node leads, its last round has finished with a small batch
+        and the round timer is still running, start the next round now, or at ROUND_GAP_FRACTION of
         DeltaRound after the last start if that is later. Otherwise nothing: a round in
         progress will be followed by one at DeltaRound as usual, and a follower's news
         reaches the leader in its next observation."""
         if not self._is_leader() or self._l_phase is not Phase.FINAL:
             return
+        decided = sum(len(c.report.decisions) for c in self._l_certs if c is not None)
+        if decided >= EARLY_ROUND_MAX_DECISIONS:
+            return  # busy: a full DeltaRound gathers a larger, cheaper batch
         timer = Timer(TimerKind.ROUND, self._pacemaker.e, self._l_round)
         due = self._timers.get(timer)
         if due is None:
@@ -912,6 +929,7 @@ class Node:
                     return
         self._certified[(e, r)] = message.certificates
         # Progress: a round of this epoch was certified (OCR's eventProgress).
+        self._failed_epochs = 0
         self._set_timer(Timer(TimerKind.PROGRESS), self.config.delta_progress)
         for i, cert in enumerate(message.certificates):
             name = self.config.targets[i].name

@@ -49,8 +49,9 @@ from consensus.messages import (
     SignedObservation,
 )
 from consensus.outcome import FactsOutcome, encode_facts
-from consensus.pacemaker import leader
+from consensus.pacemaker import leader, progress_timeout
 from consensus.protocol import (
+    EARLY_ROUND_MAX_DECISIONS,
     ROUND_GAP_FRACTION,
     LocalProtocolError,
     Node,
@@ -285,9 +286,9 @@ def test_follower_signs_at_most_one_proposal_per_round() -> None:
     assert driven.node.snapshot() == before
 
 
-def _drive_leader() -> tuple[Driven, Proposal]:
+def _drive_leader(view: bytes | None = None) -> tuple[Driven, Proposal]:
     driven = start(LEADER)
-    views = {i: facts() for i in range(CONFIG.n)}
+    views = {i: view or facts() for i in range(CONFIG.n)}
     driven.feed(ObservationReady(driven.now, 1, 1, views[LEADER]))
     for i in range(CONFIG.n):
         if i != LEADER:
@@ -322,6 +323,19 @@ def test_new_work_starts_the_next_round_once_the_last_one_finished() -> None:
     assert Broadcast(encode(ObserveReq(1, 2))) in actions
     # Nothing new: the next round waits for DeltaRound as before.
     assert SetTimer(Timer(TimerKind.ROUND, 1, 2), driven.now + CONFIG.delta_round) in actions
+
+
+def test_new_work_after_a_busy_round_waits_for_delta_round() -> None:
+    """Under load a full DeltaRound gathers a bigger batch: no early round after a round
+    that decided EARLY_ROUND_MAX_DECISIONS or more (all targets together)."""
+    per_target = EARLY_ROUND_MAX_DECISIONS // len(CONFIG.targets)
+    busy = encode_facts(
+        [Decision(bytes([i]) * 32, Verdict.COMMIT, TERMS) for i in range(1, per_target + 1)]
+    )
+    driven, proposal = _drive_leader(busy)
+    _finish(driven, proposal)
+    assert driven.now >= ROUND_GAP_FRACTION * CONFIG.delta_round
+    assert driven.feed(ObservationChanged(driven.now)) == ()
 
 
 def test_new_work_right_after_a_round_waits_for_the_minimum_gap() -> None:
@@ -424,6 +438,31 @@ def test_a_pending_new_epoch_request_repeats_every_delta_resend_then_slows_down(
     actions = driven.fire(Timer(TimerKind.RESEND))
     assert Broadcast(encode(NewEpoch(2))) in actions
     assert SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_progress) in actions
+
+
+def test_epochs_without_a_certificate_wait_longer_for_progress() -> None:
+    """Regression (n = 31 thrash): on an overloaded machine a round took longer than
+    DeltaProgress, so every epoch timed out before its first certificate. After an epoch
+    without one, the next waits twice DeltaProgress (at most); a certificate resets it."""
+    assert [progress_timeout(6.0, k) for k in (0, 1, 2, 9)] == [6.0, 12.0, 12.0, 12.0]
+    driven = start(FOLLOWER)
+    others = [i for i in range(CONFIG.n) if i != FOLLOWER]
+    progress = Timer(TimerKind.PROGRESS)
+    timeouts = []
+    for epoch in (2, 3, 4):
+        driven.receive(others[0], NewEpoch(epoch))
+        actions = driven.receive(others[1], NewEpoch(epoch))  # f+1 asked: join, then move
+        assert driven.node.epoch == epoch
+        (timer,) = [a for a in actions if isinstance(a, SetTimer) and a.timer == progress]
+        timeouts.append(round(timer.at - driven.now, 9))
+    # Epoch 1 had no certificate either, but it was not entered after a failed one.
+    dp = CONFIG.delta_progress
+    assert timeouts == [dp, 2 * dp, 2 * dp]
+    views = {i: facts() for i in range(CONFIG.n)}
+    play_round(driven, 4, 1, views)  # certified: progress
+    driven.receive(others[0], NewEpoch(5))
+    actions = driven.receive(others[1], NewEpoch(5))
+    assert SetTimer(progress, driven.now + dp) in actions
 
 
 def test_a_leader_resends_an_unanswered_request_less_and_less_often() -> None:
