@@ -26,6 +26,7 @@ from consensus.config import ConsensusConfig
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.harness import CertificateSighting, NetworkProfile, Simulation, SimulationResult
 from consensus.outcome import decode_facts
+from consensus.pacemaker import PROGRESS_BACKOFF_DOUBLINGS, progress_timeout
 from consensus.report import CertificateError, Decision, conflicts, verify_certificate
 
 __all__ = [
@@ -119,19 +120,22 @@ def liveness_bound(
     """Time after the network heals by which every honest member has accepted a
     certificate, if at most f members are faulty. With D the longest healthy delay:
 
-    - DeltaResend + D: every honest member has heard every honest member's latest
-      NEW-EPOCH (they resend it every DeltaResend);
+    - DeltaProgress + D: every honest member has heard every honest member's latest
+      NEW-EPOCH (a pending request is resent every DeltaResend, the epoch a member is in
+      every DeltaProgress);
     - up to 2f+2 epochs fail: at most 2f consecutive epochs have faulty leaders (every
       block of n epochs has each leader once), one more may be cut short by r_max and
-      one entered while members were out of step; each costs at most DeltaProgress until
-      the timeout, DeltaResend until the requests are resent, and 2D for them to arrive;
+      one entered while members were out of step; each costs at most DeltaProgress
+      (doubled after failed epochs, ``progress_timeout``) until the timeout,
+      DeltaResend until the requests are resent, and 2D for them to arrive;
     - then a round of an honest leader: DeltaGrace, five message delays, one resend of a
       lost request, the observation delay, and D for the certificate to reach everyone.
     """
     d = network.max_healthy_delay
-    failed_epoch = config.delta_progress + config.delta_resend + 2 * d
+    longest_epoch = progress_timeout(config.delta_progress, PROGRESS_BACKOFF_DOUBLINGS)
+    failed_epoch = longest_epoch + config.delta_resend + 2 * d
     good_round = config.delta_grace + 6 * d + config.delta_resend + observation_delay
-    return config.delta_resend + d + (2 * config.f + 2) * failed_epoch + good_round
+    return config.delta_progress + d + (2 * config.f + 2) * failed_epoch + good_round
 
 
 def check_determinism(make: Callable[[], Simulation]) -> Verdict:

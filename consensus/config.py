@@ -6,8 +6,10 @@ or the bank). The parameters keep OCR's names and meanings:
 
 - ``delta_progress``: a node asks for a new epoch (leader) when no round of the current
   epoch has produced a certificate for this long.
-- ``delta_resend``: interval at which a node re-broadcasts its latest NEW-EPOCH, and at
-  which a leader resends the pending request of an unfinished round (lost messages).
+- ``delta_resend``: interval at which a node re-broadcasts a pending NEW-EPOCH request
+  (once in the epoch it asked for, every ``delta_progress``), and after which a leader
+  first resends the request of an unfinished round (lost messages; then twice as long
+  each time, up to ``delta_progress``).
 - ``delta_round``: minimum time between the starts of two rounds of one leader.
 - ``delta_grace``: after the observation quorum is in, the leader waits this long for
   slower observations before it proposes.

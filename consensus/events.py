@@ -12,6 +12,9 @@ Start                  the node (re)starts; ``persisted`` is what its Persist ac
 MessageReceived        bytes from an authenticated peer
 TimerFired             a timer set by SetTimer reached its time
 ObservationReady       the answer to RequestObservation
+ObservationChanged     (a hint) what the node would observe changed: new facts; a leader
+                       whose round has finished starts the next one without waiting
+                       for the rest of DeltaRound (``Node`` docstring: the round pace)
 =====================  ==================================================================
 
 =====================  ==================================================================
@@ -50,6 +53,7 @@ __all__ = [
     "EpochStarted",
     "Event",
     "MessageReceived",
+    "ObservationChanged",
     "ObservationReady",
     "Persist",
     "Rejected",
@@ -66,7 +70,7 @@ __all__ = [
 
 class TimerKind(IntEnum):
     PROGRESS = 1  # pacemaker: no certificate in this epoch for DeltaProgress
-    RESEND = 2  # pacemaker: re-broadcast NEW-EPOCH every DeltaResend
+    RESEND = 2  # pacemaker: re-broadcast NEW-EPOCH (DeltaResend pending, DeltaProgress not)
     ROUND = 3  # leader: DeltaRound since the round started
     GRACE = 4  # leader: DeltaGrace since the observation quorum arrived
     RETRANSMIT = 5  # leader: resend the unfinished round's request every DeltaResend
@@ -113,7 +117,12 @@ class ObservationReady:
     observation: bytes
 
 
-Event = Start | MessageReceived | TimerFired | ObservationReady
+@dataclass(frozen=True, slots=True)
+class ObservationChanged:
+    now: float
+
+
+Event = Start | MessageReceived | TimerFired | ObservationReady | ObservationChanged
 
 
 # --------------------------------------------------------------------------- actions

@@ -6,7 +6,12 @@ members in the order of permutation ``b``, so every member leads exactly once in
 block of n epochs and at most ``2f`` consecutive epochs can have faulty leaders.
 
 A node that sees no certificate for DeltaProgress asks for epoch ``e+1`` with NEW-EPOCH and
-repeats its highest request every DeltaResend. With ``newepoch[j]`` the highest epoch
+repeats its highest request every DeltaResend while it is pending (``ne > e``). Once the node
+is in the epoch it asked for, the repeat is only a heartbeat for members that fell behind,
+and it comes every DeltaProgress instead (``resend_interval``): OCR repeats it every
+DeltaResend always, which is n(n-1) messages per DeltaResend whether or not anyone needs
+them; at n = 31 and DeltaResend 0.5 s that was 87% of all messages, enough to saturate the
+machine, delay rounds past DeltaProgress and make the committee change epochs over and over. With ``newepoch[j]`` the highest epoch
 member j asked for:
 
 - f+1 members asked for more than ``ne`` (what I asked for): ask for the highest epoch
@@ -34,8 +39,15 @@ __all__ = [
     "join_epoch",
     "keyed_permutation",
     "leader",
+    "PROGRESS_BACKOFF_DOUBLINGS",
     "move_epoch",
+    "progress_timeout",
+    "resend_interval",
 ]
+
+#: How often DeltaProgress doubles for epochs that follow one another without a
+#: certificate (``progress_timeout``).
+PROGRESS_BACKOFF_DOUBLINGS = 1
 
 
 @lru_cache(maxsize=1024)
@@ -74,6 +86,24 @@ def join_epoch(newepoch: list[int], ne: int, f: int) -> int | None:
 def move_epoch(newepoch: list[int], e: int, f: int) -> int | None:
     """The epoch to move to when 2f+1 members asked for more than ``e``, else None."""
     return _kth_highest_above(newepoch, e, 2 * f + 1)
+
+
+def resend_interval(e: int, ne: int, delta_resend: float, delta_progress: float) -> float:
+    """How long until a node repeats its NEW-EPOCH: DeltaResend while its request for
+    ``ne`` is pending (``ne > e``), DeltaProgress once it is in that epoch (a heartbeat
+    for members that missed the move; one that times out asks and hears it again)."""
+    return delta_resend if ne > e else delta_progress
+
+
+def progress_timeout(delta_progress: float, failed_epochs: int) -> float:
+    """How long a node waits for a certificate in an epoch it enters after
+    ``failed_epochs`` epochs in a row without one: DeltaProgress, doubled per failed
+    epoch up to PROGRESS_BACKOFF_DOUBLINGS times (PBFT's view-change timeouts double the
+    same way). When the committee is slow rather than faulty (an overloaded machine takes
+    longer than DeltaProgress for a round), a longer epoch lets a round finish instead of
+    changing leaders over and over, each change costing n(n-1) NEW-EPOCH messages more;
+    the cap keeps a faulty leader's epoch bounded. A certificate resets the count."""
+    return delta_progress * 2.0 ** min(failed_epochs, PROGRESS_BACKOFF_DOUBLINGS)
 
 
 class Pacemaker:

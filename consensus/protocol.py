@@ -8,6 +8,11 @@
   CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
   costs O(n) messages. It verifies the aggregate once and checks shares one by one only
   when that fails, discarding the bad ones;
+- the round pace: a leader starts a round DeltaRound after the last one started, once
+  that one has finished; when the runtime says new work arrived (ObservationChanged),
+  as soon as the last round has finished, but not before ROUND_GAP_FRACTION of DeltaRound
+  and only if that round decided less than EARLY_ROUND_MAX_DECISIONS (under load the
+  DeltaRound pace gathers larger batches);
 - transmission: each member transmits a certificate at its stage of a schedule keyed by
   the round (``transmission_schedule`` stages, DeltaStage apart), so that usually one
   transmission suffices and an honest member transmits anyway.
@@ -63,6 +68,7 @@ from consensus.events import (
     EpochStarted,
     Event,
     MessageReceived,
+    ObservationChanged,
     ObservationReady,
     Persist,
     Rejected,
@@ -87,7 +93,15 @@ from consensus.messages import (
     SignedObservation,
 )
 from consensus.outcome import AttributedObservation, OutcomeContext, OutcomeFunction
-from consensus.pacemaker import Pacemaker, join_epoch, keyed_permutation, leader, move_epoch
+from consensus.pacemaker import (
+    Pacemaker,
+    join_epoch,
+    keyed_permutation,
+    leader,
+    move_epoch,
+    progress_timeout,
+    resend_interval,
+)
 from consensus.report import (
     Certificate,
     CertificateError,
@@ -101,18 +115,32 @@ from consensus.report import (
 from consensus.safety import PersistUpdate, SafetyStore
 
 __all__ = [
+    "EARLY_ROUND_MAX_DECISIONS",
+    "ROUND_GAP_FRACTION",
     "LocalProtocolError",
     "Node",
     "NodeKeys",
     "Phase",
     "compute_reports",
     "proposal_digest",
+    "retransmit_interval",
     "transmission_delay",
 ]
 
 
 #: How early (seconds) a timer may fire and still count as due.
 _TIMER_SLACK = 1e-3
+#: New work pulls a leader's next round in, but no closer than this part of DeltaRound
+#: after the start of the last one: back-to-back rounds cost every member a round of
+#: crypto each and cut the batches transmitted on chain into smaller, costlier ones.
+ROUND_GAP_FRACTION = 0.25
+#: ... and only after a round that decided less than this (all targets together): under
+#: load, rounds at the DeltaRound pace carry larger batches, each certificate transmitted
+#: and checked on chain once for all of its decisions.
+EARLY_ROUND_MAX_DECISIONS = 8
+#: Checked observations remembered per round, times n (Byzantine members can sign any
+#: number of observations; the memory must not grow with them).
+_CHECKED_LIMIT = 4
 
 
 class Phase(IntEnum):
@@ -188,6 +216,15 @@ def transmission_delay(
     return None
 
 
+def retransmit_interval(resends: int, delta_resend: float, delta_progress: float) -> float:
+    """How long a leader waits before it resends the open round's request again, after
+    ``resends`` resends: DeltaResend doubled each time, at most DeltaProgress. A member
+    that is slow, not lost, answers the first request; resending to it every DeltaResend
+    only queues more copies behind the first (and each copy of a proposal is n
+    observations long), which made overloaded members slower still."""
+    return min(delta_resend * 2.0**resends, delta_progress)
+
+
 def _certificate_record(cert: Certificate | None) -> list[Any] | None:
     if cert is None:
         return None
@@ -243,6 +280,11 @@ class Node:
         self._leader = leader(1, config.n, config.leader_selection_key)
         self._reset_epoch_state()
         self._pending_transmissions: dict[tuple[int, int, int], Certificate] = {}
+        # Epochs entered in a row without a certificate (the progress timeout's backoff).
+        self._failed_epochs = 0
+        # Observations of one round whose signatures this node checked (a cache).
+        self._checked: set[SignedObservation] = set()
+        self._checked_round = (0, 0)
 
     def _reset_epoch_state(self) -> None:
         # Follower side of the current epoch.
@@ -256,6 +298,8 @@ class Node:
         self._certified: dict[tuple[int, int], tuple[Certificate, ...]] = {}  # (e, r)
         # Leader side of the current epoch.
         self._l_round = 0
+        self._l_round_started = 0.0
+        self._l_retransmits = 0  # resends of the open round's request so far
         self._l_phase = Phase.IDLE
         self._l_ready = True
         self._l_observations: dict[int, SignedObservation] = {}
@@ -307,6 +351,8 @@ class Node:
                 self._on_message(event.sender, event.data)
             elif isinstance(event, TimerFired):
                 self._on_timer(event.timer)
+            elif isinstance(event, ObservationChanged):
+                self._on_observation_changed()
             else:
                 self._on_observation_ready(event)
         while self._loopback:
@@ -321,7 +367,7 @@ class Node:
         pm = self._pacemaker
         state: list[Any] = [
             self._started,
-            [pm.e, pm.ne, list(pm.newepoch)],
+            [pm.e, pm.ne, list(pm.newepoch), self._failed_epochs],
             self._safety.snapshot() if self._safety is not None else None,
             sorted([int(t.kind), t.epoch, t.round, t.target, at] for t, at in self._timers.items()),
             self._leader,
@@ -339,6 +385,7 @@ class Node:
             ],
             [
                 self._l_round,
+                self._l_retransmits,
                 int(self._l_phase),
                 self._l_ready,
                 sorted(encode(so) for so in self._l_observations.values()),
@@ -466,7 +513,10 @@ class Node:
         if pm.ne != epoch:
             pm.ne = epoch
             self._persist_pacemaker()
-        self._set_timer(Timer(TimerKind.RESEND), self.config.delta_resend)
+        self._set_timer(
+            Timer(TimerKind.RESEND),
+            resend_interval(pm.e, pm.ne, self.config.delta_resend, self.config.delta_progress),
+        )
 
     def _change_leader(self) -> None:
         """No progress (or the leader asked for too many rounds): ask for the next epoch."""
@@ -503,7 +553,11 @@ class Node:
         self._leader = leader(epoch, self.config.n, self.config.leader_selection_key)
         self._reset_epoch_state()
         self._out.append(EpochStarted(epoch, self._leader))
-        self._set_timer(Timer(TimerKind.PROGRESS), self.config.delta_progress)
+        self._set_timer(
+            Timer(TimerKind.PROGRESS),
+            progress_timeout(self.config.delta_progress, self._failed_epochs),
+        )
+        self._failed_epochs += 1  # until a certificate of this epoch says otherwise
         if self._is_leader():
             self._start_round()
 
@@ -522,6 +576,8 @@ class Node:
             self._cancel_timer(Timer(kind, e, self._l_round))
         self._l_round += 1
         r = self._l_round
+        self._l_round_started = self._now
+        self._l_retransmits = 0
         self._l_phase = Phase.OBSERVE
         self._l_ready = False
         self._l_observations = {}
@@ -538,6 +594,28 @@ class Node:
         self._set_timer(Timer(TimerKind.RETRANSMIT, e, r), self.config.delta_resend)
         self._broadcast(ObserveReq(e, r))
 
+    def _on_observation_changed(self) -> None:
+        """New work: if this node leads, its last round has finished with a small batch
+        and the round timer is still running, start the next round now, or at ROUND_GAP_FRACTION of
+        DeltaRound after the last start if that is later. Otherwise nothing: a round in
+        progress will be followed by one at DeltaRound as usual, and a follower's news
+        reaches the leader in its next observation."""
+        if not self._is_leader() or self._l_phase is not Phase.FINAL:
+            return
+        decided = sum(len(c.report.decisions) for c in self._l_certs if c is not None)
+        if decided >= EARLY_ROUND_MAX_DECISIONS:
+            return  # busy: a full DeltaRound gathers a larger, cheaper batch
+        timer = Timer(TimerKind.ROUND, self._pacemaker.e, self._l_round)
+        due = self._timers.get(timer)
+        if due is None:
+            return
+        earliest = self._l_round_started + ROUND_GAP_FRACTION * self.config.delta_round
+        if earliest <= self._now:
+            self._cancel_timer(timer)
+            self._start_round()  # the last round finished: this starts the next one
+        elif earliest < due:
+            self._set_timer(timer, earliest - self._now)  # earlier, never later
+
     def _retransmit(self) -> None:
         """Resend the unfinished round's request to the members that have not answered."""
         e, r = self._pacemaker.e, self._l_round
@@ -552,7 +630,13 @@ class Node:
         for j in missing:
             if j != self.index:
                 self._out.append(Send(j, request))
-        self._set_timer(Timer(TimerKind.RETRANSMIT, e, r), self.config.delta_resend)
+        self._l_retransmits += 1
+        self._set_timer(
+            Timer(TimerKind.RETRANSMIT, e, r),
+            retransmit_interval(
+                self._l_retransmits, self.config.delta_resend, self.config.delta_progress
+            ),
+        )
 
     def _on_observation(self, sender: int, so: SignedObservation) -> None:
         if not self._is_leader():
@@ -723,6 +807,23 @@ class Node:
         self._f_own_observation = so
         self._send(self._leader, so)
 
+    def _observation_checked(self, so: SignedObservation) -> bool:
+        """``_observation_valid``, remembered for the round: a proposal sent again (a
+        leader's resend, or a Byzantine one's replay with one observation changed) costs
+        only its new observations. The memory holds exact signed observations (observer,
+        round, bytes and signature), so a changed one is checked afresh; it is a cache of
+        verdicts, not protocol state, and holds one round's worth at most."""
+        if self._checked_round != (so.epoch, so.round):
+            self._checked_round = (so.epoch, so.round)
+            self._checked.clear()
+        if so in self._checked:
+            return True
+        if not self._observation_valid(so):
+            return False
+        if len(self._checked) < _CHECKED_LIMIT * self.config.n:
+            self._checked.add(so)
+        return True
+
     def _observation_valid(self, so: SignedObservation) -> bool:
         return self.crypto.verify_observation(
             self.config.identity_keys[so.observer],
@@ -776,7 +877,7 @@ class Node:
             for so in proposal.observations:
                 if so.observer == self.index and so == self._f_own_observation:
                     continue  # my own, as I signed it
-                if not self._observation_valid(so):
+                if not self._observation_checked(so):
                     self._reject(sender, f"PROPOSAL observation of {so.observer} does not verify")
                     return
         reports, hashes = self._reports_for(proposal)
@@ -828,6 +929,7 @@ class Node:
                     return
         self._certified[(e, r)] = message.certificates
         # Progress: a round of this epoch was certified (OCR's eventProgress).
+        self._failed_epochs = 0
         self._set_timer(Timer(TimerKind.PROGRESS), self.config.delta_progress)
         for i, cert in enumerate(message.certificates):
             name = self.config.targets[i].name

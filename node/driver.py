@@ -96,6 +96,7 @@ from consensus.events import (
 )
 from consensus.events import CancelTimer as ConsensusCancelTimer
 from consensus.events import Event as ConsensusEvent
+from consensus.events import ObservationChanged as ConsensusObservationChanged
 from consensus.events import SetTimer as ConsensusSetTimer
 from consensus.events import TimerFired as ConsensusTimerFired
 from consensus.events import Transmit as ConsensusTransmit
@@ -387,6 +388,8 @@ class _Transmission:
 
 
 _Tracker = EscrowLegTracker | BankLegTracker | ReportedFactsTracker
+#: The events that can teach a tracker something new.
+_WORLD_UPDATES = (ChainUpdate, ChainStates, BankUpdate, ReportedFacts)
 
 
 # --------------------------------------------------------------------------- the driver
@@ -457,6 +460,8 @@ class NodeDriver:
         self._now = event.now
         self._out = []
         self.stats.events += 1
+        # New facts let a leader start its next round early (consensus ObservationChanged).
+        learned = self._tracker_versions() if isinstance(event, _WORLD_UPDATES) else None
         if isinstance(event, Start):
             self._consensus(event)
             for target in self.config.targets:
@@ -489,9 +494,23 @@ class NodeDriver:
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
             self._on_transmission_done(event)
+        if learned is not None and learned != self._tracker_versions() and self._news():
+            self._consensus(ConsensusObservationChanged(event.now))
         out = tuple(self._out)
         self._out = []
         return out
+
+    def _tracker_versions(self) -> tuple[int, ...]:
+        return tuple(t.version for t in self.trackers.values())
+
+    def _news(self) -> bool:
+        """Whether this node leads and would now observe something else than it last did
+        (only a leader can start a round; the observation is computed only then)."""
+        node = self.node
+        if not isinstance(node, Node) or node.current_leader != self.index:
+            return False
+        last = self._last_observation
+        return last is None or self.observation()[0] != last[1][0]
 
     def observation(self) -> tuple[bytes, int, int]:
         """This node's observation now: (encoded facts, settlements in it, left out). The

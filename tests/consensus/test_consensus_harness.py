@@ -251,9 +251,14 @@ def test_benchmark_quick_run_reports_its_figures() -> None:
 
     figures = run(quick=True)
     assert figures["benchmark"] == "consensus"
-    names = [case["name"] for case in figures["cases"]]
-    assert len(names) == 3
+    cases = {(case["name"], case["crypto"]): case for case in figures["cases"]}
+    assert len(cases) == 5
     for case in figures["cases"]:
         assert case["certified_rounds"] > 0
         assert case["wall_s"] > 0
         assert set(case["targets"]) <= {"rounds_per_s", "virtual_per_real"}
+    # Every member checks the observations of the others and the certificate itself.
+    crypto = cases[("rounds n=31", "real")]["crypto_per_member_round"]
+    assert crypto["verify_observation"]["calls"] >= 20
+    assert crypto["bls_fast_aggregate_verify"]["calls"] >= 1
+    assert ("rounds n=31 sim", "memoized") in cases and ("rounds n=31 sim", "fast") in cases

@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 
 from consensus import bls
 from consensus.codec import CodecError, CodecLimits, decode, encode
+from consensus.crypto import REAL_CRYPTO
 from consensus.events import (
     Action,
     Broadcast,
+    CancelTimer,
     Certified,
     EpochStarted,
     MessageReceived,
+    ObservationChanged,
     ObservationReady,
     Persist,
     Rejected,
@@ -34,6 +37,7 @@ from consensus.events import (
     TimerKind,
     Transmit,
 )
+from consensus.harness import simulated_committee
 from consensus.identity import sign_observation
 from consensus.messages import (
     Message,
@@ -45,11 +49,14 @@ from consensus.messages import (
     SignedObservation,
 )
 from consensus.outcome import FactsOutcome, encode_facts
-from consensus.pacemaker import leader
+from consensus.pacemaker import leader, progress_timeout
 from consensus.protocol import (
+    EARLY_ROUND_MAX_DECISIONS,
+    ROUND_GAP_FRACTION,
     LocalProtocolError,
     Node,
     compute_reports,
+    retransmit_interval,
     transmission_delay,
 )
 from consensus.report import (
@@ -63,7 +70,8 @@ from consensus.report import (
     verify_certificate,
 )
 from consensus.safety import DurableStore, PersistedState
-from tests.consensus.worlds import committee
+from dvpsim.benchmarks.consensus import CountingCrypto
+from tests.consensus.worlds import PARAMETERS, committee
 
 CONFIG, KEYS = committee(4, 1, targets=("asset", "payment"))
 LEADER = leader(1, CONFIG.n, CONFIG.leader_selection_key)
@@ -152,7 +160,8 @@ def test_start_as_follower_and_as_leader() -> None:
     assert actions[0] == EpochStarted(1, LEADER)
     assert SetTimer(Timer(TimerKind.PROGRESS), CONFIG.delta_progress) in actions
     assert Broadcast(encode(NewEpoch(1))) in actions
-    assert SetTimer(Timer(TimerKind.RESEND), CONFIG.delta_resend) in actions
+    # In the epoch it asked for, the NEW-EPOCH repeat is a heartbeat, every DeltaProgress.
+    assert SetTimer(Timer(TimerKind.RESEND), CONFIG.delta_progress) in actions
     assert not any(isinstance(a, RequestObservation) for a in actions)
 
     lead = Node(CONFIG, LEADER, KEYS[LEADER], OUTCOME)
@@ -236,6 +245,32 @@ def test_safety_refuses_a_conflicting_decision_after_a_restart() -> None:
     assert len(actions) == 1 and isinstance(actions[0], Rejected)
 
 
+def test_a_proposal_sent_again_costs_its_new_observations_and_a_forgery_is_refused() -> None:
+    """Observations a follower checked once in a round are not checked again; a forged
+    one (another observation under a real signature) is still refused, every time."""
+    counting = CountingCrypto(REAL_CRYPTO)
+    driven = Driven(Node(CONFIG, FOLLOWER, KEYS[FOLLOWER], OUTCOME, crypto=counting))
+    driven.feed(Start(0.0, PersistedState()))
+    driven.receive(LEADER, ObserveReq(1, 1))
+    driven.feed(ObservationReady(driven.now, 1, 1, facts()))
+    honest = [signed(i, 1, 1, facts()) for i in range(CONFIG.n)]
+    last = honest[-1]
+    assert last.observer != FOLLOWER
+    forged = SignedObservation(1, 1, last.observer, facts(Verdict.ABORT), last.signature)
+    replayed = Proposal(1, 1, (*honest[:-1], forged))
+    others = CONFIG.n - 1
+    for checks in (others, 1):  # the first time all, then only the forged one again
+        counting.calls.clear()
+        actions = driven.receive(LEADER, replayed)
+        assert len(actions) == 1 and isinstance(actions[0], Rejected)
+        assert "does not verify" in actions[0].reason
+        assert counting.calls == {"verify_observation": checks}
+    counting.calls.clear()
+    actions = driven.receive(LEADER, Proposal(1, 1, tuple(honest)))
+    assert any(isinstance(a, Send) for a in actions)  # signed: its shares go out
+    assert counting.calls["verify_observation"] == 1  # only the one not seen before
+
+
 def test_follower_signs_at_most_one_proposal_per_round() -> None:
     driven = start(FOLLOWER)
     views = {i: facts(Verdict.COMMIT) for i in range(CONFIG.n)}
@@ -251,9 +286,9 @@ def test_follower_signs_at_most_one_proposal_per_round() -> None:
     assert driven.node.snapshot() == before
 
 
-def _drive_leader() -> tuple[Driven, Proposal]:
+def _drive_leader(view: bytes | None = None) -> tuple[Driven, Proposal]:
     driven = start(LEADER)
-    views = {i: facts() for i in range(CONFIG.n)}
+    views = {i: view or facts() for i in range(CONFIG.n)}
     driven.feed(ObservationReady(driven.now, 1, 1, views[LEADER]))
     for i in range(CONFIG.n):
         if i != LEADER:
@@ -264,6 +299,77 @@ def _drive_leader() -> tuple[Driven, Proposal]:
     proposal = decode(broadcast.data, LIMITS)
     assert isinstance(proposal, Proposal)
     return driven, proposal
+
+
+def _finish(driven: Driven, proposal: Proposal) -> None:
+    """Every follower's shares for the leader's ``proposal``: the round certifies."""
+    reports = compute_reports(CONFIG, OUTCOME, proposal)
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            shares = tuple(bls.sign(KEYS[i].bls_secret, report_hash(rep)) for rep in reports)
+            driven.receive(i, Shares(proposal.epoch, proposal.round, shares))
+
+
+def test_new_work_starts_the_next_round_once_the_last_one_finished() -> None:
+    """ObservationChanged: a finished round is followed at once by the next one (but
+    not before ROUND_GAP_FRACTION of DeltaRound after its start), not at DeltaRound."""
+    driven, proposal = _drive_leader()
+    # While the round is open, news changes nothing: it will be in the next round.
+    assert driven.feed(ObservationChanged(driven.now)) == ()
+    _finish(driven, proposal)
+    assert ROUND_GAP_FRACTION * CONFIG.delta_round <= driven.now < CONFIG.delta_round
+    actions = driven.feed(ObservationChanged(driven.now))
+    assert CancelTimer(Timer(TimerKind.ROUND, 1, 1)) in actions
+    assert Broadcast(encode(ObserveReq(1, 2))) in actions
+    # Nothing new: the next round waits for DeltaRound as before.
+    assert SetTimer(Timer(TimerKind.ROUND, 1, 2), driven.now + CONFIG.delta_round) in actions
+
+
+def test_new_work_after_a_busy_round_waits_for_delta_round() -> None:
+    """Under load a full DeltaRound gathers a bigger batch: no early round after a round
+    that decided EARLY_ROUND_MAX_DECISIONS or more (all targets together)."""
+    per_target = EARLY_ROUND_MAX_DECISIONS // len(CONFIG.targets)
+    busy = encode_facts(
+        [Decision(bytes([i]) * 32, Verdict.COMMIT, TERMS) for i in range(1, per_target + 1)]
+    )
+    driven, proposal = _drive_leader(busy)
+    _finish(driven, proposal)
+    assert driven.now >= ROUND_GAP_FRACTION * CONFIG.delta_round
+    assert driven.feed(ObservationChanged(driven.now)) == ()
+
+
+def test_new_work_right_after_a_round_waits_for_the_minimum_gap() -> None:
+    slow = simulated_committee(4, 1, seed=1, **{**PARAMETERS, "delta_round": 1.0})[0]
+    node = Node(slow, LEADER, KEYS[LEADER], OUTCOME)
+    node.handle(Start(0.0, PersistedState()))
+    node.handle(ObservationReady(0.0, 1, 1, facts()))
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            sig = sign_observation(KEYS[i].identity, slow.instance_digest, 1, 1, i, facts())
+            so = SignedObservation(1, 1, i, facts(), sig)
+            node.handle(MessageReceived(0.01, i, encode(so)))
+    actions = node.handle(TimerFired(0.01 + slow.delta_grace, Timer(TimerKind.GRACE, 1, 1)))
+    (broadcast,) = [a for a in actions if isinstance(a, Broadcast)]
+    proposal = decode(broadcast.data, CodecLimits.from_config(slow))
+    assert isinstance(proposal, Proposal)
+    reports = compute_reports(slow, OUTCOME, proposal)
+    for i in range(CONFIG.n):
+        if i != LEADER:
+            shares = tuple(bls.sign(KEYS[i].bls_secret, report_hash(rep)) for rep in reports)
+            node.handle(MessageReceived(0.1, i, encode(Shares(1, 1, shares))))
+    gap = ROUND_GAP_FRACTION * slow.delta_round
+    assert gap > 0.1
+    # Finished before the gap: the round timer moves in to the gap, no round yet.
+    assert node.handle(ObservationChanged(0.1)) == (SetTimer(Timer(TimerKind.ROUND, 1, 1), gap),)
+    actions = node.handle(TimerFired(gap, Timer(TimerKind.ROUND, 1, 1)))
+    assert Broadcast(encode(ObserveReq(1, 2))) in actions
+
+
+def test_new_work_is_no_reason_for_a_follower_to_do_anything() -> None:
+    driven = start(FOLLOWER)
+    before = driven.node.snapshot()
+    assert driven.feed(ObservationChanged(0.1)) == ()
+    assert driven.node.snapshot() == before
 
 
 def test_leader_drops_an_invalid_share_and_certifies_with_the_others() -> None:
@@ -308,6 +414,71 @@ def test_progress_timeout_and_r_max_ask_for_a_new_epoch() -> None:
     other = start(FOLLOWER)
     actions = other.receive(LEADER, ObserveReq(1, CONFIG.r_max + 1))
     assert Broadcast(encode(NewEpoch(2))) in actions
+
+
+def test_a_pending_new_epoch_request_repeats_every_delta_resend_then_slows_down() -> None:
+    """Regression (n = 31 thrash): every member repeated NEW-EPOCH every DeltaResend even
+    when nobody asked for a change, n(n-1) messages each time. Only a pending request is
+    repeated that often; in the epoch it asked for, a member repeats every DeltaProgress."""
+    driven = start(FOLLOWER)
+    driven.now = CONFIG.delta_progress
+    actions = driven.fire(Timer(TimerKind.PROGRESS))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    resend = SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_resend)
+    assert resend in actions
+    driven.now += CONFIG.delta_resend
+    actions = driven.fire(Timer(TimerKind.RESEND))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    assert SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_resend) in actions
+    others = [i for i in range(CONFIG.n) if i != FOLLOWER]
+    driven.receive(others[0], NewEpoch(2))
+    driven.receive(others[1], NewEpoch(2))  # 2f+1 with its own: it moves to epoch 2
+    assert driven.node.epoch == 2
+    driven.now += CONFIG.delta_resend
+    actions = driven.fire(Timer(TimerKind.RESEND))
+    assert Broadcast(encode(NewEpoch(2))) in actions
+    assert SetTimer(Timer(TimerKind.RESEND), driven.now + CONFIG.delta_progress) in actions
+
+
+def test_epochs_without_a_certificate_wait_longer_for_progress() -> None:
+    """Regression (n = 31 thrash): on an overloaded machine a round took longer than
+    DeltaProgress, so every epoch timed out before its first certificate. After an epoch
+    without one, the next waits twice DeltaProgress (at most); a certificate resets it."""
+    assert [progress_timeout(6.0, k) for k in (0, 1, 2, 9)] == [6.0, 12.0, 12.0, 12.0]
+    driven = start(FOLLOWER)
+    others = [i for i in range(CONFIG.n) if i != FOLLOWER]
+    progress = Timer(TimerKind.PROGRESS)
+    timeouts = []
+    for epoch in (2, 3, 4):
+        driven.receive(others[0], NewEpoch(epoch))
+        actions = driven.receive(others[1], NewEpoch(epoch))  # f+1 asked: join, then move
+        assert driven.node.epoch == epoch
+        (timer,) = [a for a in actions if isinstance(a, SetTimer) and a.timer == progress]
+        timeouts.append(round(timer.at - driven.now, 9))
+    # Epoch 1 had no certificate either, but it was not entered after a failed one.
+    dp = CONFIG.delta_progress
+    assert timeouts == [dp, 2 * dp, 2 * dp]
+    views = {i: facts() for i in range(CONFIG.n)}
+    play_round(driven, 4, 1, views)  # certified: progress
+    driven.receive(others[0], NewEpoch(5))
+    actions = driven.receive(others[1], NewEpoch(5))
+    assert SetTimer(progress, driven.now + dp) in actions
+
+
+def test_a_leader_resends_an_unanswered_request_less_and_less_often() -> None:
+    """Regression (n = 31 thrash): the leader resent its request to every member that had
+    not answered every DeltaResend, so overloaded members got more and more copies. The
+    interval doubles per resend, up to DeltaProgress."""
+    driven = start(LEADER)
+    request = encode(ObserveReq(1, 1))
+    timer = Timer(TimerKind.RETRANSMIT, 1, 1)
+    driven.now = CONFIG.delta_resend  # the first resend: DeltaResend after the request
+    for interval in (0.8, 1.5, 1.5):  # 0.4 * 2, then 0.4 * 4 capped at DeltaProgress 1.5
+        actions = driven.fire(timer)
+        assert sum(a == Send(j, request) for a in actions for j in range(CONFIG.n)) == 3
+        assert SetTimer(timer, driven.now + interval) in actions
+        driven.now += interval
+    assert retransmit_interval(0, 0.4, 1.5) == 0.4
 
 
 def test_runtime_errors_are_raised_not_reported() -> None:
