@@ -445,6 +445,7 @@ class NodeDriver:
             # at once (honest members wait for the payment their own trackers see).
             self._after = {}
         self._waiting: dict[tuple[str, int, int], float] = {}
+        self._started = False  # the consensus node takes nothing before Start
         self._last_observation: (
             tuple[tuple[tuple[int, ...], int], tuple[bytes, int, int]] | None
         ) = None
@@ -463,6 +464,7 @@ class NodeDriver:
         # New facts let a leader start its next round early (consensus ObservationChanged).
         learned = self._tracker_versions() if isinstance(event, _WORLD_UPDATES) else None
         if isinstance(event, Start):
+            self._started = True
             self._consensus(event)
             for target in self.config.targets:
                 if target.kind == "bank":
@@ -507,7 +509,7 @@ class NodeDriver:
         """Whether this node leads and would now observe something else than it last did
         (only a leader can start a round; the observation is computed only then)."""
         node = self.node
-        if not isinstance(node, Node) or node.current_leader != self.index:
+        if not self._started or not isinstance(node, Node) or node.current_leader != self.index:
             return False
         last = self._last_observation
         return last is None or self.observation()[0] != last[1][0]
