@@ -50,7 +50,7 @@ from bank_adapter.sqlite_storage import SqliteStorage
 from chain_adapters.bindings import (
     CoordinatorBinding,
 )
-from chain_adapters.evm import connect
+from chain_adapters.evm import RpcError, connect
 from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted
 from node.modes import BANK, MODES
@@ -80,6 +80,74 @@ from scenarios.workload import (
 )
 
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
+CPU_SAMPLE_S = (
+    1.0  # how often the runner reads its processes' CPU time (a killed one keeps its last)
+)
+
+
+class CpuLedger:
+    """CPU seconds the processes of a run used from a starting point on, by role ("nodes",
+    "bank", "anvil", "driver"). A process first seen after the start (a restarted node)
+    counts from zero; one that is gone keeps its last reading. Readings are handed in, so
+    the ledger itself reads no clock and no process."""
+
+    ROLES = ("nodes", "bank", "anvil", "driver")
+
+    def __init__(self) -> None:
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._started = False
+
+    def see(self, role: str, pid: int, cpu_s: float) -> None:
+        """One reading of process ``pid``'s CPU seconds (user + system)."""
+        if not self._started:
+            self._start[pid] = cpu_s
+        self._last[pid] = (role, cpu_s)
+
+    def start(self) -> None:
+        """The readings so far are the baseline; later ones count from them."""
+        self._started = True
+
+    def totals(self) -> dict[str, float]:
+        """CPU seconds used since the baseline, by role (every role, 0.0 when none ran)."""
+        used = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, cpu_s) in self._last.items():
+            used[role] = used.get(role, 0.0) + max(0.0, cpu_s - self._start.get(pid, 0.0))
+        return used
+
+
+def cpu_per_settlement(
+    used: dict[str, float], settlements: int, node_processes: int
+) -> dict[str, float | None]:
+    """CPU seconds per settlement by role (``CpuLedger.totals``), and per node process
+    ("per_node"); None for every one when no settlement ended."""
+    if settlements <= 0:
+        return {**dict.fromkeys(used), "per_node": None}
+    shares: dict[str, float | None] = {
+        role: round(cpu_s / settlements, 5) for role, cpu_s in used.items()
+    }
+    shares["per_node"] = round(used["nodes"] / settlements / max(1, node_processes), 5)
+    return shares
+
+
+def generator_figures(
+    rate: float, offered_at: dict[int, float], begun_at: dict[int, float]
+) -> dict[str, Any]:
+    """The offered load as driven: the scenario's ``rate``, the rate the settlements were
+    begun at (from the first due time to the last begun), and how late they began (their
+    due and begun times in run seconds, by settlement index)."""
+    lags = sorted(begun_at[i] - offered_at[i] for i in begun_at if i in offered_at)
+    if not lags:
+        return {"rate_per_s": rate, "driven": 0}
+    span = max(begun_at.values()) - min(offered_at.values())
+    return {
+        "rate_per_s": rate,
+        "driven": len(lags),
+        "driven_per_s": round((len(lags) - 1) / span, 1) if span > 0 else None,
+        "lag_p50_s": round(lags[len(lags) // 2], 4),
+        "lag_p99_s": round(lags[min(len(lags) - 1, int(0.99 * len(lags)))], 4),
+        "lag_max_s": round(lags[-1], 4),
+    }
 
 
 class RealRun(RealWorld):
@@ -112,11 +180,20 @@ class RealRun(RealWorld):
         self.gas_used = 0
         self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
         self.fault_records = FaultRecords(self.history)
+        # The load generator's pace: when each settlement was due (its offered time) and
+        # when the driver began it, in run seconds, by index.
+        self.offered_at: dict[int, float] = {}
+        self.begun_at: dict[int, float] = {}
+        self.cpu = CpuLedger()
+        self._cpu_lock = threading.Lock()
 
     def _plan(self) -> list[Tracked]:
         return [Tracked(p.index, p.settlement_id, p.buyer, p.fail) for p in plan(self.scenario)]
 
-    def _drive_one(self, item: Tracked) -> None:
+    def _drive_one(self, item: Tracked, offered_at: float) -> None:
+        """Drive one settlement that was due at ``offered_at`` (run seconds)."""
+        self.offered_at[item.index] = offered_at
+        self.begun_at[item.index] = time.time() - self._began_wall
         planned = Planned(item.index, item.settlement_id, item.buyer, item.fail, 0.0)
         # Deadlines count from now by the wall clock: the latest block's timestamp is only
         # as recent as the last transaction (anvil stamps new blocks with the wall clock).
@@ -125,7 +202,7 @@ class RealRun(RealWorld):
         item.deadline_at = deadline + 1.0 - self._began_wall
         addresses = {name: party["address"] for name, party in self.parties.items()}
         item.terms = terms_for(self.scenario, planned, addresses, self._tokens(), deadline)
-        self.history.write("settlement", **item.record(deadline))
+        self.history.write("settlement", **item.record(deadline), offered=round(offered_at, 6))
         for step in party_steps(self.scenario, planned):
             side = self.chains[step.chain]
             terms = item.terms[step.chain]
@@ -145,9 +222,12 @@ class RealRun(RealWorld):
                     self._lock_gas = sender.estimate(request)
                 request = dataclasses.replace(request, gas=self._lock_gas)
                 wait = False
+            # The load generator goes on past a lock the chain refused (a full pool, an
+            # RPC error): one lost settlement, not a stopped load.
+            refused = RpcError if not wait else TransactionReverted
             try:
                 result = sender.send(request, wait=wait)
-            except TransactionReverted as exc:
+            except refused as exc:
                 self.history.write(
                     "leg",
                     phase="fail",
@@ -171,16 +251,45 @@ class RealRun(RealWorld):
             )
 
     def _drive(self) -> None:
+        """Settlements at the scenario's arrival rate, each due at a fixed time from the
+        start: a driver that fell behind catches up at once rather than shifting the rest,
+        so the offered load is the scenario's whatever the system does (with
+        ``fire_and_forget`` nothing here waits for a receipt). How late each one began is
+        recorded (``offered_at``, ``begun_at``) and summarised ("generator")."""
         s = self.scenario.settlements
         began = time.monotonic()
+        began_run_s = time.time() - self._began_wall
         for item in self.tracked:
             if self._stop.is_set():
                 return
-            due = began + item.index / s.arrival_rate
-            delay = due - time.monotonic()
+            offset = item.index / s.arrival_rate
+            delay = began + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self._drive_one(item)
+            self._drive_one(item, began_run_s + offset)
+
+    def _read_cpu(self) -> None:
+        """One reading of the CPU seconds of every process of the run (``CpuLedger``)."""
+        import psutil
+
+        roles = [("nodes", proc.pid) for proc in list(self.nodes.values())]
+        if self.bank is not None and self.bank.pid is not None:
+            roles.append(("bank", self.bank.pid))
+        roles += [
+            ("anvil", side.local.pid) for side in self.chains.values() if side.local is not None
+        ]
+        roles.append(("driver", os.getpid()))
+        with self._cpu_lock:
+            for role, pid in roles:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue  # gone (a killed node): its last reading stands
+                self.cpu.see(role, pid, times.user + times.system)
+
+    def _sample_cpu(self) -> None:
+        while not self._stop.wait(CPU_SAMPLE_S):
+            self._read_cpu()
 
     def _unsafe_reclaimer(self) -> None:
         """In the unsafe variant, parties take their locked legs back once the deadline passed."""
@@ -365,12 +474,15 @@ class RealRun(RealWorld):
             self.history.write("drive-start")
             self.write_fault_plans(time.time())
             drive_start = time.time() - self._began_wall
+            self._read_cpu()
+            self.cpu.start()
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)
             watcher.start()
             threads = [
                 threading.Thread(target=self._heartbeat, daemon=True),
                 threading.Thread(target=self._sample_rss, daemon=True),
+                threading.Thread(target=self._sample_cpu, daemon=True),
                 threading.Thread(target=self._faults, args=(began,), daemon=True),
             ]
             if s.unsafe_self_refund:
@@ -379,6 +491,9 @@ class RealRun(RealWorld):
                 thread.start()
             self._drive()
             reason = self._wait_for_end(began + s.time_limit)
+            self._read_cpu()
+            cpu_used = self.cpu.totals()
+            cpu_window_s = round(time.time() - self._began_wall - drive_start, 1)
             self._releases_seen.set()
             watcher.join(timeout=10)
             self.fault_records.close()
@@ -428,8 +543,18 @@ class RealRun(RealWorld):
                     "sim_duration_s": None,
                     "wall_s": round(time.time() - self._began_wall, 1),
                     "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
+                    "generator": generator_figures(
+                        s.settlements.arrival_rate, self.offered_at, self.begun_at
+                    ),
+                    "cpu_s": {role: round(cpu_s, 2) for role, cpu_s in cpu_used.items()},
+                    "cpu_window_s": cpu_window_s,
                     "out_dir": str(self.out),
                 },
+            )
+            # CPU seconds per ended settlement, by process role, over the drive (from
+            # drive-start until every settlement ended or the time limit).
+            summary["cpu_s_per_settlement"] = cpu_per_settlement(
+                cpu_used, int(summary["ended"]), len(self.nodes)
             )
         self._merge_node_traces(chain_steps + self._bank_steps())
         accounting.write_summary(self.out, summary)
