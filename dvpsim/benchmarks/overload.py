@@ -194,12 +194,13 @@ def scenario(name: str, rate: float, window_s: float, deadline_s: int) -> Scenar
 
 
 def abort_reasons(history: Sequence[Mapping[str, Any]], aborted: Sequence[str]) -> dict[str, int]:
-    """Why each aborted settlement aborted, from a run's history lines: "bank rejection"
-    (the bank rejected its payment), "deadline" (its escrow was refunded at or after its
-    deadline), "other"."""
+    """Why each aborted settlement aborted, from a run's history lines: "deadline" (its
+    escrow was refunded, or the bank rejected its payment, at or after its deadline: the
+    bank rejects an expired instruction too), "bank rejection" (the bank rejected its
+    payment before the deadline: no funds, an unknown account), "other"."""
     started_at = 0.0
     deadlines: dict[str, float] = {}
-    refunded: dict[str, float] = {}
+    ended: dict[str, float] = {}  # the first refund or bank rejection, run seconds
     rejected: set[str] = set()
     for line in history:
         event = line.get("event")
@@ -207,17 +208,21 @@ def abort_reasons(history: Sequence[Mapping[str, Any]], aborted: Sequence[str]) 
             started_at = float(line["started_at"])
         elif event == "settlement":
             deadlines[line["settlement"]] = float(line["deadline"])
-        elif event == "leg" and line.get("phase") == "ok":
-            if line.get("step") == "reject":
-                rejected.add(line["settlement"])
-            elif line.get("step") == "refund":
-                refunded.setdefault(line["settlement"], float(line["t"]))
+        elif (
+            event == "leg"
+            and line.get("phase") == "ok"
+            and line.get("step") in ("refund", "reject")
+        ):
+            sid = line["settlement"]
+            ended[sid] = min(ended.get(sid, math.inf), float(line["t"]))
+            if line["step"] == "reject":
+                rejected.add(sid)
     reasons: dict[str, int] = {}
     for sid in aborted:
-        if sid in rejected:
-            reason = "bank rejection"
-        elif sid in refunded and sid in deadlines and started_at + refunded[sid] >= deadlines[sid]:
+        if sid in ended and sid in deadlines and started_at + ended[sid] >= deadlines[sid]:
             reason = "deadline"
+        elif sid in rejected:
+            reason = "bank rejection"
         else:
             reason = "other"
         reasons[reason] = reasons.get(reason, 0) + 1

@@ -92,12 +92,17 @@ def _history() -> list[dict[str, Any]]:
          "leg": "A"},
         {"t": 9.5, "event": "leg", "phase": "ok", "step": "release", "settlement": "0xdd",
          "leg": "A"},
+        {"t": 5.4, "event": "settlement", "settlement": "0xee", "deadline": 1030, "offered": 5.4},
+        {"t": 30.0, "event": "leg", "phase": "ok", "step": "reject", "settlement": "0xee",
+         "leg": "bank"},  # the bank rejects an expired instruction
+        {"t": 32.0, "event": "leg", "phase": "ok", "step": "refund", "settlement": "0xee",
+         "leg": "A"},
     ]  # fmt: skip
 
 
 def test_abort_reasons_come_from_the_history() -> None:
-    reasons = abort_reasons(_history(), ["0xaa", "0xbb", "0xcc"])
-    assert reasons == {"bank rejection": 1, "deadline": 1, "other": 1}
+    reasons = abort_reasons(_history(), ["0xaa", "0xbb", "0xcc", "0xee"])
+    assert reasons == {"bank rejection": 1, "deadline": 2, "other": 1}
 
 
 def _summary(**newer: Any) -> dict[str, Any]:
@@ -126,7 +131,7 @@ def test_figures_of_a_summary_without_the_newer_keys_say_na() -> None:
     assert result["goodput_per_s"] == 0.5
     assert result["deadline_aborts"] == 1
     assert result["open"] == 0
-    assert result["driven_per_s"] == 10.0  # 4 settlements begun 0.3 s apart
+    assert result["driven_per_s"] == 10.0  # 5 settlements begun 0.4 s apart
     assert result["backpressure"] == {}
     assert result["cpu_s_per_settlement"] is None
     assert cpu_per_settlement(result["cpu_s_per_settlement"]) == "n/a"
