@@ -399,9 +399,8 @@ def run(quick: bool = False, hog: bool = False) -> dict[str, Any]:
             for t in search.trials
         ]  # fmt: skip
         if search.capacity is None:
-            console.print(
-                f"[red]no rate down to 1/s held ({len(trials)} runs): no capacity to overload[/]"
-            )
+            tried = ", ".join(f"{t.rate:g}/s" for t in search.trials)
+            console.print(f"[red]no rate held (tried {tried}): no capacity to overload[/]")
             return {"quick": quick, "capacity": None, "trials": trials, "loads": []}
         capacity = search.capacity
         console.print(f"[bold]capacity[/]: {capacity:g}/s ({len(trials)} runs)")
