@@ -157,9 +157,12 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
             }
             # Newer keys, read only when the run's summary has them.
             results[label]["cpu_s_per_settlement"] = summary.get("cpu_s_per_settlement")
+            results[label]["offered_per_s"] = scenario.settlements.arrival_rate
+            results[label]["driven_per_s"] = (summary.get("generator") or {}).get("driven_per_s")
     table = Table(title="dvpsim bench e2e (reference mode, real processes)")
     for column in (
         "case",
+        "offered/s (driven)",
         "ended/total",
         "p50 s",
         "p99 s",
@@ -185,6 +188,7 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
     for label, r in results.items():
         table.add_row(
             label,
+            f"{r['offered_per_s']:g} ({'n/a' if r['driven_per_s'] is None else r['driven_per_s']})",
             f"{r['ended']}/{r['settlements']}",
             str(r["latency_p50_s"]),
             str(r["latency_p99_s"]),
