@@ -6,8 +6,9 @@ over libp2p), each a full `dvpsim run` with its checks:
 - latency at n = 4 and at n = 16: settlements arriving at a gentle rate; p50/p99 from the
   mined escrow lock to the runner seeing the asset released;
 - throughput at n = 4 (125/s offered) and at n = 16 (30/s offered), for 60 s (10 s with
-  --quick): locks sent without waiting for receipts (the first lock's gas estimate and a
-  fee quote per block time reused, so the load generator keeps its pace), blocks every
+  --quick): locks signed at their due time and sent by a few threads without waiting
+  for receipts (``scenarios.real.LockPipeline``: the load generator keeps its pace whatever
+  the chain does), blocks every
   0.25 s (many transactions per block, as on a real chain), reports batching up to 128
   decisions; settlements ended per second from the first lock to the last release, and
   that window;

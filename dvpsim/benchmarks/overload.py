@@ -250,6 +250,7 @@ def figures(run: Scenario, summary: Mapping[str, Any], history: Sequence[Mapping
         "offered_per_s": run.settlements.arrival_rate,
         "driven_per_s": round((len(driven) - 1) / span, 1) if span > 0 else None,
         "generator_lag_p99_s": generator.get("lag_p99_s"),
+        "sent_lag_p99_s": generator.get("sent_lag_p99_s"),
         "settlements": int(summary["settlements"]),
         "committed": committed,
         "aborted": int(summary["aborted"]),

@@ -172,6 +172,10 @@ def test_generator_figures_show_how_late_settlements_began() -> None:
     assert figures_["lag_p50_s"] == 0.01
     assert figures_["lag_max_s"] == 0.5
     assert figures_["driven_per_s"] == round(99 / 10.4, 1)
+    assert "sent" not in figures_  # locks that waited for their receipts
+    sent = {i: i * 0.1 + 0.05 for i in range(0, 100, 2)}  # half the locks reached the chain
+    with_sent = generator_figures(10.0, offered, begun, sent)
+    assert (with_sent["sent"], with_sent["sent_lag_max_s"]) == (50, 0.05)
     assert generator_figures(10.0, {}, {}) == {"rate_per_s": 10.0, "driven": 0}
 
 
