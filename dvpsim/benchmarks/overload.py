@@ -241,6 +241,11 @@ def backpressure(summary: Mapping[str, Any]) -> dict[str, Any]:
 def figures(run: Scenario, summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:  # fmt: skip
     """What the benchmark reports of one run, from its summary and history."""
     driven = sorted(float(line["t"]) for line in history if line.get("event") == "settlement")
+    refused = sum(
+        1
+        for line in history
+        if line.get("event") == "leg" and line.get("phase") == "fail" and line.get("step") == "lock"
+    )
     span = driven[-1] - driven[0] if len(driven) > 1 else 0.0
     reasons = abort_reasons(history, summary.get("aborted_ids", []))
     window = summary.get("throughput_window_s")
@@ -251,6 +256,7 @@ def figures(run: Scenario, summary: Mapping[str, Any], history: Sequence[Mapping
         "driven_per_s": round((len(driven) - 1) / span, 1) if span > 0 else None,
         "generator_lag_p99_s": generator.get("lag_p99_s"),
         "sent_lag_p99_s": generator.get("sent_lag_p99_s"),
+        "locks_refused": refused,  # by the chain: those settlements never began
         "settlements": int(summary["settlements"]),
         "committed": committed,
         "aborted": int(summary["aborted"]),

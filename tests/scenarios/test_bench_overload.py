@@ -133,6 +133,7 @@ def test_figures_of_a_summary_without_the_newer_keys_say_na() -> None:
     assert result["open"] == 0
     assert result["driven_per_s"] == 10.0  # 5 settlements begun 0.4 s apart
     assert result["backpressure"] == {}
+    assert result["locks_refused"] == 0
     assert result["cpu_s_per_settlement"] is None
     assert cpu_per_settlement(result["cpu_s_per_settlement"]) == "n/a"
     assert result["max_observation_bytes"] == run.timing.max_observation_bytes
