@@ -5,10 +5,12 @@ a local chain, payment at the bank, n = 4 node processes over libp2p, blocks eve
 0.25 s), each a full `dvpsim run` with its checks, the locks sent at a fixed rate by a
 generator that never waits for a receipt (``RealRun(fire_and_forget=True)``):
 
-1. **capacity**: the highest offered rate at which at least 99% of the settlements commit
-   and none aborts at its deadline. Short runs, doubling from ``START_RATE`` while a rate
-   holds, then bisecting between the last rate that held and the first that did not; the
-   number of runs is bounded, each run by its time limit.
+1. **capacity**: the highest offered rate at which at least 99% of the settlements commit,
+   none aborts at its deadline, and the last one ends within half the window after the
+   load stops (a run shorter than the deadline hides a growing backlog from the deadline:
+   the drain shows it). Short runs, doubling from ``START_RATE`` while a rate holds, then
+   bisecting between the last rate that held and the first that did not; the number of
+   runs is bounded, each run by its time limit.
 2. **overload**: 1x, 1.5x, 2x and 3x the capacity offered for a fixed window; per load
    the offered rate (and the rate the generator really drove), goodput (committed per
    second from the first lock to the last settlement ended: the window and its drain),
@@ -52,7 +54,8 @@ from scenarios.schema import Scenario, parse
 START_RATE = 40.0  # settlements/s: the capacity search's first rate
 CEILING_RATE = 640.0  # the search never offers more
 LOADS = (1.0, 1.5, 2.0, 3.0)  # multiples of the capacity offered
-COMMITTED_SHARE = 0.99  # a rate holds when this share commits and no deadline aborts
+COMMITTED_SHARE = 0.99  # a rate holds when this share commits and no deadline aborts,
+DRAIN_SHARE = 0.5  # and the last settlement ends within this share of the window after it
 BISECT_TOLERANCE = 0.1  # the search stops when the bracket is this narrow (relative)
 # Words of summary keys that carry the nodes' backpressure figures (refused, queued work).
 BACKPRESSURE_WORDS = ("refused", "queued", "backpressure", "shed")
@@ -84,14 +87,19 @@ class Trial:
     settlements: int
     committed: int
     deadline_aborts: int
+    window_s: float  # how long the rate was offered
+    ended_s: float | None  # from the first lock to the last settlement ended
 
     @property
     def holds(self) -> bool:
-        """The committee settled this rate: (nearly) everything committed, nothing expired."""
+        """The committee kept up with this rate: (nearly) everything committed, nothing
+        expired, no backlog left to drain when the load stopped."""
         return (
             self.settlements > 0
             and self.committed >= COMMITTED_SHARE * self.settlements
             and self.deadline_aborts == 0
+            and self.ended_s is not None
+            and self.ended_s <= (1 + DRAIN_SHARE) * self.window_s
         )
 
 
@@ -396,13 +404,18 @@ def run(quick: bool = False, hog: bool = False) -> dict[str, Any]:
         def measure(rate: float) -> Trial:
             result = runner.measure("capacity search", rate, sizes.trial_window_s, sizes.deadline_s)
             return Trial(
-                rate, result["settlements"], result["committed"], result["deadline_aborts"]
+                rate,
+                result["settlements"],
+                result["committed"],
+                result["deadline_aborts"],
+                sizes.trial_window_s,
+                result["window_s"],
             )
 
         search = find_capacity(measure, max_trials=sizes.max_trials, bisections=sizes.bisections)
         trials = [
             {"rate": t.rate, "settlements": t.settlements, "committed": t.committed,
-             "deadline_aborts": t.deadline_aborts, "holds": t.holds}
+             "deadline_aborts": t.deadline_aborts, "ended_s": t.ended_s, "holds": t.holds}
             for t in search.trials
         ]  # fmt: skip
         if search.capacity is None:

@@ -38,7 +38,7 @@ class Committee:
         self.offered.append(rate)
         count = int(rate * 10)
         committed = min(count, int(self.capacity * 10))
-        return Trial(rate, count, committed, count - committed)
+        return Trial(rate, count, committed, count - committed, 10.0, 11.0)
 
 
 @pytest.mark.parametrize("capacity", [5.0, 39.0, 40.0, 97.0, 150.0, 300.0])
@@ -68,11 +68,14 @@ def test_a_committee_that_settles_nothing_has_no_capacity() -> None:
     assert committee.offered == [40.0, 20.0, 10.0, 5.0]  # halving stops at the floor
 
 
-def test_a_rate_holds_only_with_99_percent_committed_and_no_deadline_abort() -> None:
-    assert Trial(10.0, 100, 99, 0).holds
-    assert not Trial(10.0, 100, 98, 0).holds
-    assert not Trial(10.0, 100, 100, 1).holds
-    assert not Trial(10.0, 0, 0, 0).holds
+def test_a_rate_holds_only_with_99_percent_committed_no_deadline_abort_and_no_backlog() -> None:
+    assert Trial(10.0, 100, 99, 0, 10.0, 15.0).holds
+    assert not Trial(10.0, 100, 98, 0, 10.0, 11.0).holds
+    assert not Trial(10.0, 100, 100, 1, 10.0, 11.0).holds
+    assert not Trial(10.0, 0, 0, 0, 10.0, None).holds
+    # Everything committed in time, but 18 s after a 10 s load stopped: a backlog that
+    # a longer run would have let grow into deadline aborts.
+    assert not Trial(75.0, 750, 750, 0, 10.0, 28.3).holds
 
 
 def _history() -> list[dict[str, Any]]:
