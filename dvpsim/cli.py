@@ -60,14 +60,6 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    module_name = "dvpsim.benchmarks." + args.name.replace("-", "_")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            print(f"dvpsim bench: benchmark {args.name!r} is not built yet", file=sys.stderr)
-            return 2
-        raise
     options = {}
     for option, takers in BENCH_OPTIONS.items():
         if getattr(args, option):
@@ -79,6 +71,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 )
                 return 2
             options[option] = True
+    module_name = "dvpsim.benchmarks." + args.name.replace("-", "_")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:
+            print(f"dvpsim bench: benchmark {args.name!r} is not built yet", file=sys.stderr)
+            return 2
+        raise
     results = module.run(quick=args.quick, **options)
     if args.json:
         Path(args.json).write_text(
