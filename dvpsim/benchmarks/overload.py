@@ -359,7 +359,9 @@ def _print_loads(console: Console, capacity: float, loads: Sequence[Mapping[str,
         "target",
     )  # fmt: skip
     for column in columns:
-        table.add_column(column, justify="left" if column in ("load", "target") else "right")
+        table.add_column(
+            column, justify="left" if column in ("load", "target") else "right", overflow="fold"
+        )
     for result in loads:
         multiple = result["load"]
         target = ""
