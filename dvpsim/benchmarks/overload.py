@@ -430,7 +430,7 @@ def run(quick: bool = False, hog: bool = False) -> dict[str, Any]:
         for multiple in LOADS:
             result = runner.measure(
                 f"{multiple:g}x capacity",
-                capacity * multiple,
+                round(capacity * multiple, 1),
                 sizes.load_window_s,
                 sizes.deadline_s,
             )
