@@ -177,7 +177,9 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
         "target",
     ):
         table.add_column(
-            column, justify="right" if column not in ("case", "target", "checks") else "left"
+            column,
+            justify="right" if column not in ("case", "target", "checks") else "left",
+            overflow="fold",
         )
     targets = {
         "latency n=4": "p50 <= 0.3 s",
