@@ -76,6 +76,8 @@ def test_a_rate_holds_only_with_99_percent_committed_no_deadline_abort_and_no_ba
     # Everything committed in time, but 18 s after a 10 s load stopped: a backlog that
     # a longer run would have let grow into deadline aborts.
     assert not Trial(75.0, 750, 750, 0, 10.0, 28.3).holds
+    assert Trial(10.0, 50, 50, 0, 5.0, 9.9).holds  # a short window may drain for 5 s
+    assert not Trial(10.0, 50, 50, 0, 5.0, 10.1).holds
 
 
 def _history() -> list[dict[str, Any]]:
