@@ -578,6 +578,16 @@ class WebhookReceiver:
     ) -> CallbackEvent | None:
         """The new event, or None for a duplicate. Raises WebhookSignatureError (answer 401)
         if the signature is missing, stale or wrong, or the body is not the bank's event."""
+        events = self.receive_all(headers, body, now_s)
+        return events[0] if events else None
+
+    def receive_all(
+        self, headers: Mapping[str, str], body: bytes, now_s: float
+    ) -> list[CallbackEvent]:
+        """The new events of a delivery: one event (a JSON object) or a batch (a JSON array
+        of them, ``bank_adapter.webhooks.batch_body``), duplicates left out. Raises
+        WebhookSignatureError (answer 401) if the signature is missing, stale or wrong, or
+        the body is not the bank's events; a batch is taken or refused as a whole."""
         verify_webhook(
             self.bank_public_key,
             _header(headers, WEBHOOK_SIGNATURE_HEADER),
@@ -587,30 +597,29 @@ class WebhookReceiver:
         )
         try:
             value = json.loads(body)
-            if not isinstance(value, dict):
-                raise TypeError("a bank event is a JSON object")
-            as_of_ms = _as_of_ms(value)
-            event = CallbackEvent(
-                event_id=str(value["event_id"]),
-                type=str(value["type"]),
-                created_ms=int(value["created_ms"]),
-                instruction=InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms),
-                as_of_ms=as_of_ms,
-            )
+            items = value if isinstance(value, list) else [value]
+            if not items:
+                raise TypeError("an empty batch")
+            events = [_callback_event(item) for item in items]
         except (ValueError, KeyError, TypeError) as exc:
             raise WebhookSignatureError(
                 f"signed callback body is not a bank event: {exc}"
             ) from None
         header_id = _header(headers, WEBHOOK_EVENT_HEADER)
-        if header_id is not None and header_id != event.event_id:
+        if header_id is not None and (len(events) != 1 or header_id != events[0].event_id):
             raise WebhookSignatureError("callback event id header does not match its body")
+        return [e for e in events if self._take(e)]
+
+    def _take(self, event: CallbackEvent) -> bool:
+        """Count ``event`` in; False for a duplicate (its bank time still counts)."""
+        as_of_ms = event.as_of_ms
         if as_of_ms is not None and (
             self.latest_as_of_ms is None or as_of_ms > self.latest_as_of_ms
         ):
             self.latest_as_of_ms = as_of_ms
         if event.event_id in self._seen:
             self.duplicates += 1
-            return None
+            return False
         self._seen[event.event_id] = None
         while len(self._seen) > self.remember:
             self._seen.popitem(last=False)
@@ -619,4 +628,17 @@ class WebhookReceiver:
         current = self.states.get(sid)
         if current is None or _RANK[state] > _RANK[current]:
             self.states[sid] = state
-        return event
+        return True
+
+
+def _callback_event(value: Any) -> CallbackEvent:
+    if not isinstance(value, dict):
+        raise TypeError("a bank event is a JSON object")
+    as_of_ms = _as_of_ms(value)
+    return CallbackEvent(
+        event_id=str(value["event_id"]),
+        type=str(value["type"]),
+        created_ms=int(value["created_ms"]),
+        instruction=InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms),
+        as_of_ms=as_of_ms,
+    )

@@ -223,7 +223,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "CallbackEvent": {
             "type": "object",
-            "description": f"POSTed to each webhook URL, signed in {WEBHOOK_SIGNATURE_HEADER} (t=<unix s>,ed25519=<hex>) over 'dvpsim-bank-webhook-v1.<t>.<body>'; event id also in {WEBHOOK_EVENT_HEADER}. Delivered at least once: deduplicate by event_id.",
+            "description": f"POSTed to each webhook URL, signed in {WEBHOOK_SIGNATURE_HEADER} (t=<unix s>,ed25519=<hex>) over 'dvpsim-bank-webhook-v1.<t>.<body>'; event id also in {WEBHOOK_EVENT_HEADER}. Delivered at least once: deduplicate by event_id. Events due together for one URL come in one POST as a JSON array of these objects (signed once, no event id header).",
             "properties": {
                 "event_id": {"type": "string"},
                 "type": {

@@ -15,10 +15,14 @@ A transaction is priced in two parts:
   the transaction 100) and EIP-3529 refunds (4,800 for a slot cleared, at most a fifth of
   the gas, none for a reverted transaction). :class:`_Ledger` replays the slots the
   contract touches, in the contract's order, from the state before the call: a recipient
-  who held none of a token, a new settlement record, a party emptied by its lock.
+  who held none of a token, a new settlement record, a party emptied by its lock, the
+  word of done-report bits a report is checked against and, once done, marked in (a zero
+  word costs 20,000 to mark, a word of earlier rounds 2,900; ``model.done_bit``).
 * **Fitted constants** (:data:`CODE_GAS`) for everything else: the opcodes of each code
   path of ``DvPCoordinator``, its verifier and ``DvPToken`` (dispatch, checks, hashing,
-  events, calls, the BLS precompiles; per decision by outcome, per non-signer member).
+  events, calls, the BLS precompiles; per decision by outcome, per non-signer member; a
+  duplicate refused before verification, ``applyReport:ReportAlreadyApplied``, and the
+  marking of a report done, ``report.mark``).
   The EVM is deterministic, so a path costs the same every time;
   ``scripts/calibrate_gas.py`` measures the paths on anvil and fits them. On the
   calibration tour and on tests/escrow/test_gas_table.py's random sequences no
@@ -52,6 +56,7 @@ from typing import Final
 from eth_utils.crypto import keccak
 
 from chain_adapters.model import (
+    FINAL_SKIPS,
     LOCK_TRANSITIONS,
     MAX_UINT256,
     ZERO_ADDRESS,
@@ -72,12 +77,13 @@ from chain_adapters.model import (
     Transfer,
     checksum_address,
     decision_skip,
+    done_bit,
     encode_terms,
     leg_token,
     locked_legs,
     terms_hash,
 )
-from consensus.report import Action, Certificate, Decision, encode_report
+from consensus.report import Action, Certificate, Decision, Report, encode_report
 
 __all__ = [
     "CODE_GAS",
@@ -134,19 +140,20 @@ MAX_REFUND_QUOTIENT: Final = 5  # EIP-3529
 #: for a revert, its traced execution) less the exact part above, and a least-squares fit
 #: of the relative error. Recalibrate when the contracts change (a test compares
 #: CALIBRATED_CONTRACTS with the sources).
-#: Fitted on 2026-11-30 by scripts/calibrate_gas.py --seed 1: 3,068 transactions
-#: on anvil 1.7.1 --hardfork prague, contracts 1f558d2b2949ba8a; worst error on them 0.06%.
-CALIBRATED_CONTRACTS: Final = "1f558d2b2949ba8a"
+#: Fitted on 2026-11-30 by scripts/calibrate_gas.py --seed 1: 3,100 transactions
+#: on anvil 1.7.1 --hardfork prague, contracts d276190f67b1d8e9; worst error on them 0.10%.
+CALIBRATED_CONTRACTS: Final = "d276190f67b1d8e9"
 CODE_GAS: Final[Mapping[str, int]] = {
-    "applyReport": 177005,
-    "applyReport.strict": 69,
-    "applyReport:BatchLengthMismatch": 174396,
-    "applyReport:ConfigDigestMismatch": 6694,
-    "applyReport:ConflictingDecision": 172466,
-    "applyReport:DecisionRejected": 172293,
-    "applyReport:InvalidSignature": 174119,
-    "applyReport:SignerOutOfRange": 6824,
-    "applyReport:TooFewSigners": 6951,
+    "applyReport": 177582,
+    "applyReport.strict": 22,
+    "applyReport:BatchLengthMismatch": 174850,
+    "applyReport:ConfigDigestMismatch": 7148,
+    "applyReport:ConflictingDecision": 172909,
+    "applyReport:DecisionRejected": 172678,
+    "applyReport:InvalidSignature": 174571,
+    "applyReport:ReportAlreadyApplied": 1897,
+    "applyReport:SignerOutOfRange": 7278,
+    "applyReport:TooFewSigners": 7405,
     "caller.buyer": 216,
     "create": 8734,
     "create:InvalidTerms": 1753,
@@ -163,30 +170,30 @@ CODE_GAS: Final[Mapping[str, int]] = {
     "createAndLock:SettlementExists": 3226,
     "createAndLock:TokenCallFailed": 11138,
     "createAndLock:WrongCaller": 3259,
-    "decision.abort.ASSET_LOCKED": 10384,
-    "decision.abort.CREATED": 6317,
-    "decision.abort.PAYMENT_LOCKED": 10863,
-    "decision.abort.PREPARED.ASSET_ESCROW": 10761,
-    "decision.abort.PREPARED.BRIDGE_BUYER_SIDE": 10846,
-    "decision.abort.PREPARED.BRIDGE_SELLER_SIDE": 10824,
-    "decision.abort.PREPARED.PAYMENT_ESCROW": 10813,
-    "decision.abort.PREPARED.SWAP": 15026,
-    "decision.commit.ASSET_ESCROW": 10220,
-    "decision.commit.BRIDGE_BUYER_SIDE": 10125,
-    "decision.commit.BRIDGE_SELLER_SIDE": 10124,
-    "decision.commit.PAYMENT_ESCROW": 10228,
-    "decision.commit.SWAP": 14427,
-    "decision.failed.no_code": 6935,
-    "decision.failed.token_reverted": 7915,
-    "decision.skip.ALREADY_APPLIED.ABORT": 3355,
-    "decision.skip.ALREADY_APPLIED.COMMIT": 3320,
-    "decision.skip.CONFLICT.ABORT": 3333,
-    "decision.skip.CONFLICT.COMMIT": 3386,
-    "decision.skip.NOT_PREPARED": 3457,
-    "decision.skip.TERMS_CALLDATA_MISMATCH": 3546,
-    "decision.skip.TERMS_MISMATCH": 3162,
-    "decision.skip.UNKNOWN_SETTLEMENT": 3037,
-    "decision.skip.UNSUPPORTED_ACTION": 2765,
+    "decision.abort.ASSET_LOCKED": 10363,
+    "decision.abort.CREATED": 6309,
+    "decision.abort.PAYMENT_LOCKED": 10905,
+    "decision.abort.PREPARED.ASSET_ESCROW": 10760,
+    "decision.abort.PREPARED.BRIDGE_BUYER_SIDE": 10842,
+    "decision.abort.PREPARED.BRIDGE_SELLER_SIDE": 10840,
+    "decision.abort.PREPARED.PAYMENT_ESCROW": 10808,
+    "decision.abort.PREPARED.SWAP": 15018,
+    "decision.commit.ASSET_ESCROW": 10226,
+    "decision.commit.BRIDGE_BUYER_SIDE": 10124,
+    "decision.commit.BRIDGE_SELLER_SIDE": 10129,
+    "decision.commit.PAYMENT_ESCROW": 10224,
+    "decision.commit.SWAP": 14426,
+    "decision.failed.no_code": 7060,
+    "decision.failed.token_reverted": 8040,
+    "decision.skip.ALREADY_APPLIED.ABORT": 3456,
+    "decision.skip.ALREADY_APPLIED.COMMIT": 3417,
+    "decision.skip.CONFLICT.ABORT": 3435,
+    "decision.skip.CONFLICT.COMMIT": 3500,
+    "decision.skip.NOT_PREPARED": 3588,
+    "decision.skip.TERMS_CALLDATA_MISMATCH": 3679,
+    "decision.skip.TERMS_MISMATCH": 3322,
+    "decision.skip.UNKNOWN_SETTLEMENT": 3198,
+    "decision.skip.UNSUPPORTED_ACTION": 2907,
     "lockAsset.single": 9842,
     "lockAsset.swap_first": 9861,
     "lockAsset.swap_second": 9897,
@@ -225,6 +232,7 @@ CODE_GAS: Final[Mapping[str, int]] = {
     "reclaimAfterDeadline:WrongCaller": 1813,
     "reclaimAfterDeadline:WrongState": 1839,
     "report.hash": 27,
+    "report.mark": 396,
     "report.validate": 105,
     "token.approve": 2519,
     "token.mint": 2737,
@@ -234,10 +242,10 @@ CODE_GAS: Final[Mapping[str, int]] = {
     "token.transfer:ERC20InsufficientBalance": 764,
     "token.transfer:ERC20InvalidReceiver": 513,
     "transferFrom.finite_allowance": 156,
-    "verify.bitmap_bit": 142,
+    "verify.bitmap_bit": 145,
     "verify.highest_signer_bit": 123,
-    "verify.nonsigner": 1046,
-    "verify.some_nonsigners": 87,
+    "verify.nonsigner": 1039,
+    "verify.some_nonsigners": 84,
 }
 
 
@@ -401,6 +409,12 @@ def _state_slot(settlement_id: bytes) -> _Slot:
 
 def _terms_slot(settlement_id: bytes) -> _Slot:
     return ("terms", settlement_id.hex())
+
+
+def _done_slot(report: Report) -> _Slot:
+    """The word of ``s_reportsDone`` that holds ``report``'s done bit."""
+    (digest, epoch, high), _bit = done_bit(report)
+    return ("done", digest.hex(), str(epoch), str(high))
 
 
 class _PreState:
@@ -1037,10 +1051,18 @@ def meter_apply_report(
     count = len(decisions)
     missing = ~certificate.signers & ((1 << committee_n) - 1)
     nonsigners = bin(missing).count("1")
+    report = certificate.report
+    done, bit = _done_slot(report), done_bit(report)[1]
+    # The word before the call: a call that went through found its bit clear (or it
+    # would have reverted), and may have set it; a reverted one changed nothing.
+    word = model.done_word(report)
+    meter.ledger.seed(done, word if meter.error else word & ~bit)
 
     def walk() -> None:
         if strict:
             meter.path("applyReport.strict")
+        meter.ledger.load(done)  # _refuseIfDone, before anything else
+        meter.stop_if("ReportAlreadyApplied")
         meter.path("report.validate", count)
         meter.stop_if("ConfigDigestMismatch")
         if meter.error == "SignerOutOfRange":
@@ -1059,10 +1081,15 @@ def meter_apply_report(
         meter.stop_if("BatchLengthMismatch")
         if meter.error in ("DecisionRejected", "ConflictingDecision"):
             _strict_revert(meter, decisions, terms)
+        final = True
         for decision, supplied, applied in zip(
             decisions, terms, _decisions_from_events(meter, decisions), strict=True
         ):
             _decide(meter, decision, supplied, applied)
+            final = final and (applied.reason is None or applied.reason in FINAL_SKIPS)
+        if final:  # the report is done: its bit is set
+            meter.ledger.store(done, meter.ledger.load(done) | bit)
+            meter.path("report.mark")
         meter.path("applyReport")
 
     return meter.run(walk)

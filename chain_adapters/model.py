@@ -48,6 +48,14 @@ decision never moves value. A repeated identical decision is a no-op (``ALREADY_
 The strict path (``strict=True``, the contract's ``applyReportStrict``) reverts the whole
 call on the first skip other than ``ALREADY_APPLIED``.
 
+Duplicate transmissions are cheap: a report whose every decision ended in an outcome no
+later call can change (applied, or skipped for a reason in ``FINAL_SKIPS``) is marked done
+by its (config digest, epoch, round), and a later copy reverts ``ReportAlreadyApplied``
+before its certificate is checked. A report with any other skip (unknown settlement,
+terms mismatch, not prepared, wrong calldata terms, failed execution) is not marked: a
+faulty transmitter's copy never blocks the honest one. The contract keeps the marks as
+one bit per round in words of 256 rounds (``done_bit``).
+
 This module must never do I/O: no web3, no clock (the block timestamp is a parameter), no
 disk, no randomness. Every operation is atomic: when it raises :class:`EscrowRevert` the
 model is exactly as before, like a reverted transaction.
@@ -91,6 +99,7 @@ __all__ = [
     "EscrowEvent",
     "EscrowModel",
     "EscrowRevert",
+    "FINAL_SKIPS",
     "Leg",
     "LegLocked",
     "Mode",
@@ -108,6 +117,7 @@ __all__ = [
     "checksum_address",
     "decision_pending",
     "decision_skip",
+    "done_bit",
     "leg_token",
     "locked_legs",
     "terms_hash",
@@ -215,6 +225,21 @@ DECISION_OUTCOMES: Final[Mapping[tuple[Action, State], SkipReason | None]] = {
     (Action.ABORT, State.ABORTED): SkipReason.ALREADY_APPLIED,
     (Action.ABORT, State.EXPIRED): SkipReason.ALREADY_APPLIED,
 }
+
+
+#: Skip reasons no later call can change for a report (the contract's ``_isFinal``): the
+#: settlement is in a state it never leaves, or the action is one a coordinator never
+#: applies. A report whose decisions all applied or were skipped for one of these is done.
+FINAL_SKIPS: Final = frozenset(
+    {SkipReason.ALREADY_APPLIED, SkipReason.CONFLICT, SkipReason.UNSUPPORTED_ACTION}
+)
+
+
+def done_bit(report: Report) -> tuple[tuple[bytes, int, int], int]:
+    """Where the coordinator marks ``report`` done: the storage word of its config digest,
+    epoch and round // 256 (the contract's ``keccak256(digest, epoch << 64 | round >> 8)``),
+    and its bit in that word, ``1 << (round % 256)``: 256 consecutive rounds share a word."""
+    return (report.config_digest, report.epoch, report.round >> 8), 1 << (report.round & 0xFF)
 
 
 def decision_skip(
@@ -605,6 +630,7 @@ class EscrowModel:
         self.unsafe_self_refund_after_deadline = unsafe_self_refund_after_deadline
         self.tokens: dict[str, TokenLedger] = {}
         self._settlements: dict[bytes, _Record] = {}
+        self._reports_done: dict[tuple[bytes, int, int], int] = {}  # done_bit's words
         self._journal = _Journal()
 
     # ------------------------------------------------------------------ tokens
@@ -649,6 +675,15 @@ class EscrowModel:
 
     def settlement_ids(self) -> tuple[bytes, ...]:
         return tuple(self._settlements)
+
+    def report_done(self, report: Report) -> bool:
+        """Whether ``report`` is marked done: a copy of it now reverts ReportAlreadyApplied."""
+        word, bit = done_bit(report)
+        return bool(self._reports_done.get(word, 0) & bit)
+
+    def done_word(self, report: Report) -> int:
+        """The storage word that holds ``report``'s done bit, as it is now."""
+        return self._reports_done.get(done_bit(report)[0], 0)
 
     # ------------------------------------------------------------------ settlement calls
 
@@ -771,7 +806,9 @@ class EscrowModel:
     ) -> list[EscrowEvent]:
         """Apply a report whose certificate has been verified (the contract verifies it first
         and reverts the whole call on a bad certificate). ``terms[i]`` are the transmitter's
-        terms for ``report.decisions[i]``."""
+        terms for ``report.decisions[i]``. A report done already reverts ReportAlreadyApplied;
+        one whose every outcome is final is marked done."""
+        self._refuse_if_done(report)
         if len(terms) != len(report.decisions):
             raise EscrowRevert("BatchLengthMismatch", len(report.decisions), len(terms))
         digest = report_hash(report)
@@ -779,6 +816,7 @@ class EscrowModel:
         def run() -> list[EscrowEvent]:
             events: list[EscrowEvent] = []
             applied = skipped = 0
+            done = True
             for decision, supplied in zip(report.decisions, terms, strict=True):
                 outcome = self._decide(decision.settlement_id, int(decision.action),
                                        decision.terms_hash, supplied, digest)  # fmt: skip
@@ -786,6 +824,7 @@ class EscrowModel:
                     if strict and outcome != SkipReason.ALREADY_APPLIED:
                         raise _strict_error(decision.settlement_id, outcome,
                                             self.state_of(decision.settlement_id), decision.action)  # fmt: skip
+                    done = done and outcome in FINAL_SKIPS
                     events.append(
                         DecisionSkipped(
                             self.coordinator,
@@ -799,6 +838,9 @@ class EscrowModel:
                 else:
                     events.extend(outcome)
                     applied += 1
+            if done:
+                word, bit = done_bit(report)
+                self._journal.set(self._reports_done, word, self._reports_done.get(word, 0) | bit)
             events.append(
                 ReportApplied(
                     self.coordinator, digest, report.epoch, report.round, applied, skipped
@@ -807,6 +849,10 @@ class EscrowModel:
             return events
 
         return self._atomic(run)
+
+    def _refuse_if_done(self, report: Report) -> None:
+        if self.report_done(report):
+            raise EscrowRevert("ReportAlreadyApplied", report.epoch, report.round)
 
     def _decide(
         self, settlement_id: bytes, action: int, certified_hash: bytes, supplied: Terms,

@@ -18,12 +18,13 @@ from typing import Any
 # (and the keyword of each option in BENCH_OPTIONS that names it)
 BENCHMARKS = {
     "verifier": "Gas per certificate verification (BLS vs ECDSA) and Python BLS timings",
-    "settle-gas": "Gas per settlement for each mode and batch size",
+    "settle-gas": "Gas per settlement for each mode and batch size, and of a duplicate transmission",
     "bank": "Bank service throughput and latency",
     "consensus": "Certified rounds per second in the in-memory harness",
     "e2e": "End-to-end latency and throughput with real node processes",
     "sim": "Simulated seconds per wall second, settlements per second and runs per minute in sim",
     "explore": "Schedules per minute dvpsim explore runs on two cores, fast and real crypto",
+    "backlog": "CPU per consensus round at 100 and at 10,000 open settlements",
     "overload": "Capacity, then goodput, latency and aborts at 1x-3x of it with real node processes",
 }
 # bench options that only some benchmarks take: option -> the benchmarks that take it

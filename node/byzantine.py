@@ -116,11 +116,14 @@ def _leg_hashes(
     mode: str, facts: set[Fact], book: SettlementBook
 ) -> dict[tuple[bytes, str], bytes]:
     """(settlement, leg) -> terms hash, from the facts and, for the asset leg, from the
-    terms the asset chain announced (open settlements only)."""
+    terms the asset chain announced (the observation's open settlements only)."""
     hashes = {(f.settlement_id, f.target): f.terms_hash for f in facts}
     asset = MODES[mode].asset_leg
-    for sid, terms in book.terms.items():
-        if sid not in book.settled:
+    # Only the settlements the member's own observation serves: a lie is as bounded as
+    # the honest observation it rewrites (the oldest open settlements, ``node.driver``).
+    for sid in {f.settlement_id for f in facts}:
+        terms = book.terms.get(sid)
+        if terms is not None and sid not in book.settled:
             hashes.setdefault((sid, asset), terms_hash(terms))
     return hashes
 

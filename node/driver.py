@@ -47,6 +47,14 @@ Effects of one step come out in the order they must be carried out (a Persist be
 Send that carries the shares it protects). The driver answers the consensus node's
 RequestObservation itself, from its trackers, within the same step: trackers are memory.
 
+A certificate whose COMMITs go to a leg marked ``after`` another (the asset leg of the
+reference mode, after the bank) waits before its Transmit until this node's tracker of
+that other leg shows every one of them COMMITTED (payment before release); each update
+of that tracker looks again. When several wait for one target, the newest goes and the
+older ones it covers end as "superseded". The transmission schedule counts again from
+that moment: a member whose stage is k waits k DeltaStage (a STAGE timer), so the
+members do not all send the same report the moment the payment is seen.
+
 Transmission retries are timers: a result worth another try ("error", "rpc-error",
 "partial") arms a RETRY timer with the next pause of ``retry_delays``; when it fires the
 driver looks again whether the target already shows every decision applied.
@@ -91,10 +99,17 @@ from consensus.events import Event as ConsensusEvent
 from consensus.events import SetTimer as ConsensusSetTimer
 from consensus.events import TimerFired as ConsensusTimerFired
 from consensus.events import Transmit as ConsensusTransmit
-from consensus.protocol import Node, NodeKeys
-from consensus.report import Certificate
+from consensus.protocol import Node, NodeKeys, transmission_delay
+from consensus.report import Action, Certificate, Decision
 from node.byzantine import ByzantineSpec, wrapper
-from node.dvp import DvpOutcome, Fact, fit_observation, settled
+from node.dvp import (
+    DvpOutcome,
+    Fact,
+    closed_on_every_leg,
+    pack_observation,
+    pack_settlement,
+    settlement_rows,
+)
 from node.legs import (
     BankLegTracker,
     EscrowLegTracker,
@@ -102,6 +117,7 @@ from node.legs import (
     ReportedFactsTracker,
     SettlementBook,
 )
+from node.modes import MODES
 
 __all__ = [
     "FINISHED_OK",
@@ -130,7 +146,7 @@ __all__ = [
 ]
 
 #: Transmission results that count as done: the target applied the decisions, now or before.
-FINISHED_OK: Final = frozenset({"ok", "already-applied"})
+FINISHED_OK: Final = frozenset({"ok", "already-applied", "superseded"})
 #: Transmission results worth another try, and the pauses between tries (seconds).
 RETRYABLE_RESULTS: Final = frozenset({"error", "rpc-error", "partial"})
 TRANSMIT_RETRY_DELAYS: Final = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -142,6 +158,9 @@ BANK_POLLS_PER_CYCLE: Final = 32
 #: A bank read not answered within this is taken as lost, and the next may start (the
 #: bank client's own timeout is 15 s).
 BANK_READ_TIMEOUT: Final = 20.0
+#: How long a certificate for a leg ``after`` another waits for that leg to be seen
+#: COMMITTED before it is given up ("after-leg-pending"; later rounds certify it again).
+AFTER_WAIT_LIMIT: Final = 60.0
 
 TARGET_KINDS: Final = ("evm", "bank", "file")
 
@@ -186,6 +205,7 @@ class DriverConfig:
 class DriverTimerKind(IntEnum):
     RETRY = 1  # try a transmission again
     POLL = 2  # ask the bank about quiet instructions
+    STAGE = 3  # a certificate that waited for its ``after`` leg: this member's turn
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +320,8 @@ class Observed:
     round: int
     size: int  # bytes
     settlements: int  # open settlements it reports on
-    left_out: int  # settlements that did not fit and wait for a later round
+    left_out: int  # open settlements behind them in the service order: queued
+    oldest_queued: float = 0.0  # that many seconds the oldest queued one has waited
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +372,11 @@ class DriverStats:
     last_certified_at: float = 0.0  # node time of the last certificate accepted
     observation_largest_bytes: int = 0
     observation_left_out: int = 0  # summed over rounds
+    queued: int = 0  # open settlements behind the served ones, at the last observation
+    oldest_queued_s: float = 0.0  # how long the oldest of them has waited (node time)
+    queued_peak: int = 0
+    observation_walked: int = 0  # settlements the last observation looked at: its cost
+    oldest_queued_peak_s: float = 0.0
 
 
 @dataclass
@@ -391,6 +417,10 @@ class NodeDriver:
         for target in config.targets:
             self.trackers[target.name] = _make_tracker(target, self.book)
         self._max_observation = config.consensus.max_observation_bytes
+        # A round serves at most a report's worth of settlements: more could not be decided.
+        self._max_served = config.consensus.max_decisions_per_report
+        self._serving: tuple[bytes, ...] = ()  # the settlements of the last observation
+        self._queued_since: dict[bytes, float] = {}  # queued settlement -> node time
         self.stats = DriverStats()
         self._now = 0.0
         self._out: list[Effect] = []
@@ -399,6 +429,19 @@ class NodeDriver:
         # Bank targets with a read in flight, and since when: one at a time, so a slow
         # bank is asked less, not more (unanswered reads would pile up on it).
         self._reading: dict[str, float] = {}
+        # Targets whose COMMITs wait for another leg's (``after``), and their waiting
+        # transmissions: target -> the consensus target name of the leg it waits for.
+        by_leg = {t.leg: t.name for t in config.targets}
+        self._after: dict[str, str] = {
+            by_leg[leg.target]: by_leg[leg.after]
+            for leg in MODES[config.mode].legs
+            if leg.after is not None and leg.target in by_leg and leg.after in by_leg
+        }
+        if byzantine is not None and "lie" in byzantine.behaviours:
+            # A liar acts on its lie: it claimed the payment made, so it sends the release
+            # at once (honest members wait for the payment their own trackers see).
+            self._after = {}
+        self._waiting: dict[tuple[str, int, int], float] = {}
         self._last_observation: (
             tuple[tuple[tuple[int, ...], int], tuple[bytes, int, int]] | None
         ) = None
@@ -440,6 +483,8 @@ class NodeDriver:
             )
             if event.read:
                 self._reading.pop(event.target, None)
+            if self._waiting:
+                self._release_waiting(event.target)
         elif isinstance(event, ReportedFacts):
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
@@ -461,15 +506,66 @@ class NodeDriver:
         return result
 
     def _observe_trackers(self) -> tuple[bytes, int, int]:
-        facts: set[Fact] = set()
-        for tracker in self.trackers.values():
-            facts |= tracker.facts()
-        over = settled(self.config.mode, facts)
-        self.book.settled |= over
-        open_facts = [f for f in facts if f.settlement_id not in over]
-        data, left_out = fit_observation(open_facts, self._max_observation)
-        settlements = len({f.settlement_id for f in open_facts}) - left_out
-        return data, settlements, left_out
+        """The oldest open settlements in the service order (``SettlementBook.order``),
+        as many as fit in one report and in ``max_observation_bytes``, whole. The walk
+        stops there, so a round's cost follows what it serves, not the backlog; the rest
+        is queued, and counted as such."""
+        trackers = tuple(self.trackers.values())
+        book, mode = self.book, self.config.mode
+        items: list[bytes] = []
+        serving: list[bytes] = []
+        over: list[bytes] = []
+        size, limit = 5, self._max_observation
+        looked = 0  # settlements looked at: the walk's cost
+        for _, sid in book.order:
+            looked += 1
+            facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
+            if not facts:
+                continue  # created, nothing to say yet (no lock, no expiry)
+            if closed_on_every_leg(mode, facts):
+                over.append(sid)
+                continue
+            legs = settlement_rows(facts).get(sid)
+            if not legs:
+                continue
+            item = pack_settlement(sid, legs)
+            if len(items) >= self._max_served or size + len(item) > limit:
+                looked -= 1  # it waits: counted among the queued, not the served
+                break
+            items.append(item)
+            serving.append(sid)
+            size += len(item)
+        for sid in over:
+            book.retire(sid)
+        queued = len(book.order) - (looked - len(over))
+        self.stats.observation_walked = looked + (queued > 0)
+        self._serving = tuple(serving)
+        self._note_queue(book.order[len(book.order) - queued :] if queued else [])
+        return pack_observation(items), len(items), queued
+
+    def _note_queue(self, queue: list[tuple[Any, bytes]]) -> None:
+        """Backpressure, visible: how many open settlements wait behind the served ones,
+        and how long the oldest of them has waited (only the head of the queue is looked
+        at; the rest waits no longer than it)."""
+        since = self._queued_since
+        for sid in self._serving:
+            since.pop(sid, None)
+        self.stats.queued = len(queue)
+        self.stats.queued_peak = max(self.stats.queued_peak, len(queue))
+        if not queue:
+            since.clear()
+            self.stats.oldest_queued_s = 0.0
+            return
+        head = queue[0][1]
+        first = since.setdefault(head, self._now)
+        self.stats.oldest_queued_s = self._now - first
+        self.stats.oldest_queued_peak_s = max(
+            self.stats.oldest_queued_peak_s, self.stats.oldest_queued_s
+        )
+        if len(since) > 4 * self._max_served:  # keep it a small map: the head is what counts
+            for sid in list(since)[: len(since) // 2]:
+                if sid != head:
+                    del since[sid]
 
     # ------------------------------------------------------------------ consensus
 
@@ -506,7 +602,16 @@ class NodeDriver:
         data, settlements, left_out = self.observation()
         self.stats.observation_largest_bytes = max(self.stats.observation_largest_bytes, len(data))
         self.stats.observation_left_out += left_out
-        self._out.append(Observed(request.epoch, request.round, len(data), settlements, left_out))
+        self._out.append(
+            Observed(
+                request.epoch,
+                request.round,
+                len(data),
+                settlements,
+                left_out,
+                round(self.stats.oldest_queued_s, 3),
+            )
+        )
         return ObservationReady(self._now, request.epoch, request.round, data)
 
     def _on_certified(self, action: Certified) -> None:
@@ -546,7 +651,54 @@ class NodeDriver:
         if terms is None:
             self._finish(key, "unknown-settlement")
             return
+        if target in self._after and not self._after_done(target, report.decisions):
+            self._waiting.setdefault(key, self._now)  # payment before release
+            return
+        self._waiting.pop(key, None)
         self._out.append(Transmit(target, certificate, terms, attempt))
+
+    def _after_done(self, target: str, decisions: tuple[Decision, ...]) -> bool:
+        """Every COMMIT of ``decisions`` to ``target`` may go: the leg it waits for is
+        COMMITTED, as this node's tracker of that leg sees it."""
+        first = self.trackers[self._after[target]]
+        return all(d.action is not Action.COMMIT or first.already_applied(d) for d in decisions)
+
+    def _release_waiting(self, updated: str) -> None:
+        """``updated``'s tracker learned something: transmit the waiting certificates it
+        now allows, newest first; an older one whose decisions a newer one that went
+        carries ends as "superseded". One waiting too long is given up."""
+        sent: dict[str, set[bytes]] = {}
+        for key in sorted(self._waiting, key=lambda k: (k[1], k[2]), reverse=True):
+            target = key[0]
+            if self._after.get(target) != updated:
+                continue
+            pending = self._transmissions.get(key)
+            if pending is None:
+                self._waiting.pop(key, None)
+                continue
+            decisions = pending.certificate.report.decisions
+            covered = sent.get(target)
+            if covered is not None and {d.settlement_id for d in decisions} <= covered:
+                self._finish(key, "superseded")
+            elif self._after_done(target, decisions):
+                sent.setdefault(target, set()).update(d.settlement_id for d in decisions)
+                report = pending.certificate.report
+                names = [t.name for t in self.config.consensus.targets]
+                delay = transmission_delay(
+                    self.config.consensus,
+                    names.index(target),
+                    report.epoch,
+                    report.round,
+                    self.index,
+                )
+                if not delay:
+                    self._transmit(target, pending.certificate, pending.attempt)
+                else:
+                    del self._waiting[key]
+                    timer = DriverTimer(DriverTimerKind.STAGE, target, report.epoch, report.round)
+                    self._out.append(SetTimer(timer, self._now + delay))
+            elif self._now - self._waiting[key] > AFTER_WAIT_LIMIT:
+                self._finish(key, "after-leg-pending")
 
     def _on_transmission_done(self, event: TransmissionDone) -> None:
         key = (event.target, event.epoch, event.round)
@@ -562,6 +714,7 @@ class NodeDriver:
 
     def _finish(self, key: tuple[str, int, int], result: str) -> None:
         pending = self._transmissions.pop(key)
+        self._waiting.pop(key, None)
         target, epoch, round_ = key
         label = f"{target}:{result}"
         self.stats.transmissions[label] = self.stats.transmissions.get(label, 0) + 1
@@ -574,16 +727,21 @@ class NodeDriver:
     # ------------------------------------------------------------------ driver timers
 
     def _on_driver_timer(self, timer: DriverTimer) -> None:
-        if timer.kind is DriverTimerKind.RETRY:
+        if timer.kind is DriverTimerKind.RETRY or timer.kind is DriverTimerKind.STAGE:
             pending = self._transmissions.get((timer.target, timer.epoch, timer.round))
             if pending is not None:
-                self._transmit(timer.target, pending.certificate, pending.attempt + 1)
+                retry = timer.kind is DriverTimerKind.RETRY
+                self._transmit(timer.target, pending.certificate, pending.attempt + retry)
         else:
             tracker = self._tracker(timer.target, BankLegTracker)
             began = self._reading.get(timer.target)
             if began is None or self._now - began > BANK_READ_TIMEOUT:
+                self.observation()  # which settlements are being served now
                 stale = tracker.stale(
-                    self._now, self.config.bank_quiet_for, self.config.bank_polls_per_cycle
+                    self._now,
+                    self.config.bank_quiet_for,
+                    self.config.bank_polls_per_cycle,
+                    self._serving,
                 )
                 if stale:
                     self._reading[timer.target] = self._now
@@ -608,4 +766,4 @@ def _make_tracker(target: TargetSpec, book: SettlementBook) -> _Tracker:
         return EscrowLegTracker(target.leg, book)
     if target.kind == "bank":
         return BankLegTracker(target.leg, target.currency, book)
-    return ReportedFactsTracker(target.leg)
+    return ReportedFactsTracker(target.leg, book)

@@ -20,9 +20,13 @@ the rules decide, deterministically and identically on every node:
 4. otherwise nothing is decided yet; a leg that must be asked to prepare (the bank leg)
    gets PREPARE once every leg before it is PREPARED.
 
-A decision goes to every leg's target that has not applied it yet, except that a leg
-marked ``after`` another waits until that one has COMMITTED (the reference workflow pays
-first and releases the asset after the bank confirms). An ABORT goes to every leg that
+A decision goes to every leg's target that has not applied it yet. A leg marked ``after``
+another (the reference workflow pays first and releases the asset after the bank
+confirms) gets its COMMIT in the same round as that leg, and its transmission waits
+until the node sees that leg COMMITTED (``node.driver``): one certified step less, and
+payment still comes first. That is safe because the bank executes a certified COMMIT on
+a hold whatever the time (``bank_adapter.ledger``) and a hold is only cancelled by a
+certified ABORT, which cannot exist beside a COMMIT. An ABORT goes to every leg that
 exists at its target and was not rejected there (a created but unlocked escrow is closed
 too, and a bank that never saw the instruction records that it must not hold it later).
 
@@ -39,6 +43,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
+from typing import Any, Final
 
 import msgpack
 
@@ -46,7 +51,10 @@ from consensus.outcome import AttributedObservation, OutcomeContext
 from consensus.report import Action, Decision
 from node.modes import MODES, Leg
 
-MAX_FACTS_PER_OBSERVATION = 4096
+#: At most this many settlements in one observation (a decoder refuses more). A node's
+#: own observations carry fewer: at most a report's worth (``max_decisions_per_report``),
+#: oldest first (``node.driver``).
+MAX_SETTLEMENTS_PER_OBSERVATION = 4096
 
 
 class FactKind(IntEnum):
@@ -68,6 +76,10 @@ class Fact:
     terms_hash: bytes  # 32 B: the terms of that leg, as the target knows them
 
 
+#: Every fact-kind bit a leg's mask may carry (bit ``kind``).
+_ALL_KIND_BITS: Final = sum(1 << kind for kind in FactKind)
+
+
 class ObservationError(ValueError):
     """A node's observation bytes do not decode to a list of facts."""
 
@@ -78,20 +90,54 @@ def encode_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> b
     return fit_observation(facts, max_bytes)[0]
 
 
+def settlement_rows(facts: Iterable[Fact]) -> dict[bytes, list[list[Any]]]:
+    """Facts grouped as the wire carries them: per settlement, one row per leg
+    ``[target, kind bits, terms hash]`` (the leg's terms hash once, however many facts),
+    legs sorted by target. A leg seen with two terms hashes is left out: a node that saw
+    both reports neither (the rules would act on neither)."""
+    masks: dict[tuple[bytes, str], int] = defaultdict(int)
+    hashes: dict[tuple[bytes, str], bytes | None] = {}
+    for fact in facts:
+        leg = (fact.settlement_id, fact.target)
+        masks[leg] |= 1 << fact.kind
+        if hashes.setdefault(leg, fact.terms_hash) != fact.terms_hash:
+            hashes[leg] = None
+    rows: dict[bytes, list[list[Any]]] = defaultdict(list)
+    for (sid, target), mask in sorted(masks.items()):
+        digest = hashes[(sid, target)]
+        if digest is not None:
+            rows[sid].append([target, mask, digest])
+    return rows
+
+
+def pack_settlement(sid: bytes, legs: list[list[Any]]) -> bytes:
+    """One settlement's wire item: ``[settlement id, [leg rows]]``, msgpack."""
+    return bytes(msgpack.packb([sid, legs]))
+
+
+def pack_observation(items: Sequence[bytes]) -> bytes:
+    """An observation from settlements packed by ``pack_settlement``, in the given order."""
+    count = len(items)
+    if count < 16:
+        header = bytes([0x90 | count])
+    elif count < 1 << 16:
+        header = b"\xdc" + count.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + count.to_bytes(4, "big")
+    return header + b"".join(items)
+
+
 def fit_observation(facts: Iterable[Fact], max_bytes: int | None = None) -> tuple[bytes, int]:
-    """``encode_observation``, and how many settlements it had to leave out to fit."""
-    # Rows sort as the facts do (field order), compared as plain lists: much cheaper.
-    rows = sorted([f.settlement_id, f.target, int(f.kind), f.terms_hash] for f in set(facts))
-    settlements = len({row[0] for row in rows})
-    if len(rows) > MAX_FACTS_PER_OBSERVATION:
-        cut = rows[MAX_FACTS_PER_OBSERVATION][0]  # never half a settlement
-        rows = [row for row in rows[:MAX_FACTS_PER_OBSERVATION] if row[0] != cut]
-    data = bytes(msgpack.packb(rows))
-    while max_bytes is not None and len(data) > max_bytes and rows:
-        last = rows[-1][0]
-        rows = [row for row in rows if row[0] != last]
-        data = bytes(msgpack.packb(rows))
-    return data, settlements - len({row[0] for row in rows})
+    """``encode_observation``, and how many settlements it had to leave out to fit (at most
+    ``MAX_SETTLEMENTS_PER_OBSERVATION``, lowest ids first)."""
+    rows = settlement_rows(facts)
+    kept = sorted(rows)[:MAX_SETTLEMENTS_PER_OBSERVATION]
+    items = [pack_settlement(sid, rows[sid]) for sid in kept]
+    if max_bytes is not None:
+        size = 5 + sum(len(item) for item in items)
+        while items and size > max_bytes:
+            size -= len(items.pop())
+    return pack_observation(items), len(rows) - len(items)
 
 
 def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
@@ -109,35 +155,50 @@ def settled(mode: str, facts: Iterable[Fact]) -> frozenset[bytes]:
     return frozenset(sid for sid, targets in closed.items() if targets == legs)
 
 
+def closed_on_every_leg(mode: str, facts: Iterable[Fact]) -> bool:
+    """One settlement's facts (as ``settled`` counts them): every leg applied a decision
+    or was rejected."""
+    return bool(settled(mode, facts))
+
+
 @lru_cache(maxsize=128)
 def decode_observation(data: bytes) -> frozenset[Fact]:
     """Strict decoding: a malformed observation is an error, never a partial list. (Kept
     for recent observations: every member decodes the same ones from the same proposal.)"""
     try:
         raw = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, max_array_len=MAX_FACTS_PER_OBSERVATION
+            data, raw=False, strict_map_key=True, max_array_len=MAX_SETTLEMENTS_PER_OBSERVATION
         )
     except Exception as exc:
         raise ObservationError(f"observation is not msgpack: {exc}") from None
     if not isinstance(raw, list):
-        raise ObservationError("observation is not a list of facts")
-    facts = set()
+        raise ObservationError("observation is not a list of settlements")
+    facts: set[Fact] = set()
+    seen: set[bytes] = set()
     for item in raw:
-        if not (isinstance(item, list) and len(item) == 4):
-            raise ObservationError("a fact is not a 4-element list")
-        sid, target, kind, terms = item
-        if not (
-            isinstance(sid, bytes)
-            and len(sid) == 32
-            and isinstance(terms, bytes)
-            and len(terms) == 32
-        ):
-            raise ObservationError("settlement id and terms hash must be 32 bytes")
-        if not (isinstance(target, str) and 0 < len(target) <= 32):
-            raise ObservationError("target must be a short string")
-        if not (isinstance(kind, int) and kind in FactKind._value2member_map_):
-            raise ObservationError(f"unknown fact kind {kind!r}")
-        facts.add(Fact(sid, target, FactKind(kind), terms))
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[1], list)):
+            raise ObservationError("a settlement is not [id, [legs]]")
+        sid, legs = item
+        if not (isinstance(sid, bytes) and len(sid) == 32):
+            raise ObservationError("settlement id must be 32 bytes")
+        if sid in seen or not legs:
+            raise ObservationError("a settlement is repeated or has no legs")
+        seen.add(sid)
+        targets: set[str] = set()
+        for leg in legs:
+            if not (isinstance(leg, list) and len(leg) == 3):
+                raise ObservationError("a leg is not [target, kinds, terms hash]")
+            target, mask, terms = leg
+            if not (isinstance(target, str) and 0 < len(target) <= 32) or target in targets:
+                raise ObservationError("target must be a short string, once per settlement")
+            targets.add(target)
+            if not (isinstance(terms, bytes) and len(terms) == 32):
+                raise ObservationError("terms hash must be 32 bytes")
+            if not (isinstance(mask, int) and mask > 0 and mask & ~_ALL_KIND_BITS == 0):
+                raise ObservationError(f"unknown fact kinds in mask {mask!r}")
+            for kind in FactKind:
+                if mask >> kind & 1:
+                    facts.add(Fact(sid, target, kind, terms))
     return frozenset(facts)
 
 
@@ -211,10 +272,8 @@ def decide(mode: str, facts: Iterable[Fact]) -> dict[str, tuple[Decision, ...]]:
             if view is None or view.terms_hash is None or applied.get(leg.target, False):
                 continue
             if action is Action.COMMIT:
-                if leg.after is not None and not views.get(
-                    leg.after, LegView(None, frozenset())
-                ).has(FactKind.COMMITTED):
-                    continue
+                # A leg ``after`` another is certified with it; the driver holds its
+                # transmission until that leg is seen COMMITTED.
                 out[leg.target].append(Decision(sid, Action.COMMIT, view.terms_hash))
             elif action is Action.ABORT:
                 # Every leg that exists at its target is closed, held or not; a rejected

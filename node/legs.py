@@ -33,6 +33,8 @@ target of tests and demos).
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
@@ -67,6 +69,13 @@ __all__ = [
 #: The fact a target reports once it applied a decision (COMMIT or ABORT).
 APPLIED_FACT: Final = {Action.COMMIT: FactKind.COMMITTED, Action.ABORT: FactKind.ABORTED}
 
+#: A settlement's place in the service order: (rank, a, b), smallest first. Rank 0: the
+#: asset chain's creation event at (block number, log index); rank 1: another chain's
+#: creation event, for a settlement the asset chain has not shown; rank 2: a bank hold
+#: whose settlement no chain shows, by its deadline; rank 3: facts a ``file`` target
+#: stated. Every honest member that saw the same blocks and answers derives the same keys.
+OrderKey = tuple[int, int, int]
+
 
 def bank_account(address: str) -> str:
     """The bank account id of a party: its EVM address in lower-case hex."""
@@ -91,6 +100,46 @@ class SettlementBook:
     # cost then follows the open settlements, not every settlement ever seen). A chain
     # reorg that retracts one of their events takes it out of here again.
     settled: set[bytes] = field(default_factory=set)
+    # The service order: open settlements, oldest first, by a key every honest member
+    # derives alike from what its targets said (``OrderKey``). A node observes a prefix of
+    # it, so members agree on which settlements a round serves, and a settlement only
+    # moves forward as older ones end: none starves behind newer ones.
+    order: list[tuple[OrderKey, bytes]] = field(default_factory=list)
+    keys: dict[bytes, OrderKey] = field(default_factory=dict)  # settled ones included
+
+    def admit(self, sid: bytes, key: OrderKey) -> None:
+        """Place a settlement in the order (an earlier key than the one it has moves it)."""
+        known = self.keys.get(sid)
+        if known is not None and known <= key:
+            return
+        if known is not None and sid not in self.settled:
+            self._drop(known, sid)
+        self.keys[sid] = key
+        if sid not in self.settled:
+            insort(self.order, (key, sid))
+
+    def retire(self, sid: bytes) -> None:
+        """Every leg of ``sid`` applied a decision: it leaves the order."""
+        if sid in self.settled:
+            return
+        self.settled.add(sid)
+        key = self.keys.get(sid)
+        if key is not None:
+            self._drop(key, sid)
+
+    def reopen(self, sid: bytes) -> None:
+        """A reorg retracted an event of a settled ``sid``: it is open again, in its place."""
+        if sid not in self.settled:
+            return
+        self.settled.discard(sid)
+        key = self.keys.get(sid)
+        if key is not None:
+            insort(self.order, (key, sid))
+
+    def _drop(self, key: OrderKey, sid: bytes) -> None:
+        i = bisect_left(self.order, (key, sid))
+        if i < len(self.order) and self.order[i] == (key, sid):
+            del self.order[i]
 
     def bank_terms(self, settlement_id: bytes, currency: str) -> PaymentTerms | None:
         t = self.terms.get(settlement_id)
@@ -115,6 +164,7 @@ class EscrowRecord:
 
     event: EscrowEvent
     retracted: bool = False
+    position: tuple[int, int] = (0, 0)  # (block number, log index) of the event
 
 
 _FACT_OF_STATE: Final = {
@@ -155,7 +205,7 @@ class EscrowLegTracker:
                 continue
             if record.retracted:
                 refresh[sid] = None
-                self.book.settled.discard(sid)  # not over after all: report it again
+                self.book.reopen(sid)  # not over after all: report it again
                 continue
             event = record.event
             if isinstance(event, SettlementCreated):
@@ -163,6 +213,7 @@ class EscrowLegTracker:
                 self.states.setdefault(sid, State.CREATED)
                 if self.feeds_book:
                     self.book.terms[sid] = event.terms
+                self.book.admit(sid, (0 if self.feeds_book else 1, *record.position))
             elif isinstance(event, LegLocked):
                 self.states[sid] = event.state
             elif isinstance(event, SettlementCommitted):
@@ -190,18 +241,23 @@ class EscrowLegTracker:
                 self.states[sid] = state
 
     def facts(self) -> set[Fact]:
-        facts: set[Fact] = set()
-        over = self.book.settled
-        for sid, terms in self.terms.items():
-            if sid in over:
-                continue
-            state = self.states.get(sid, State.CREATED)
-            digest = self._hash_of(sid, terms)
-            kind = _FACT_OF_STATE.get(state)
-            if kind is not None:
-                facts.add(Fact(sid, self.leg, kind, digest))
-            if state not in _FINAL_STATES and self.block_time > terms.deadline:
-                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, digest))
+        """Every open settlement's facts (tests and tools; a node observes ``facts_of``
+        the settlements it serves)."""
+        return {fact for sid in self.terms for fact in self.facts_of(sid)}
+
+    def facts_of(self, sid: bytes) -> list[Fact]:
+        """What this node saw of the leg of ``sid`` here (nothing once it is settled)."""
+        terms = self.terms.get(sid)
+        if terms is None or sid in self.book.settled:
+            return []
+        facts = []
+        state = self.states.get(sid, State.CREATED)
+        digest = self._hash_of(sid, terms)
+        kind = _FACT_OF_STATE.get(state)
+        if kind is not None:
+            facts.append(Fact(sid, self.leg, kind, digest))
+        if state not in _FINAL_STATES and self.block_time > terms.deadline:
+            facts.append(Fact(sid, self.leg, FactKind.EXPIRED, digest))
         return facts
 
     def _hash_of(self, sid: bytes, terms: Terms) -> bytes:
@@ -278,47 +334,43 @@ class BankLegTracker:
             current = self.statuses.get(sid)
             if current is None or _BANK_RANK[status.state] >= _BANK_RANK[current.state]:
                 self.statuses[sid] = status
+                if sid not in self.book.terms and _orphan_hold(status):
+                    assert status.deadline is not None
+                    self.book.admit(sid, (2, int(status.deadline), 0))
 
     def facts(self) -> set[Fact]:
-        facts: set[Fact] = set()
-        over = self.book.settled
-        bank_time_s = None if self.bank_time_ms is None else self.bank_time_ms / 1000
-        for sid in self.book.terms:
-            if sid in over:
-                continue
-            known = self.terms_of(sid)
-            if known is None:
-                continue
-            terms, digest = known
-            facts.add(Fact(sid, self.leg, FactKind.REQUESTED, digest))
-            status = self.statuses.get(sid)
-            if status is not None and status.terms_hash == digest and status.state in _BANK_FACT:
-                facts.add(Fact(sid, self.leg, _BANK_FACT[status.state], digest))
-            final = status is not None and status.state in _BANK_FINAL
-            if not final and bank_time_s is not None and bank_time_s > terms.deadline:
-                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, digest))
-        # A hold whose settlement this node no longer knows (a reorg took the creation event
-        # away): the bank's own record still says what it holds and until when, so the
-        # committee can end it (ABORT once expired; a COMMIT signed before still binds every
-        # member's safety record).
-        for sid in self._orphan_holds():
-            status = self.statuses[sid]
-            assert status.deadline is not None
-            facts.add(Fact(sid, self.leg, FactKind.PREPARED, status.terms_hash))
-            if bank_time_s is not None and bank_time_s > status.deadline:
-                facts.add(Fact(sid, self.leg, FactKind.EXPIRED, status.terms_hash))
-        return facts
+        """Every open settlement's facts (tests and tools; a node observes ``facts_of``
+        the settlements it serves)."""
+        sids = [*self.book.terms, *self.statuses]
+        return {fact for sid in dict.fromkeys(sids) for fact in self.facts_of(sid)}
 
-    def _orphan_holds(self) -> list[bytes]:
-        """Settlements the bank holds for whose terms this node no longer knows."""
-        return [
-            sid
-            for sid, status in self.statuses.items()
-            if sid not in self.book.terms
-            and sid not in self.book.settled
-            and status.state is InstructionState.PREVALIDATED
-            and status.deadline is not None
-        ]
+    def facts_of(self, sid: bytes) -> list[Fact]:
+        """What this node saw of the bank leg of ``sid`` (nothing once it is settled)."""
+        if sid in self.book.settled:
+            return []
+        bank_time_s = None if self.bank_time_ms is None else self.bank_time_ms / 1000
+        status = self.statuses.get(sid)
+        known = self.terms_of(sid) if sid in self.book.terms else None
+        if known is None:
+            # A hold whose settlement this node no longer knows (a reorg took the creation
+            # event away): the bank's own record still says what it holds and until when,
+            # so the committee can end it (ABORT once expired; a COMMIT signed before still
+            # binds every member's safety record).
+            if status is None or not _orphan_hold(status):
+                return []
+            assert status.deadline is not None
+            orphan = [Fact(sid, self.leg, FactKind.PREPARED, status.terms_hash)]
+            if bank_time_s is not None and bank_time_s > status.deadline:
+                orphan.append(Fact(sid, self.leg, FactKind.EXPIRED, status.terms_hash))
+            return orphan
+        terms, digest = known
+        facts = [Fact(sid, self.leg, FactKind.REQUESTED, digest)]
+        if status is not None and status.terms_hash == digest and status.state in _BANK_FACT:
+            facts.append(Fact(sid, self.leg, _BANK_FACT[status.state], digest))
+        final = status is not None and status.state in _BANK_FINAL
+        if not final and bank_time_s is not None and bank_time_s > terms.deadline:
+            facts.append(Fact(sid, self.leg, FactKind.EXPIRED, digest))
+        return facts
 
     def terms_of(self, sid: bytes) -> tuple[PaymentTerms, bytes] | None:
         """The bank leg's terms and their hash, derived once per settlement."""
@@ -351,16 +403,20 @@ class BankLegTracker:
                     terms.append(known[0])
         return tuple(terms)
 
-    def stale(self, now: float, quiet_for: float, limit: int) -> tuple[bytes, ...]:
-        """Up to ``limit`` open settlements the bank has not spoken of for ``quiet_for``
-        seconds (a lost callback, a bank restart): the ones to ask about now. Asking
-        counts as hearing, so each is asked at most once per ``quiet_for``."""
+    def stale(
+        self, now: float, quiet_for: float, limit: int, serving: Iterable[bytes]
+    ) -> tuple[bytes, ...]:
+        """Up to ``limit`` of the settlements this node is ``serving`` (those of its last
+        observation: the oldest open ones) that the bank has not spoken of for
+        ``quiet_for`` seconds (a lost callback, a bank restart): the ones to ask about now.
+        Asking counts as hearing, so each is asked at most once per ``quiet_for``. Queued
+        settlements are not asked about: a poll's cost follows a round's, not the backlog."""
         over = self.book.settled
         stale: list[bytes] = []
-        for sid in [*self.book.terms, *self._orphan_holds()]:
+        for sid in serving:
             if len(stale) >= limit:
                 break
-            if sid in over:
+            if sid in over or (sid not in self.book.terms and sid not in self.statuses):
                 continue
             status = self.statuses.get(sid)
             if status is not None and status.state in _BANK_FINAL:
@@ -372,23 +428,38 @@ class BankLegTracker:
         return tuple(stale)
 
 
+def _orphan_hold(status: InstructionStatus) -> bool:
+    """A hold the bank keeps, with the deadline it keeps it until."""
+    return status.state is InstructionState.PREVALIDATED and status.deadline is not None
+
+
 # --------------------------------------------------------------------------- reported facts
 
 
 class ReportedFactsTracker:
     """Facts a target states directly (the ``file`` dry-run target): the latest set wins."""
 
-    def __init__(self, leg: str) -> None:
+    def __init__(self, leg: str, book: SettlementBook | None = None) -> None:
         self.leg = leg
+        self.book = book
         self.reported: frozenset[Fact] = frozenset()
+        self._by_settlement: defaultdict[bytes, list[Fact]] = defaultdict(list)
         self.version = 0
 
     def replace(self, facts: Iterable[Fact]) -> None:
         self.version += 1
         self.reported = frozenset(f for f in facts if f.target == self.leg)
+        self._by_settlement = defaultdict(list)
+        for fact in sorted(self.reported):
+            self._by_settlement[fact.settlement_id].append(fact)
+            if self.book is not None:
+                self.book.admit(fact.settlement_id, (3, 0, 0))
 
     def facts(self) -> set[Fact]:
         return set(self.reported)
+
+    def facts_of(self, sid: bytes) -> list[Fact]:
+        return list(self._by_settlement.get(sid, ()))
 
     def already_applied(self, decision: Decision) -> bool:
         kind = APPLIED_FACT.get(decision.action)

@@ -63,9 +63,28 @@ class RuntimeCollector(Collector):
         )
         yield CounterMetricFamily(
             "dvpsim_observation_settlements_left_out",
-            "Settlements left out of an observation for lack of room, summed over rounds",
+            "Open settlements queued behind the ones an observation served, summed over rounds",
             value=stats.observation_left_out,
         )
+        for name, text, value in (
+            ("dvpsim_settlements_queued", "Open settlements queued now", stats.queued),
+            (
+                "dvpsim_settlements_queued_peak",
+                "Most settlements queued at once",
+                stats.queued_peak,
+            ),
+            (
+                "dvpsim_oldest_queued_seconds",
+                "How long the oldest queued settlement has waited",
+                stats.oldest_queued_s,
+            ),
+            (
+                "dvpsim_oldest_queued_seconds_peak",
+                "Longest any settlement waited in the queue",
+                stats.oldest_queued_peak_s,
+            ),
+        ):
+            yield GaugeMetricFamily(name, text, value=value)
         transport = self.runtime.transport.metrics()
         yield CounterMetricFamily(
             "dvpsim_messages_in", "Frames received from peers", value=transport.frames_in

@@ -65,5 +65,5 @@ def lie_about(records: Iterable[EscrowRecord], lie: str) -> tuple[EscrowRecord, 
                 terms.asset_amount,
                 state,
             )
-            told.append(EscrowRecord(fake, record.retracted))
+            told.append(EscrowRecord(fake, record.retracted, record.position))
     return tuple(told)

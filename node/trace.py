@@ -149,6 +149,7 @@ def _records(node: int, effect: Effect) -> list[dict[str, Any]]:
                 "bytes": effect.size,
                 "settlements": effect.settlements,
                 "left_out": effect.left_out,
+                "oldest_queued_s": effect.oldest_queued,
             }
         ]
     if isinstance(effect, Transmit):

@@ -570,9 +570,12 @@ def summary(
     party_gas: int,
     observation_largest_bytes: int,
     observation_left_out: int,
+    queue: tuple[int, float] = (0, 0.0),
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``summary.json``: the same keys in both worlds (``extra`` adds world-only ones)."""
+    """``summary.json``: the same keys in both worlds (``extra`` adds world-only ones).
+    ``queue``: the most settlements any node had queued behind the ones it served, and
+    the longest any waited there (backpressure, ``node.driver``)."""
     mode = MODES[scenario.mode]
     committed = sum(1 for o in state.settlements if set(o.legs.values()) == {LegState.COMMITTED})
     aborted = sum(
@@ -624,6 +627,8 @@ def summary(
         "messages_per_settlement": round(messages / count, 1),
         "observation_largest_bytes": observation_largest_bytes,
         "observation_left_out": observation_left_out,
+        "queued_peak": queue[0],
+        "queued_longest_s": round(queue[1], 3),
         "throughput_per_s": rate,
         "throughput_window_s": window,
         "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},

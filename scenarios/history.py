@@ -57,7 +57,15 @@ EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "proposal": ("node", "epoch", "round"),
     "certificate": ("node", "epoch", "round"),
     "certified": ("node", "target", "epoch", "round", "decisions", "signers"),
-    "observation": ("node", "epoch", "round", "bytes", "settlements", "left_out"),
+    "observation": (
+        "node",
+        "epoch",
+        "round",
+        "bytes",
+        "settlements",
+        "left_out",
+        "oldest_queued_s",
+    ),
     "rejected": ("node", "sender", "reason"),
     "transmission": ("phase", "node", "target", "epoch", "round"),
     # messages between members

@@ -684,6 +684,26 @@ class RealRun(RealWorld):
                         for m in node_metrics.values()
                     )
                 ),
+                queue=(
+                    int(
+                        max(
+                            (
+                                m.get("dvpsim_settlements_queued_peak", 0)
+                                for m in node_metrics.values()
+                            ),
+                            default=0,
+                        )
+                    ),
+                    float(
+                        max(
+                            (
+                                m.get("dvpsim_oldest_queued_seconds_peak", 0.0)
+                                for m in node_metrics.values()
+                            ),
+                            default=0.0,
+                        )
+                    ),
+                ),
                 extra={
                     "crypto": "real",
                     "gas_source": "anvil receipts",

@@ -9,7 +9,8 @@ fixed tour of transactions, each on the chain and on ``EscrowModel`` in lockstep
 (``tests.escrow.escrow_helpers.GasTwin``): token mints, approvals and transfers; creates
 and locks in every mode, by fresh and existing holders; every revert of a party call; the
 unsafe self-refund; certified reports of 1 to 128 decisions with every per-decision
-outcome, all or only t of the members signing, and certificates that revert.
+outcome, all or only t of the members signing, duplicate transmissions (refused before
+verification), reports done and not done (marked or not), and certificates that revert.
 
 For each transaction ``chain_adapters.gas`` gives the exact part (calldata tokens, cold
 accesses, SSTORE prices, refunds) and counts the code paths it ran. The code gas of a
@@ -250,8 +251,15 @@ def tour_reports(twin: GasTwin, batches: Sequence[int], mixed: Sequence[int]) ->
                 round=round_,
             )
             twin.apply(cert, chosen, label=f" n={n} batch={batch}")
-            if batch <= 8:  # a replay: every decision ALREADY_APPLIED
-                twin.apply(cert, chosen, label=f" n={n} batch={batch} replay")
+            # a duplicate transmission: refused before verification (ReportAlreadyApplied)
+            twin.apply(cert, chosen, label=f" n={n} batch={batch} duplicate")
+            if batch <= 8:  # the same decisions certified again: every one ALREADY_APPLIED
+                again = twin.certify(
+                    [(x.settlement_id, action, x.terms_hash()) for x in chosen],
+                    signers=signer_sets[round_ % 3],
+                    round=round_ + 5000,
+                )
+                twin.apply(again, chosen, label=f" n={n} batch={batch} replay")
     # every applied path in one report, twice
     for _ in range(2):
         round_ += 1

@@ -115,6 +115,10 @@ contract DvPCoordinator is OracleVerifierBase {
     bool public immutable unsafeSelfRefundAfterDeadline;
 
     mapping(bytes32 settlementId => Settlement) internal s_settlements;
+    /// Reports done (see the contract notice): word keccak256(configDigest,
+    /// epoch << 64 | round >> 8) holds bit round & 255, so 256 consecutive rounds share a
+    /// storage word (the first mark of a word costs a zero-slot write, later ones ~5,000).
+    mapping(bytes32 word => uint256 rounds) internal s_reportsDone;
     bool private transient s_entered;
 
     event SettlementCreated(bytes32 indexed settlementId, bytes32 termsHash, address creator, Terms terms);
@@ -143,6 +147,7 @@ contract DvPCoordinator is OracleVerifierBase {
     error ConflictingDecision(bytes32 settlementId, uint8 state, uint8 action);
     error DecisionRejected(bytes32 settlementId, uint8 reason);
     error InsufficientGasForDecision(uint256 index);
+    error ReportAlreadyApplied(uint32 epoch, uint64 round);
     error Reentrancy();
     error OnlySelf();
     error TokenCallFailed(address token);
@@ -284,7 +289,8 @@ contract DvPCoordinator is OracleVerifierBase {
 
     /// Verifies the certificate (reverts on any certificate problem), then applies each
     /// decision with `terms[i]` (the settlement's terms, as in SettlementCreated), skipping
-    /// and reporting the decisions that cannot apply. Never reverts for one decision.
+    /// and reporting the decisions that cannot apply. Never reverts for one decision. A
+    /// copy of a report already done reverts ReportAlreadyApplied before verification.
     function applyReport(bytes calldata report, uint256 signers, bytes calldata signature, Terms[] calldata terms)
         external
         nonReentrant
@@ -311,10 +317,29 @@ contract DvPCoordinator is OracleVerifierBase {
         Terms[] calldata terms,
         bool strict
     ) private {
+        _refuseIfDone(report); // before the costly verification
         bytes32 reportHash = _verifyReport(report, signers, signature);
         uint256 count = (report.length - 160) / 96; // canonical: checked by _verifyReport
         if (terms.length != count) revert BatchLengthMismatch(count, terms.length);
-        uint256 applied;
+        (uint256 applied, bool done) = _applyDecisions(report, count, terms, reportHash, strict);
+        if (done) {
+            (bytes32 word, uint256 bit) = _doneBit(report);
+            s_reportsDone[word] |= bit;
+        }
+        (uint32 epoch, uint64 round) = ReportCodec.epochAndRound(report);
+        emit ReportApplied(reportHash, epoch, round, uint32(applied), uint32(count - applied));
+    }
+
+    /// Applies or skips each decision; returns how many applied and whether every
+    /// outcome is final (the report is then done).
+    function _applyDecisions(
+        bytes calldata report,
+        uint256 count,
+        Terms[] calldata terms,
+        bytes32 reportHash,
+        bool strict
+    ) private returns (uint256 applied, bool done) {
+        done = true;
         for (uint256 i = 0; i < count; ++i) {
             (bytes32 settlementId, uint8 action, bytes32 termsHash) = ReportCodec.decisionAt(report, i);
             uint8 reason = _decide(i, settlementId, action, termsHash, terms[i], reportHash);
@@ -328,10 +353,44 @@ contract DvPCoordinator is OracleVerifierBase {
                 }
                 revert DecisionRejected(settlementId, reason);
             }
+            if (!_isFinal(reason)) done = false;
             emit DecisionSkipped(settlementId, reportHash, action, reason);
         }
-        (uint32 epoch, uint64 round) = ReportCodec.epochAndRound(report);
-        emit ReportApplied(reportHash, epoch, round, uint32(applied), uint32(count - applied));
+    }
+
+    /// Reverts ReportAlreadyApplied if `report` is marked done.
+    function _refuseIfDone(bytes calldata report) private view {
+        (bytes32 word, uint256 bit) = _doneBit(report);
+        if (s_reportsDone[word] & bit != 0) {
+            (uint32 epoch, uint64 round) = ReportCodec.epochAndRound(report);
+            revert ReportAlreadyApplied(epoch, round);
+        }
+    }
+
+    /// The word and bit that mark `report` done (s_reportsDone), from its head words as
+    /// they are (verification has not run yet). Only a verified, so canonical, report is
+    /// ever marked, and for canonical values (epoch < 2^32, round < 2^64) the packing is
+    /// one-to-one; a non-canonical report whose head equals a done one's is refused here
+    /// instead of by verification: refused either way. A report too short to have a head
+    /// gets no bit (verification refuses it).
+    function _doneBit(bytes calldata report) private pure returns (bytes32 word, uint256 bit) {
+        if (report.length < 160) return (bytes32(0), 0);
+        assembly ("memory-safe") {
+            let round := calldataload(add(report.offset, 64))
+            mstore(0x00, calldataload(report.offset))
+            mstore(0x20, or(shl(64, calldataload(add(report.offset, 32))), shr(8, round)))
+            word := keccak256(0x00, 0x40)
+            bit := shl(and(round, 0xff), 1)
+        }
+    }
+
+    /// Skip reasons no later transaction can change for this report (model: FINAL_SKIPS):
+    /// the settlement is in a state it never leaves (ALREADY_APPLIED, CONFLICT), or the
+    /// action is one this contract never applies. The others can change: the settlement
+    /// may be created or locked later, a transmitter may send the right terms, a token
+    /// may work next time.
+    function _isFinal(uint8 reason) private pure returns (bool) {
+        return reason == ALREADY_APPLIED || reason == CONFLICT || reason == UNSUPPORTED_ACTION;
     }
 
     /// Applies one decision, or returns why not (model: EscrowModel._decide).

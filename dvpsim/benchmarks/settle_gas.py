@@ -27,11 +27,21 @@ fresh account that holds none of the token it receives, so each transfer or mint
 zero balance slot (the expensive case, about 17,000 gas more than paying an existing
 holder); one extra figure gives the messaging release to existing holders.
 
-Target (reported, not asserted): messaging-mode release at 32 decisions per report, n = 31,
-under 60,000 gas per settlement.
+Duplicate transmission (late members sending a report that is done already), per batch:
+the first copy's gas, the duplicate's (refused before verification with
+ReportAlreadyApplied) as a whole transaction and as execution gas (gasUsed less the
+21,000 base and the calldata; EIP-7623 makes a calldata-heavy transaction pay at least 10
+gas per calldata token, and then the receipt hides the execution, so the execution figure
+is the one a ``debug_traceCall`` replay counts), and the same for a copy that is fully
+verified, what every duplicate cost before the early refusal (measured as the same
+decisions certified again in a new round, which the coordinator has not marked: it also
+pays the early check and, its decisions being final, the mark; both under 8,000 gas).
+
+Targets (reported, not asserted): messaging-mode release at 32 decisions per report, n = 31,
+under 60,000 gas per settlement; a duplicate's execution at most 5,000 gas.
 
 The benchmark sends a bounded number of transactions (one to six per settlement: about
-4,100 in all, 450 with --quick), uses anvil's account impersonation for the fresh parties,
+4,300 in all, 450 with --quick), uses anvil's account impersonation for the fresh parties,
 and never runs a chain it did not start.
 """
 
@@ -48,6 +58,7 @@ from eth_account import Account
 
 from chain_adapters.build import compile_contracts
 from chain_adapters.devstack import EscrowStack, deploy_escrow_stack
+from chain_adapters.gas import NONZERO_BYTE_TOKENS, STANDARD_TOKEN_GAS, TX_BASE_GAS
 from chain_adapters.localchain import LocalChain, start_chain
 from chain_adapters.model import MAX_UINT256, ZERO_ADDRESS, Mode, State, Terms
 from chain_adapters.verifier import certificate_calldata
@@ -61,6 +72,9 @@ BATCHES = (1, 8, 32, 128)
 QUICK_BATCHES = (1, 32)
 TARGET_BATCH = 32
 TARGET_GAS = 60_000
+DUPLICATE_BATCHES = (1, 8, 32, 128)
+QUICK_DUPLICATE_BATCHES = (1, 32)
+DUPLICATE_EXECUTION_TARGET = 5_000
 ASSET_AMOUNT = 5 * 10**18
 PAYMENT_AMOUNT = 500_000_00
 ONE_ETH = 10**18
@@ -185,18 +199,17 @@ class _Bench:
             raise RuntimeError(f"set-up left settlements of mode {mode.name} unprepared")
         return result
 
-    def apply(self, terms: list[Terms], action: Action) -> int:
-        """gasUsed of one applyReport carrying ``action`` for every settlement."""
+    def report_call(self, terms: list[Terms], action: Action, round: int) -> str:
+        """applyReport's calldata: ``action`` for every settlement, certified in ``round``
+        by exactly t signers."""
         committee = self.stack.committee
-        self.round += 1
         report = committee.report(
             [Decision(t.settlement_id, action, t.terms_hash()) for t in terms],
             epoch=1,
-            round=self.round,
+            round=round,
         )
-        cert = committee.certify(report)  # exactly t signers
-        calldata = certificate_calldata(cert)
-        data = self.co.contract.encode_abi(
+        calldata = certificate_calldata(committee.certify(report))
+        data: str = self.co.contract.encode_abi(
             "applyReport",
             args=[
                 calldata.report,
@@ -205,16 +218,72 @@ class _Bench:
                 [t.as_abi() for t in terms],
             ],
         )
-        tx = {"from": self.deployer, "to": self.co.address, "data": data}
+        return data
+
+    def transmit(self, data: str) -> Any:
+        """Send applyReport calldata with a fixed gas limit (so a copy that reverts is
+        mined, as a late member's is); the receipt."""
+        tx = {"from": self.deployer, "to": self.co.address, "data": data, "gas": hex(29_000_000)}
         receipt = self.w3.eth.wait_for_transaction_receipt(
             self.chain.rpc("eth_sendTransaction", [tx])
         )
         self.transactions += 1
+        return receipt
+
+    def apply(self, terms: list[Terms], action: Action) -> int:
+        """gasUsed of one applyReport carrying ``action`` for every settlement."""
+        self.round += 1
+        receipt = self.transmit(self.report_call(terms, action, self.round))
         events = self.co.receipt_events(receipt)
         applied = [e for e in events if e.NAME in ("SettlementCommitted", "SettlementAborted")]
         if receipt["status"] != 1 or len(applied) != len(terms):
             raise RuntimeError(f"applyReport applied {len(applied)} of {len(terms)} decisions")
         return int(receipt["gasUsed"])
+
+    def execution_gas(self, data: str, receipt: Any) -> int:
+        """The execution gas of a mined applyReport, counted by a debug_traceCall replay
+        on the state the transaction left (the receipt's gasUsed hides it under the
+        EIP-7623 calldata floor)."""
+        call = {"from": self.deployer, "to": self.co.address, "data": data, "gas": hex(29_000_000)}
+        options = {"disableStack": True, "disableStorage": True, "enableMemory": False}
+        block = int(receipt["blockNumber"])
+        if int(receipt["status"]) == 1:
+            block -= 1  # replay on the state before it, where it does the same
+        steps = self.chain.rpc("debug_traceCall", [call, hex(block), options])["structLogs"]
+        return int(steps[0]["gas"]) - int(steps[-1]["gas"]) + int(steps[-1]["gasCost"])
+
+    def duplicate(self, batch: int) -> dict[str, Any]:
+        """A messaging release of ``batch`` settlements transmitted twice, and the same
+        decisions certified again in a new round (fully verified: what a duplicate paid
+        before the early refusal)."""
+        terms = self.prepared(Mode.ASSET_ESCROW, batch, Action.COMMIT)
+        self.round += 1
+        data = self.report_call(terms, Action.COMMIT, self.round)
+        first = self.transmit(data)
+        copy = self.transmit(data)
+        if int(first["status"]) != 1 or int(copy["status"]) != 0:
+            raise RuntimeError("a duplicate transmission was not refused")
+        self.round += 1
+        again = self.report_call(terms, Action.COMMIT, self.round)
+        full = self.transmit(again)
+        if int(full["status"]) != 1:
+            raise RuntimeError("a fully verified duplicate reverted")
+        return {
+            "batch": batch,
+            "first_copy_gas": int(first["gasUsed"]),
+            "duplicate_gas": int(copy["gasUsed"]),
+            "duplicate_execution_gas": self.execution_gas(data, copy),
+            "duplicate_calldata_gas": _calldata_gas(data),
+            "full_verification_gas": int(full["gasUsed"]),
+            "full_verification_execution_gas": self.execution_gas(again, full),
+        }
+
+
+def _calldata_gas(data: str) -> int:
+    """21,000 plus the calldata's standard price (4 gas per token; EIP-7623 floor aside)."""
+    raw = bytes.fromhex(data.removeprefix("0x"))
+    zeros = raw.count(0)
+    return TX_BASE_GAS + STANDARD_TOKEN_GAS * (zeros + NONZERO_BYTE_TOKENS * (len(raw) - zeros))
 
 
 def _measure(
@@ -266,6 +335,10 @@ def run(quick: bool) -> dict[str, Any]:
             results = _measure(bench, rows, batches, lambda text: status.update(text))
             status.update(f"messaging release to existing holders, batch of {TARGET_BATCH}")
             warm = _existing_holders(bench, TARGET_BATCH)
+            duplicates = []
+            for batch in QUICK_DUPLICATE_BATCHES if quick else DUPLICATE_BATCHES:
+                status.update(f"duplicate transmission, batch of {batch}")
+                duplicates.append(bench.duplicate(batch))
         transactions = bench.transactions
         t = stack.committee.config.t
 
@@ -293,6 +366,28 @@ def run(quick: bool) -> dict[str, Any]:
         f"(target < {TARGET_GAS:,}: {'met' if met else 'NOT met'}); "
         f"to existing holders: {round(warm / TARGET_BATCH):,}"
     )
+    dup = Table(
+        title="duplicate transmission (messaging release sent twice): gas of the whole "
+        "transaction / its execution"
+    )
+    dup.add_column("batch", justify="right")
+    dup.add_column("first copy", justify="right")
+    dup.add_column("duplicate: refused early", justify="right")
+    dup.add_column("before: fully verified", justify="right")
+    for d in duplicates:
+        dup.add_row(
+            str(d["batch"]),
+            f"{d['first_copy_gas']:,}",
+            f"{d['duplicate_gas']:,} / {d['duplicate_execution_gas']:,}",
+            f"{d['full_verification_gas']:,} / {d['full_verification_execution_gas']:,}",
+        )
+    console.print(dup)
+    worst = max(d["duplicate_execution_gas"] for d in duplicates)
+    console.print(
+        f"duplicate execution at most {worst:,} gas (target <= {DUPLICATE_EXECUTION_TARGET:,}: "
+        f"{'met' if worst <= DUPLICATE_EXECUTION_TARGET else 'NOT met'}); the rest of a "
+        "duplicate is the 21,000 base and its calldata"
+    )
     console.print(f"{transactions} transactions sent")
     return {
         "chain": {"hardfork": "prague", "anvil": True},
@@ -310,6 +405,13 @@ def run(quick: bool) -> dict[str, Any]:
             "limit": TARGET_GAS,
             "gas_per_settlement": target,
             "met": met,
+        },
+        "duplicate_transmission": {
+            "what": "messaging release sent twice; 'full_verification' is the same "
+            "decisions certified in a new round (what every duplicate paid before)",
+            "results": duplicates,
+            "target_execution_gas": DUPLICATE_EXECUTION_TARGET,
+            "met": worst <= DUPLICATE_EXECUTION_TARGET,
         },
         "transactions": transactions,
     }

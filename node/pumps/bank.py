@@ -69,12 +69,15 @@ class BankPump:
                     with trio.fail_after(5):
                         headers, body = await _read_http_request(stream)
                     try:
-                        event = receiver.receive(headers, body, time.time())
+                        events = receiver.receive_all(headers, body, time.time())
                         code = b"200 OK"
                     except WebhookSignatureError:
-                        event, code = None, b"401 Unauthorized"
-                    if event is not None:
-                        await emit(BankUpdate(0.0, self.name, (event.instruction,), event.as_of_ms))
+                        events, code = [], b"401 Unauthorized"
+                    if events:
+                        # One update for a batch: one look at the leg for all of it.
+                        statuses = tuple(e.instruction for e in events)
+                        times = [e.as_of_ms for e in events if e.as_of_ms is not None]
+                        await emit(BankUpdate(0.0, self.name, statuses, max(times, default=None)))
                     elif code == b"200 OK":
                         # A duplicate: nothing new about the instruction, but it states the
                         # bank's time when it was sent again.

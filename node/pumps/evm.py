@@ -12,7 +12,10 @@ states from the coordinator (``statesOf``): a ``ChainStates`` event.
 Transmission. ``applyReport`` with the terms the driver gives, through the transaction
 sender (nonce, fees, bumping, retries), after the sender's last check that some decision
 of the report would still change something here (if not, nothing is sent:
-"already-applied"). One transaction at a time per target.
+"already-applied"). Another member's copy can still land first, between that check and
+this one's block: the coordinator then refuses this copy before verifying it
+(``ReportAlreadyApplied``, a few thousand gas), and that too is "already-applied", a
+finished transmission, never an error to retry. One transaction at a time per target.
 
 The contracts' ABIs come from the caller (compiled once per process); this module never
 compiles anything.
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import trio
@@ -141,6 +144,8 @@ class EvmPump:
                 self.binding.apply_report_tx(certificate, terms), already_done=already_done
             )
         except TransactionReverted as exc:
+            if already_applied(exc, already_done):
+                return "already-applied"
             log.warning(
                 "report reverted", extra={"fields": {"target": self.name, "error": str(exc)}}
             )
@@ -158,8 +163,26 @@ class EvmPump:
         pass
 
 
+def already_applied(exc: TransactionReverted, already_done: Callable[[], bool]) -> bool:
+    """Whether a reverted transmission was a copy of a report already done: the estimate
+    names ReportAlreadyApplied, or the transaction reverted on chain (a receipt carries no
+    reason) and no decision of the report would change anything any more."""
+    if exc.error.startswith("ReportAlreadyApplied"):
+        return True
+    if exc.error:
+        return False
+    try:
+        return already_done()
+    except RpcError:
+        return False
+
+
 def _escrow_record(record: WatchRecord) -> EscrowRecord | None:
     event = chain_log_event(record.log)
     if event is None:
         return None
-    return EscrowRecord(event, retracted=isinstance(record, Retracted))
+    return EscrowRecord(
+        event,
+        retracted=isinstance(record, Retracted),
+        position=(record.log.block_number, record.log.log_index),
+    )

@@ -54,7 +54,7 @@ from bank_adapter.server import ServerConfig, request_hash
 from bank_adapter.service import BankService, Reply
 from bank_adapter.storage import Delivery, MemoryStorage
 from bank_adapter.terms import PaymentTerms
-from bank_adapter.webhooks import DELIVERY_BATCH, backoff_ms, ready_deliveries
+from bank_adapter.webhooks import DELIVERY_BATCH, backoff_ms, by_url, ready_deliveries
 from consensus.report import Certificate, CommitteeConfig
 from scenarios.sim.clock import EventQueue
 
@@ -81,11 +81,12 @@ class SimBank:
         accounts: Sequence[tuple[str, str, int]],
         genesis_ms: int,
         seed: int,
-        deliver: Callable[[int, ledger.Event, int], bool],
+        deliver: Callable[[int, tuple[ledger.Event, ...], int], bool],
         crypto: Any = None,
     ) -> None:
-        """``deliver(node, event, as_of_ms)`` hands a callback to a node; False when the
-        node cannot take it (down), which fails the delivery."""
+        """``deliver(node, events, as_of_ms)`` hands one callback POST (one event or a
+        batch of them) to a node; False when the node cannot take it (down), which fails
+        the delivery of all of them."""
         self.queue = queue
         self.genesis_ms = genesis_ms
         self.nodes = nodes
@@ -242,9 +243,9 @@ class SimBank:
             self._wake_dispatch(max(CALLBACK_POLL_S, end - now_ms / 1000))
             return
         ready = ready_deliveries(self.storage, now_ms, self._in_flight, self._held_until, faults)
-        for delivery in ready:
-            self._in_flight.add((delivery.seq, delivery.url))
-            self.queue.after(self._hop(), self._arrive, delivery)
+        for group in by_url(ready):  # one POST per node, as the real sender sends them
+            self._in_flight.update((d.seq, d.url) for d in group)
+            self.queue.after(self._hop(), self._arrive, group)
         # Come back when the next waiting delivery is due (a retry, a held-back callback).
         waiting = [
             max(d.next_attempt_ms, self._held_until.get((d.seq, d.url), 0))
@@ -254,30 +255,33 @@ class SimBank:
         if waiting:
             self._wake_dispatch(max(CALLBACK_POLL_S, (min(waiting) - now_ms) / 1000))
 
-    def _arrive(self, delivery: Delivery) -> None:
-        node = self.urls.index(delivery.url)
-        taken = self._deliver(node, delivery.event, self.now_ms())
-        self.queue.after(self._hop(), self._delivered, delivery, taken)
-        if taken and self.faults.duplicate_callback():
-            self.queue.after(self._hop(), self._deliver_again, node, delivery.event)
-
-    def _deliver_again(self, node: int, event: ledger.Event) -> None:
-        """The duplicate-callback fault: the same event once more (the receiver drops it)."""
-        self._deliver(node, event, self.now_ms())
-
-    def _delivered(self, delivery: Delivery, taken: bool) -> None:
-        key = (delivery.seq, delivery.url)
-        self._in_flight.discard(key)
+    def _arrive(self, group: list[Delivery]) -> None:
+        node = self.urls.index(group[0].url)
         now_ms = self.now_ms()
-        if taken:
-            self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
-            self._held_until.pop(key, None)
-            return
-        delay = backoff_ms(
-            delivery.attempts, CALLBACK_RETRY_BASE_MS, CALLBACK_RETRY_CAP_MS, self._rng
-        )
-        self.storage.delivery_failed(delivery.seq, delivery.url, now_ms + delay, "node down")
-        self._wake_dispatch(delay / 1000)
+        events = tuple(d.event for d in group)
+        taken = self._deliver(node, events, now_ms)
+        self.queue.after(self._hop(), self._delivered, group, taken)
+        if taken and self.faults.duplicate_callback():
+            self.queue.after(self._hop(), self._deliver_again, node, events)
+
+    def _deliver_again(self, node: int, events: tuple[ledger.Event, ...]) -> None:
+        """The duplicate-callback fault: the same POST once more (the receiver drops it)."""
+        self._deliver(node, events, self.now_ms())
+
+    def _delivered(self, group: list[Delivery], taken: bool) -> None:
+        now_ms = self.now_ms()
+        for delivery in group:
+            key = (delivery.seq, delivery.url)
+            self._in_flight.discard(key)
+            if taken:
+                self.storage.delivery_succeeded(delivery.seq, delivery.url, now_ms)
+                self._held_until.pop(key, None)
+                continue
+            delay = backoff_ms(
+                delivery.attempts, CALLBACK_RETRY_BASE_MS, CALLBACK_RETRY_CAP_MS, self._rng
+            )
+            self.storage.delivery_failed(delivery.seq, delivery.url, now_ms + delay, "node down")
+            self._wake_dispatch(delay / 1000)
 
     # ------------------------------------------------------------------ final state
 

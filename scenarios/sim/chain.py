@@ -293,31 +293,34 @@ class ChainView:
     def __init__(self, chain: SimChain, confirmations: int) -> None:
         self.chain = chain
         self.confirmations = confirmations
-        self._delivered: list[tuple[int, EscrowEvent]] = []  # (block number, event), in order
+        # ((block number, index in the block), event), in order
+        self._delivered: list[tuple[tuple[int, int], EscrowEvent]] = []
         self._scanned = 0  # highest block number whose events were delivered
         self._forks_seen = len(chain.forks)
 
-    def poll(self) -> tuple[list[tuple[EscrowEvent, bool]], int]:
-        """(events delivered or retracted since the last poll, as (event, retracted)), and
-        the newest block's timestamp."""
+    def poll(self) -> tuple[list[tuple[EscrowEvent, bool, tuple[int, int]]], int]:
+        """(events delivered or retracted since the last poll, as (event, retracted,
+        (block number, index in the block))), and the newest block's timestamp."""
         chain = self.chain
-        out: list[tuple[EscrowEvent, bool]] = []
+        out: list[tuple[EscrowEvent, bool, tuple[int, int]]] = []
         for fork in chain.forks[self._forks_seen :]:
             # Every block above the fork was replaced: retract its events, newest first.
             keep = len(self._delivered)
-            while keep and self._delivered[keep - 1][0] > fork:
+            while keep and self._delivered[keep - 1][0][0] > fork:
                 keep -= 1
-            out.extend((event, True) for _, event in reversed(self._delivered[keep:]))
+            out.extend((event, True, at) for at, event in reversed(self._delivered[keep:]))
             del self._delivered[keep:]
             self._scanned = min(self._scanned, fork)
         self._forks_seen = len(chain.forks)
         blocks = chain.blocks
         confirmed = chain.head.number - self.confirmations + 1
         for number in range(self._scanned + 1, confirmed + 1):
+            index = 0
             for receipt in blocks[number].receipts:
                 for event in receipt.events:
                     if event.emitter == chain.coordinator:
-                        self._delivered.append((number, event))
-                        out.append((event, False))
+                        self._delivered.append(((number, index), event))
+                        out.append((event, False, (number, index)))
+                    index += 1
         self._scanned = max(self._scanned, confirmed)
         return out, chain.head.timestamp

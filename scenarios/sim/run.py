@@ -365,8 +365,8 @@ class SimRun:
         self._certified.add(node)
         self._seen.append(accounting.sighting(record, self.queue.now))
 
-    def _deliver_callback(self, node: int, event: Any, as_of_ms: int) -> bool:
-        return self.world.deliver_callback(node, event, as_of_ms)
+    def _deliver_callback(self, node: int, events: Any, as_of_ms: int) -> bool:
+        return self.world.deliver_callback(node, events, as_of_ms)
 
     def _on_block(self, leg: str, block: Block) -> None:
         asset_leg = self.mode.asset_leg
@@ -637,6 +637,10 @@ class SimRun:
                 (st.observation_largest_bytes for st in stats), default=0
             ),
             observation_left_out=sum(st.observation_left_out for st in stats),
+            queue=(
+                max((st.queued_peak for st in stats), default=0),
+                max((st.oldest_queued_peak_s for st in stats), default=0.0),
+            ),
             extra={
                 "crypto": self.crypto_name,
                 "gas_source": self.chains["A"].gas.label,

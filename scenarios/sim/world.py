@@ -14,7 +14,9 @@ effect a node returns it does what the real world does, with simulated parts:
   deadline, a crash forgets them all;
 - ``Transmit``: to a chain as a transaction from the member's transmitter account, one at
   a time per chain as the real sender does, after the sender's check that some decision
-  is still pending; to the bank as ``POST /v1/reports``;
+  is still pending (a copy that another member's beat into the block is refused by the
+  coordinator, ``ReportAlreadyApplied``: "already-applied", as in ``node.pumps.evm``); to
+  the bank as ``POST /v1/reports``;
 - ``ReadLeg``: a chain read of settlement states, or status requests to the bank.
 
 Each member watches each chain through its own view with the target's confirmations,
@@ -354,7 +356,7 @@ class SimWorld:
             if view is None or (fault is not None and not fault.lie):
                 return  # an outage: read again at the next block
             found, block_time = view.poll()
-            records = tuple(EscrowRecord(event, retracted) for event, retracted in found)
+            records = tuple(EscrowRecord(event, retracted, at) for event, retracted, at in found)
             if fault is not None:
                 records = lie_about(records, fault.lie)
             self._step(member, ChainUpdate(self.queue.now, target, records, block_time))
@@ -448,7 +450,7 @@ class SimWorld:
                 (effect.certificate, terms),
                 label="report",
             )
-            self.submit(chain.leg, call, lambda receipt: finish("ok" if receipt.ok else "reverted"))
+            self.submit(chain.leg, call, lambda receipt: finish(transmission_result(receipt)))
 
         self.queue.after(TX_HOP, at_chain)
 
@@ -513,21 +515,31 @@ class SimWorld:
 
     # ------------------------------------------------------------------ bank callbacks
 
-    def deliver_callback(self, index: int, event: ledger.Event, as_of_ms: int) -> bool:
-        """The bank's callback reaches endpoint ``index`` (each copy of a member has a
-        callback URL of its own); False when it is down."""
+    def deliver_callback(self, index: int, events: tuple[ledger.Event, ...], as_of_ms: int) -> bool:
+        """The bank's callback POST (one event or a batch) reaches endpoint ``index`` (each
+        copy of a member has a callback URL of its own); False when it is down. As the
+        real node's pump does, the new events of a POST become one BankUpdate; a POST of
+        duplicates only states the bank's time."""
         member = self.members[index]
         if member.driver is None:
             return False
         target = next((n for n, w in member.targets.items() if w == "bank"), None)
         if target is None:
             return True
-        if event.event_id in member.callbacks_seen:
-            # A duplicate: nothing new about the instruction, only the bank's time.
-            self._step(member, BankUpdate(self.queue.now, target, (), as_of_ms))
-            return True
-        member.callbacks_seen.add(event.event_id)
-        value = json.loads(event.payload)
-        status = InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms)
-        self._step(member, BankUpdate(self.queue.now, target, (status,), as_of_ms))
+        statuses = []
+        for event in events:
+            if event.event_id in member.callbacks_seen:
+                continue
+            member.callbacks_seen.add(event.event_id)
+            value = json.loads(event.payload)
+            statuses.append(InstructionStatus.from_json(value["instruction"], as_of_ms=as_of_ms))
+        self._step(member, BankUpdate(self.queue.now, target, tuple(statuses), as_of_ms))
         return True
+
+
+def transmission_result(receipt: Receipt) -> str:
+    """A chain transmission's result for the driver: a copy of a report the coordinator
+    had done already is a finished transmission (``node.pumps.evm.already_applied``)."""
+    if receipt.ok:
+        return "ok"
+    return "already-applied" if receipt.error == "ReportAlreadyApplied" else "reverted"

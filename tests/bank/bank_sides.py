@@ -237,15 +237,16 @@ class SimSide:
             + (", with nothing scheduled to deliver them" if self.queue.next_time() is None else "")
         )
 
-    def _deliver(self, node: int, event: Event, as_of_ms: int) -> bool:
+    def _deliver(self, node: int, events: tuple[Event, ...], as_of_ms: int) -> bool:
         self._callback_attempts += 1
         if self._refuse > 0:
             self._refuse -= 1
             return False
         # The body the real sender would sign for this attempt, read as the receiver reads it.
-        body = callback_body(event.payload, as_of_ms)
-        self.delivered.append(Callback.of_body(body, new=event.event_id not in self._seen))
-        self._seen.add(event.event_id)
+        for event in events:
+            body = callback_body(event.payload, as_of_ms)
+            self.delivered.append(Callback.of_body(body, new=event.event_id not in self._seen))
+            self._seen.add(event.event_id)
         return True
 
     @property
@@ -315,11 +316,14 @@ class CallbackSink:
                 return 500
             assert self.checker is not None, "the bank's public key is not pinned yet"
             try:
-                event = self.checker.receive(headers, body, time.time())
+                new = {e.event_id for e in self.checker.receive_all(headers, body, time.time())}
             except WebhookSignatureError:
                 self.forged += 1
                 return 401
-            self.delivered.append(Callback.of_body(body, new=event is not None))
+            value = json.loads(body)
+            for item in value if isinstance(value, list) else [value]:
+                one = json.dumps(item).encode()
+                self.delivered.append(Callback.of_body(one, new=item["event_id"] in new))
             return 200
 
     def close(self) -> None:

@@ -94,6 +94,7 @@ class Escrow:
         accounts = self.w3.eth.accounts
         self.deployer = accounts[0]
         self.seller, self.buyer, self.other, self.transmitter = accounts[1:5]
+        self.rounds = 100  # rounds of `decide`, above those the tests choose themselves
 
     # -------------------------------------------------------------- set-up
 
@@ -177,7 +178,10 @@ class Escrow:
         return committee.certify(committee.report(decisions, epoch, round), signers)
 
     def decide(self, terms: Terms, action: Action) -> Certificate:
-        return self.certify([(terms.settlement_id, action, terms.terms_hash())])
+        """One decision, certified in a round of its own (a committee certifies one report
+        per round: the coordinator refuses a second one for a round it has done)."""
+        self.rounds += 1
+        return self.certify([(terms.settlement_id, action, terms.terms_hash())], round=self.rounds)
 
     def apply(
         self,

@@ -69,7 +69,7 @@ def test_commit_moves_exactly_the_terms(escrow: Escrow, w3: object, mode: Mode) 
     state_events = [e for e in out.events if e.NAME not in ("Transfer", "Approval")]
     assert state_events == [
         SettlementCommitted(escrow.co.address, t.settlement_id, digest, t.terms_hash()),
-        ReportApplied(escrow.co.address, digest, 1, 1, 1, 0),
+        ReportApplied(escrow.co.address, digest, 1, cert.report.round, 1, 0),
     ]
 
 
@@ -165,8 +165,13 @@ def test_replayed_decision_is_a_noop_in_batch_and_strict(escrow: Escrow, w3: obj
     cert = escrow.decide(t, Action.COMMIT)
     assert escrow.apply(cert, [t]).error is None
     after_first = escrow.balances()
-    for strict in (False, True):
-        out = escrow.apply(cert, [t], strict=strict)
+    decision = [(t.settlement_id, Action.COMMIT, t.terms_hash())]
+    for strict, round in ((False, 2), (True, 3)):
+        # The same report again is refused before verification; the same decision in
+        # another round's report is verified and skipped.
+        copy = escrow.apply(cert, [t], strict=strict)
+        assert (copy.error, copy.error_args) == ("ReportAlreadyApplied", (1, cert.report.round))
+        out = escrow.apply(escrow.certify(decision, round=round), [t], strict=strict)
         assert out.error is None
         assert escrow.balances() == after_first
         skipped = [e for e in out.events if isinstance(e, DecisionSkipped)]

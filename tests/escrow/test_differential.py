@@ -3,7 +3,9 @@
 Hypothesis drives random operation sequences (creates with valid and broken terms, locks by
 the right and the wrong party, approvals, time passing, certified and uncertified reports
 with batches of good and bad decisions, strict and lenient application, replays of earlier
-certificates, unsafe self-refunds) against both the contract and the model. After every
+certificates, duplicate transmissions of one report (now and then a faulty transmitter's
+copy with wrong terms first), a second report certified for a round already used (beyond
+f), unsafe self-refunds) against both the contract and the model. After every
 operation the two must agree on the outcome (the same custom error with the same
 arguments, or the same events in the same order, token transfers included) and on every
 settlement's state; at the end of each sequence, on every balance, allowance and total
@@ -71,6 +73,7 @@ EXPECTED_OUTCOMES = {
     "revert ConfigDigestMismatch",
     "revert DecisionRejected",
     "revert ConflictingDecision",
+    "revert ReportAlreadyApplied",
     "skipped: UNKNOWN_SETTLEMENT",
     "skipped: ALREADY_APPLIED",
     "skipped: CONFLICT",
@@ -463,17 +466,25 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
         def settle(self, data: st.DataObject) -> None:
             """A well-formed certified report, as honest nodes would send it: COMMIT or
             ABORT for prepared (or, in the unsafe variant, expired) settlements, ABORT for
-            the others."""
+            the others. Now and then late members transmit it again, a faulty transmitter's
+            copy with wrong terms comes first (it must not block the honest ones), or the
+            committee certified a second report for a round already used (beyond f)."""
             chosen = data.draw(st.lists(st.sampled_from(self.terms), min_size=1, max_size=4,
                                         unique_by=lambda t: t.settlement_id))  # fmt: skip
             decisions = [
                 Decision(t.settlement_id, self.honest_action(t), t.terms_hash()) for t in chosen
             ]
-            self.round += 1
+            if self.round == 0 or not self.chance(0.15):
+                self.round += 1
             committee = self.stack.committee
             cert = committee.certify(committee.report(decisions, epoch=1, round=self.round))
             self.certs.append((cert, chosen))
-            self.submit(cert, chosen, data.draw(st.booleans()))
+            strict = data.draw(st.booleans())
+            if self.chance(0.2):
+                self.submit(cert, [replace(t, buyer=t.seller) for t in chosen], strict=False)
+            self.submit(cert, chosen, strict)
+            if self.chance(0.4):
+                self.submit(cert, chosen, strict)
 
         @rule(data=st.data())
         def apply_report(self, data: st.DataObject) -> None:

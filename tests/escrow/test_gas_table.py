@@ -7,7 +7,8 @@ transactions included. The sequences cover every escrow mode, creates and locks 
 right and the wrong parties, without funds or allowance, after the deadline; approvals,
 mints and transfers; certified reports with committees of n = 4, 16 and 31, any signer set
 of at least t members, batches of 1, 8 and 128 and random sizes, every per-decision
-outcome, strict reports, replays, bad certificates; refunds (ABORT) and cleared slots
+outcome, strict reports, replays (a copy of a report done already is refused before
+verification: ReportAlreadyApplied), bad certificates; refunds (ABORT) and cleared slots
 (EIP-3529 gas refunds); the unsafe variant's self-refund after the deadline.
 
 Each sequence starts with the paths every run must reach (EXPECTED_PATHS), in random
@@ -66,6 +67,8 @@ EXPECTED_PATHS = (
         "applyReport:ConfigDigestMismatch",
         "applyReport:DecisionRejected",
         "applyReport:ConflictingDecision",
+        "applyReport:ReportAlreadyApplied",
+        "report.mark",
         "reclaimAfterDeadline:DeadlineNotPassed",
         "createAndLock:ERC20InsufficientAllowance",
         "createAndLock:ERC20InsufficientBalance",

@@ -85,6 +85,7 @@ def report(*decisions: tuple[Terms, Action], round: int = 1) -> Report:
 def snapshot(model: EscrowModel) -> tuple:
     return (
         {i: (model.state_of(i), model.terms_hash_of(i)) for i in model.settlement_ids()},
+        dict(model._reports_done),
         {
             a: (dict(t.balances), dict(t.allowances), t.total_supply)
             for a, t in model.tokens.items()
@@ -177,6 +178,93 @@ def test_only_a_certified_abort_refunds_in_the_safe_variant() -> None:
     assert [e.reason for e in abort if isinstance(e, DecisionSkipped)] == [
         SkipReason.ALREADY_APPLIED
     ]
+
+
+# --------------------------------------------------------------------------- duplicates
+
+
+def test_a_copy_of_a_done_report_is_refused_and_changes_nothing() -> None:
+    model = make_model()
+    committed, aborted = terms(Mode.SWAP, 1), terms(Mode.ASSET_ESCROW, 2)
+    prepare(model, committed)
+    prepare(model, aborted)
+    done = report((committed, Action.COMMIT), (aborted, Action.ABORT), round=300)
+    model.apply_report(done, [committed, aborted])
+    assert model.report_done(done)
+    assert model.done_word(done) == 1 << (300 % 256)
+    before = snapshot(model)
+    for strict in (False, True):
+        with pytest.raises(EscrowRevert) as caught:
+            model.apply_report(done, [committed, aborted], strict=strict)
+        assert (caught.value.error, caught.value.args_) == ("ReportAlreadyApplied", (1, 300))
+        # Refused before anything else is looked at, even the terms' count.
+        with pytest.raises(EscrowRevert) as caught:
+            model.apply_report(done, [])
+        assert caught.value.error == "ReportAlreadyApplied"
+    assert snapshot(model) == before
+    # A report of the next round, the same word, and one under another configuration
+    # (a new committee starts from no marks): both apply, here as final skips.
+    for other in (
+        replace(done, round=301),
+        replace(done, config_digest=b"\x0d\x01" + b"\x07" * 30),
+    ):
+        events = model.apply_report(other, [committed, aborted])
+        reasons = [e.reason for e in events if isinstance(e, DecisionSkipped)]
+        assert reasons == [SkipReason.ALREADY_APPLIED, SkipReason.ALREADY_APPLIED]
+        assert model.report_done(other)
+    assert model.done_word(done) == 0b11 << (300 % 256)
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        SkipReason.UNKNOWN_SETTLEMENT,
+        SkipReason.TERMS_MISMATCH,
+        SkipReason.NOT_PREPARED,
+        SkipReason.TERMS_CALLDATA_MISMATCH,
+        SkipReason.EXECUTION_FAILED,
+    ],
+)
+def test_a_skip_that_can_change_leaves_the_report_unmarked(reason: SkipReason) -> None:
+    model = make_model()
+    good, t = terms(Mode.SWAP, 1), terms(Mode.ASSET_ESCROW, 2)
+    prepare(model, good)
+    supplied, certified = t, t.terms_hash()
+    if reason == SkipReason.TERMS_MISMATCH:
+        prepare(model, t)
+        certified = bytes(32)
+    elif reason == SkipReason.NOT_PREPARED:
+        model.create(t.seller, t, NOW)
+    elif reason == SkipReason.TERMS_CALLDATA_MISMATCH:
+        prepare(model, t)
+        supplied = replace(t, buyer=OTHER)
+    elif reason == SkipReason.EXECUTION_FAILED:
+        t = replace(terms(Mode.BRIDGE_SELLER_SIDE, 2), payment_token=ASSET)  # cannot mint
+        prepare(model, t)
+        supplied, certified = t, t.terms_hash()
+    decisions = (
+        Decision(good.settlement_id, Action.COMMIT, good.terms_hash()),
+        Decision(t.settlement_id, Action.COMMIT, certified),
+    )
+    sent = Report(DIGEST, 1, 5, decisions)
+    events = model.apply_report(sent, [good, supplied])
+    assert [e.reason for e in events if isinstance(e, DecisionSkipped)] == [reason]
+    assert not model.report_done(sent)
+    again = model.apply_report(sent, [good, supplied])  # fully processed, not refused
+    assert SkipReason.ALREADY_APPLIED in [e.reason for e in again if isinstance(e, DecisionSkipped)]
+
+
+def test_a_strict_report_that_reverts_is_not_marked() -> None:
+    model = make_model()
+    good, unknown = terms(Mode.SWAP, 1), terms(Mode.SWAP, 2)
+    prepare(model, good)
+    sent = report((good, Action.COMMIT), (unknown, Action.COMMIT))
+    with pytest.raises(EscrowRevert):
+        model.apply_report(sent, [good, unknown], strict=True)
+    assert not model.report_done(sent)
+    prepare(model, unknown)
+    model.apply_report(sent, [good, unknown], strict=True)
+    assert model.report_done(sent)
 
 
 # --------------------------------------------------------------------------- random sequences
@@ -307,7 +395,10 @@ def settle_two_legs(
             with contextlib.suppress(EscrowRevert):
                 model.reclaim_after_deadline(SELLER if chain_name == "A" else BUYER, t, now)
         else:
-            model.apply_report(report((t, decision)), [t])
+            try:
+                model.apply_report(report((t, decision)), [t])
+            except EscrowRevert as exc:  # a second transmission of the report: refused
+                assert exc.error == "ReportAlreadyApplied"
     return chain_a.state_of(asset_leg.settlement_id), chain_b.state_of(payment_leg.settlement_id)
 
 

@@ -1,5 +1,6 @@
-"""`dvpsim bench settle-gas --quick` end to end: real transactions on its own anvil, and the
-gas target of the messaging-mode release (a regression guard on gas, never on time)."""
+"""`dvpsim bench settle-gas --quick` end to end: real transactions on its own anvil, the
+gas target of the messaging-mode release and the duplicate transmission's execution gas (a
+regression guard on gas, never on time)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,12 @@ def test_quick_bench_measures_every_row_and_meets_the_release_target() -> None:
         figures["messaging_release_existing_holders"]["gas_per_settlement"]
         < target["gas_per_settlement"]
     )
+    # A duplicate is refused before verification: a few thousand gas of execution, far
+    # below the fully verified copy it used to be.
+    duplicates = figures["duplicate_transmission"]
+    assert [d["batch"] for d in duplicates["results"]] == list(settle_gas.QUICK_DUPLICATE_BATCHES)
+    assert duplicates["met"]
+    for d in duplicates["results"]:
+        assert 0 < d["duplicate_execution_gas"] <= 5_000
+        assert d["duplicate_gas"] < d["full_verification_gas"]
+        assert d["full_verification_execution_gas"] > 150_000

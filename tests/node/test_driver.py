@@ -235,3 +235,65 @@ def test_the_bank_is_read_one_request_at_a_time() -> None:
     assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(9.0, poll.timer)))
     late = [e for e in d.handle(TimerFired(30.0, poll.timer)) if isinstance(e, ReadLeg)]
     assert late == [ReadLeg("bank", (sid(1), sid(2)))]
+
+
+def bank_status(transmit: Transmit, state: InstructionState) -> InstructionStatus:
+    bank_terms = transmit.terms[0]
+    return InstructionStatus(
+        bank_terms.settlement_id, state, None, bank_terms.terms_hash(),
+        None, None, None, None, None, False, None,
+    )  # fmt: skip
+
+
+def test_the_asset_commit_is_certified_with_the_payment_and_sent_only_once_paid() -> None:
+    """Reference mode, ``A`` after the bank: the asset leg's COMMIT is certified in the
+    same round as the bank's, but no Transmit to the chain leaves before this node sees
+    the payment executed; then the newest waiting certificate goes and older ones it
+    covers end as superseded."""
+    d = driver()
+    timers: dict = {}  # type: ignore[type-arg]
+    now = 0.0
+
+    def step(effects: tuple, until: float) -> list:  # type: ignore[type-arg]
+        """Carry out ``effects`` and fire due timers up to ``until``; every effect seen."""
+        nonlocal now
+        seen, pending = [], list(effects)
+        while True:
+            for e in pending:
+                seen.append(e)
+                if isinstance(e, SetTimer):
+                    timers[e.timer] = e.at
+            due = sorted((at, str(t), t) for t, at in timers.items() if at <= until)
+            if not due:
+                now = until
+                return seen
+            at, _, timer = due[0]
+            del timers[timer]
+            now = max(now, at)
+            pending = list(d.handle(TimerFired(now, timer)))
+
+    step(d.handle(Start(0.0, PersistedState())), 0.0)
+    lock(d, 1, now=0.01)
+    effects = step((), 1.0)
+    prepare = next(e for e in effects if isinstance(e, Transmit) and e.target == "bank")
+    held = bank_status(prepare, InstructionState.PREVALIDATED)
+    effects = step(d.handle(BankUpdate(now, "bank", (held,), 1)), now + 1.0)
+    to_chain = [e for e in effects if isinstance(e, Certified) and e.target == "chain-A"]
+    to_bank = [e for e in effects if isinstance(e, Certified) and e.target == "bank"]
+    assert len(to_chain) >= 2 and to_bank  # certified round after round, beside the payment's
+    first_chain, first_bank = to_chain[0].certificate.report, to_bank[0].certificate.report
+    assert (first_chain.epoch, first_chain.round) == (first_bank.epoch, first_bank.round)
+    assert any(isinstance(e, Transmit) and e.target == "bank" for e in effects)
+    assert not any(isinstance(e, Transmit) and e.target == "chain-A" for e in effects)
+    paid = d.handle(BankUpdate(now, "bank", (bank_status(prepare, InstructionState.EXECUTED),), 2))
+    sent = [e for e in paid if isinstance(e, Transmit)]
+    assert [e.target for e in sent] == ["chain-A"]
+    assert [dec.action for dec in sent[0].certificate.report.decisions] == [Action.COMMIT]
+    report = sent[0].certificate.report
+    assert (report.epoch, report.round) == max(
+        (c.certificate.report.epoch, c.certificate.report.round) for c in to_chain
+    )
+    superseded = [
+        e for e in paid if isinstance(e, TransmissionFinished) and e.result == "superseded"
+    ]
+    assert len(superseded) == len(to_chain) - 1

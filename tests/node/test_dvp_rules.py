@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,7 +40,9 @@ def test_reference_workflow_step_by_step() -> None:
         "bank": [Action.PREPARE]
     }  # step 3: pre-validation request
     held = locked | facts(("bank", FactKind.PREPARED))
-    assert actions(decide(mode, held)) == {"bank": [Action.COMMIT]}  # step 5: pay first
+    # Step 5, pay first: both COMMITs are certified in one round; the asset's transmission
+    # waits until the payment is seen executed (node.driver; tests/node/test_driver.py).
+    assert actions(decide(mode, held)) == {"bank": [Action.COMMIT], "A": [Action.COMMIT]}
     paid = held | facts(("bank", FactKind.COMMITTED))
     assert actions(decide(mode, paid)) == {
         "A": [Action.COMMIT]
@@ -96,6 +99,12 @@ def test_observation_codec_is_strict() -> None:
         b"\xc1",
         encode_observation([])[:0] + b"\x91\x93\x01\x02\x03",
         b"\x91\x94" + b"\xc4\x01x" * 2 + b"\x02\x02",
+        msgpack.packb([[SID, []]]),  # a settlement without legs
+        msgpack.packb([[SID, [["A", 1 << 2, TA]]], [SID, [["A", 1 << 2, TA]]]]),  # twice
+        msgpack.packb([[SID, [["A", 1 << 2, TA], ["A", 1 << 5, TA]]]]),  # a leg twice
+        msgpack.packb([[SID, [["A", 1 << 9, TA]]]]),  # an unknown kind
+        msgpack.packb([[SID, [["A", 0, TA]]]]),  # no kind
+        msgpack.packb([[SID, [["A", 1 << 2, TA[:31]]]]]),  # a short terms hash
     ):
         try:
             decode_observation(bad)
@@ -204,7 +213,7 @@ def test_observation_fits_its_limit_by_leaving_out_whole_settlements() -> None:
 
 
 def test_fitting_counts_the_settlements_left_out_and_never_splits_one() -> None:
-    from node.dvp import MAX_FACTS_PER_OBSERVATION, fit_observation
+    from node.dvp import MAX_SETTLEMENTS_PER_OBSERVATION, fit_observation
 
     many = {
         Fact(i.to_bytes(32, "big"), "A", kind, TA)
@@ -214,8 +223,8 @@ def test_fitting_counts_the_settlements_left_out_and_never_splits_one() -> None:
     data, left_out = fit_observation(many, max_bytes=2000)
     assert left_out == 60 - len({f.settlement_id for f in decode_observation(data)}) > 0
     assert fit_observation(many)[1] == 0
-    # The fact-count cap falls in the middle of a settlement: that one is left out whole.
-    count = MAX_FACTS_PER_OBSERVATION // 3 + 2  # settlements of three facts each
+    # The settlement cap counts settlements, not facts: a settlement's legs travel together.
+    count = MAX_SETTLEMENTS_PER_OBSERVATION + 2
     capped = {
         Fact(i.to_bytes(32, "big"), target, kind, TA)
         for i in range(count)
@@ -225,11 +234,17 @@ def test_fitting_counts_the_settlements_left_out_and_never_splits_one() -> None:
             ("B", FactKind.PREPARED),
         )
     }
-    assert MAX_FACTS_PER_OBSERVATION % 3 != 0  # so the cap does split one
     data, left_out = fit_observation(capped)
     kept = decode_observation(data)
-    whole = MAX_FACTS_PER_OBSERVATION // 3
-    assert len(kept) == 3 * whole and left_out == count - whole
+    assert len(kept) == 3 * MAX_SETTLEMENTS_PER_OBSERVATION and left_out == 2
+
+
+def test_a_legs_terms_hash_travels_once_however_many_facts() -> None:
+    one = encode_observation(facts(("A", FactKind.PREPARED)))
+    three = encode_observation(
+        facts(("A", FactKind.PREPARED), ("A", FactKind.EXPIRED), ("A", FactKind.COMMITTED))
+    )
+    assert len(three) == len(one)  # the kinds are bits of one mask
 
 
 def test_settled_settlements_are_those_closed_on_every_leg() -> None:

@@ -183,12 +183,12 @@ def test_a_hold_whose_settlement_a_reorg_took_away_still_expires_and_is_asked_ab
     bank.learn([held], 900_000, now=0.0)
     del bank.book.terms[sid(1)]  # retracted
     assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED}
-    assert bank.stale(now=5.0, quiet_for=2.0, limit=32) == (sid(1),)
+    assert bank.stale(now=5.0, quiet_for=2.0, limit=32, serving=[sid(1)]) == (sid(1),)
     bank.learn([], 1_000_001, now=6.0)
     assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED, FactKind.EXPIRED}
     bank.learn([dataclasses.replace(held, state=InstructionState.CANCELLED)], None, now=7.0)
     assert kinds(bank.facts(), sid(1), "bank") == set()  # released: nothing left to say
-    assert bank.stale(now=20.0, quiet_for=2.0, limit=32) == ()
+    assert bank.stale(now=20.0, quiet_for=2.0, limit=32, serving=[sid(1)]) == ()
 
 
 def test_polling_asks_only_about_quiet_open_instructions_and_paces_itself() -> None:
@@ -198,13 +198,20 @@ def test_polling_asks_only_about_quiet_open_instructions_and_paces_itself() -> N
     bank = BankLegTracker("bank", "USD", book)
     digest = bank.terms_of(sid(0))
     assert digest is not None
-    assert bank.stale(now=0.0, quiet_for=2.0, limit=32) == ()  # first sight starts the clock
+    serving = [sid(i) for i in range(5)]
+    assert (
+        bank.stale(now=0.0, quiet_for=2.0, limit=32, serving=serving) == ()
+    )  # first sight starts the clock
     bank.learn([status(1, InstructionState.EXECUTED, bank.terms_of(sid(1))[1])], None, now=1.0)  # type: ignore[index]
     book.settled.add(sid(2))
-    stale = bank.stale(now=2.5, quiet_for=2.0, limit=32)
+    stale = bank.stale(now=2.5, quiet_for=2.0, limit=32, serving=serving)
     assert stale == (sid(0), sid(3), sid(4))  # not the final one, not the settled one
-    assert bank.stale(now=3.0, quiet_for=2.0, limit=32) == ()  # asked: quiet again for 2 s
-    assert len(bank.stale(now=5.0, quiet_for=2.0, limit=2)) == 2
+    assert (
+        bank.stale(now=3.0, quiet_for=2.0, limit=32, serving=serving) == ()
+    )  # asked: quiet again for 2 s
+    assert len(bank.stale(now=5.0, quiet_for=2.0, limit=2, serving=serving)) == 2
+    # Settlements queued behind the served ones are not asked about.
+    assert bank.stale(now=9.0, quiet_for=2.0, limit=32, serving=serving[:1]) == (sid(0),)
 
 
 @settings(max_examples=100, deadline=None)
