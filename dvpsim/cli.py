@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 # dvpsim bench NAME -> module in dvpsim.benchmarks with `run(quick: bool) -> dict`
+# (and the keyword of each option in BENCH_OPTIONS that names it)
 BENCHMARKS = {
     "verifier": "Gas per certificate verification (BLS vs ECDSA) and Python BLS timings",
     "settle-gas": "Gas per settlement for each mode and batch size, and of a duplicate transmission",
@@ -24,7 +25,10 @@ BENCHMARKS = {
     "sim": "Simulated seconds per wall second, settlements per second and runs per minute in sim",
     "explore": "Schedules per minute dvpsim explore runs on two cores, fast and real crypto",
     "backlog": "CPU per consensus round at 100 and at 10,000 open settlements",
+    "overload": "Capacity, then goodput, latency and aborts at 1x-3x of it with real node processes",
 }
+# bench options that only some benchmarks take: option -> the benchmarks that take it
+BENCH_OPTIONS = {"hog": ("overload",), "n31": ("e2e",)}
 
 
 def _terminate_on_sigterm() -> None:
@@ -57,6 +61,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    options = {}
+    for option, takers in BENCH_OPTIONS.items():
+        if getattr(args, option):
+            if args.name not in takers:
+                print(
+                    f"dvpsim bench: --{option} applies to {', '.join(takers)} only, "
+                    f"not {args.name}",
+                    file=sys.stderr,
+                )
+                return 2
+            options[option] = True
     module_name = "dvpsim.benchmarks." + args.name.replace("-", "_")
     try:
         module = importlib.import_module(module_name)
@@ -65,7 +80,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"dvpsim bench: benchmark {args.name!r} is not built yet", file=sys.stderr)
             return 2
         raise
-    results = module.run(quick=args.quick)
+    results = module.run(quick=args.quick, **options)
     if args.json:
         Path(args.json).write_text(
             json.dumps(results, indent=2, sort_keys=True, default=str) + "\n"
@@ -254,6 +269,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", metavar="FILE", help="also write the figures as JSON to FILE")
     bench.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    bench.add_argument(
+        "--hog",
+        action="store_true",
+        help="overload only: repeat the 1x load beside a busy loop pinned to one core",
+    )
+    bench.add_argument(
+        "--n31",
+        action="store_true",
+        help="e2e only: add the long latency case with n = 31 (10 settlements at 1/s)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     bank = sub.add_parser(

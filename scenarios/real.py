@@ -34,16 +34,21 @@ asset-lock transaction was mined to the moment the runner saw the asset leg COMM
 
 from __future__ import annotations
 
-import dataclasses
+import http.client
 import json
 import os
+import queue
 import signal
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+from eth_account import Account
+from eth_utils.crypto import keccak
 
 from bank_adapter.client import BankApiError
 from bank_adapter.sqlite_storage import SqliteStorage
@@ -52,7 +57,7 @@ from chain_adapters.bindings import (
 )
 from chain_adapters.evm import connect
 from chain_adapters.model import RECLAIMABLE
-from chain_adapters.sender import TransactionReverted
+from chain_adapters.sender import TransactionReverted, TransactionSender, TxRequest
 from node.modes import BANK, MODES
 from scenarios import accounting
 from scenarios.accounting import END_POLL_S, RunReport, Tracked
@@ -80,6 +85,191 @@ from scenarios.workload import (
 )
 
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
+BROADCASTERS = 4  # threads that send the load generator's signed locks to a chain
+BROADCAST_TRIES = 3  # a lock whose sending fails (no answer) is sent again this often
+# How often the runner reads its processes' CPU time (a killed one keeps its last).
+CPU_SAMPLE_S = 1.0
+
+
+class CpuLedger:
+    """CPU seconds the processes of a run used from a starting point on, by role ("nodes",
+    "bank", "anvil", "driver"). A process first seen after the start (a restarted node)
+    counts from zero; one that is gone keeps its last reading. Readings are handed in, so
+    the ledger itself reads no clock and no process."""
+
+    ROLES = ("nodes", "bank", "anvil", "driver")
+
+    def __init__(self) -> None:
+        self._start: dict[int, float] = {}
+        self._last: dict[int, tuple[str, float]] = {}
+        self._started = False
+
+    def see(self, role: str, pid: int, cpu_s: float) -> None:
+        """One reading of process ``pid``'s CPU seconds (user + system)."""
+        if not self._started:
+            self._start[pid] = cpu_s
+        self._last[pid] = (role, cpu_s)
+
+    def start(self) -> None:
+        """The readings so far are the baseline; later ones count from them."""
+        self._started = True
+
+    def totals(self) -> dict[str, float]:
+        """CPU seconds used since the baseline, by role (every role, 0.0 when none ran)."""
+        used = dict.fromkeys(self.ROLES, 0.0)
+        for pid, (role, cpu_s) in self._last.items():
+            used[role] = used.get(role, 0.0) + max(0.0, cpu_s - self._start.get(pid, 0.0))
+        return used
+
+
+def cpu_per_settlement(
+    used: dict[str, float], settlements: int, node_processes: int
+) -> dict[str, float | None]:
+    """CPU seconds per settlement by role (``CpuLedger.totals``), and per node process
+    ("per_node"); None for every one when no settlement ended."""
+    if settlements <= 0:
+        return {**dict.fromkeys(used), "per_node": None}
+    shares: dict[str, float | None] = {
+        role: round(cpu_s / settlements, 5) for role, cpu_s in used.items()
+    }
+    shares["per_node"] = round(used["nodes"] / settlements / max(1, node_processes), 5)
+    return shares
+
+
+def generator_figures(
+    rate: float,
+    offered_at: dict[int, float],
+    begun_at: dict[int, float],
+    sent_at: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """The offered load as driven: the scenario's ``rate``, the rate the settlements were
+    begun at (from the first due time to the last begun), how late they began, and how
+    late their locks reached the chain (due, begun and sent times in run seconds, by
+    settlement index; ``sent_at`` only for fire-and-forget locks)."""
+    lags = sorted(begun_at[i] - offered_at[i] for i in begun_at if i in offered_at)
+    if not lags:
+        return {"rate_per_s": rate, "driven": 0}
+    span = max(begun_at.values()) - min(offered_at.values())
+    figures: dict[str, Any] = {
+        "rate_per_s": rate,
+        "driven": len(lags),
+        "driven_per_s": round((len(lags) - 1) / span, 1) if span > 0 else None,
+        **_lag_figures("lag", lags),
+    }
+    sent = sorted(sent_at[i] - offered_at[i] for i in (sent_at or {}) if i in offered_at)
+    if sent:
+        figures["sent"] = len(sent)
+        figures.update(_lag_figures("sent_lag", sent))
+    return figures
+
+
+def _lag_figures(name: str, lags: list[float]) -> dict[str, float]:
+    """p50, p99 and max of sorted ``lags``, as ``name``_p50_s, ..."""
+    return {
+        f"{name}_p50_s": round(lags[len(lags) // 2], 4),
+        f"{name}_p99_s": round(lags[min(len(lags) - 1, int(0.99 * len(lags)))], 4),
+        f"{name}_max_s": round(lags[-1], 4),
+    }
+
+
+class LockPipeline:
+    """The load generator's locks from one key to one chain, sent without waiting on the
+    chain: the generator signs each lock (nonces counted here from the key's pending
+    count, the gas limit of the first lock's estimate, fees quoted once with room for the
+    base fee to quadruple) and queues it; ``BROADCASTERS`` threads, each with its own
+    connection, hand the signed bytes to the chain, several at a time (a chain holds a
+    nonce that arrives early until the ones before it came). ``on_sent(token, tx_hash,
+    error)`` is called from a broadcaster for each lock: the hash, or why the chain
+    refused it. Only for the load generator: no receipt is read, no fee is bumped."""
+
+    def __init__(
+        self,
+        sender: TransactionSender,
+        private_key: str,
+        first: TxRequest,
+        on_sent: Callable[[Any, bytes | None, str], None],
+    ) -> None:
+        rpc = sender.rpc
+        self._account = Account.from_key(private_key)
+        self._chain_id = rpc.expected_chain_id
+        self._gas = sender.estimate(first)
+        self._nonce = sender.resync_nonce()
+        base = int(rpc.eth.get_block("latest").get("baseFeePerGas", 0) or 0)
+        tip = sender.fees.priority_fee
+        self._tip = int(rpc.eth.max_priority_fee) if tip is None else tip
+        self._max_fee = min(4 * base + self._tip, sender.fees.max_fee_per_gas)
+        self._on_sent = on_sent
+        url = urllib.parse.urlsplit(rpc.url)
+        self._address = (url.hostname or "127.0.0.1", url.port or 80, url.path or "/")
+        self._queue: queue.SimpleQueue[tuple[Any, bytes] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._broadcast_loop, daemon=True) for _ in range(BROADCASTERS)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, token: Any, request: TxRequest) -> None:
+        """Sign ``request`` with the next nonce and queue it; ``token`` comes back in
+        ``on_sent``."""
+        tx = {
+            "type": 2,
+            "chainId": self._chain_id,
+            "nonce": self._nonce,
+            "to": request.to,
+            "data": request.data,
+            "value": request.value,
+            "gas": self._gas,
+            "maxFeePerGas": self._max_fee,
+            "maxPriorityFeePerGas": min(self._tip, self._max_fee),
+        }
+        raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+        self._nonce += 1
+        self._queue.put((token, raw))
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Send what is queued, then stop the broadcasters."""
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _broadcast_loop(self) -> None:
+        host, port, path = self._address
+        connection = http.client.HTTPConnection(host, port, timeout=30)
+        while (job := self._queue.get()) is not None:
+            token, raw = job
+            tx_hash, error = None, "no answer"
+            for _ in range(BROADCAST_TRIES):
+                try:
+                    tx_hash, error = self._send(connection, path, raw)
+                    break
+                except (OSError, http.client.HTTPException) as exc:
+                    error = f"no answer from the chain: {exc}"
+                    connection.close()
+                    connection = http.client.HTTPConnection(host, port, timeout=30)
+            self._on_sent(token, tx_hash, error)
+        connection.close()
+
+    @staticmethod
+    def _send(
+        connection: http.client.HTTPConnection, path: str, raw: bytes
+    ) -> tuple[bytes | None, str]:
+        body = json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": 1,
+                "method": "eth_sendRawTransaction",
+                "params": ["0x" + raw.hex()],
+            }
+        )
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        answer = json.loads(connection.getresponse().read())
+        if "error" not in answer:
+            return bytes.fromhex(answer["result"][2:]), ""
+        message = str(answer["error"].get("message", answer["error"]))
+        if "already known" in message.lower():
+            return bytes(keccak(raw)), ""
+        return None, message
 
 
 class RealRun(RealWorld):
@@ -107,16 +297,26 @@ class RealRun(RealWorld):
         )
         # fire_and_forget: the parties send their locks without waiting for receipts (the
         # throughput benchmark); lock times are then send times.
-        self._lock_gas: int | None = None  # fire_and_forget: the gas limit every lock uses
+        self._pipelines: dict[tuple[str, str], LockPipeline] = {}  # fire_and_forget locks
+        self.sent_at: dict[int, float] = {}  # fire_and_forget: run seconds a lock was sent
         self.tracked: list[Tracked] = []
         self.gas_used = 0
         self._bank_faults: dict[str, Any] = {}  # the bank's fault settings now
         self.fault_records = FaultRecords(self.history)
+        # The load generator's pace: when each settlement was due (its offered time) and
+        # when the driver began it, in run seconds, by index.
+        self.offered_at: dict[int, float] = {}
+        self.begun_at: dict[int, float] = {}
+        self.cpu = CpuLedger()
+        self._cpu_lock = threading.Lock()
 
     def _plan(self) -> list[Tracked]:
         return [Tracked(p.index, p.settlement_id, p.buyer, p.fail) for p in plan(self.scenario)]
 
-    def _drive_one(self, item: Tracked) -> None:
+    def _drive_one(self, item: Tracked, offered_at: float) -> None:
+        """Drive one settlement that was due at ``offered_at`` (run seconds)."""
+        self.offered_at[item.index] = offered_at
+        self.begun_at[item.index] = time.time() - self._began_wall
         planned = Planned(item.index, item.settlement_id, item.buyer, item.fail, 0.0)
         # Deadlines count from now by the wall clock: the latest block's timestamp is only
         # as recent as the last transaction (anvil stamps new blocks with the wall clock).
@@ -125,7 +325,7 @@ class RealRun(RealWorld):
         item.deadline_at = deadline + 1.0 - self._began_wall
         addresses = {name: party["address"] for name, party in self.parties.items()}
         item.terms = terms_for(self.scenario, planned, addresses, self._tokens(), deadline)
-        self.history.write("settlement", **item.record(deadline))
+        self.history.write("settlement", **item.record(deadline), offered=round(offered_at, 6))
         for step in party_steps(self.scenario, planned):
             side = self.chains[step.chain]
             terms = item.terms[step.chain]
@@ -138,15 +338,11 @@ class RealRun(RealWorld):
                 settlement=item.settlement_id,
                 leg=step.chain,
             )
-            wait = True
             if step.label == "lock" and self.fire_and_forget:
-                # Every lock of the load costs the same: estimate the first, reuse it.
-                if self._lock_gas is None:
-                    self._lock_gas = sender.estimate(request)
-                request = dataclasses.replace(request, gas=self._lock_gas)
-                wait = False
+                self._pipeline(step.chain, step.party, request).submit((item, step), request)
+                continue
             try:
-                result = sender.send(request, wait=wait)
+                result = sender.send(request)
             except TransactionReverted as exc:
                 self.history.write(
                     "leg",
@@ -170,17 +366,70 @@ class RealRun(RealWorld):
                 gas=result.gas_used,
             )
 
+    def _pipeline(self, leg: str, party: str, first: TxRequest) -> LockPipeline:
+        """The fire-and-forget lock pipeline of ``party`` on chain ``leg``."""
+        if (leg, party) not in self._pipelines:
+            self._pipelines[(leg, party)] = LockPipeline(
+                self.parties[party]["senders"][leg],
+                self.parties[party]["key"],
+                first,
+                self._lock_sent,
+            )
+        return self._pipelines[(leg, party)]
+
+    def _lock_sent(self, token: Any, tx_hash: bytes | None, error: str) -> None:
+        """A fire-and-forget lock reached the chain (``tx_hash``) or was refused: the
+        load goes on past a refused one (one lost settlement, not a stopped load)."""
+        item, step = token
+        fields = {"step": step.label, "settlement": item.settlement_id, "leg": step.chain}
+        if tx_hash is None:
+            self.history.write("leg", phase="fail", **fields, error=error)
+            return
+        item.locked_at = self.sent_at[item.index] = time.time() - self._began_wall
+        self.history.write("leg", phase="ok", **fields, tx=tx_hash, gas=0)
+
     def _drive(self) -> None:
+        """Settlements at the scenario's arrival rate, each due at a fixed time from the
+        start: a driver that fell behind catches up at once rather than shifting the rest,
+        so the offered load is the scenario's whatever the system does (with
+        ``fire_and_forget`` nothing here waits for a receipt). How late each one began is
+        recorded (``offered_at``, ``begun_at``) and summarised ("generator")."""
         s = self.scenario.settlements
         began = time.monotonic()
+        began_run_s = time.time() - self._began_wall
         for item in self.tracked:
             if self._stop.is_set():
                 return
-            due = began + item.index / s.arrival_rate
-            delay = due - time.monotonic()
+            offset = item.index / s.arrival_rate
+            delay = began + offset - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self._drive_one(item)
+            self._drive_one(item, began_run_s + offset)
+        for pipeline in self._pipelines.values():
+            pipeline.close()
+
+    def _read_cpu(self) -> None:
+        """One reading of the CPU seconds of every process of the run (``CpuLedger``)."""
+        import psutil
+
+        roles = [("nodes", proc.pid) for proc in list(self.nodes.values())]
+        if self.bank is not None and self.bank.pid is not None:
+            roles.append(("bank", self.bank.pid))
+        roles += [
+            ("anvil", side.local.pid) for side in self.chains.values() if side.local is not None
+        ]
+        roles.append(("driver", os.getpid()))
+        with self._cpu_lock:
+            for role, pid in roles:
+                try:
+                    times = psutil.Process(pid).cpu_times()
+                except psutil.Error:
+                    continue  # gone (a killed node): its last reading stands
+                self.cpu.see(role, pid, times.user + times.system)
+
+    def _sample_cpu(self) -> None:
+        while not self._stop.wait(CPU_SAMPLE_S):
+            self._read_cpu()
 
     def _unsafe_reclaimer(self) -> None:
         """In the unsafe variant, parties take their locked legs back once the deadline passed."""
@@ -292,13 +541,19 @@ class RealRun(RealWorld):
     def _watch_releases(self) -> None:
         """Record when each asset leg ends (the latency figure), from the first lock on:
         a thread of its own, so the driver's pace never delays a reading. It reads the
-        chain through its own connection (web3 providers are not shared across threads)."""
+        chain through its own connection (web3 providers are not shared across threads).
+        A look at thousands of open settlements costs the runner real CPU time, which the
+        load generator (same process) would wait for: it pauses at least twice as long as
+        its last look took, so it takes at most about a third of the runner's time (the
+        latency resolution coarsens as the backlog grows)."""
         asset_leg = MODES[self.scenario.mode].asset_leg
         side = self.chains[asset_leg]
         rpc = connect(side.rpc.url, side.chain_id)
         binding = CoordinatorBinding(rpc.web3, side.coordinator.address, self.artifacts)
+        pause = POLL_S
         while True:
-            last = self._releases_seen.wait(POLL_S)  # one more look after the run ended
+            last = self._releases_seen.wait(pause)  # one more look after the run ended
+            looked = time.monotonic()
             open_items = [t for t in self.tracked if t.released_at is None and t.terms]
             if not open_items:
                 if last:
@@ -318,6 +573,7 @@ class RealRun(RealWorld):
                     # The release itself enters the history from the chain's logs, with its
                     # transaction and block (``_leg_records``); here only the latency.
                     item.released_at = now
+            pause = max(POLL_S, 2 * (time.monotonic() - looked))
             if last:
                 return
 
@@ -365,12 +621,15 @@ class RealRun(RealWorld):
             self.history.write("drive-start")
             self.write_fault_plans(time.time())
             drive_start = time.time() - self._began_wall
+            self._read_cpu()
+            self.cpu.start()
             began = time.monotonic()
             watcher = threading.Thread(target=self._watch_releases, daemon=True)
             watcher.start()
             threads = [
                 threading.Thread(target=self._heartbeat, daemon=True),
                 threading.Thread(target=self._sample_rss, daemon=True),
+                threading.Thread(target=self._sample_cpu, daemon=True),
                 threading.Thread(target=self._faults, args=(began,), daemon=True),
             ]
             if s.unsafe_self_refund:
@@ -379,6 +638,9 @@ class RealRun(RealWorld):
                 thread.start()
             self._drive()
             reason = self._wait_for_end(began + s.time_limit)
+            self._read_cpu()
+            cpu_used = self.cpu.totals()
+            cpu_window_s = round(time.time() - self._began_wall - drive_start, 1)
             self._releases_seen.set()
             watcher.join(timeout=10)
             self.fault_records.close()
@@ -448,8 +710,18 @@ class RealRun(RealWorld):
                     "sim_duration_s": None,
                     "wall_s": round(time.time() - self._began_wall, 1),
                     "node_rss_peak_mb": round(max(self.rss_peak_mb.values(), default=0.0), 1),
+                    "generator": generator_figures(
+                        s.settlements.arrival_rate, self.offered_at, self.begun_at, self.sent_at
+                    ),
+                    "cpu_s": {role: round(cpu_s, 2) for role, cpu_s in cpu_used.items()},
+                    "cpu_window_s": cpu_window_s,
                     "out_dir": str(self.out),
                 },
+            )
+            # CPU seconds per ended settlement, by process role, over the drive (from
+            # drive-start until every settlement ended or the time limit).
+            summary["cpu_s_per_settlement"] = cpu_per_settlement(
+                cpu_used, int(summary["ended"]), len(self.nodes)
             )
         self._merge_node_traces(chain_steps + self._bank_steps())
         accounting.write_summary(self.out, summary)

@@ -1,0 +1,63 @@
+"""The load generator's lock pipeline (``scenarios.real.LockPipeline``) on a real anvil:
+transactions signed in nonce order and handed to the chain by several threads at once all
+land, each reported once with its hash; a transaction the chain refuses is reported with
+the chain's reason, and the load goes on."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from eth_account import Account
+
+from chain_adapters.evm import connect
+from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain
+from chain_adapters.sender import TransactionSender, TxRequest
+from scenarios.real import BROADCASTERS, LockPipeline
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: dict[Any, tuple[bytes | None, str]] = {}
+
+    def __call__(self, token: Any, tx_hash: bytes | None, error: str) -> None:
+        with self.lock:
+            assert token not in self.seen
+            self.seen[token] = (tx_hash, error)
+
+
+def test_locks_sent_by_several_threads_all_land_in_nonce_order(chain: LocalChain, w3: Any) -> None:
+    rpc = connect(chain.rpc_url, 31337)
+    key = DEV_PRIVATE_KEYS[7]
+    sender = TransactionSender(rpc, key)
+    to = Account.from_key(DEV_PRIVATE_KEYS[8]).address
+    first_nonce = w3.eth.get_transaction_count(sender.address)
+    request = TxRequest(to=to, data=b"", value=1, label="transfer")
+    reports = Reports()
+    pipeline = LockPipeline(sender, key, request, reports)
+    count = 8 * BROADCASTERS
+    for k in range(count):
+        pipeline.submit(k, request)
+    pipeline.close()
+    assert sorted(reports.seen) == list(range(count))
+    assert all(tx_hash is not None and error == "" for tx_hash, error in reports.seen.values())
+    nonces = [w3.eth.get_transaction(tx_hash)["nonce"] for tx_hash, _ in reports.seen.values()]
+    assert sorted(nonces) == list(range(first_nonce, first_nonce + count))
+    for tx_hash, _ in reports.seen.values():
+        assert w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10)["status"] == 1
+
+
+def test_a_lock_the_chain_refuses_is_reported_with_its_reason(chain: LocalChain, w3: Any) -> None:
+    rpc = connect(chain.rpc_url, 31337)
+    key = DEV_PRIVATE_KEYS[6]
+    sender = TransactionSender(rpc, key)
+    balance = w3.eth.get_balance(sender.address)
+    affordable = TxRequest(to=sender.address, data=b"", value=1)
+    reports = Reports()
+    pipeline = LockPipeline(sender, key, affordable, reports)
+    pipeline.submit("too dear", TxRequest(to=sender.address, data=b"", value=balance * 2))
+    pipeline.close()
+    tx_hash, error = reports.seen["too dear"]
+    assert tx_hash is None
+    assert "funds" in error.lower(), error
