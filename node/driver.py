@@ -423,6 +423,15 @@ class NodeDriver:
         # A round serves at most a report's worth of settlements: more could not be decided.
         self._max_served = config.consensus.max_decisions_per_report
         self._serving: tuple[bytes, ...] = ()  # the settlements of the last observation
+        self._items: dict[bytes, bytes] = {}  # their wire items, as last observed
+        # Settlements a certificate decided, with what this node saw of them then: while
+        # nothing changes they await their targets, and a round need not decide them
+        # again (until the transmission schedule has had its turn: ``_in_flight_for``).
+        self._in_flight: dict[bytes, tuple[bytes, float]] = {}
+        schedule = config.consensus.schedule
+        self._in_flight_for = config.consensus.delta_stage * len(schedule) + (
+            config.consensus.delta_round
+        )
         self._queued_since: dict[bytes, float] = {}  # queued settlement -> node time
         self.stats = DriverStats()
         self._now = 0.0
@@ -446,9 +455,7 @@ class NodeDriver:
             self._after = {}
         self._waiting: dict[tuple[str, int, int], float] = {}
         self._started = False  # the consensus node takes nothing before Start
-        self._last_observation: (
-            tuple[tuple[tuple[int, ...], int], tuple[bytes, int, int]] | None
-        ) = None
+        self._last_observation: tuple[tuple[Any, ...], tuple[bytes, int, int]] | None = None
 
     # ------------------------------------------------------------------ public API
 
@@ -518,13 +525,20 @@ class NodeDriver:
         """This node's observation now: (encoded facts, settlements in it, left out). The
         same as last round's when no tracker learned anything since (a quiet round costs
         nothing to observe)."""
-        key = (tuple(t.version for t in self.trackers.values()), len(self.book.settled))
+        key = self._observation_key()
         if self._last_observation is not None and self._last_observation[0] == key:
             return self._last_observation[1]
         result = self._observe_trackers()
-        key = (tuple(t.version for t in self.trackers.values()), len(self.book.settled))
+        key = self._observation_key()
         self._last_observation = (key, result)
         return result
+
+    def _observation_key(self) -> tuple[Any, ...]:
+        """What the observation depends on: the trackers, what is over, what certificates
+        decided, and (while something is in flight) the time, which ends its wait."""
+        versions = tuple(t.version for t in self.trackers.values())
+        clock = self._now if self._in_flight else 0.0
+        return (versions, len(self.book.settled), self.stats.certificates, clock)
 
     def _observe_trackers(self) -> tuple[bytes, int, int]:
         """The oldest open settlements in the service order (``SettlementBook.order``),
@@ -550,14 +564,22 @@ class NodeDriver:
             if not legs:
                 continue
             item = pack_settlement(sid, legs)
+            flight = self._in_flight.get(sid)
+            if flight is not None:
+                if flight[0] == item and self._now - flight[1] < self._in_flight_for:
+                    continue  # decided, awaiting its target: no room taken, not queued
+                del self._in_flight[sid]  # news about it, or its turn came again
             if len(items) >= self._max_served or size + len(item) > limit:
                 looked -= 1  # it waits: counted among the queued, not the served
                 break
             items.append(item)
             serving.append(sid)
             size += len(item)
+            self._items[sid] = item
         for sid in over:
             book.retire(sid)
+            self._in_flight.pop(sid, None)
+            self._items.pop(sid, None)
         queued = len(book.order) - (looked - len(over))
         self.stats.observation_walked = looked + (queued > 0)
         self._serving = tuple(serving)
@@ -646,6 +668,10 @@ class NodeDriver:
         if began is not None:
             stats.certify_latency.append(self._now - began)
         stats.last_certified_at = self._now
+        for decision in report.decisions:
+            item = self._items.get(decision.settlement_id)
+            if item is not None:
+                self._in_flight[decision.settlement_id] = (item, self._now)
 
     # ------------------------------------------------------------------ transmission
 

@@ -192,3 +192,29 @@ def test_a_rounds_walk_stops_at_what_it_serves_whatever_the_backlog() -> None:
         assert count == min(16, backlog) and queued == backlog - count
         looked.append(d.stats.observation_walked)
     assert looked[0] == 10 and looked[1] == 17  # the served ones, and the first that waits
+
+
+def test_a_decided_settlement_awaits_its_target_without_taking_room_until_news_or_its_turn() -> (
+    None
+):
+    """Once a certificate decided a settlement, the node leaves it out of its observations
+    while nothing changes about it (its decision is on the way to the target), so newer
+    settlements get the room; news about it, or the end of the transmission schedule's
+    time, brings it back."""
+    from consensus.events import Start
+    from consensus.safety import PersistedState
+    from tests.node.test_driver import run_until
+
+    d = driver(4)
+    start = list(d.handle(Start(0.0, PersistedState())))
+    d.handle(ChainUpdate(0.01, "chain-A", tuple(records(0, (1, 0))), 100))
+    effects, now = run_until(d, start, until=0.5, now=0.01)
+    assert any(e.__class__.__name__ == "Certified" for e in effects)
+    assert served(d) == []  # decided (PREPARE to the bank), awaiting the bank
+    _, count, queued = d.observation()
+    assert count == 0 and queued == 0  # neither served nor queued: in flight
+    d.handle(ChainUpdate(now, "chain-A", tuple(records(1, (2, 0))), 100))
+    assert served(d) == [sid(1)]  # the room goes to a newer one
+    # Its turn comes again once the schedule had its time, with no news.
+    d.handle(ChainUpdate(now + 60.0, "chain-A", (), 100))
+    assert sid(0) in served(d)
