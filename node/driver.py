@@ -423,11 +423,8 @@ class NodeDriver:
         # A round serves at most a report's worth of settlements: more could not be decided.
         self._max_served = config.consensus.max_decisions_per_report
         self._serving: tuple[bytes, ...] = ()  # the settlements of the last observation
-        self._items: dict[bytes, bytes] = {}  # their wire items, as last observed
-        # Settlements a certificate decided, with what this node saw of them then: while
-        # nothing changes they await their targets, and a round need not decide them
-        # again (until the transmission schedule has had its turn: ``_in_flight_for``).
-        self._in_flight: dict[bytes, tuple[bytes, float]] = {}
+        # A settlement a certificate decided is parked (``SettlementBook.park``) while
+        # nothing changes about it, until the transmission schedule has had its turn.
         schedule = config.consensus.schedule
         self._in_flight_for = config.consensus.delta_stage * len(schedule) + (
             config.consensus.delta_round
@@ -537,16 +534,19 @@ class NodeDriver:
         """What the observation depends on: the trackers, what is over, what certificates
         decided, and (while something is in flight) the time, which ends its wait."""
         versions = tuple(t.version for t in self.trackers.values())
-        clock = self._now if self._in_flight else 0.0
+        clock = self._now if self.book.parked else 0.0
         return (versions, len(self.book.settled), self.stats.certificates, clock)
 
     def _observe_trackers(self) -> tuple[bytes, int, int]:
         """The oldest open settlements in the service order (``SettlementBook.order``),
         as many as fit in one report and in ``max_observation_bytes``, whole. The walk
         stops there, so a round's cost follows what it serves, not the backlog; the rest
-        is queued, and counted as such."""
+        is queued, and counted as such. Settlements a certificate decided are parked out
+        of the order while their decisions travel (``SettlementBook.park``): they take
+        no room and cost no walk."""
         trackers = tuple(self.trackers.values())
         book, mode = self.book, self.config.mode
+        book.unpark_due(self._now)
         items: list[bytes] = []
         serving: list[bytes] = []
         over: list[bytes] = []
@@ -564,22 +564,14 @@ class NodeDriver:
             if not legs:
                 continue
             item = pack_settlement(sid, legs)
-            flight = self._in_flight.get(sid)
-            if flight is not None:
-                if flight[0] == item and self._now - flight[1] < self._in_flight_for:
-                    continue  # decided, awaiting its target: no room taken, not queued
-                del self._in_flight[sid]  # news about it, or its turn came again
             if len(items) >= self._max_served or size + len(item) > limit:
                 looked -= 1  # it waits: counted among the queued, not the served
                 break
             items.append(item)
             serving.append(sid)
             size += len(item)
-            self._items[sid] = item
         for sid in over:
             book.retire(sid)
-            self._in_flight.pop(sid, None)
-            self._items.pop(sid, None)
         queued = len(book.order) - (looked - len(over))
         self.stats.observation_walked = looked + (queued > 0)
         self._serving = tuple(serving)
@@ -668,10 +660,9 @@ class NodeDriver:
         if began is not None:
             stats.certify_latency.append(self._now - began)
         stats.last_certified_at = self._now
+        until = self._now + self._in_flight_for
         for decision in report.decisions:
-            item = self._items.get(decision.settlement_id)
-            if item is not None:
-                self._in_flight[decision.settlement_id] = (item, self._now)
+            self.book.park(decision.settlement_id, until)
 
     # ------------------------------------------------------------------ transmission
 

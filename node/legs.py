@@ -34,6 +34,7 @@ target of tests and demos).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
+from heapq import heappop, heappush
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -106,16 +107,41 @@ class SettlementBook:
     # moves forward as older ones end: none starves behind newer ones.
     order: list[tuple[OrderKey, bytes]] = field(default_factory=list)
     keys: dict[bytes, OrderKey] = field(default_factory=dict)  # settled ones included
+    # Settlements a certificate decided, out of the order until a tracker learns something
+    # about them (``touch``) or their time is up (``unpark_due``): their decisions are on
+    # the way, so they take no room in a round and cost nothing to walk past.
+    parked: dict[bytes, float] = field(default_factory=dict)  # sid -> until (node time)
+    _due: list[tuple[float, bytes]] = field(default_factory=list)  # heap of (until, sid)
+
+    def park(self, sid: bytes, until: float) -> None:
+        key = self.keys.get(sid)
+        if key is None or sid in self.settled or sid in self.parked:
+            return
+        self._drop(key, sid)
+        self.parked[sid] = until
+        heappush(self._due, (until, sid))
+
+    def touch(self, sid: bytes) -> None:
+        """A tracker learned something about ``sid``: a parked one is back in the order."""
+        if self.parked.pop(sid, None) is not None:
+            insort(self.order, (self.keys[sid], sid))
+
+    def unpark_due(self, now: float) -> None:
+        due = self._due
+        while due and due[0][0] <= now:
+            until, sid = heappop(due)
+            if self.parked.get(sid) == until:
+                self.touch(sid)
 
     def admit(self, sid: bytes, key: OrderKey) -> None:
         """Place a settlement in the order (an earlier key than the one it has moves it)."""
         known = self.keys.get(sid)
         if known is not None and known <= key:
             return
-        if known is not None and sid not in self.settled:
+        if known is not None and sid not in self.settled and sid not in self.parked:
             self._drop(known, sid)
         self.keys[sid] = key
-        if sid not in self.settled:
+        if sid not in self.settled and sid not in self.parked:
             insort(self.order, (key, sid))
 
     def retire(self, sid: bytes) -> None:
@@ -124,7 +150,7 @@ class SettlementBook:
             return
         self.settled.add(sid)
         key = self.keys.get(sid)
-        if key is not None:
+        if self.parked.pop(sid, None) is None and key is not None:
             self._drop(key, sid)
 
     def reopen(self, sid: bytes) -> None:
@@ -203,6 +229,7 @@ class EscrowLegTracker:
             sid: bytes | None = getattr(record.event, "settlement_id", None)
             if sid is None:
                 continue
+            self.book.touch(sid)
             if record.retracted:
                 refresh[sid] = None
                 self.book.reopen(sid)  # not over after all: report it again
@@ -231,6 +258,7 @@ class EscrowLegTracker:
         """The chain's current state of settlements asked for by ``apply``."""
         self.version += 1
         for sid, state in states:
+            self.book.touch(sid)
             if state == State.NONE:
                 self.terms.pop(sid, None)
                 self.states.pop(sid, None)
@@ -331,6 +359,7 @@ class BankLegTracker:
         for status in statuses:
             sid = status.settlement_id
             self._heard[sid] = now
+            self.book.touch(sid)
             current = self.statuses.get(sid)
             if current is None or _BANK_RANK[status.state] >= _BANK_RANK[current.state]:
                 self.statuses[sid] = status
@@ -453,6 +482,7 @@ class ReportedFactsTracker:
         for fact in sorted(self.reported):
             self._by_settlement[fact.settlement_id].append(fact)
             if self.book is not None:
+                self.book.touch(fact.settlement_id)
                 self.book.admit(fact.settlement_id, (3, 0, 0))
 
     def facts(self) -> set[Fact]:
