@@ -34,10 +34,10 @@ target of tests and demos).
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from heapq import heappop, heappush
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from heapq import heappop, heappush
 from typing import Final
 
 from bank_adapter.client import InstructionStatus

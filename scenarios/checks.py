@@ -254,18 +254,19 @@ def check_no_conflicting_certificates(state: RunState) -> Verdict:
         return Verdict(name, "unknown", "the run gathered no certificates")
     first: dict[str, dict[str, SeenCertificate]] = {}
     rounds: dict[tuple[str, int, int], SeenCertificate] = {}
+    # Two reports for one round are a conflict, but COMMIT against ABORT for one
+    # settlement is the one that breaks a settlement: it is the witness when both exist.
+    round_conflict: str | None = None
     for cert in _in_order(state.certificates):
         if cert.epoch is not None and cert.round is not None:
             earlier = rounds.setdefault((cert.target, cert.epoch, cert.round), cert)
-            if earlier.decisions != cert.decisions:
+            if earlier.decisions != cert.decisions and round_conflict is None:
                 both = sorted(set(earlier.signers) & set(cert.signers))
                 signed = f"; member(s) {', '.join(map(str, both))} signed both" if both else ""
-                return Verdict(
-                    name,
-                    "invalid",
+                round_conflict = (
                     f"two reports for {cert.target} (epoch {cert.epoch}, round {cert.round}): "
                     f"{_report_text(earlier)} accepted by {earlier.where}{earlier.when}, "
-                    f"and {_report_text(cert)} accepted by {cert.where}{cert.when}{signed}",
+                    f"and {_report_text(cert)} accepted by {cert.where}{cert.when}{signed}"
                 )
         for sid, action in cert.decisions:
             if action not in ("COMMIT", "ABORT"):
@@ -279,6 +280,8 @@ def check_no_conflicting_certificates(state: RunState) -> Verdict:
                     f"{sid}: {seen[other].describe(other)}, and {cert.describe(action)}",
                 )
             seen.setdefault(action, cert)
+    if round_conflict is not None:
+        return Verdict(name, "invalid", round_conflict)
     return Verdict(name, "valid", checked=len(state.certificates))
 
 
