@@ -322,7 +322,7 @@ class Observed:
     size: int  # bytes
     settlements: int  # open settlements it reports on
     left_out: int  # open settlements behind them in the service order: queued
-    oldest_queued: float = 0.0  # that many seconds the oldest queued one has waited
+    oldest_queued: float = 0.0  # seconds the first queued one has been first in line
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +374,7 @@ class DriverStats:
     observation_largest_bytes: int = 0
     observation_left_out: int = 0  # summed over rounds
     queued: int = 0  # open settlements behind the served ones, at the last observation
-    oldest_queued_s: float = 0.0  # how long the oldest of them has waited (node time)
+    oldest_queued_s: float = 0.0  # how long the first of them has been first in line
     queued_peak: int = 0
     observation_walked: int = 0  # settlements the last observation looked at: its cost
     oldest_queued_peak_s: float = 0.0
@@ -575,23 +575,23 @@ class NodeDriver:
         queued = len(book.order) - (looked - len(over))
         self.stats.observation_walked = looked + (queued > 0)
         self._serving = tuple(serving)
-        self._note_queue(book.order[len(book.order) - queued :] if queued else [])
+        self._note_queue(queued, book.order[len(book.order) - queued][1] if queued else None)
         return pack_observation(items), len(items), queued
 
-    def _note_queue(self, queue: list[tuple[Any, bytes]]) -> None:
+    def _note_queue(self, queued: int, head: bytes | None) -> None:
         """Backpressure, visible: how many open settlements wait behind the served ones,
-        and how long the oldest of them has waited (only the head of the queue is looked
-        at; the rest waits no longer than it)."""
+        and how long the first of them has been first in line (only the head of the queue
+        is looked at, so this costs nothing per queued settlement; it is a lower bound of
+        the head's whole wait)."""
         since = self._queued_since
         for sid in self._serving:
             since.pop(sid, None)
-        self.stats.queued = len(queue)
-        self.stats.queued_peak = max(self.stats.queued_peak, len(queue))
-        if not queue:
+        self.stats.queued = queued
+        self.stats.queued_peak = max(self.stats.queued_peak, queued)
+        if head is None:
             since.clear()
             self.stats.oldest_queued_s = 0.0
             return
-        head = queue[0][1]
         first = since.setdefault(head, self._now)
         self.stats.oldest_queued_s = self._now - first
         self.stats.oldest_queued_peak_s = max(

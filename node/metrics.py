@@ -75,12 +75,12 @@ class RuntimeCollector(Collector):
             ),
             (
                 "dvpsim_oldest_queued_seconds",
-                "How long the oldest queued settlement has waited",
+                "How long the first queued settlement has been first in line",
                 stats.oldest_queued_s,
             ),
             (
                 "dvpsim_oldest_queued_seconds_peak",
-                "Longest any settlement waited in the queue",
+                "Longest any settlement was first in line in the queue",
                 stats.oldest_queued_peak_s,
             ),
         ):

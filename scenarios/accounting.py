@@ -575,7 +575,7 @@ def summary(
 ) -> dict[str, Any]:
     """``summary.json``: the same keys in both worlds (``extra`` adds world-only ones).
     ``queue``: the most settlements any node had queued behind the ones it served, and
-    the longest any waited there (backpressure, ``node.driver``)."""
+    the longest any was first in that line (backpressure, ``node.driver``)."""
     mode = MODES[scenario.mode]
     committed = sum(1 for o in state.settlements if set(o.legs.values()) == {LegState.COMMITTED})
     aborted = sum(
