@@ -69,9 +69,13 @@ def test_block_time_mines_by_itself(tmp_path: Path) -> None:
 
 def test_chain_dies_with_a_killed_owner(tmp_path: Path) -> None:
     """A runner killed with SIGKILL cannot clean up; the kernel stops its chain for it."""
+    # The owner starts as from a shell: SIGINT unblocked and raising KeyboardInterrupt,
+    # whatever mask or disposition the test runner's own process has come to hold.
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import signal, sys, time
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from chain_adapters.localchain import start_chain
         chain = start_chain(1004, log_dir=__import__('pathlib').Path({str(tmp_path)!r}))
@@ -99,9 +103,13 @@ def test_chain_dies_with_a_killed_owner(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_in_owner_stops_its_chain(tmp_path: Path) -> None:
+    # The owner starts as from a shell: SIGINT unblocked and raising KeyboardInterrupt,
+    # whatever mask or disposition the test runner's own process has come to hold.
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import signal, sys, time
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         sys.path.insert(0, {str(REPO_ROOT)!r})
         from chain_adapters.localchain import start_chain
         with start_chain(1005, log_dir=__import__('pathlib').Path({str(tmp_path)!r})) as chain:
@@ -109,18 +117,26 @@ def test_ctrl_c_in_owner_stops_its_chain(tmp_path: Path) -> None:
             time.sleep(60)
         """
     )
+    errors = (tmp_path / "owner.err").open("w")  # a file: a full pipe cannot stall it
     owner = subprocess.Popen(
-        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=errors, text=True
     )
     try:
         assert owner.stdout is not None
         anvil_pid = int(owner.stdout.readline())
         owner.send_signal(signal.SIGINT)
-        owner.wait(timeout=30)  # bounded; a loaded machine can take a while to stop anvil
+        try:
+            owner.wait(timeout=30)  # bounded; a loaded machine can take a while to stop anvil
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the owner did not end after Ctrl-C; its stderr: "
+                + (tmp_path / "owner.err").read_text()[-2000:]
+            ) from None
         assert not _alive(anvil_pid)
     finally:
         if owner.poll() is None:
             owner.kill()
+        errors.close()
 
 
 def test_missing_anvil_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
