@@ -21,6 +21,7 @@ from dvpsim.benchmarks.overload import (
     figures,
     find_capacity,
     scenario,
+    steady_per_s,
 )
 from scenarios.real import CpuLedger, generator_figures
 from scenarios.real import cpu_per_settlement as cpu_shares
@@ -78,6 +79,34 @@ def test_a_rate_holds_only_with_99_percent_committed_no_deadline_abort_and_no_ba
     assert not Trial(75.0, 750, 750, 0, 10.0, 28.3).holds
     assert Trial(10.0, 50, 50, 0, 5.0, 9.9).holds  # a short window may drain for 5 s
     assert not Trial(10.0, 50, 50, 0, 5.0, 10.1).holds
+
+
+def test_a_rate_the_committee_does_not_keep_pace_with_does_not_hold() -> None:
+    # 160/s offered for 5 s, 120/s committed while it lasted: the backlog of 200 drains
+    # within the 5 s a short window allows, yet the committee never kept pace.
+    assert Trial(160.0, 800, 800, 0, 5.0, 9.5).holds
+    assert not Trial(160.0, 800, 800, 0, 5.0, 9.5, steady_per_s=120.0).holds
+    assert Trial(160.0, 800, 800, 0, 5.0, 9.5, steady_per_s=150.0).holds
+
+
+def test_the_steady_rate_counts_commits_in_the_second_half_of_the_window() -> None:
+    history: list[dict[str, Any]] = [{"t": 0.0, "event": "run-start", "started_at": 0.0}]
+    for i in range(40):  # 10/s for 4 s from t = 1; each ends 0.5 s after it began
+        sid = f"0x{i:02x}"
+        history.append({"t": 1 + i / 10, "event": "settlement", "settlement": sid})
+        if i % 4 == 0:  # aborted: refunded, never counted
+            history.append({"t": 1.5 + i / 10, "event": "leg", "phase": "ok", "step": "refund",
+                            "settlement": sid, "leg": "A"})  # fmt: skip
+            continue
+        history.append({"t": 1.3 + i / 10, "event": "leg", "phase": "ok", "step": "pay",
+                        "settlement": sid, "leg": "bank"})  # fmt: skip
+        history.append({"t": 1.5 + i / 10, "event": "leg", "phase": "ok", "step": "release",
+                        "settlement": sid, "leg": "A"})  # fmt: skip
+    # The second half is t in [3, 5): releases of i = 15..34, less the five refunded
+    # (16, 20, ..., 32); a settlement counts at its last step only (i = 14 and 15 paid
+    # before 3 s, yet 15 counts: it was released at 3.0 s).
+    assert steady_per_s(history, 4.0) == 15 / 2.0
+    assert steady_per_s(history[:1], 4.0) is None
 
 
 def _history() -> list[dict[str, Any]]:
