@@ -11,9 +11,11 @@ so nothing needs flushing and SIGKILL loses nothing that was promised.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -23,6 +25,7 @@ from typing import Any
 import trio
 
 EXIT_CONFIG = 2
+PROFILE_ENV = "DVPSIM_PROFILE_DIR"
 
 
 class JsonFormatter(logging.Formatter):
@@ -90,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     except AssemblyError as exc:
         print(f"dvpsim node: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    profiler = _profiler()
     try:
         trio.run(_serve, parts, args.ready_file)
     except KeyboardInterrupt:
@@ -102,7 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CONFIG
     finally:
         parts.close()
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(Path(os.environ[PROFILE_ENV]) / f"node{config.index}.prof")
     return 0
+
+
+def _profiler() -> cProfile.Profile | None:
+    """With ``$DVPSIM_PROFILE_DIR`` set, a CPU profile of the node's whole life (CPU time,
+    not wall time), written to ``node{index}.prof`` in that folder when the node stops:
+    read it with ``python -m pstats``. Costs about a third more CPU while on."""
+    if not os.environ.get(PROFILE_ENV):
+        return None
+    profiler = cProfile.Profile(time.process_time)
+    profiler.enable()
+    return profiler
 
 
 def _bind_failure(exc: BaseException) -> str | None:

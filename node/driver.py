@@ -663,6 +663,10 @@ class NodeDriver:
         until = self._now + self._in_flight_for
         for decision in report.decisions:
             self.book.park(decision.settlement_id, until)
+        bank = self.trackers.get(action.target)
+        if isinstance(bank, BankLegTracker):
+            for decision in report.decisions:
+                bank.expect(decision)
 
     # ------------------------------------------------------------------ transmission
 

@@ -322,6 +322,9 @@ _BANK_FACT: Final = {
     InstructionState.EXECUTED: FactKind.COMMITTED,
     InstructionState.CANCELLED: FactKind.ABORTED,
 }
+# A served settlement that no certificate has sent to the bank is asked about this many
+# times less often than one the bank should have spoken of (``BankLegTracker.stale``).
+UNEXPECTED_QUIET_FACTOR: Final = 4.0
 _BANK_RANK: Final = {
     InstructionState.RECEIVED: 0,
     InstructionState.PREVALIDATED: 1,
@@ -347,6 +350,9 @@ class BankLegTracker:
         self.bank_time_ms: int | None = None  # the leg's clock: the latest bank time heard
         self._terms: dict[bytes, tuple[PaymentTerms, bytes]] = {}
         self._heard: dict[bytes, float] = {}  # node time the bank last spoke of a settlement
+        # Settlements a certificate decided at the bank that the bank has not yet said it
+        # applied: the rank of the state it will say then (``expect``).
+        self._expected: dict[bytes, int] = {}
         self.version = 0  # changes whenever what facts() says may have changed
 
     def learn(
@@ -361,7 +367,10 @@ class BankLegTracker:
             self._heard[sid] = now
             self.book.touch(sid)
             current = self.statuses.get(sid)
-            if current is None or _BANK_RANK[status.state] >= _BANK_RANK[current.state]:
+            rank = _BANK_RANK[status.state]
+            if rank >= self._expected.get(sid, 3):
+                del self._expected[sid]
+            if current is None or rank >= _BANK_RANK[current.state]:
                 self.statuses[sid] = status
                 if sid not in self.book.terms and _orphan_hold(status):
                     assert status.deadline is not None
@@ -432,15 +441,33 @@ class BankLegTracker:
                     terms.append(known[0])
         return tuple(terms)
 
+    def expect(self, decision: Decision) -> None:
+        """A certificate decided ``decision`` for this leg: the bank will speak of it once
+        it applies it (PREPARE: a hold or a rejection; COMMIT, ABORT: a final state)."""
+        rank = 1 if decision.action is Action.PREPARE else 2
+        sid = decision.settlement_id
+        status = self.statuses.get(sid)
+        if (status is None or _BANK_RANK[status.state] < rank) and rank > self._expected.get(
+            sid, 0
+        ):
+            self._expected[sid] = rank
+
     def stale(
         self, now: float, quiet_for: float, limit: int, serving: Iterable[bytes]
     ) -> tuple[bytes, ...]:
         """Up to ``limit`` of the settlements this node is ``serving`` (those of its last
-        observation: the oldest open ones) that the bank has not spoken of for
-        ``quiet_for`` seconds (a lost callback, a bank restart): the ones to ask about now.
-        Asking counts as hearing, so each is asked at most once per ``quiet_for``. Queued
-        settlements are not asked about: a poll's cost follows a round's, not the backlog."""
+        observation: the oldest open ones) that the bank has not spoken of for a while
+        (a lost callback, a bank restart): the ones to ask about now. A while is
+        ``quiet_for`` seconds when a certificate decided something the bank has not yet
+        said it applied (``expect``), and ``UNEXPECTED_QUIET_FACTOR`` times that when not:
+        then the committee, not the bank, is what the settlement waits for, and under load
+        asking every quiet one would cost the node and the bank a request each per
+        ``quiet_for`` for nothing. It still asks, more slowly: this node may have missed
+        the certificate (down, partitioned, restarted). Asking counts as hearing, so each
+        is asked at most once per while. Queued settlements are not asked about: a poll's
+        cost follows a round's, not the backlog."""
         over = self.book.settled
+        expected = self._expected
         stale: list[bytes] = []
         for sid in serving:
             if len(stale) >= limit:
@@ -450,7 +477,8 @@ class BankLegTracker:
             status = self.statuses.get(sid)
             if status is not None and status.state in _BANK_FINAL:
                 continue
-            if now - self._heard.setdefault(sid, now) > quiet_for:
+            wait = quiet_for if sid in expected else quiet_for * UNEXPECTED_QUIET_FACTOR
+            if now - self._heard.setdefault(sid, now) > wait:
                 stale.append(sid)
         for sid in stale:
             self._heard[sid] = now

@@ -256,7 +256,9 @@ def steady_per_s(history: Sequence[Mapping[str, Any]], window_s: float) -> float
         event = line.get("event")
         if event == "settlement" and first is None:
             first = float(line["t"])
-        elif event == "leg" and line.get("phase") == "ok" and line.get("step") in ("release", "pay"):
+        elif (
+            event == "leg" and line.get("phase") == "ok" and line.get("step") in ("release", "pay")
+        ):
             done[line["settlement"]] = max(done.get(line["settlement"], 0.0), float(line["t"]))
     if first is None or window_s <= 0:
         return None

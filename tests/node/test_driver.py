@@ -50,6 +50,7 @@ def driver(
     mode: str = "multi-chain-messaging",
     max_observation_bytes: int = 32768,
     max_decisions_per_report: int = 256,
+    bank_quiet_for: float = 2.0,
 ) -> NodeDriver:
     targets = ("chain-A", "bank") if mode != "single-chain-onchain" else ("chain-A",)
     config, keys = simulated_committee(
@@ -67,7 +68,9 @@ def driver(
     specs = [TargetSpec("chain-A", "A", "evm")]
     if "bank" in targets:
         specs.append(TargetSpec("bank", "bank", "bank", "USD"))
-    return NodeDriver(DriverConfig(config, 0, mode, tuple(specs)), keys[0])
+    return NodeDriver(
+        DriverConfig(config, 0, mode, tuple(specs), bank_quiet_for=bank_quiet_for), keys[0]
+    )
 
 
 def run_until(d: NodeDriver, effects: list, until: float, now: float) -> tuple[list, float]:  # type: ignore[type-arg]
@@ -164,9 +167,27 @@ def test_the_bank_is_polled_by_a_timer_for_quiet_instructions() -> None:
     assert poll.timer.kind is DriverTimerKind.POLL and poll.at == 0.5
     lock(d, 1, now=0.1)
     assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(0.5, poll.timer)))
-    effects = d.handle(TimerFired(3.0, poll.timer))
+    # Quiet for 2.5 s, but no certificate sent it to the bank: it waits for the committee,
+    # so it is asked about after 4 x 2 s only.
+    assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(3.0, poll.timer)))
+    effects = d.handle(TimerFired(9.0, poll.timer))
     assert [e for e in effects if isinstance(e, ReadLeg)] == [ReadLeg("bank", (sid(1),))]
     assert any(isinstance(e, SetTimer) and e.timer == poll.timer for e in effects)
+
+
+def test_a_settlement_certified_to_the_bank_is_asked_about_when_quiet_for_2_s() -> None:
+    d = driver()
+    start = list(d.handle(Start(0.0, PersistedState())))
+    poll = next(e for e in start if isinstance(e, SetTimer) and isinstance(e.timer, DriverTimer))
+    lock(d, 1, now=0.01)
+    effects, now = run_until(d, start, until=2.0, now=0.01)
+    assert any(isinstance(e, Certified) and e.target == "bank" for e in effects)
+    # The PREPARE went to the bank and no callback came. Parked while the decision
+    # travels, it is back in the order when its time is up (first sight starts the quiet
+    # clock), and the bank is asked about it 2 s on, not 8.
+    assert not any(isinstance(e, ReadLeg) for e in d.handle(TimerFired(now + 2.5, poll.timer)))
+    asked = [e for e in d.handle(TimerFired(now + 5.0, poll.timer)) if isinstance(e, ReadLeg)]
+    assert asked == [ReadLeg("bank", (sid(1),))]
 
 
 def test_settled_settlements_leave_the_observation() -> None:
@@ -223,7 +244,7 @@ def test_events_for_a_target_of_another_kind_are_a_world_bug() -> None:
 
 def test_the_bank_is_read_one_request_at_a_time() -> None:
     """A slow bank must be asked less, not more: while a read is unanswered, polls skip."""
-    d = driver()
+    d = driver(bank_quiet_for=0.5)  # 4 x 0.5 s: no certificate sent them to the bank
     start = d.handle(Start(0.0, PersistedState()))
     poll = next(e for e in start if isinstance(e, SetTimer) and isinstance(e.timer, DriverTimer))
     lock(d, 1, now=0.1)

@@ -183,7 +183,9 @@ def test_a_hold_whose_settlement_a_reorg_took_away_still_expires_and_is_asked_ab
     bank.learn([held], 900_000, now=0.0)
     del bank.book.terms[sid(1)]  # retracted
     assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED}
-    assert bank.stale(now=5.0, quiet_for=2.0, limit=32, serving=[sid(1)]) == (sid(1),)
+    # No certificate this node saw sent it to the bank: asked about after 4 x 2 s.
+    assert bank.stale(now=5.0, quiet_for=2.0, limit=32, serving=[sid(1)]) == ()
+    assert bank.stale(now=8.5, quiet_for=2.0, limit=32, serving=[sid(1)]) == (sid(1),)
     bank.learn([], 1_000_001, now=6.0)
     assert kinds(bank.facts(), sid(1), "bank") == {FactKind.PREPARED, FactKind.EXPIRED}
     bank.learn([dataclasses.replace(held, state=InstructionState.CANCELLED)], None, now=7.0)
@@ -198,6 +200,8 @@ def test_polling_asks_only_about_quiet_open_instructions_and_paces_itself() -> N
     bank = BankLegTracker("bank", "USD", book)
     digest = bank.terms_of(sid(0))
     assert digest is not None
+    for i in range(5):  # a certificate sent each to the bank
+        bank.expect(Decision(sid(i), Action.PREPARE, bank.terms_of(sid(i))[1]))  # type: ignore[index]
     serving = [sid(i) for i in range(5)]
     assert (
         bank.stale(now=0.0, quiet_for=2.0, limit=32, serving=serving) == ()
@@ -212,6 +216,35 @@ def test_polling_asks_only_about_quiet_open_instructions_and_paces_itself() -> N
     assert len(bank.stale(now=5.0, quiet_for=2.0, limit=2, serving=serving)) == 2
     # Settlements queued behind the served ones are not asked about.
     assert bank.stale(now=9.0, quiet_for=2.0, limit=32, serving=serving[:1]) == (sid(0),)
+
+
+def test_a_settlement_that_waits_for_the_committee_is_asked_about_four_times_less_often() -> None:
+    """Served settlements no certificate sent to the bank wait for the committee, not for
+    the bank: asking about each every 2 s cost every node and the bank a request per
+    settlement under load. They are asked after 8 s (this node may have missed the
+    certificate); once a certificate decides one, after 2 s until the bank speaks of it."""
+    bank, digest = bank_with(1)
+    bank.book.terms[sid(2)] = terms(2)
+    serving = [sid(1), sid(2)]
+    assert bank.stale(now=0.0, quiet_for=2.0, limit=32, serving=serving) == ()
+    assert bank.stale(now=7.0, quiet_for=2.0, limit=32, serving=serving) == ()
+    bank.expect(Decision(sid(1), Action.PREPARE, digest))
+    assert bank.stale(now=7.5, quiet_for=2.0, limit=32, serving=serving) == (sid(1),)
+    assert bank.stale(now=8.5, quiet_for=2.0, limit=32, serving=serving) == (sid(2),)
+    # The bank said it holds sid(1): what the PREPARE asked for; the committee again.
+    held = status(1, InstructionState.PREVALIDATED, digest)
+    bank.learn([held], None, now=9.0)
+    assert bank.stale(now=12.0, quiet_for=2.0, limit=32, serving=serving[:1]) == ()
+    bank.expect(Decision(sid(1), Action.COMMIT, digest))
+    assert bank.stale(now=12.0, quiet_for=2.0, limit=32, serving=serving[:1]) == (sid(1),)
+    # A late callback of the hold does not end the wait for the payment.
+    bank.learn([held], None, now=12.5)
+    assert bank.stale(now=15.0, quiet_for=2.0, limit=32, serving=serving[:1]) == (sid(1),)
+    bank.learn([status(1, InstructionState.EXECUTED, digest)], None, now=15.5)
+    assert bank.stale(now=40.0, quiet_for=2.0, limit=32, serving=serving[:1]) == ()  # final
+    # A decision the bank already applied sets no wait.
+    bank.expect(Decision(sid(1), Action.PREPARE, digest))
+    assert bank.stale(now=40.0, quiet_for=2.0, limit=32, serving=serving[:1]) == ()
 
 
 @settings(max_examples=100, deadline=None)
