@@ -594,21 +594,29 @@ class Node:
         self._set_timer(Timer(TimerKind.RETRANSMIT, e, r), self.config.delta_resend)
         self._broadcast(ObserveReq(e, r))
 
+    def would_start_early(self) -> bool:
+        """Whether news of new work (``ObservationChanged``) could start a round now: this
+        node leads, its last round finished with a small batch (a busy committee's full
+        DeltaRound gathers a larger, cheaper batch) and the round timer is running. A
+        driver asks before it computes an observation to compare: under load the answer
+        is no, and the observation is computed once a round, not once per event."""
+        if not self._is_leader() or self._l_phase is not Phase.FINAL:
+            return False
+        decided = sum(len(c.report.decisions) for c in self._l_certs if c is not None)
+        if decided >= EARLY_ROUND_MAX_DECISIONS:
+            return False
+        return Timer(TimerKind.ROUND, self._pacemaker.e, self._l_round) in self._timers
+
     def _on_observation_changed(self) -> None:
         """New work: if this node leads, its last round has finished with a small batch
         and the round timer is still running, start the next round now, or at ROUND_GAP_FRACTION of
         DeltaRound after the last start if that is later. Otherwise nothing: a round in
         progress will be followed by one at DeltaRound as usual, and a follower's news
         reaches the leader in its next observation."""
-        if not self._is_leader() or self._l_phase is not Phase.FINAL:
+        if not self.would_start_early():
             return
-        decided = sum(len(c.report.decisions) for c in self._l_certs if c is not None)
-        if decided >= EARLY_ROUND_MAX_DECISIONS:
-            return  # busy: a full DeltaRound gathers a larger, cheaper batch
         timer = Timer(TimerKind.ROUND, self._pacemaker.e, self._l_round)
-        due = self._timers.get(timer)
-        if due is None:
-            return
+        due = self._timers[timer]
         earliest = self._l_round_started + ROUND_GAP_FRACTION * self.config.delta_round
         if earliest <= self._now:
             self._cancel_timer(timer)

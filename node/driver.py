@@ -510,10 +510,11 @@ class NodeDriver:
         return tuple(t.version for t in self.trackers.values())
 
     def _news(self) -> bool:
-        """Whether this node leads and would now observe something else than it last did
-        (only a leader can start a round; the observation is computed only then)."""
+        """Whether this node leads, could start a round early (``Node.would_start_early``)
+        and would now observe something else than it last did; the observation is
+        computed only then."""
         node = self.node
-        if not self._started or not isinstance(node, Node) or node.current_leader != self.index:
+        if not self._started or not isinstance(node, Node) or not node.would_start_early():
             return False
         last = self._last_observation
         return last is None or self.observation()[0] != last[1][0]
