@@ -9,7 +9,6 @@ expectation met, 1 not met, 2 bad input, 3 undecided, 4 internal error) are
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from dvpsim.runcli import (
     Output,
     RunOptions,
     UsageError,
+    default_out,
     exit_code,
     internal_error,
     load_scenario,
@@ -99,9 +99,7 @@ def main(
     try:
         scenario = load_scenario(scenario_path, options)
         hosts = LOCAL if hosts_path is None else load_hosts(hosts_path, scenario.endpoints)
-        out_dir = (
-            Path(out) if out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        out_dir = Path(out) if out else default_out(scenario.name)
         prepare_out(out_dir, options.force)
     except (UsageError, HostsError) as exc:
         print(f"dvpsim run: {exc}", file=sys.stderr)

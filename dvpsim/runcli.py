@@ -21,6 +21,7 @@ import json
 import shutil
 import sys
 import tempfile
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -81,6 +82,16 @@ def load_scenario(name_or_path: str, options: RunOptions) -> Any:
     except (ValueError, ScenarioError) as exc:  # ScenarioError is a ValueError
         raise UsageError(str(exc)) from None
     return scenario
+
+
+def default_out(stem: str) -> Path:
+    """``runs/STEM-TIME``, with a counter when a run of the same second holds that name."""
+    base = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, count = base, 1
+    while out.exists():
+        count += 1
+        out = base.with_name(f"{base.name}-{count}")
+    return out
 
 
 def prepare_out(out: Path, force: bool) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from dvpsim.runcli import (
     Output,
     RunOptions,
     UsageError,
+    default_out,
     exit_code,
     internal_error,
     load_scenario,
@@ -63,11 +63,7 @@ def main(
         return _error(f"--crypto {crypto!r} is unknown: use one of {', '.join(CRYPTO_SUITES)}")
     try:
         scenario = load_scenario(scenario_path, options)
-        out_dir = (
-            Path(out)
-            if out
-            else Path("runs") / f"{scenario.name}-sim-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        out_dir = Path(out) if out else default_out(f"{scenario.name}-sim")
         prepare_out(out_dir, options.force)
     except UsageError as exc:
         return _error(str(exc))

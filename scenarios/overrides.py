@@ -149,4 +149,5 @@ def description(path: Path) -> str:
 
 def bundled() -> list[tuple[str, str]]:
     """Each bundled scenario's name and description, by name."""
-    return [(path.stem, description(path)) for path in sorted(bundled_folder().glob("*.toml"))]
+    paths = sorted(bundled_folder().glob("*.toml"), key=lambda path: path.stem)
+    return [(path.stem, description(path)) for path in paths]
