@@ -180,7 +180,7 @@ def write_committee(
         if byzantine is not None:
             config["byzantine"] = byzantine
         path = home / "config.json"
-        path.write_text(json.dumps(config, indent=2))
+        write_private(path, json.dumps(config, indent=2))  # transmitter keys
         paths.append(path)
     return paths
 

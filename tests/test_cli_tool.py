@@ -463,7 +463,7 @@ def test_secret_files_are_created_0600(tmp_path: Path) -> None:
     assert _mode(tmp_path / "token") == _mode(tmp_path / "wide") == 0o600
     assert (tmp_path / "wide").read_text() == "new"
     for node in ("node0", "node3"):
-        for name in ("password", "bls.keystore", "identity.key"):
+        for name in ("password", "bls.keystore", "identity.key", "config.json"):
             assert _mode(tmp_path / "c" / node / name) == 0o600, (node, name)
 
 
@@ -474,3 +474,18 @@ def test_the_bank_client_secrets_file_is_created_0600(tmp_path: Path) -> None:
     bank = BankProcess(tmp_path / "bank", DevCommittee.create())  # written, not started
     assert bank.pid is None
     assert _mode(tmp_path / "bank" / "clients.json") == 0o600
+
+
+def test_the_history_schema_lists_every_event_with_its_fields() -> None:
+    from scenarios.history import EVENT_FIELDS
+    from tests.run_schemas import SCHEMAS
+
+    schema = json.loads((SCHEMAS / "history-event.schema.json").read_text())
+    assert schema["properties"]["event"]["enum"] == list(EVENT_FIELDS)
+    required = {
+        rule["if"]["properties"]["event"]["const"]: [
+            name for name in rule["then"]["required"] if name != "wall_clock"
+        ]
+        for rule in schema["allOf"]
+    }
+    assert required == {event: list(fields) for event, fields in EVENT_FIELDS.items()}

@@ -43,8 +43,17 @@ def _run(name: str, out: Path) -> dict[str, Any]:
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(report.summary, default=str))
     assert (out / "history.jsonl").stat().st_size > 0
-    # Every real run's folder holds to the published JSON Schemas (docs/schemas/).
+    # Every real run's folder holds to the published JSON Schemas (docs/schemas/), and
+    # its secrets (keys, passwords, client secrets) are its owner's alone.
     assert_run_folder_conforms(out)
+    secrets = [
+        *out.glob("committee/*/password"),
+        *out.glob("committee/*/bls.keystore"),
+        *out.glob("committee/*/config.json"),  # the transmitter keys
+        *out.glob("bank/clients.json"),
+    ]
+    assert secrets
+    assert {path: path.stat().st_mode & 0o777 for path in secrets} == dict.fromkeys(secrets, 0o600)
     return summary
 
 
