@@ -316,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         "violation (or a run that raised) found; 2: bad input.",
     )
     explore.add_argument(
-        "scenario", help="scenario file (TOML) whose [explore] table is the budget"
+        "scenario",
+        help="scenario file (TOML), or a bundled scenario's name, whose [explore] table is "
+        "the budget",
     )
     limit = explore.add_mutually_exclusive_group()
     limit.add_argument(
