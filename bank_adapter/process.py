@@ -22,6 +22,7 @@ from types import TracebackType
 
 from bank_adapter.devcommittee import DevCommittee
 from processes import ManagedProcess, ProcessStartError, start_process
+from processes.private import write_private
 
 __all__ = ["BankProcess", "BankStartError"]
 
@@ -57,10 +58,11 @@ class BankProcess:
         self.log_path = self.workdir / "bank.log"
         self.webhook_key_path = self.workdir / "webhook.key"
         committee.write_committee_file(self.workdir / "committee.json")
-        (self.workdir / "clients.json").write_text(
+        write_private(
+            self.workdir / "clients.json",
             json.dumps(
                 {"clients": [{"client_id": c, "secret": s.hex()} for c, s in self.clients.items()]}
-            )
+            ),
         )
         (self.workdir / "accounts.json").write_text(
             json.dumps(

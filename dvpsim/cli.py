@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -89,16 +90,47 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_options(args: argparse.Namespace) -> Any:
+    from dvpsim.runcli import RunOptions
+
+    return RunOptions(
+        overrides=tuple(args.set or ()),
+        seed=args.seed,
+        json=args.json,
+        verbosity=args.verbosity,
+        force=args.force,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from dvpsim.run import main as run_main
 
-    return run_main(args.scenario, args.out, args.hosts)
+    return run_main(args.scenario, args.out, args.hosts, _run_options(args))
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
     from dvpsim.sim import main as sim_main
 
-    return sim_main(args.scenario, args.out, args.seed, args.crypto, args.check_determinism)
+    return sim_main(
+        args.scenario, args.out, _run_options(args), args.crypto, args.check_determinism
+    )
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    from scenarios.overrides import bundled
+
+    listed = bundled()
+    width = max((len(name) for name, _ in listed), default=0)
+    for name, description in listed:
+        print(f"{name:{width}s}  {description}")
+    return 0
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -139,12 +171,85 @@ def _delegate(module_name: str, what: str) -> Any:
     return run
 
 
+def _add_run_options(command: argparse.ArgumentParser, world: str) -> None:
+    """The options `run` and `sim` share (``dvpsim.runcli``)."""
+    command.add_argument(
+        "scenario",
+        help="scenario file (TOML), or the name of a bundled one (`dvpsim scenarios`), "
+        "e.g. reference",
+    )
+    command.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a scenario key before validation (repeatable); VALUE is TOML, array "
+        "tables by index: --set committee.n=7 --set committee.f=2 --set chains.0.block_time=0.5",
+    )
+    command.add_argument("--seed", metavar="S", help="override the scenario's seed (an integer)")
+    command.add_argument(
+        "--out",
+        metavar="DIR",
+        help=f"run folder for history, summary and logs, new or empty "
+        f"(default runs/NAME-{'sim-' if world == 'sim' else ''}TIME)",
+    )
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="--out may hold an earlier run: remove its files first (only a folder whose "
+        "history.jsonl starts with run-start)",
+    )
+    command.add_argument(
+        "--json",
+        action="store_true",
+        help="print only the summary, as JSON, on stdout (everything else on stderr)",
+    )
+    loudness = command.add_mutually_exclusive_group()
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        dest="verbosity",
+        action="store_const",
+        const=-1,
+        default=0,
+        help="print only errors and the final verdict line",
+    )
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="store_const",
+        const=1,
+        help="also print where the run comes from and a line per progress step",
+    )
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose subcommands answer an unknown option with their own usage."""
+
+    def parse_args(  # type: ignore[override]
+        self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = self._commands.get(getattr(parsed, "command", None) or "", self)
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed
+
+    _commands: dict[str, argparse.ArgumentParser] = {}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from scenarios.provenance import dvpsim_version
+
+    parser = _Parser(
         prog="dvpsim",
         description="Oracle-coordinated Delivery-versus-Payment settlement: run it for real, simulate it, break it.",
+        epilog="Exit codes of run and sim: 0 expectation met, 1 not met, 2 bad input, "
+        "3 undecided (settlements open, a check unknown), 4 internal error.",
     )
+    parser.add_argument("--version", action="version", version=f"dvpsim {dvpsim_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser._commands = sub.choices
 
     doctor = sub.add_parser(
         "doctor", help="check the toolchain: compile, start anvil, probe the BLS precompiles"
@@ -154,12 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="run a scenario for real: chains, bank, node processes, checks"
     )
-    run.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/reference.toml")
-    run.add_argument(
-        "--out",
-        metavar="DIR",
-        help="run folder for history, summary and logs (default runs/NAME-TIME)",
-    )
+    _add_run_options(run, "run")
     run.add_argument(
         "--hosts",
         metavar="FILE",
@@ -173,13 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulate a scenario: every node, the chains and the bank in one process, "
         "on a virtual clock; a seed replays the run exactly",
     )
-    sim.add_argument("scenario", help="scenario file (TOML), e.g. scenarios/reference.toml")
-    sim.add_argument("--seed", metavar="S", help="override the scenario's seed (an integer)")
-    sim.add_argument(
-        "--out",
-        metavar="DIR",
-        help="run folder for history and summary (default runs/NAME-sim-TIME)",
-    )
+    _add_run_options(sim, "sim")
     sim.add_argument(
         "--crypto",
         default="real",
@@ -190,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--check-determinism",
         action="store_true",
-        help="run twice and compare the history digests (exit 3 if they differ)",
+        help="run twice and compare the history digests (exit 1 if they differ)",
     )
     sim.set_defaults(func=cmd_sim)
 
@@ -222,7 +316,9 @@ def build_parser() -> argparse.ArgumentParser:
         "violation (or a run that raised) found; 2: bad input.",
     )
     explore.add_argument(
-        "scenario", help="scenario file (TOML) whose [explore] table is the budget"
+        "scenario",
+        help="scenario file (TOML), or a bundled scenario's name, whose [explore] table is "
+        "the budget",
     )
     limit = explore.add_mutually_exclusive_group()
     limit.add_argument(
@@ -256,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", metavar="FILE", help="where to write the page (default RUN_DIR/report.html)"
     )
     report.set_defaults(func=cmd_report)
+
+    scenarios = sub.add_parser(
+        "scenarios", help="list the bundled scenarios, which run and sim take by name"
+    )
+    scenarios.set_defaults(func=cmd_scenarios)
+
+    completion = sub.add_parser(
+        "completion",
+        help='print a shell completion script: eval "$(dvpsim completion bash)"',
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"), help="the shell to complete in")
+    completion.set_defaults(func=cmd_completion)
 
     build = sub.add_parser("build", help="compile the Solidity contracts (cached by source hash)")
     build.add_argument("--force", action="store_true", help="ignore the artifact cache")
@@ -314,6 +422,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dvpsim: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`dvpsim scenarios | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Exception as exc:  # a bug: one line and exit 4, the traceback in a file
+        from dvpsim.runcli import internal_error
+
+        return internal_error(f"dvpsim {args.command}", exc, None)
 
 
 if __name__ == "__main__":

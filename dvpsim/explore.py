@@ -349,6 +349,7 @@ def main(args: Any) -> int:
 
     from dvpsim.pool import Pool, PoolError
     from dvpsim.sim import parse_seed
+    from scenarios.overrides import resolve
     from scenarios.schema import ScenarioError, load
     from scenarios.sim.run import CRYPTO_SUITES, check_simulable
 
@@ -364,7 +365,7 @@ def main(args: Any) -> int:
         return _error(f"--crypto {args.crypto!r} is unknown: use one of {', '.join(CRYPTO_SUITES)}")
     count = args.budget if args.budget is not None or seconds is not None else 200
     try:
-        base = load(args.scenario)
+        base = load(resolve(args.scenario))  # a file, or a bundled scenario's name
         check_simulable(base)
         pool = Pool(args.jobs, args.cluster)
     except (ScenarioError, PoolError) as exc:

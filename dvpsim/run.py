@@ -1,23 +1,31 @@
-"""`dvpsim run SCENARIO [--out DIR] [--hosts FILE]`: one real-mode run with progress and a
-summary table; with a hosts file (``scenarios.hosts``) its parts listen on the addresses
-it names instead of 127.0.0.1.
-
-The exit code says whether the run showed what its scenario expects (``expect``): 0 when
-it did (by default: every check valid and every settlement ended; an unsafe scenario names
-the checks that must fail), 1 when it did not (the lines after the table say which check
-differed), 2 when the scenario or the set-up is wrong (one line, no traceback).
+"""`dvpsim run SCENARIO [--out DIR] [--hosts FILE] [options]`: one real-mode run with
+progress and a summary table; with a hosts file (``scenarios.hosts``) its parts listen on
+the addresses it names instead of 127.0.0.1. The options it shares with `dvpsim sim`
+(``--set``, ``--seed``, ``--json``, ``-q``/``-v``, ``--force``) and the exit codes (0 the
+expectation met, 1 not met, 2 bad input, 3 undecided, 4 internal error) are
+``dvpsim.runcli``'s; the lines after the table say which check differed.
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from dvpsim.runcli import (
+    EXIT_USAGE,
+    Output,
+    RunOptions,
+    UsageError,
+    default_out,
+    exit_code,
+    internal_error,
+    load_scenario,
+    prepare_out,
+)
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
@@ -74,51 +82,44 @@ def print_expectation(console: Console, summary: dict[str, Any]) -> None:
         console.print(f"[red]expectation not met[/]: {line}", soft_wrap=True)
 
 
-def main(scenario_path: str, out: str | None, hosts_path: str | None = None) -> int:
+def main(
+    scenario_path: str,
+    out: str | None,
+    hosts_path: str | None = None,
+    options: RunOptions | None = None,
+) -> int:
     from chain_adapters.build import CompileError
     from chain_adapters.evm import RpcError
     from chain_adapters.localchain import ChainError
     from scenarios.hosts import LOCAL, HostsError, load_hosts
     from scenarios.real import RealRun, RunError
-    from scenarios.schema import ScenarioError, load
 
-    console = Console()
+    options = options or RunOptions()
+    output = Output("dvpsim run", options)
     try:
-        scenario = load(scenario_path)
+        scenario = load_scenario(scenario_path, options)
         hosts = LOCAL if hosts_path is None else load_hosts(hosts_path, scenario.endpoints)
-    except (ScenarioError, HostsError) as exc:
+        out_dir = Path(out) if out else default_out(scenario.name)
+        prepare_out(out_dir, options.force)
+    except (UsageError, HostsError) as exc:
         print(f"dvpsim run: {exc}", file=sys.stderr)
-        return 2
-    out_dir = (
-        Path(out) if out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def report(what: str, done: int, total: int) -> None:
-            if what not in tasks:
-                tasks[what] = progress.add_task(what, total=total)
-            progress.update(tasks[what], completed=done, total=total)
-
-        try:
-            result = RealRun(scenario, out_dir, report, hosts=hosts).run()
-        except (RunError, ChainError, CompileError, RpcError) as exc:
-            print(f"dvpsim run: {exc}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            print("dvpsim run: interrupted; everything it started was stopped", file=sys.stderr)
-            return 130
-    console.print(summary_table(result.summary))
-    print_expectation(console, result.summary)
-    console.print(
-        f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}",
-        soft_wrap=True,
-    )
-    return 0 if result.ok else 1
+        return EXIT_USAGE
+    output.origin(scenario, out_dir)
+    try:
+        with output.progress() as report:
+            result = RealRun(
+                scenario, out_dir, report, hosts=hosts, overrides=options.overrides
+            ).run()
+    except (RunError, ChainError, CompileError, RpcError) as exc:
+        print(f"dvpsim run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dvpsim run: interrupted; everything it started was stopped", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, the traceback in the run folder
+        return internal_error("dvpsim run", exc, out_dir)
+    if not output.quiet:
+        output.console.print(summary_table(result.summary))
+        print_expectation(output.console, result.summary)
+        output.say(f"history: {out_dir / 'history.jsonl'}  summary: {out_dir / 'summary.json'}")
+    return output.finish(result.summary, exit_code(result.summary))

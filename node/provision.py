@@ -34,6 +34,7 @@ from consensus.devkeys import dev_leader_selection_key, dev_member_secrets
 from consensus.identity import identity_key_from_seed, public_key_bytes
 from node.identity import identity_from_seed, write_identity_file
 from processes import ManagedProcess, start_process, start_python
+from processes.private import write_private
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def write_committee(
         if m.transport_seed is not None and not (home / "transport.key").exists():
             write_identity_file(home / "transport.key", m.transport_seed)
         password = hashlib.sha256(b"dvpsim/password/" + m.seed).hexdigest()[:24]
-        (home / "password").write_text(password + "\n")
+        write_private(home / "password", password + "\n")
         store = keystore.encrypt_bls_key(
             m.bls_secret,
             password,
@@ -179,7 +180,7 @@ def write_committee(
         if byzantine is not None:
             config["byzantine"] = byzantine
         path = home / "config.json"
-        path.write_text(json.dumps(config, indent=2))
+        write_private(path, json.dumps(config, indent=2))  # transmitter keys
         paths.append(path)
     return paths
 

@@ -558,6 +558,17 @@ def throughput(tracked: Sequence[Tracked]) -> tuple[float | None, float | None]:
     return round(len(done) / span, 1), round(span, 1)
 
 
+def balance_key(key: str) -> dict[str, str]:
+    """A party's balance key ("buyer: asset@A", "seller: payment@A+B", "buyer: bank") as
+    the summary's structured fields: the party, the asset ("asset", "payment") and the
+    place it is held (a chain leg, "A+B" for both chains, or "bank", in payment units)."""
+    party, _, holding = key.partition(": ")
+    if holding == "bank":
+        return {"party": party, "asset": "payment", "place": "bank"}
+    asset, _, place = holding.partition("@")
+    return {"party": party, "asset": asset, "place": place}
+
+
 def summary(
     scenario: Scenario,
     world: str,
@@ -632,11 +643,15 @@ def summary(
         "throughput_per_s": rate,
         "throughput_window_s": window,
         "checks": {v.invariant: {"status": v.status, "witness": v.witness} for v in verdicts},
-        "balances": {
-            key: {"expected": state.supply_before[key], "actual": state.supply_after.get(key)}
+        "balances": [
+            {
+                **balance_key(key),
+                "expected": state.supply_before[key],
+                "actual": state.supply_after.get(key),
+            }
             for key in sorted(state.supply_before)
             if ": " in key
-        },
+        ],
         "passed": passed(verdicts) and open_count == 0,
         "expect": list(scenario.expect) or "pass",
         "expectation_met": not differences,

@@ -38,8 +38,21 @@ __all__ = [
 #: Every event type, with the fields it always carries (besides ``t`` and ``event``).
 EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     # the run
+    "run-start": (  # the first record (scenarios.provenance)
+        "schema_version",
+        "dvpsim_version",
+        "scenario_path",
+        "overrides",
+        "scenario_sha256",
+        "seed",
+        "started_at",
+    ),
     "run": ("world", "scenario", "mode", "seed", "crypto"),
+    "drive-start": (),
     "run-end": ("reason",),
+    "unsafe-reclaim": ("party", "settlement"),
+    "bank-unavailable": ("error",),
+    "release-watch-failed": ("error",),
     "chain": ("leg", "chain_id"),
     "bank": ("accounts",),
     "party": ("name", "address"),

@@ -36,13 +36,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import queue
 import signal
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ from chain_adapters.evm import connect
 from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted, TransactionSender, TxRequest
 from node.modes import BANK, MODES
-from scenarios import accounting
+from scenarios import accounting, provenance
 from scenarios.accounting import END_POLL_S, RunReport, Tracked
 from scenarios.checks import LegState, SeenCertificate, check_all
 from scenarios.faults import (
@@ -283,10 +284,16 @@ class RealRun(RealWorld):
         *,
         fire_and_forget: bool = False,
         hosts: Hosts = LOCAL,
+        overrides: Sequence[str] = (),
     ) -> None:
+        """``overrides``: the ``--set`` texts the scenario was made with (the run-start
+        record names them)."""
         out_dir.mkdir(parents=True, exist_ok=True)
         self._began_wall = time.time()
         history = History(out_dir / "history.jsonl", lambda: time.time() - self._began_wall)
+        # The first record (wall-clock facts stay out of the digest).
+        self.origin = provenance.run_start(scenario, overrides, self._began_wall)
+        history.write("run-start", wall_clock=True, **self.origin)
         super().__init__(
             scenario,
             out_dir,
@@ -611,7 +618,6 @@ class RealRun(RealWorld):
             self.history.write(
                 "run", world="real", scenario=s.name, mode=s.mode, seed=s.seed, crypto="real"
             )
-            self.history.write("run-start", wall_clock=True, started_at=round(self._began_wall, 3))
             write_byzantine(self.history, s)
             self.start(stack)
             addresses = self.addresses
@@ -705,6 +711,7 @@ class RealRun(RealWorld):
                     ),
                 ),
                 extra={
+                    **self.origin,
                     "crypto": "real",
                     "gas_source": "anvil receipts",
                     "sim_duration_s": None,
@@ -803,7 +810,9 @@ class RealRun(RealWorld):
         path = self.out / "history.jsonl"
         lines: list[tuple[float, int, str]] = []
         for order, line in enumerate(path.read_text().splitlines()):
-            lines.append((json.loads(line)["t"], order, line))
+            # The run-start record stays first whatever time a merged record carries.
+            at = -math.inf if order == 0 else json.loads(line)["t"]
+            lines.append((at, order, line))
         records = [*steps, *self._node_records()]
         for order, record in enumerate(records, start=len(lines) + 1):
             at = round(float(record.pop("t")) - self._began_wall, 6)

@@ -59,7 +59,7 @@ from node.config import consensus_parameters
 from node.driver import DriverConfig, TargetSpec
 from node.legs import bank_account
 from node.modes import BANK, MODES
-from scenarios import accounting
+from scenarios import accounting, provenance
 from scenarios.accounting import END_POLL_S, HEARTBEAT_S, RunReport, Tracked
 from scenarios.checks import SeenCertificate, check_all
 from scenarios.faults import (
@@ -156,7 +156,10 @@ class SimRun:
         crypto: str = "real",
         network: NetworkProfile = DEFAULT_NETWORK,
         progress: Callable[[str, int, int], None] | None = None,
+        overrides: Sequence[str] = (),
     ) -> None:
+        """``overrides``: the ``--set`` texts the scenario was made with (the run-start
+        record names them)."""
         check_simulable(scenario)
         self.scenario = scenario
         self.out = out_dir
@@ -167,6 +170,10 @@ class SimRun:
         self.history = History(
             self.out / "history.jsonl", lambda: self.queue.now, line_buffered=False
         )
+        # The first record. Wall-clock facts (and where the scenario came from) stay out
+        # of the digest.
+        self.origin = provenance.run_start(scenario, overrides, time.time())
+        self.history.write("run-start", wall_clock=True, **self.origin)
         self.fault_records = FaultRecords(self.history)
         self.mode = MODES[scenario.mode]
         self.parties: dict[str, str] = {
@@ -570,7 +577,6 @@ class SimRun:
             seed=s.seed,
             crypto=self.crypto_name,
         )
-        self.history.write("run-start", wall_clock=True, started_at=round(began_wall, 3))
         write_byzantine(self.history, s)
         for leg, chain in self.chains.items():
             period = chain.block_time if chain.block_time > 0 else HEARTBEAT_S
@@ -642,6 +648,7 @@ class SimRun:
                 max((st.oldest_queued_peak_s for st in stats), default=0.0),
             ),
             extra={
+                **self.origin,
                 "crypto": self.crypto_name,
                 "gas_source": self.chains["A"].gas.label,
                 "sim_duration_s": round(self.queue.now - self.drive_start, 3),

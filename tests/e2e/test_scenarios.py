@@ -32,6 +32,7 @@ from node.provision import make_keys, write_committee
 from scenarios.real import RealRun
 from scenarios.schema import load
 from scenarios.sim.run import SimRun
+from tests.run_schemas import assert_run_folder_conforms
 
 pytestmark = pytest.mark.e2e
 SCENARIOS = REPO_ROOT / "scenarios"
@@ -42,6 +43,17 @@ def _run(name: str, out: Path) -> dict[str, Any]:
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads(json.dumps(report.summary, default=str))
     assert (out / "history.jsonl").stat().st_size > 0
+    # Every real run's folder holds to the published JSON Schemas (docs/schemas/), and
+    # its secrets (keys, passwords, client secrets) are its owner's alone.
+    assert_run_folder_conforms(out)
+    secrets = [
+        *out.glob("committee/*/password"),
+        *out.glob("committee/*/bls.keystore"),
+        *out.glob("committee/*/config.json"),  # the transmitter keys
+        *out.glob("bank/clients.json"),
+    ]
+    assert secrets
+    assert {path: path.stat().st_mode & 0o777 for path in secrets} == dict.fromkeys(secrets, 0o600)
     return summary
 
 
@@ -69,15 +81,13 @@ def _assert_same_outcome(real: dict[str, Any], sim: dict[str, Any]) -> None:
     assert _statuses(sim) == _statuses(real)
     assert sim["committed_ids"] == real["committed_ids"]
     assert sim["aborted_ids"] == real["aborted_ids"]
-    assert set(sim["balances"]) == set(real["balances"])
-    for key, pair in real["balances"].items():
-        assert sim["balances"][key] == pair, f"{key}: sim {sim['balances'][key]}, real {pair}"
+    assert sim["balances"] == real["balances"]
 
 
 def _assert_balances(summary: dict[str, Any]) -> None:
     assert summary["balances"], "no party balances were checked"
-    for key, pair in summary["balances"].items():
-        assert pair["expected"] == pair["actual"], f"{key}: {pair}"
+    for balance in summary["balances"]:
+        assert balance["expected"] == balance["actual"], balance
 
 
 @pytest.mark.parametrize(
@@ -92,7 +102,9 @@ def test_mode_commits_and_aborts_with_exact_balances(name: str, tmp_path: Path) 
     assert summary["committed"] == scenario.settlements.count - failing
     assert summary["aborted"] == failing > 0
     _assert_balances(summary)
-    seller = next(v for k, v in summary["balances"].items() if k.startswith("seller: asset"))
+    seller = next(
+        b for b in summary["balances"] if b["party"] == "seller" and b["asset"] == "asset"
+    )
     opening = scenario.accounts[0].asset
     assert seller["actual"] == opening - summary["committed"] * scenario.settlements.asset_amount
     _assert_same_outcome(summary, _sim(name, tmp_path / f"{name}-sim"))
