@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
+from scenarios.provenance import RUN_START_FIELDS
+
 __all__ = [
     "BANK_STEPS",
     "CHAIN_STEPS",
@@ -38,15 +40,7 @@ __all__ = [
 #: Every event type, with the fields it always carries (besides ``t`` and ``event``).
 EVENT_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     # the run
-    "run-start": (  # the first record (scenarios.provenance)
-        "schema_version",
-        "dvpsim_version",
-        "scenario_path",
-        "overrides",
-        "scenario_sha256",
-        "seed",
-        "started_at",
-    ),
+    "run-start": RUN_START_FIELDS,  # the first record (scenarios.provenance)
     "run": ("world", "scenario", "mode", "seed", "crypto"),
     "drive-start": (),
     "run-end": ("reason",),
