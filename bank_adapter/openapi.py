@@ -63,8 +63,9 @@ _IDEMPOTENCY = {
     "name": HEADER_IDEMPOTENCY,
     "in": "header",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    "description": "a retry with the same key and request returns the first answer",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+    "description": "1-255 visible ASCII characters; a retry with the same key and request "
+    "returns the first answer",
 }
 #: Where a created instruction leads: its status, and the certified decisions that end it.
 _INSTRUCTION_LINKS: dict[str, Any] = {
