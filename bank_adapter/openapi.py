@@ -24,7 +24,13 @@ __all__ = ["openapi_document"]
 
 _HEX32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 _ACCOUNT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
-_AMOUNT = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "minor units"}
+_AMOUNT = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 2**63 - 1,
+    "description": "minor units, written as an integer literal (100, never 100.0: the bank "
+    "refuses a number with a fraction or exponent part, though JSON Schema calls it an integer)",
+}
 _AS_OF_MS = {
     "type": "integer",
     "minimum": 0,
