@@ -169,13 +169,13 @@ class BankFuzzer:
         )
 
     def _terms(self, rng: random.Random) -> PaymentTerms:
-        """Terms over the bank's accounts (one in five an amount beyond the balance, an
-        unknown payee or a past deadline: the bank must reject those, not fail)."""
+        """Terms over the bank's accounts (one in eight each: an amount beyond the
+        balance, an unknown payee, a past deadline: the bank must reject those, not fail)."""
         payer, currency, _ = rng.choice([a for a in ACCOUNTS if a[2] > 0])
         payees = [a[0] for a in ACCOUNTS if a[1] == currency and a[0] != payer]
-        payee = rng.choice(payees * 4 + ["nobody"])
-        amount = rng.choice([1, 100, 10**6, 10**6, 10**13])
-        deadline = rng.choice([FAR_DEADLINE] * 4 + [1])
+        payee = rng.choice(payees * 7 + ["nobody"])
+        amount = rng.choice([1, 100, 10**3, 10**4, 10**5, 10**6, 10**7, 10**13])
+        deadline = rng.choice([FAR_DEADLINE] * 7 + [1])
         return PaymentTerms(secrets.token_bytes(32), payer, payee, amount, currency, deadline)
 
     def _fresh_key(self, case: schemathesis.Case) -> None:
