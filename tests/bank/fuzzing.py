@@ -7,9 +7,10 @@ and adds a hook that turns a share of the generated cases into instructions the 
 accept: terms over the bank's own accounts, certified by the dev committee (PREPARE for a
 prevalidation, COMMIT or ABORT over an instruction created earlier, whole reports), so the
 fuzzing reaches the ledger rules instead of stopping at 401/403. It runs each operation
-(stateless) and, where the document's links allow, sequences of them (stateful), checks
-every answer with schemathesis' checks (no 5xx, status, content type, headers and body as
-documented), and tallies the answers per route.
+(stateless; three in four cases valid by the document, one in four not) and, where the
+document's links allow, sequences of them (stateful), checks every answer with
+schemathesis' checks (no 5xx; status, content type, headers and body as documented; a
+request the document calls invalid is refused), and tallies the answers per route.
 
 Left out of the fuzzing: ``POST /admin/crash`` (it kills the bank) and ``PUT
 /admin/faults`` (injected 5xx and outages are the point of that route).
