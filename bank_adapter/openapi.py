@@ -24,7 +24,13 @@ __all__ = ["openapi_document"]
 
 _HEX32 = {"type": "string", "pattern": "^0x[0-9a-fA-F]{64}$"}
 _ACCOUNT = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"}
-_AMOUNT = {"type": "integer", "minimum": 1, "maximum": 2**63 - 1, "description": "minor units"}
+_AMOUNT = {
+    "type": "integer",
+    "minimum": 1,
+    "maximum": 2**63 - 1,
+    "description": "minor units, written as an integer literal (100, never 100.0: the bank "
+    "refuses a number with a fraction or exponent part, though JSON Schema calls it an integer)",
+}
 _AS_OF_MS = {
     "type": "integer",
     "minimum": 0,
@@ -63,8 +69,17 @@ _IDEMPOTENCY = {
     "name": HEADER_IDEMPOTENCY,
     "in": "header",
     "required": True,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-    "description": "a retry with the same key and request returns the first answer",
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
+    "description": "1-255 visible ASCII characters; a retry with the same key and request "
+    "returns the first answer",
+}
+#: Where a created instruction leads: its status, and the certified decisions that end it.
+_INSTRUCTION_LINKS: dict[str, Any] = {
+    name: {
+        "operationId": name,
+        "parameters": {"settlement_id": "$response.body#/instruction/settlement_id"},
+    }
+    for name in ("getInstruction", "executeInstruction", "cancelInstruction")
 }
 _SID_PARAM = {"name": "settlement_id", "in": "path", "required": True, "schema": _HEX32}
 
@@ -248,6 +263,51 @@ def openapi_document() -> dict[str, Any]:
                 },
             },
         },
+        "OpenAccountRequest": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["account_id", "currency", "opening_balance"],
+            "properties": {
+                "account_id": _ACCOUNT,
+                "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+                "opening_balance": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["ok"],
+            "properties": {"ok": {"const": True}},
+        },
+        "WebhookKey": {
+            "type": "object",
+            "required": ["ed25519_public_key"],
+            "properties": {"ed25519_public_key": {"type": "string", "pattern": "^0x[0-9a-f]{64}$"}},
+        },
+        "Reconciliation": {
+            "type": "object",
+            "required": ["ok", "problems"],
+            "properties": {
+                "ok": {"type": "boolean"},
+                "problems": {"type": "array", "items": {"type": "string"}},
+                "accounts": {"type": "integer"},
+                "instructions": {"type": "integer"},
+                "journal_entries": {"type": "integer"},
+                "pending_deliveries": {"type": "integer"},
+            },
+        },
+        "InstructionStates": {
+            "type": "object",
+            "required": ["instructions", "held"],
+            "properties": {
+                "instructions": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "enum": ["PREVALIDATED", "REJECTED", "EXECUTED", "CANCELLED"]
+                    },
+                },
+                "held": {"type": "array", "items": _HEX32},
+            },
+        },
         "FaultConfig": {
             "type": "object",
             "additionalProperties": False,
@@ -271,19 +331,40 @@ def openapi_document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/openapi.json": {
             "get": {
+                "operationId": "getOpenApi",
                 "summary": "this document",
-                "responses": {"200": {"description": "OpenAPI 3.1"}},
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             }
         },
-        "/v1/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "ok"}}}},
+        "/metrics": {
+            "get": {
+                "operationId": "getMetrics",
+                "summary": "Prometheus metrics: request latencies (histograms) and process_*",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format 0.0.4",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/v1/health": {
+            "get": {
+                "operationId": "getHealth",
+                "summary": "liveness",
+                "responses": {"200": _json(_ref("Health"), "ok")},
+            }
+        },
         "/v1/webhook-key": {
             "get": {
+                "operationId": "getWebhookKey",
                 "summary": "the Ed25519 public key that signs callbacks (pin it from configuration)",
-                "responses": {"200": {"description": "key"}},
+                "responses": {"200": _json(_ref("WebhookKey"), "key")},
             }
         },
         "/v1/instructions": {
             "post": {
+                "operationId": "prevalidate",
                 "summary": "prevalidate: record an instruction and hold the funds (PREPARE certificate)",
                 "security": signed,
                 "parameters": [*_AUTH_HEADERS, _IDEMPOTENCY],
@@ -292,16 +373,23 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": _ref("PrevalidateRequest")}},
                 },
                 "responses": {
-                    "201": _json(instruction_reply, "PREVALIDATED: funds held"),
-                    "200": _json(
-                        instruction_reply, "duplicate: the instruction exists with these terms"
-                    ),
+                    "201": {
+                        **_json(instruction_reply, "PREVALIDATED: funds held"),
+                        "links": _INSTRUCTION_LINKS,
+                    },
+                    "200": {
+                        **_json(
+                            instruction_reply, "duplicate: the instruction exists with these terms"
+                        ),
+                        "links": _INSTRUCTION_LINKS,
+                    },
                     **_errors(400, 401, 403, 409, 422, 503),
                 },
             }
         },
         "/v1/reports": {
             "post": {
+                "operationId": "applyReport",
                 "summary": "every decision of one certificate in one request (PREPARE with its "
                 "terms, COMMIT as execute, ABORT as cancel); the certificate is checked once",
                 "security": signed,
@@ -321,6 +409,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/instructions/{settlement_id}": {
             "get": {
+                "operationId": "getInstruction",
                 "summary": "instruction status (polling fallback for callbacks), with the "
                 "bank's clock (as_of_ms), the 404 of an unknown settlement too",
                 "security": signed,
@@ -334,6 +423,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/instructions/{settlement_id}/execute": {
             "post": {
+                "operationId": "executeInstruction",
                 "summary": "execute: move the held funds to the payee (COMMIT certificate); irrevocable",
                 "security": signed,
                 "parameters": [_SID_PARAM, *_AUTH_HEADERS, _IDEMPOTENCY],
@@ -349,6 +439,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/instructions/{settlement_id}/cancel": {
             "post": {
+                "operationId": "cancelInstruction",
                 "summary": "cancel: release the hold (ABORT certificate); for an unknown settlement, record the abort so a late prevalidation is refused",
                 "security": signed,
                 "parameters": [_SID_PARAM, *_AUTH_HEADERS, _IDEMPOTENCY],
@@ -364,6 +455,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/accounts/{account_id}": {
             "get": {
+                "operationId": "getAccount",
                 "summary": "account balance, held and available amounts",
                 "security": signed,
                 "parameters": [
@@ -378,37 +470,60 @@ def openapi_document() -> dict[str, Any]:
         },
         "/admin/accounts": {
             "post": {
+                "operationId": "openAccount",
                 "summary": "open a customer account with an opening balance (admin)",
                 "security": admin,
                 "parameters": [_IDEMPOTENCY],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("OpenAccountRequest")}},
+                },
                 "responses": {
-                    "201": _json(_ref("Account"), "opened"),
+                    "201": {
+                        **_json(_ref("Account"), "opened"),
+                        "links": {
+                            "getAccount": {
+                                "operationId": "getAccount",
+                                "parameters": {"account_id": "$response.body#/account_id"},
+                            }
+                        },
+                    },
                     **_errors(400, 401, 409, 422),
                 },
             }
         },
         "/admin/reconcile": {
             "get": {
+                "operationId": "reconcile",
                 "summary": "check the ledger invariants (admin)",
                 "security": admin,
-                "responses": {"200": {"description": "ok flag and problems"}},
+                "responses": {
+                    "200": _json(_ref("Reconciliation"), "ok flag and problems"),
+                    **_errors(401),
+                },
             }
         },
         "/admin/instructions": {
             "get": {
+                "operationId": "listInstructionStates",
                 "summary": "the state of every instruction, by settlement id (admin; one read "
                 "instead of one status request per settlement)",
                 "security": admin,
-                "responses": {"200": {"description": "instructions: {settlement id: state}"}},
+                "responses": {
+                    "200": _json(_ref("InstructionStates"), "instructions: {settlement id: state}"),
+                    **_errors(401),
+                },
             }
         },
         "/admin/faults": {
             "get": {
+                "operationId": "getFaults",
                 "summary": "current fault settings (admin)",
                 "security": admin,
-                "responses": {"200": _json(_ref("FaultConfig"), "settings")},
+                "responses": {"200": _json(_ref("FaultConfig"), "settings"), **_errors(401)},
             },
             "put": {
+                "operationId": "setFaults",
                 "summary": "replace the fault settings (admin)",
                 "security": admin,
                 "requestBody": {
@@ -420,12 +535,23 @@ def openapi_document() -> dict[str, Any]:
         },
         "/admin/crash": {
             "post": {
+                "operationId": "crash",
                 "summary": "kill the service with SIGKILL after after_ms milliseconds (admin)",
                 "security": admin,
                 "parameters": [
                     {"name": "after_ms", "in": "query", "schema": {"type": "integer", "minimum": 0}}
                 ],
-                "responses": {"202": {"description": "crashing"}},
+                "responses": {
+                    "202": _json(
+                        {
+                            "type": "object",
+                            "required": ["crashing_in_ms"],
+                            "properties": {"crashing_in_ms": {"type": "integer"}},
+                        },
+                        "crashing",
+                    ),
+                    **_errors(400, 401),
+                },
             }
         },
     }
@@ -436,7 +562,9 @@ def openapi_document() -> dict[str, Any]:
             "version": "1",
             "description": "Deposit-account payment network of dvpsim: instructions authorized by oracle-network BLS certificates, holds, execution, signed callbacks. Admin routes exist only when the service runs with an admin token.",
         },
-        "servers": [{"url": "http://127.0.0.1"}],
+        # Relative: resolved against the address this document was fetched from, so a
+        # spec-driven client finds the bank at whatever port it was started on.
+        "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
             "schemas": schemas,

@@ -18,6 +18,7 @@ Routes (see ``openapi.py`` for the schemas, served at ``GET /openapi.json``)::
     GET  /v1/instructions/{settlement_id}             status, the polling fallback
     POST /v1/reports                                  every decision of one certificate
     GET  /v1/accounts/{account_id}                    balance, held, available
+    GET  /metrics                                     no auth: Prometheus metrics
     POST /admin/accounts        GET /admin/reconcile   GET|PUT /admin/faults
     POST /admin/crash                                  (admin: only with an admin token)
 
@@ -43,10 +44,18 @@ from typing import Final
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from bank_adapter.faults import FaultConfig, FaultConfigError, FaultInjector
 from bank_adapter.openapi import openapi_document
-from bank_adapter.service import BankService, Reply, error_body
+from bank_adapter.service import BankService, Reply, error_body, stated_at
 from bank_adapter.signing import (
     HEADER_IDEMPOTENCY,
     AuthError,
@@ -56,13 +65,25 @@ from bank_adapter.signing import (
 from bank_adapter.storage import LedgerStorage
 from bank_adapter.webhooks import WebhookSender
 
-__all__ = ["MAX_BODY_BYTES", "BankServer", "ServerConfig", "check_host", "request_hash"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "BankMetrics",
+    "BankServer",
+    "ServerConfig",
+    "check_host",
+    "request_hash",
+]
 
 log = logging.getLogger("dvpsim.bank.server")
 
 MAX_BODY_BYTES: Final = 64 * 1024
 READY_LINE: Final = "dvpsim-bank listening on http://{host}:{port}"
-_OPEN_PATHS: Final = frozenset({"/v1/health", "/openapi.json", "/v1/webhook-key"})
+_OPEN_PATHS: Final = frozenset({"/v1/health", "/openapi.json", "/v1/webhook-key", "/metrics"})
+#: Bank request latency, measured around everything the server does (faults included): a
+#: few ms with a group commit's fsync, up to seconds under injected latency.
+REQUEST_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -115,6 +136,42 @@ def _error(status: int, code: str, message: str) -> web.Response:
     )
 
 
+class BankMetrics:
+    """The bank's Prometheus registry: request latency by route (a histogram), answers by
+    route and status, and the process's own metrics (``process_*``). One registry per
+    server, so two servers in one process (tests) do not collide."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.latency = Histogram(
+            "dvpsim_bank_request_latency_seconds",
+            "Time from a request's arrival to its answer, by route",
+            ["method", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=self.registry,
+        )
+        self.responses = Counter(
+            "dvpsim_bank_responses",
+            "Answers by route and HTTP status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        ProcessCollector(registry=self.registry)
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.latency.labels(method, route).observe(seconds)
+        self.responses.labels(method, route, str(status)).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _route_of(request: web.Request) -> str:
+    """The route template (bounded label values), never the raw path."""
+    resource = request.match_info.route.resource
+    return "unmatched" if resource is None else resource.canonical
+
+
 class BankServer:
     """The aiohttp application around one BankService."""
 
@@ -139,6 +196,7 @@ class BankServer:
             poll_s=config.webhook_poll_s,
         )
         self.committer = GroupCommitter(service.storage)
+        self.metrics = BankMetrics()
         self.webhook_public_key = webhook_key.public_key().public_bytes(
             Encoding.Raw, PublicFormat.Raw
         )
@@ -151,10 +209,15 @@ class BankServer:
     def _make_app(self) -> web.Application:
         app = web.Application(
             client_max_size=MAX_BODY_BYTES,
-            middlewares=[self._errors_middleware, self._faults_middleware],
+            middlewares=[
+                self._metrics_middleware,
+                self._errors_middleware,
+                self._faults_middleware,
+            ],
         )
         r = app.router
         r.add_get("/openapi.json", self._openapi)
+        r.add_get("/metrics", self._metrics)
         r.add_get("/v1/health", self._health)
         r.add_get("/v1/webhook-key", self._webhook_key)
         r.add_post("/v1/instructions", self._prevalidate)
@@ -192,6 +255,17 @@ class BankServer:
             await self._runner.cleanup()
 
     # middleware ------------------------------------------------------------
+    @web.middleware
+    async def _metrics_middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        began = time.perf_counter()
+        response = await handler(request)
+        self.metrics.observe(
+            request.method, _route_of(request), response.status, time.perf_counter() - began
+        )
+        return response
+
     @web.middleware
     async def _errors_middleware(
         self, request: web.Request, handler: Handler
@@ -285,6 +359,11 @@ class BankServer:
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.json_response(openapi_document())
 
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -295,17 +374,22 @@ class BankServer:
         return await self._mutating(request, self.service.prevalidate)
 
     async def _apply_report(self, request: web.Request) -> web.StreamResponse:
-        return await self._mutating(request, self.service.apply_report)
+        return await self._mutating(request, self.service.apply_report, timed=True)
 
     async def _mutating(
-        self, request: web.Request, operation: Callable[..., Reply]
+        self, request: web.Request, operation: Callable[..., Reply], timed: bool = False
     ) -> web.StreamResponse:
-        """An authenticated, idempotent request whose body is the whole input."""
+        """An authenticated, idempotent request whose body is the whole input. ``timed``:
+        its malformed requests (400) state the bank's clock too, as the service's do."""
         try:
             client_id, body = await self._authenticated(request)
-            key = self._idempotency_key(request)
         except _Refused as refused:
             return refused.response
+        try:
+            key = check_idempotency_key(request.headers.get(HEADER_IDEMPOTENCY))
+        except ValueError as exc:
+            refusal = Reply(400, error_body("missing_idempotency_key", str(exc)))
+            return _json_response(stated_at(refusal, _now_ms()) if timed else refusal)
         rhash = request_hash(request.method, request.raw_path, body)
         reply = await self.committer.submit(
             lambda: operation(client_id, key, rhash, body, _now_ms())

@@ -51,7 +51,14 @@ from bank_adapter.terms import PaymentTerms, TermsError
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
 from consensus.report import Action, Certificate, CommitteeConfig
 
-__all__ = ["STATUS_OF_CODE", "BankService", "Reply", "error_body", "parse_settlement_id"]
+__all__ = [
+    "STATUS_OF_CODE",
+    "BankService",
+    "Reply",
+    "error_body",
+    "parse_settlement_id",
+    "stated_at",
+]
 
 #: HTTP status of each error code the bank answers with.
 STATUS_OF_CODE: Final = {
@@ -179,7 +186,7 @@ def _parse_terms(body: dict[str, Any]) -> PaymentTerms:
         raise BadRequest(code, str(exc), exc.field) from None
 
 
-def _stated_at(reply: Reply, now_ms: int) -> Reply:
+def stated_at(reply: Reply, now_ms: int) -> Reply:
     """``reply`` with the bank's clock in its body (top-level ``as_of_ms``, unix ms)."""
     return Reply(reply.status, stamped_json(reply.body, now_ms), reply.replayed, reply.committed)
 
@@ -354,7 +361,7 @@ class BankService:
                 crypto=self.crypto,
             )
         except LedgerError as exc:
-            return _stated_at(_error_reply(exc), now_ms)
+            return stated_at(_error_reply(exc), now_ms)
         results: list[dict[str, Any]] = []
         committed = False
         for decision in cert.report.decisions:
@@ -464,11 +471,11 @@ class BankService:
         try:
             sid = parse_settlement_id(settlement_hex, "settlement id in the path")
         except LedgerError as exc:
-            return _stated_at(_error_reply(exc), now_ms)
+            return stated_at(_error_reply(exc), now_ms)
         with self.storage.read() as view:
             instruction = view.instruction(sid)
         if instruction is None:
-            return _stated_at(
+            return stated_at(
                 Reply(
                     404,
                     error_body(

@@ -111,6 +111,7 @@ from node.dvp import (
     pack_settlement,
     settlement_rows,
 )
+from node.latency import ROUND_BUCKETS, SETTLEMENT_BUCKETS, TRANSMIT_BUCKETS, LatencyHistogram
 from node.legs import (
     BankLegTracker,
     EscrowLegTracker,
@@ -368,8 +369,17 @@ class DriverStats:
     persists: int = 0
     decisions: dict[str, int] = field(default_factory=dict)  # action -> count, certified
     transmissions: dict[str, int] = field(default_factory=dict)  # "target:result" -> count
-    certify_latency: list[float] = field(default_factory=list)  # observe request -> cert, s
-    transmit_latency: list[float] = field(default_factory=list)
+    # observe request -> certificate, s
+    certify_latency: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(ROUND_BUCKETS)
+    )
+    transmit_latency: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(TRANSMIT_BUCKETS)
+    )
+    # a settlement first served in an observation -> every leg applied a decision, s
+    settlement_latency: LatencyHistogram = field(
+        default_factory=lambda: LatencyHistogram(SETTLEMENT_BUCKETS)
+    )
     last_certified_at: float = 0.0  # node time of the last certificate accepted
     observation_largest_bytes: int = 0
     observation_left_out: int = 0  # summed over rounds
@@ -434,6 +444,8 @@ class NodeDriver:
         self._now = 0.0
         self._out: list[Effect] = []
         self._round_started: dict[tuple[int, int], float] = {}
+        # node time each open settlement was first served in an observation
+        self._first_served: dict[bytes, float] = {}
         self._transmissions: dict[tuple[str, int, int], _Transmission] = {}
         # Bank targets with a read in flight, and since when: one at a time, so a slow
         # bank is asked less, not more (unanswered reads would pile up on it).
@@ -570,9 +582,13 @@ class NodeDriver:
                 break
             items.append(item)
             serving.append(sid)
+            self._first_served.setdefault(sid, self._now)
             size += len(item)
         for sid in over:
             book.retire(sid)
+            served = self._first_served.pop(sid, None)
+            if served is not None:
+                self.stats.settlement_latency.observe(self._now - served)
         queued = len(book.order) - (looked - len(over))
         self.stats.observation_walked = looked + (queued > 0)
         self._serving = tuple(serving)
@@ -659,7 +675,7 @@ class NodeDriver:
             stats.decisions[name] = stats.decisions.get(name, 0) + 1
         began = self._round_started.pop((report.epoch, report.round), None)
         if began is not None:
-            stats.certify_latency.append(self._now - began)
+            stats.certify_latency.observe(self._now - began)
         stats.last_certified_at = self._now
         until = self._now + self._in_flight_for
         for decision in report.decisions:
@@ -762,7 +778,7 @@ class NodeDriver:
         label = f"{target}:{result}"
         self.stats.transmissions[label] = self.stats.transmissions.get(label, 0) + 1
         seconds = self._now - pending.began
-        self.stats.transmit_latency.append(seconds)
+        self.stats.transmit_latency.observe(seconds)
         self._out.append(
             TransmissionFinished(target, epoch, round_, result, pending.attempt + 1, seconds)
         )

@@ -1,5 +1,6 @@
 """The node's Prometheus endpoint: rounds, certificates, messages, decisions, transmissions
-and latencies, read from the runtime's counters at scrape time.
+and latencies (histograms), read from the runtime's counters at scrape time, and the
+process's own metrics (``process_*``: CPU, memory, open files).
 
 It binds 127.0.0.1 unless told otherwise and uses a registry of its own, so two nodes in
 one process (tests) do not collide. It never changes the runtime's state.
@@ -10,9 +11,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
+
+from node.latency import LatencyHistogram
+
+
+def histogram_family(name: str, text: str, histogram: LatencyHistogram) -> HistogramMetricFamily:
+    """A latency histogram as Prometheus' cumulative ``le`` buckets, with its count and sum."""
+    buckets = [
+        ("+Inf" if bound == float("inf") else repr(bound), running)
+        for bound, running in histogram.cumulative()
+    ]
+    return HistogramMetricFamily(name, text, buckets=buckets, sum_value=histogram.sum)
 
 
 class RuntimeCollector(Collector):
@@ -47,15 +63,20 @@ class RuntimeCollector(Collector):
             target, _, result = key.partition(":")
             transmissions.add_metric([target, result], count)
         yield transmissions
-        for name, samples, text in (
+        for name, histogram, text in (
             (
                 "dvpsim_certify_latency_seconds",
                 stats.certify_latency,
-                "Observe request to certificate",
+                "Observe request to certificate (a round's latency)",
             ),
             ("dvpsim_transmit_latency_seconds", stats.transmit_latency, "Transmission duration"),
+            (
+                "dvpsim_settlement_latency_seconds",
+                stats.settlement_latency,
+                "Settlement first served in an observation until every leg applied a decision",
+            ),
         ):
-            yield SummaryMetricFamily(name, text, count_value=len(samples), sum_value=sum(samples))
+            yield histogram_family(name, text, histogram)
         yield GaugeMetricFamily(
             "dvpsim_observation_largest_bytes",
             "Largest observation this node sent (limit: timing.max_observation_bytes)",
@@ -113,5 +134,6 @@ def serve_metrics(runtime: Any, host: str = "127.0.0.1", port: int = 0) -> int:
     """Start the endpoint in a daemon thread; returns the bound port."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(RuntimeCollector(runtime))
+    ProcessCollector(registry=registry)
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return int(server.server_port)

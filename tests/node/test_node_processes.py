@@ -28,6 +28,8 @@ from consensus.report import (
     verify_certificate,
 )
 from tests.node.committee_harness import Committee, wait_for
+from tests.prometheus_text import PROCESS_METRICS, histogram_quantile
+from tests.prometheus_text import scrape as scrape_families
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +143,18 @@ def test_four_nodes_certify_survive_sigkill_and_never_conflict(tmp_path: Path) -
         )
         assert metrics["dvpsim_messages_in_total"] > 0 and metrics["dvpsim_messages_out_total"] > 0
         assert metrics["dvpsim_persists_total"] >= 1
+        # Latencies are histograms (a p99 can be computed), and process_* metrics are there.
+        families = scrape_families(f"http://127.0.0.1:{infos[0]['metrics_port']}/metrics")
+        for name in (
+            "dvpsim_certify_latency_seconds",
+            "dvpsim_transmit_latency_seconds",
+            "dvpsim_settlement_latency_seconds",
+        ):
+            assert families[name].type == "histogram", name
+        p99 = histogram_quantile(families["dvpsim_certify_latency_seconds"], 0.99)
+        assert 0 < p99 <= 30, p99
+        for name in PROCESS_METRICS:
+            assert name in families, f"{name} missing from node 0's metrics"
 
         # Idle memory of a node process (printed for the issue note).
         rss = [psutil.Process(info["pid"]).memory_info().rss / 2**20 for info in infos]
