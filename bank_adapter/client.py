@@ -212,7 +212,7 @@ class BankClient:
         self, terms: PaymentTerms, certificate: Certificate, *, idempotency_key: str | None = None
     ) -> InstructionStatus:
         """Ask the bank to hold the funds. A REJECTED instruction is an answer, not an error."""
-        body = {**_terms_json(terms), "certificate": certificate_to_json(certificate)}
+        body = {**terms_json(terms), "certificate": certificate_to_json(certificate)}
         key = idempotency_key or _default_key("prevalidate", terms.settlement_id, certificate)
         status, answer = await self._request(
             "POST", "/v1/instructions", body, key, ok=(200, 201, 422)
@@ -360,7 +360,7 @@ def report_body(certificate: Certificate, terms: Sequence[PaymentTerms]) -> dict
     """The JSON body of ``POST /v1/reports``: the certificate and the PREPARE terms."""
     return {
         "certificate": certificate_to_json(certificate),
-        "terms": [_terms_json(t) for t in terms],
+        "terms": [terms_json(t) for t in terms],
     }
 
 
@@ -369,7 +369,8 @@ def report_key(certificate: Certificate) -> str:
     return f"report:{report_hash(certificate.report).hex()}"
 
 
-def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
+def terms_json(terms: PaymentTerms) -> dict[str, Any]:
+    """A PREPARE's payment terms as ``POST /v1/reports`` carries them."""
     return {
         "settlement_id": "0x" + terms.settlement_id.hex(),
         "payer_account": terms.payer_account,

@@ -43,6 +43,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from bank_adapter.client import terms_json
 from bank_adapter.devcommittee import DevCommittee
 from bank_adapter.process import BankProcess
 from bank_adapter.signing import HEADER_IDEMPOTENCY, new_nonce, sign_request
@@ -185,7 +186,7 @@ class BankFuzzer:
     def _prevalidation(self, case: schemathesis.Case, rng: random.Random) -> schemathesis.Case:
         terms = self._terms(rng)
         cert = self.committee.certificate(terms.settlement_id, Action.PREPARE, terms.terms_hash())
-        case.body = {**_terms_json(terms), "certificate": self.committee.to_json(cert)}
+        case.body = {**terms_json(terms), "certificate": self.committee.to_json(cert)}
         self._fresh_key(case)
         self.instructions["0x" + terms.settlement_id.hex()] = terms
         return case
@@ -227,7 +228,7 @@ class BankFuzzer:
             self.instructions["0x" + terms.settlement_id.hex()] = terms
         case.body = {
             "certificate": self.committee.to_json(cert),
-            "terms": [_terms_json(t) for t in fresh],
+            "terms": [terms_json(t) for t in fresh],
         }
         self._fresh_key(case)
         return case
@@ -351,14 +352,3 @@ class BankFuzzer:
                 if failed:
                     raise BaseExceptionGroup("stateful checks failed", failed) from None
                 self.abandoned_replays += 1
-
-
-def _terms_json(terms: PaymentTerms) -> dict[str, Any]:
-    return {
-        "settlement_id": "0x" + terms.settlement_id.hex(),
-        "payer_account": terms.payer_account,
-        "payee_account": terms.payee_account,
-        "amount": terms.amount,
-        "currency": terms.currency,
-        "deadline": terms.deadline,
-    }
