@@ -194,11 +194,27 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
         print(f"{name}: {timings[name]:.1f} s", file=sys.stderr)
         return result
 
+    # The wheel is built from the files a clone has (tracked, or new and not ignored), so a
+    # stale build/ of the checkout cannot slip into it.
+    source = tmp_path / "source"
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            cwd=REPO_ROOT,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for relative in filter(None, listed):
+        if (REPO_ROOT / relative).is_file():
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO_ROOT / relative, source / relative)
     wheels = tmp_path / "wheels"
     timed(
         "wheel",
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), "."],
-        cwd=REPO_ROOT,
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
     )
     (wheel,) = wheels.glob("dvpsim-*.whl")
     venv = tmp_path / "venv"
@@ -249,6 +265,13 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
     )
     summary = json.loads((outside / "run" / "summary.json").read_text())
     assert summary["checks"] and all(c["status"] == "valid" for c in summary["checks"].values())
+    reconcile = timed(
+        "reconcile",
+        [dvpsim, "bank", "reconcile", "--db", str(outside / "run" / "bank" / "bank.db")],
+        cwd=outside,
+        env=env,
+    )
+    assert reconcile.stdout.startswith("ok: "), reconcile.stdout
     site = next((venv / "lib").glob("python3.*/site-packages"))
     assert not (site / "build").exists() and not (site / "node_modules").exists()
     print(json.dumps({k: round(v, 1) for k, v in timings.items()}), file=sys.stderr)
