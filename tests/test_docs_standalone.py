@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tomllib
+import warnings
 from pathlib import Path
 
 from chain_adapters.build import REPO_ROOT
@@ -112,4 +113,15 @@ def test_license_is_the_apache_text_the_project_declares() -> None:
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    assert project["license"] == {"text": "Apache-2.0"}  # the wheel carries LICENSE itself
+
+
+def test_pyproject_reads_with_the_setuptools_of_the_environment() -> None:
+    """The native build runs setup() beside pyproject.toml with the environment's own
+    setuptools (3.11's venv brings 65.5): newer-only forms such as license = "SPDX" or
+    project.license-files would break it."""
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "[tool.setuptools] support is in beta"
+        read_configuration(REPO_ROOT / "pyproject.toml")

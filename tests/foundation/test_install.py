@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,10 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
     )
     (wheel,) = wheels.glob("dvpsim-*.whl")
+    with zipfile.ZipFile(wheel) as contents:
+        names = contents.namelist()
+    assert any(".dist-info/" in n and n.endswith("/LICENSE") for n in names), names
+    assert "chain_adapters/npm/package-lock.json" in names and "scenarios/reference.toml" in names
     venv = tmp_path / "venv"
     timed("venv", [sys.executable, "-m", "venv", str(venv)])
     pip = [
