@@ -33,20 +33,20 @@ def _tracked(*patterns: str) -> list[Path]:
     return [REPO_ROOT / p for p in listed.split("\0") if p and (REPO_ROOT / p).is_file()]
 
 
-def outside_references(path: Path) -> list[str]:
+def outside_references(path: Path, root: Path = REPO_ROOT) -> list[str]:
     """``path:line: text`` for each line naming a file outside the repository, and each
     relative link whose target is not in it."""
     found = []
     for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if OUTSIDE.search(line):
-            found.append(f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()[:120]}")
+            found.append(f"{path.relative_to(root)}:{number}: {line.strip()[:120]}")
         if path.suffix == ".md":
             for target in LINK.findall(line):
                 if "://" in target or target.startswith("mailto:"):
                     continue
                 resolved = (path.parent / target).resolve()
-                if not resolved.exists() or not resolved.is_relative_to(REPO_ROOT):
-                    found.append(f"{path.relative_to(REPO_ROOT)}:{number}: link to {target}")
+                if not resolved.exists() or not resolved.is_relative_to(root):
+                    found.append(f"{path.relative_to(root)}:{number}: link to {target}")
     return found
 
 
@@ -74,15 +74,17 @@ def test_no_tracked_text_file_names_the_development_machine() -> None:
 
 
 def test_the_outside_check_finds_what_it_looks_for(tmp_path: Path) -> None:
-    doc = REPO_ROOT / "docs" / "_probe_outside.md"  # inside, so relative paths resolve
-    doc.write_text("see ../shared/STYLE.md\nsee [x](missing.md) and [y](ARCHITECTURE.md#layers)\n")
-    try:
-        found = outside_references(doc)
-    finally:
-        doc.unlink()
-    assert found == [
-        "docs/_probe_outside.md:1: see ../shared/STYLE.md",
-        "docs/_probe_outside.md:2: link to missing.md",
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "ARCHITECTURE.md").write_text("# layers\n")
+    doc = tmp_path / "docs" / "PROBE.md"
+    doc.write_text(
+        "see ../shared/STYLE.md\nsee [x](missing.md) and [y](ARCHITECTURE.md#layers)\n"
+        "and [z](../../outside.md)\n"
+    )
+    assert outside_references(doc, tmp_path) == [
+        "docs/PROBE.md:1: see ../shared/STYLE.md",
+        "docs/PROBE.md:2: link to missing.md",
+        "docs/PROBE.md:3: link to ../../outside.md",
     ]
 
 
