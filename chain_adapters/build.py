@@ -3,9 +3,10 @@
 Every contract under ``chain_adapters/contracts/`` is compiled in one standard-JSON
 call to the npm ``solc`` package (solcjs; native solc cannot be downloaded here). The
 compiler version and the settings (``evmVersion``, optimizer) are pinned below, and the
-artifacts (ABI, creation and runtime bytecode) are cached in ``build/contracts/`` under a
-hash of the sources, the settings and the compiler version, so a second build is a file
-read.
+artifacts (ABI, creation and runtime bytecode) are cached under a hash of the sources, the
+settings and the compiler version, so a second build is a file read: in ``build/contracts/``
+of a checkout, in the user cache directory when dvpsim is installed, or in
+``$DVPSIM_BUILD_DIR``. solcjs is found as :mod:`chain_adapters.toolchain` says.
 
 solcjs has two habits this module hides: it prints a line ("Cannot retry compilation
 with SMT ...") before its JSON on stdout, and it exits 0 when the sources do not compile.
@@ -19,16 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from chain_adapters import toolchain
+from chain_adapters.toolchain import REPO_ROOT, SOLC_VERSION
+
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-SOLC_VERSION = "0.8.30"
 EVM_VERSION = "prague"
 
 SETTINGS: dict[str, Any] = {
@@ -55,31 +56,12 @@ class Artifact:
     deployed_bytecode: str
 
 
-def solcjs_path(root: Path = REPO_ROOT) -> Path:
-    return root / "node_modules" / "solc" / "solc.js"
-
-
-def _node() -> str:
-    node = shutil.which("node")
-    if node is None:
-        raise ToolchainMissing(
-            "Node.js not found on PATH: install Node.js 20+ and run scripts/setup.sh"
-        )
-    return node
-
-
-def _check_solcjs(root: Path) -> Path:
-    solc = solcjs_path(root)
-    if not solc.exists():
-        raise ToolchainMissing(
-            f"solcjs not found at {solc}: run scripts/setup.sh (npm ci installs solc {SOLC_VERSION})"
-        )
-    version = json.loads((solc.parent / "package.json").read_text())["version"]
-    if version != SOLC_VERSION:
-        raise ToolchainMissing(
-            f"solcjs {version} installed but dvpsim pins {SOLC_VERSION}: run scripts/setup.sh"
-        )
-    return solc
+def _toolchain() -> tuple[str, Path]:
+    """Node.js and the pinned solcjs, or :class:`ToolchainMissing` saying how to get them."""
+    try:
+        return toolchain.node_path(), toolchain.solcjs_path()
+    except toolchain.ToolNotFound as exc:
+        raise ToolchainMissing(str(exc)) from exc
 
 
 def read_sources(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, str]:
@@ -129,11 +111,9 @@ def _parse_solcjs_stdout(stdout: str) -> dict[str, Any]:
     return result
 
 
-def compile_sources(
-    sources: dict[str, str], *, root: Path = REPO_ROOT, timeout: float = 300.0
-) -> dict[str, Artifact]:
+def compile_sources(sources: dict[str, str], *, timeout: float = 300.0) -> dict[str, Artifact]:
     """Compile ``sources`` (name -> text) with solcjs; raises :class:`CompileError`."""
-    solc = _check_solcjs(root)
+    node, solc = _toolchain()
     request = {
         "language": "Solidity",
         "sources": {name: {"content": text} for name, text in sources.items()},
@@ -150,7 +130,7 @@ def compile_sources(
         request_file.write(json.dumps(request))
         request_file.seek(0)
         proc = subprocess.run(
-            [_node(), str(solc), "--standard-json", "--base-path", str(CONTRACTS_DIR)],
+            [node, str(solc), "--standard-json", "--base-path", str(CONTRACTS_DIR)],
             stdin=request_file,
             stdout=out,
             stderr=subprocess.PIPE,
@@ -183,25 +163,32 @@ def compile_sources(
     return artifacts
 
 
-def build_dir(root: Path = REPO_ROOT) -> Path:
-    return Path(os.environ.get("DVPSIM_BUILD_DIR", root / "build" / "contracts"))
+def build_dir() -> Path:
+    """The artifact cache: ``$DVPSIM_BUILD_DIR``, else ``build/contracts`` of a checkout,
+    else ``contracts/`` in the user cache directory (never inside site-packages)."""
+    override = os.environ.get("DVPSIM_BUILD_DIR")
+    if override:
+        return Path(override)
+    if toolchain.is_checkout():
+        return REPO_ROOT / "build" / "contracts"
+    return toolchain.cache_dir() / "contracts"
 
 
 def compile_contracts(
-    contracts_dir: Path = CONTRACTS_DIR, *, root: Path = REPO_ROOT, use_cache: bool = True
+    contracts_dir: Path = CONTRACTS_DIR, *, use_cache: bool = True
 ) -> dict[str, Artifact]:
     """Compile every contract of dvpsim, using the artifact cache when it is current."""
     sources = read_sources(contracts_dir)
     if not sources:
         raise CompileError(f"no .sol files under {contracts_dir}")
-    cache = build_dir(root) / f"{_cache_key(sources)}.json"
+    cache = build_dir() / f"{_cache_key(sources)}.json"
     if use_cache and cache.exists():
         try:
             data = json.loads(cache.read_text())
             return {name: Artifact(**fields) for name, fields in data.items()}
         except (json.JSONDecodeError, TypeError):
             pass  # a torn or stale cache file is rebuilt below
-    artifacts = compile_sources(sources, root=root)
+    artifacts = compile_sources(sources)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({n: a.__dict__ for n, a in artifacts.items()}))

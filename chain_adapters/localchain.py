@@ -1,7 +1,8 @@
 """Start and stop local EVM chains (anvil) for dvpsim: the one way the project does it.
 
 Every runner, benchmark and test that needs a chain goes through :func:`start_chain`.
-A chain is an anvil process from the pinned npm package ``@foundry-rs/anvil``, bound
+A chain is an anvil process from the pinned npm package ``@foundry-rs/anvil`` (found as
+:mod:`chain_adapters.toolchain` says), bound
 to 127.0.0.1 (or one address given, for nodes on other machines: docs/DEPLOY.md) on a
 free port, with a given chain id and ``--hardfork prague`` (without
 Prague the EIP-2537 BLS12-381 precompiles silently return nothing). Its output goes
@@ -16,10 +17,7 @@ running, and by the kernel if this process dies without cleaning up (``PR_SET_PD
 from __future__ import annotations
 
 import json
-import os
-import platform
 import random
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -31,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chain_adapters.build import REPO_ROOT
+from chain_adapters import toolchain
 from processes import ManagedProcess, start_process
 
 HARDFORK = "prague"
-ANVIL_VERSION = "1.7.1"
+ANVIL_VERSION = toolchain.ANVIL_VERSION
 DEFAULT_CHAIN_ID = 31337
 # anvil's default mnemonic ("test test ... junk") gives these well-known dev accounts.
 DEV_PRIVATE_KEYS = (
@@ -56,35 +54,13 @@ class ChainError(Exception):
     """A local chain could not be started, or stopped answering."""
 
 
-def _platform_package() -> str:
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower(), platform.machine().lower()
-    )
-    system = {"linux": "linux", "darwin": "darwin"}.get(
-        platform.system().lower(), platform.system().lower()
-    )
-    return f"anvil-{system}-{arch}"
-
-
 def anvil_path() -> Path:
-    """The anvil binary: ``$DVPSIM_ANVIL``, else the pinned npm package's native binary."""
-    override = os.environ.get("DVPSIM_ANVIL")
-    if override:
-        path = Path(override)
-        if not (path.is_file() and os.access(path, os.X_OK)):
-            raise ChainError(
-                f"anvil not found at DVPSIM_ANVIL={override}: unset it or point it at an anvil binary"
-            )
-        return path
-    path = REPO_ROOT / "node_modules" / "@foundry-rs" / _platform_package() / "bin" / "anvil"
-    if path.is_file() and os.access(path, os.X_OK):
-        return path
-    on_path = shutil.which("anvil")
-    if on_path:
-        return Path(on_path)
-    raise ChainError(
-        f"anvil not found (looked for {path}): run scripts/setup.sh (npm ci installs @foundry-rs/anvil {ANVIL_VERSION})"
-    )
+    """The anvil binary: ``$DVPSIM_ANVIL``, a checkout's ``node_modules``, the user cache
+    directory (`dvpsim setup`), the PATH: :func:`chain_adapters.toolchain.anvil_path`."""
+    try:
+        return toolchain.anvil_path()
+    except toolchain.ToolNotFound as exc:
+        raise ChainError(str(exc)) from exc
 
 
 def anvil_version(path: Path | None = None) -> str:

@@ -46,6 +46,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor.main()
 
 
+def cmd_setup(args: argparse.Namespace) -> int:
+    from dvpsim import install
+
+    return install.main()
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from chain_adapters import build
 
@@ -255,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
         "doctor", help="check the toolchain: compile, start anvil, probe the BLS precompiles"
     )
     doctor.set_defaults(func=cmd_doctor)
+
+    setup = sub.add_parser(
+        "setup",
+        help="install the pinned solcjs and anvil with npm (into a checkout's node_modules, "
+        "else the user cache directory) and build the contracts; quick when done",
+    )
+    setup.set_defaults(func=cmd_setup)
 
     run = sub.add_parser(
         "run", help="run a scenario for real: chains, bank, node processes, checks"

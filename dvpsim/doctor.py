@@ -10,7 +10,6 @@ every check passed.
 from __future__ import annotations
 
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 import native
-from chain_adapters import build, localchain
+from chain_adapters import build, localchain, toolchain
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def run_checks() -> list[Check]:
     def python() -> str:
         if sys.version_info[:2] != (3, 11):
             raise DoctorFailure(
-                f"Python {platform.python_version()} found, dvpsim needs 3.11: create .venv with python3.11 (scripts/setup.sh)"
+                f"Python {platform.python_version()} found, dvpsim needs 3.11: install dvpsim into a Python 3.11 environment"
             )
         versions = []
         for dist in ("dvpsim", "web3", "pyblst", "py-ecc", "libp2p"):
@@ -81,23 +80,34 @@ def run_checks() -> list[Check]:
                 versions.append(f"{dist} {metadata.version(dist)}")
             except metadata.PackageNotFoundError as exc:
                 raise DoctorFailure(
-                    f"Python package {dist} is not installed: run scripts/setup.sh"
+                    f"Python package {dist} is not installed: pip install -r requirements.lock (a checkout: scripts/setup.sh)"
                 ) from exc
-        # The native build is optional (without it the same code runs interpreted, slower).
-        return (
-            f"Python {platform.python_version()}; " + ", ".join(versions) + f"; {native.status()}"
+        # The native build is optional (without it the same code runs interpreted, slower);
+        # it is made from a checkout's native/ package, so an installed wheel runs interpreted.
+        compiled = (
+            native.status()
+            if toolchain.is_checkout()
+            else "native build: none (an installed wheel runs interpreted)"
         )
+        return f"Python {platform.python_version()}; " + ", ".join(versions) + f"; {compiled}"
 
     def node() -> str:
-        exe = shutil.which("node")
-        if exe is None:
-            raise DoctorFailure("Node.js not found on PATH: install Node.js 20+ (it runs solcjs)")
+        try:
+            exe = toolchain.node_path()
+        except toolchain.ToolNotFound as exc:
+            raise DoctorFailure(str(exc)) from exc
         return (
             "Node.js "
             + subprocess.run(
                 [exe, "--version"], capture_output=True, text=True, check=False
             ).stdout.strip()
         )
+
+    def solcjs() -> str:
+        try:
+            return f"solcjs {toolchain.SOLC_VERSION} at {toolchain.solcjs_path()}"
+        except toolchain.ToolNotFound as exc:
+            raise DoctorFailure(str(exc)) from exc
 
     def compile_contracts() -> str:
         try:
@@ -106,7 +116,7 @@ def run_checks() -> list[Check]:
             first = str(exc).splitlines()[0] if str(exc) else "unknown error"
             raise DoctorFailure(f"contracts do not compile: {first}") from exc
         state["artifacts"] = artifacts
-        return f"solcjs {build.SOLC_VERSION}, evmVersion {build.EVM_VERSION}: {len(artifacts)} contracts"
+        return f"solcjs {build.SOLC_VERSION}, evmVersion {build.EVM_VERSION}: {len(artifacts)} contracts, cached in {build.build_dir()}"
 
     def start() -> str:
         try:
@@ -115,7 +125,7 @@ def run_checks() -> list[Check]:
         except localchain.ChainError as exc:
             raise DoctorFailure(str(exc)) from exc
         state["chain"] = chain
-        return f"anvil {localchain.anvil_version(binary)} pid {chain.pid} on 127.0.0.1:{chain.port}, hardfork {localchain.HARDFORK}, ready in {chain.started_in * 1000:.0f} ms"
+        return f"anvil {localchain.anvil_version(binary)} ({binary}) pid {chain.pid} on 127.0.0.1:{chain.port}, hardfork {localchain.HARDFORK}, ready in {chain.started_in * 1000:.0f} ms"
 
     def deploy_probe() -> str:
         from chain_adapters.deploy import deploy
@@ -161,6 +171,7 @@ def run_checks() -> list[Check]:
     steps: list[tuple[str, Callable[[], str]]] = [
         ("python", python),
         ("node.js", node),
+        ("solcjs", solcjs),
         ("compile", compile_contracts),
         ("chain start", start),
         ("deploy", deploy_probe),

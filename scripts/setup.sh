@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything dvpsim needs, idempotently: .venv/ (Python 3.11, pinned by
-# requirements.lock, dvpsim installed editable) and node_modules/ (solcjs and anvil,
-# pinned by package-lock.json), then the native build (python -m native.build: the hot
-# modules compiled by mypyc). A second run that finds nothing changed takes about a
-# second: each half is redone only when the hash of its lock files changed.
+# requirements.lock, dvpsim installed editable), then `dvpsim setup` (solcjs and anvil into
+# node_modules/, pinned by chain_adapters/npm/package-lock.json, and the contract build:
+# the same command a pip-installed dvpsim runs), then the native build (python -m
+# native.build: the hot modules compiled by mypyc). A second run that finds nothing changed
+# takes about a second: each part is redone only when the hash of its inputs changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -20,8 +21,6 @@ if [ -z "$python" ]; then
   done
 fi
 [ -n "$python" ] || die "Python 3.11 not found: install it, or set DVPSIM_PYTHON=/path/to/python3.11"
-command -v node >/dev/null 2>&1 || die "Node.js not found: install Node.js 20+ with npm (solcjs and anvil come from npm)"
-command -v npm >/dev/null 2>&1 || die "npm not found: install npm beside Node.js"
 
 hash_of() { cat "$@" | sha256sum | cut -c1-32; }
 
@@ -37,17 +36,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$py_stamp" 2>/dev/null)" != "$py_hash"
   echo "$py_hash" > "$py_stamp"
 fi
 
-# --- Node.js: solcjs and anvil ------------------------------------------------
-npm_stamp=node_modules/.dvpsim-setup
-npm_hash=$(hash_of package.json package-lock.json)
-if [ ! -d node_modules ] || [ "$(cat "$npm_stamp" 2>/dev/null)" != "$npm_hash" ]; then
-  say "installing solc and anvil from package-lock.json"
-  # Not `npm ci`: npm records only this platform's anvil binary package in the lock file
-  # and `npm ci` then refuses the lock as out of sync. `npm install --no-save` installs
-  # exactly the locked versions and leaves package-lock.json untouched.
-  npm install --no-save --no-audit --no-fund --loglevel=error >&2 || die "npm install failed: see the npm messages above"
-  echo "$npm_hash" > "$npm_stamp"
-fi
+# --- Node.js: solcjs and anvil, and the contracts (dvpsim setup; cached by hashes) ---
+.venv/bin/dvpsim setup || die "dvpsim setup failed: see its message above"
 
 # --- Chromium and its driver: the report page's browser test (tests/test_report.py) ---
 # Debian's packages; a file check when present. Optional: without them only that test fails,
@@ -60,8 +50,6 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   fi
 fi
 
-# --- Contracts (cached by source hash, so this is a file read when unchanged) ---
-.venv/bin/dvpsim build >/dev/null || die "contracts do not compile: run .venv/bin/dvpsim build to see the errors"
 # --- The native build: the hot modules compiled by mypyc (a file read when current) ----
 # Optional for correctness (without it the same sources run as pure Python), needed for
 # the simulation's speed; needs gcc and Python's headers.

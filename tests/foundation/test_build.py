@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chain_adapters import build
+from chain_adapters import build, toolchain
 
 
 def test_compiles_every_contract_with_pinned_settings(contracts: dict[str, build.Artifact]) -> None:
@@ -15,8 +15,7 @@ def test_compiles_every_contract_with_pinned_settings(contracts: dict[str, build
     assert probe.bytecode.startswith("0x60") and len(probe.bytecode) > 100
     assert any(item.get("name") == "pairingCheck" for item in probe.abi)
     assert build.SETTINGS["evmVersion"] == "prague" and build.SETTINGS["optimizer"]["enabled"]
-    installed = json.loads((build.solcjs_path().parent / "package.json").read_text())["version"]
-    assert installed == build.SOLC_VERSION
+    assert toolchain.solcjs_version(toolchain.solcjs_path()) == build.SOLC_VERSION
 
 
 def test_cache_is_keyed_by_source_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -74,9 +73,10 @@ def test_solcjs_preamble_before_json_is_skipped() -> None:
         build._parse_solcjs_stdout("segfault\n")
 
 
-def test_missing_solcjs_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(build.ToolchainMissing, match="run scripts/setup.sh"):
-        build.compile_sources({"A.sol": "contract A {}"}, root=tmp_path)
+def test_missing_solcjs_says_how_to_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DVPSIM_SOLCJS", str(tmp_path / "solc.js"))
+    with pytest.raises(build.ToolchainMissing, match="solcjs not found at DVPSIM_SOLCJS="):
+        build.compile_sources({"A.sol": "contract A {}"})
 
 
 def test_large_output_is_not_truncated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
