@@ -238,7 +238,6 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
     home, outside = tmp_path / "home", tmp_path / "elsewhere"
     home.mkdir()
     outside.mkdir()
-    shutil.copy(REPO_ROOT / "scenarios" / "reference.toml", outside / "reference.toml")
     env = {
         k: v
         for k, v in os.environ.items()
@@ -256,7 +255,7 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
     assert str(cache / "npm" / "node_modules") in setup.stderr, setup.stderr
     assert (cache / "contracts").is_dir() and list((cache / "contracts").glob("*.json"))
     again = timed("setup again", [dvpsim, "setup"], cwd=outside, env=env)
-    assert "already in" in again.stderr and timings["setup again"] < 10
+    assert "already in" in again.stderr  # nothing installed again
 
     doctor = timed("doctor", [dvpsim, "doctor"], cwd=outside, env=env)
     assert "FAIL" not in doctor.stdout and str(cache) in doctor.stdout
@@ -264,7 +263,7 @@ def test_wheel_in_a_fresh_venv_sets_up_doctors_and_runs_the_demo(tmp_path: Path)
 
     timed(
         "run",
-        [dvpsim, "run", "reference.toml", "--out", str(outside / "run")],
+        [dvpsim, "run", "reference", "--out", str(outside / "run")],  # bundled, by name
         cwd=outside,
         env=env,
     )
