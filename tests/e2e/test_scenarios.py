@@ -175,6 +175,8 @@ def test_the_unsafe_catalogue_and_its_twins_meet_their_expectations_in_both_worl
     assert _statuses(_sim(name, tmp_path / f"{name}-sim")) == _statuses(summary)
 
 
+# Slow (26 s): the sim side runs in tests/test_report.py, real frames in test_network_faults_real.
+@pytest.mark.slow
 def test_network_faults_heal_and_every_check_passes_in_both_worlds(tmp_path: Path) -> None:
     summary = _run("network-faults", tmp_path / "net")
     assert summary["passed"], summary["checks"]
@@ -207,6 +209,8 @@ def test_bank_outage_errors_and_duplicate_callbacks_change_no_outcome(tmp_path: 
     assert sim["committed"] == summary["committed"]
 
 
+# Slow (31 s): the same scenario's verdict and exit code in sim: tests/sim/test_catalogue.py, test_sim_cli.py.
+@pytest.mark.slow
 def test_unsafe_self_refund_breaks_atomicity_and_the_command_says_so(tmp_path: Path) -> None:
     out = tmp_path / "unsafe"
     result = subprocess.run(
