@@ -106,6 +106,7 @@ from node.byzantine import ByzantineSpec, wrapper
 from node.dvp import (
     DvpOutcome,
     Fact,
+    FactKind,
     closed_on_every_leg,
     pack_observation,
     pack_settlement,
@@ -405,6 +406,33 @@ _WORLD_UPDATES = (ChainUpdate, ChainStates, BankUpdate, ReportedFacts)
 # --------------------------------------------------------------------------- the driver
 
 
+class _Batch:
+    """What one observation serves: whole settlements, at most ``max_served`` of them, in
+    at most ``max_bytes`` (``NodeDriver._observe_trackers``)."""
+
+    def __init__(self, max_served: int, max_bytes: int) -> None:
+        self.max_served = max_served
+        self.max_bytes = max_bytes
+        self.items: list[bytes] = []
+        self.serving: list[bytes] = []
+        self.size = 5  # the encoded list's header, at most
+        self.full = False
+
+    def add(self, sid: bytes, facts: list[Fact]) -> bool:
+        """Serve ``sid`` with its facts; False (and full from now on) when it does not fit."""
+        legs = settlement_rows(facts).get(sid)
+        if not legs:
+            return True
+        item = pack_settlement(sid, legs)
+        if len(self.items) >= self.max_served or self.size + len(item) > self.max_bytes:
+            self.full = True
+            return False
+        self.items.append(item)
+        self.serving.append(sid)
+        self.size += len(item)
+        return True
+
+
 class NodeDriver:
     """One oracle node, events in, effects out (module docstring)."""
 
@@ -556,43 +584,55 @@ class NodeDriver:
         stops there, so a round's cost follows what it serves, not the backlog; the rest
         is queued, and counted as such. Settlements a certificate decided are parked out
         of the order while their decisions travel (``SettlementBook.park``): they take
-        no room and cost no walk."""
+        no room and cost no walk. A settlement whose deadline passed on some leg moves to
+        ``SettlementBook.late`` when the walk meets it (once), and is served only when
+        the live ones leave room: under overload the rounds go to settlements that can
+        still commit, and the expired ones get their ABORT when the load eases."""
         trackers = tuple(self.trackers.values())
         book, mode = self.book, self.config.mode
         book.unpark_due(self._now)
-        items: list[bytes] = []
-        serving: list[bytes] = []
+        batch = _Batch(self._max_served, self._max_observation)
         over: list[bytes] = []
-        size, limit = 5, self._max_observation
-        looked = 0  # settlements looked at: the walk's cost
+        expired: list[bytes] = []
+        looked = 0  # settlements of the order looked at: the walk's cost
         for _, sid in book.order:
-            looked += 1
             facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
-            if not facts:
-                continue  # created, nothing to say yet (no lock, no expiry)
-            if closed_on_every_leg(mode, facts):
-                over.append(sid)
-                continue
-            legs = settlement_rows(facts).get(sid)
-            if not legs:
-                continue
-            item = pack_settlement(sid, legs)
-            if len(items) >= self._max_served or size + len(item) > limit:
-                looked -= 1  # it waits: counted among the queued, not the served
-                break
-            items.append(item)
-            serving.append(sid)
-            self._first_served.setdefault(sid, self._now)
-            size += len(item)
+            if facts:
+                if closed_on_every_leg(mode, facts):
+                    over.append(sid)
+                elif any(fact.kind is FactKind.EXPIRED for fact in facts):
+                    expired.append(sid)  # served after the live ones (``SettlementBook.late``)
+                elif not batch.add(sid, facts):
+                    break  # full: it waits
+            looked += 1
+        waiting = len(book.order) - looked  # not looked at: queued behind the served
+        head = book.order[looked][1] if waiting else None
         for sid in over:
             book.retire(sid)
-            served = self._first_served.pop(sid, None)
-            if served is not None:
-                self.stats.settlement_latency.observe(self._now - served)
-        queued = len(book.order) - (looked - len(over))
-        self.stats.observation_walked = looked + (queued > 0)
-        self._serving = tuple(serving)
-        self._note_queue(queued, book.order[len(book.order) - queued][1] if queued else None)
+        for sid in expired:
+            book.defer(sid)
+        # Room left: the settlements whose deadline passed, oldest first (their ABORTs).
+        late_looked = 0
+        over.clear()
+        if not batch.full:
+            for _, sid in book.late:
+                facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
+                if facts:
+                    if closed_on_every_leg(mode, facts):
+                        over.append(sid)
+                    elif not batch.add(sid, facts):
+                        break
+                late_looked += 1
+        late_waiting = len(book.late) - late_looked
+        if head is None and late_waiting:
+            head = book.late[late_looked][1]
+        for sid in over:
+            book.retire(sid)
+        queued = waiting + late_waiting
+        self.stats.observation_walked = looked + late_looked + (queued > 0)
+        self._serving = tuple(batch.serving)
+        self._note_queue(queued, head)
+        items = batch.items
         return pack_observation(items), len(items), queued
 
     def _note_queue(self, queued: int, head: bytes | None) -> None:

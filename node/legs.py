@@ -112,6 +112,13 @@ class SettlementBook:
     # the way, so they take no room in a round and cost nothing to walk past.
     parked: dict[bytes, float] = field(default_factory=dict)  # sid -> until (node time)
     _due: list[tuple[float, bytes]] = field(default_factory=list)  # heap of (until, sid)
+    # Settlements whose deadline passed on some leg while they waited (``defer``): in the
+    # same order, served only when a round has room after the live ones. Their end is an
+    # ABORT whenever it comes; serving them first under overload would spend the rounds
+    # on settlements that can no longer commit while live ones run out of time behind
+    # them, and those would expire in turn.
+    late: list[tuple[OrderKey, bytes]] = field(default_factory=list)
+    _late_ids: set[bytes] = field(default_factory=set)
 
     def park(self, sid: bytes, until: float) -> None:
         key = self.keys.get(sid)
@@ -120,6 +127,15 @@ class SettlementBook:
         self._drop(key, sid)
         self.parked[sid] = until
         heappush(self._due, (until, sid))
+
+    def defer(self, sid: bytes) -> None:
+        """``sid``'s deadline passed while it waited: from the order to ``late``."""
+        key = self.keys.get(sid)
+        if key is None or sid in self._late_ids or sid in self.settled or sid in self.parked:
+            return
+        self._drop(key, sid)
+        self._late_ids.add(sid)
+        insort(self.late, (key, sid))
 
     def touch(self, sid: bytes) -> None:
         """A tracker learned something about ``sid``: a parked one is back in the order."""
@@ -139,7 +155,7 @@ class SettlementBook:
         if known is not None and known <= key:
             return
         if known is not None and sid not in self.settled and sid not in self.parked:
-            self._drop(known, sid)
+            self._drop(known, sid)  # from the order, or from late: it is placed anew
         self.keys[sid] = key
         if sid not in self.settled and sid not in self.parked:
             insort(self.order, (key, sid))
@@ -163,9 +179,14 @@ class SettlementBook:
             insort(self.order, (key, sid))
 
     def _drop(self, key: OrderKey, sid: bytes) -> None:
-        i = bisect_left(self.order, (key, sid))
-        if i < len(self.order) and self.order[i] == (key, sid):
-            del self.order[i]
+        """Take ``sid`` out of the list that holds it (the order, or ``late``)."""
+        held = self.order
+        if sid in self._late_ids:
+            self._late_ids.discard(sid)
+            held = self.late
+        i = bisect_left(held, (key, sid))
+        if i < len(held) and held[i] == (key, sid):
+            del held[i]
 
     def bank_terms(self, settlement_id: bytes, currency: str) -> PaymentTerms | None:
         t = self.terms.get(settlement_id)

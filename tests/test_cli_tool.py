@@ -96,7 +96,10 @@ def test_scenarios_lists_every_bundled_scenario_with_a_description(
     assert code == 0 and [line.split()[0] for line in lines] == names
     assert all(len(line.split(maxsplit=1)) == 2 for line in lines)  # each has a description
     reference = next(line for line in lines if line.split()[0] == "reference")
-    assert "The reference case, the demo of README.md: multi-chain messaging with the bank" in reference
+    assert (
+        "The reference case, the demo of README.md: multi-chain messaging with the bank"
+        in reference
+    )
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])

@@ -117,6 +117,21 @@ def test_events_of_create_and_locks(escrow: Escrow, w3: object) -> None:
     assert locked.names == ["Transfer", "LegLocked"]  # one state-change event per transition
 
 
+def test_states_of_many_settlements_reads_them_in_chunks_in_order(escrow: Escrow) -> None:
+    """A run's final read asks about every settlement at once: 13,200 in one statesOf call
+    ran out of the node's call gas (30M). Chunks of STATES_PER_CALL, answers in order."""
+    from chain_adapters.bindings import STATES_PER_CALL
+
+    t = escrow.terms(Mode.SWAP)
+    escrow.create(t, sender=t.buyer)
+    unknown = [i.to_bytes(32, "big") for i in range(1, 13_200)]
+    ids = [*unknown[:STATES_PER_CALL], t.settlement_id, *unknown[STATES_PER_CALL:]]
+    states = escrow.co.states_of(ids)
+    assert len(states) == len(ids) == 13_200
+    assert states[STATES_PER_CALL] == State.CREATED
+    assert set(states[:STATES_PER_CALL] + states[STATES_PER_CALL + 1 :]) == {State.NONE}
+
+
 def test_create_and_lock_in_one_transaction(escrow: Escrow, w3: object) -> None:
     t = escrow.terms(Mode.PAYMENT_ESCROW)
     out = escrow.call(escrow.co.contract.functions.createAndLock(t.as_abi()), t.buyer)

@@ -43,8 +43,10 @@ def driver(served: int, max_bytes: int = 32768) -> NodeDriver:
     return reference_driver("multi-chain-messaging", max_bytes, served)
 
 
-def records(i: int, position: tuple[int, int], locked: bool = True) -> list[EscrowRecord]:
-    t = Terms(sid(i), int(Mode.ASSET_ESCROW), SELLER, BUYER, TOKEN, 10, ZERO, 500, 10**9)
+def records(
+    i: int, position: tuple[int, int], locked: bool = True, deadline: int = 10**9
+) -> list[EscrowRecord]:
+    t = Terms(sid(i), int(Mode.ASSET_ESCROW), SELLER, BUYER, TOKEN, 10, ZERO, 500, deadline)
     out = [
         EscrowRecord(
             SettlementCreated(COORDINATOR, sid(i), terms_hash(t), SELLER, t), position=position
@@ -178,6 +180,43 @@ def test_no_settlement_starves_while_newer_ones_keep_arriving(
             d.observation()  # the node notices they are over
             assert all(s in d.book.settled for s in done)
         arrive(arriving)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    backlog=st.lists(st.booleans(), min_size=1, max_size=80),
+    per_round=st.integers(1, 16),
+    shuffle=st.randoms(use_true_random=False),
+)
+def test_settlements_past_their_deadline_are_served_after_the_live_ones(
+    backlog: list[bool], per_round: int, shuffle: random.Random
+) -> None:
+    """Under overload the rounds go to settlements that can still commit: one whose
+    deadline passed (on the chain's clock) waits until the live ones leave room, and then
+    the oldest of those comes first. Every open settlement is still served or queued, and
+    the arrival order is still no matter."""
+    clock = 1_000  # the chain's block time; True in ``backlog``: its deadline passed
+    events = [
+        r
+        for i, expired in enumerate(backlog)
+        for r in records(i, (1 + i, 0), deadline=clock - 1 if expired else 10**9)
+    ]
+    d = driver(per_round)
+    d.handle(ChainUpdate(0.0, "chain-A", tuple(events), clock))
+    other = driver(per_round)
+    shuffled = list(events)
+    shuffle.shuffle(shuffled)
+    other.handle(ChainUpdate(0.0, "chain-A", tuple(shuffled), clock))
+    _, count, queued = d.observation()
+    assert count + queued == len(backlog)
+    live = [sid(i) for i, expired in enumerate(backlog) if not expired]
+    late = [sid(i) for i, expired in enumerate(backlog) if expired]
+    assert served(d) == sorted((live + late)[:count])  # the live first, each oldest first
+    assert served(other) == served(d)
+    # The walk met each late one once: the next rounds look at what they serve.
+    d.handle(ChainUpdate(1.0, "chain-A", (), clock + 1))  # a new block: observed anew
+    assert d.observation()[1:] == (count, queued)
+    assert d.stats.observation_walked <= count + 1
 
 
 def test_a_rounds_walk_stops_at_what_it_serves_whatever_the_backlog() -> None:
