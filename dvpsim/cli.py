@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +29,43 @@ BENCHMARKS = {
     "backlog": "CPU per consensus round at 100 and at 10,000 open settlements",
     "overload": "Capacity, then goodput, latency and aborts at 1x-3x of it with real node processes",
 }
+# a stop signal dropped in a finalizer is sent again after this many seconds
+REDELIVER_S = 0.05
 # bench options that only some benchmarks take: option -> the benchmarks that take it
 BENCH_OPTIONS = {"hog": ("overload",), "n31": ("e2e",)}
 
 
 def _terminate_on_sigterm() -> None:
-    # SIGTERM becomes SystemExit so that `finally` blocks and atexit stop every process we started.
+    """SIGTERM becomes SystemExit, so that `finally` blocks and atexit stop every process
+    we started; Ctrl-C is KeyboardInterrupt as usual.
+
+    Python runs a signal's handler wherever the main thread is, and when that is a
+    finalizer (a ``weakref.finalize`` callback, a ``__del__``), the exception is printed as
+    "Exception ignored" and dropped: a stopped benchmark went on with its next run. An
+    unraisable-exception hook sees the dropped SystemExit or KeyboardInterrupt and sends
+    the signal again a moment later, when the main thread is elsewhere."""
+
     def handler(signum: int, frame: Any) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+    previous = sys.unraisablehook
+
+    def redeliver(unraisable: Any) -> None:
+        exc = unraisable.exc_value
+        if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            _signal_again(signal.SIGTERM)
+        elif isinstance(exc, KeyboardInterrupt):
+            _signal_again(signal.SIGINT)
+        previous(unraisable)
+
+    sys.unraisablehook = redeliver
+
+
+def _signal_again(signum: int) -> None:
+    timer = threading.Timer(REDELIVER_S, os.kill, (os.getpid(), signum))
+    timer.daemon = True
+    timer.start()
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

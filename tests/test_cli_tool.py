@@ -14,6 +14,7 @@ import os
 import signal
 import stat
 import subprocess
+import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,10 +39,53 @@ SMALL = ["single-chain-onchain", "--crypto", "fast", "--set", "settlements.count
 
 @pytest.fixture(autouse=True)
 def _keep_sigterm() -> Iterator[None]:
-    # dvpsim.cli.main turns SIGTERM into SystemExit; give pytest its own handler back.
-    handler = signal.getsignal(signal.SIGTERM)
+    # dvpsim.cli.main turns SIGTERM into SystemExit and hooks unraisable exceptions; give
+    # pytest its own handler and hook back.
+    handler, hook = signal.getsignal(signal.SIGTERM), sys.unraisablehook
     yield
     signal.signal(signal.SIGTERM, handler)
+    sys.unraisablehook = hook
+
+
+STOPPED_IN_A_FINALIZER = """
+import os, signal, sys, time, weakref
+from dvpsim import cli
+cli._terminate_on_sigterm()
+
+class Held:
+    pass
+
+def finalizer():
+    os.kill(os.getpid(), signal.{name})
+    for _ in range(100_000):  # the handler runs here, inside the finalizer
+        pass
+
+held = Held()
+weakref.finalize(held, finalizer)
+del held
+for _ in range(100):  # 5 s: a stop that was dropped lets this end with exit 0
+    time.sleep(0.05)
+sys.exit(0)
+"""
+
+
+@pytest.mark.parametrize(("name", "code"), [("SIGTERM", 143), ("SIGINT", -signal.SIGINT)])
+def test_a_stop_signal_that_lands_in_a_finalizer_still_stops_the_command(
+    name: str, code: int
+) -> None:
+    """Python drops an exception a signal handler raises inside a finalizer ("Exception
+    ignored"); a stopped benchmark then went on with its next run. The command sends the
+    signal again, and it stops (SIGTERM: exit 143; Ctrl-C: KeyboardInterrupt, which a bare
+    script ends by dying of SIGINT)."""
+    result = subprocess.run(
+        [sys.executable, "-c", STOPPED_IN_A_FINALIZER.format(name=name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert "Exception ignored" in result.stderr  # it did land in the finalizer
+    assert result.returncode == code, result.stderr
 
 
 def dvpsim(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
