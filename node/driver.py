@@ -117,6 +117,7 @@ from node.legs import (
     BankLegTracker,
     EscrowLegTracker,
     EscrowRecord,
+    OrderKey,
     ReportedFactsTracker,
     SettlementBook,
 )
@@ -588,23 +589,12 @@ class NodeDriver:
         ``SettlementBook.late`` when the walk meets it (once), and is served only when
         the live ones leave room: under overload the rounds go to settlements that can
         still commit, and the expired ones get their ABORT when the load eases."""
-        trackers = tuple(self.trackers.values())
-        book, mode = self.book, self.config.mode
+        book = self.book
         book.unpark_due(self._now)
         batch = _Batch(self._max_served, self._max_observation)
         over: list[bytes] = []
         expired: list[bytes] = []
-        looked = 0  # settlements of the order looked at: the walk's cost
-        for _, sid in book.order:
-            facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
-            if facts:
-                if closed_on_every_leg(mode, facts):
-                    over.append(sid)
-                elif any(fact.kind is FactKind.EXPIRED for fact in facts):
-                    expired.append(sid)  # served after the live ones (``SettlementBook.late``)
-                elif not batch.add(sid, facts):
-                    break  # full: it waits
-            looked += 1
+        looked = self._walk(book.order, batch, over, expired)
         waiting = len(book.order) - looked  # not looked at: queued behind the served
         head = book.order[looked][1] if waiting else None
         for sid in over:
@@ -612,17 +602,8 @@ class NodeDriver:
         for sid in expired:
             book.defer(sid)
         # Room left: the settlements whose deadline passed, oldest first (their ABORTs).
-        late_looked = 0
         over.clear()
-        if not batch.full:
-            for _, sid in book.late:
-                facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
-                if facts:
-                    if closed_on_every_leg(mode, facts):
-                        over.append(sid)
-                    elif not batch.add(sid, facts):
-                        break
-                late_looked += 1
+        late_looked = 0 if batch.full else self._walk(book.late, batch, over, None)
         late_waiting = len(book.late) - late_looked
         if head is None and late_waiting:
             head = book.late[late_looked][1]
@@ -634,6 +615,32 @@ class NodeDriver:
         self._note_queue(queued, head)
         items = batch.items
         return pack_observation(items), len(items), queued
+
+    def _walk(
+        self,
+        entries: list[tuple[OrderKey, bytes]],
+        batch: _Batch,
+        over: list[bytes],
+        expired: list[bytes] | None,
+    ) -> int:
+        """Serve ``entries`` (the order, or ``late``) oldest first into ``batch`` until it
+        is full. Settlements closed on every leg go to ``over``; with ``expired`` given,
+        those past a deadline on some leg go there instead of being served. Returns how
+        many were looked at (the one that did not fit is not: it waits)."""
+        trackers = tuple(self.trackers.values())
+        mode = self.config.mode
+        looked = 0
+        for _, sid in entries:
+            facts = [fact for tracker in trackers for fact in tracker.facts_of(sid)]
+            if facts:  # none: created, nothing to say yet (no lock, no expiry)
+                if closed_on_every_leg(mode, facts):
+                    over.append(sid)
+                elif expired is not None and any(f.kind is FactKind.EXPIRED for f in facts):
+                    expired.append(sid)  # served after the live ones (``SettlementBook.late``)
+                elif not batch.add(sid, facts):
+                    break  # full: it waits
+            looked += 1
+        return looked
 
     def _note_queue(self, queued: int, head: bytes | None) -> None:
         """Backpressure, visible: how many open settlements wait behind the served ones,

@@ -247,23 +247,9 @@ def run(quick: bool) -> dict[str, Any]:
             BACK_TO_BACK,
             {"rounds_per_s": 12.0},
         ),
-        _measure(
-            "rounds n=31 sim",
-            31,
-            10,
-            2.0 if quick else 8.0,
-            BACK_TO_BACK,
-            {},
-            crypto=MemoizedCrypto(REAL_CRYPTO),
-        ),
-        _measure(
-            "rounds n=31 sim",
-            31,
-            10,
-            2.0 if quick else 8.0,
-            BACK_TO_BACK,
-            {},
-            crypto=FastCrypto(),
+        *(
+            _measure("rounds n=31 sim", 31, 10, 2.0 if quick else 8.0, BACK_TO_BACK, {}, crypto)
+            for crypto in (MemoizedCrypto(REAL_CRYPTO), FastCrypto())
         ),
         _measure(
             "clock n=4",

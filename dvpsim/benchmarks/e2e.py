@@ -32,49 +32,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from dvpsim.benchmarks.overload import cpu_per_settlement
+from dvpsim.benchmarks.overload import cpu_per_settlement, messaging_scenario
 from scenarios.real import RealRun
-from scenarios.schema import parse
-
-
-def _scenario(
-    name: str,
-    n: int,
-    f: int,
-    count: int,
-    rate: float,
-    delta_round: float,
-    time_limit: float,
-    block_time: float = 0.0,
-) -> Any:
-    raw = {
-        "name": name,
-        "mode": "multi-chain-messaging",
-        "time_limit": time_limit,
-        "seed": 7,
-        "committee": {"n": n, "f": f},
-        "timing": {
-            "delta_progress": max(3.0, 10 * delta_round),
-            "delta_resend": 0.5,
-            "delta_round": delta_round,
-            "delta_grace": 0.02,
-            "delta_stage": 1.0,
-        },
-        "chains": [{"name": "rwa-chain", "chain_id": 31337, "block_time": block_time}],
-        "bank": {"start": True},
-        "accounts": [
-            {"name": "seller", "asset": 10 * count + 10},
-            {"name": "buyer", "bank_balance": 100 * count + 100},
-        ],
-        "settlements": {
-            "count": count,
-            "asset_amount": 10,
-            "payment_amount": 100,
-            "deadline": 120,
-            "arrival_rate": rate,
-        },
-    }
-    return parse(raw, Path(f"<bench {name}>"))
 
 
 def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
@@ -82,17 +41,17 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
     cases = [
         (
             "latency n=4",
-            _scenario("bench-latency-n4", 4, 1, 10 if quick else 30, 5.0, 0.2, 120),
+            messaging_scenario("bench-latency-n4", 4, 1, 10 if quick else 30, 5.0, 0.2, 120),
             False,
         ),
         (
             "latency n=16",
-            _scenario("bench-latency-n16", 16, 5, 6 if quick else 20, 2.0, 0.5, 240),
+            messaging_scenario("bench-latency-n16", 16, 5, 6 if quick else 20, 2.0, 0.5, 240),
             False,
         ),
         (
             "throughput n=4",
-            _scenario(
+            messaging_scenario(
                 "bench-throughput-n4",
                 4,
                 1,
@@ -106,7 +65,7 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
         ),
         (
             "throughput n=16",
-            _scenario(
+            messaging_scenario(
                 "bench-throughput-n16",
                 16,
                 5,
@@ -123,7 +82,7 @@ def run(quick: bool = False, n31: bool = False) -> dict[str, Any]:
         cases.append(
             (
                 "latency n=31",
-                _scenario("bench-latency-n31", 31, 10, 10, 1.0, 0.5, 600),
+                messaging_scenario("bench-latency-n31", 31, 10, 10, 1.0, 0.5, 600),
                 False,
             )
         )

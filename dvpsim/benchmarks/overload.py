@@ -178,24 +178,34 @@ def find_capacity(
 # --------------------------------------------------------------------------- one run
 
 
-def scenario(name: str, rate: float, window_s: float, deadline_s: int) -> Scenario:
-    """The throughput case of `dvpsim bench e2e` at ``rate`` for ``window_s`` seconds."""
-    count = max(2, math.ceil(rate * window_s))
+def messaging_scenario(
+    name: str,
+    n: int,
+    f: int,
+    count: int,
+    rate: float,
+    delta_round: float,
+    time_limit: float,
+    block_time: float = 0.0,
+    deadline: int = 120,
+) -> Scenario:
+    """The reference mode's benchmark case (escrow on one local chain, payment at the
+    bank): ``count`` settlements at ``rate`` per second, each with ``deadline`` seconds;
+    the cases of `dvpsim bench e2e` and the runs of this benchmark."""
     raw = {
         "name": name,
         "mode": "multi-chain-messaging",
-        # The window, every deadline, and time for the last aborts to land.
-        "time_limit": window_s + deadline_s + 30,
+        "time_limit": time_limit,
         "seed": 7,
-        "committee": {"n": 4, "f": 1},
+        "committee": {"n": n, "f": f},
         "timing": {
-            "delta_progress": 3.0,
+            "delta_progress": max(3.0, 10 * delta_round),
             "delta_resend": 0.5,
-            "delta_round": 0.2,
+            "delta_round": delta_round,
             "delta_grace": 0.02,
             "delta_stage": 1.0,
         },
-        "chains": [{"name": "rwa-chain", "chain_id": 31337, "block_time": 0.25}],
+        "chains": [{"name": "rwa-chain", "chain_id": 31337, "block_time": block_time}],
         "bank": {"start": True},
         "accounts": [
             {"name": "seller", "asset": 10 * count + 10},
@@ -205,11 +215,19 @@ def scenario(name: str, rate: float, window_s: float, deadline_s: int) -> Scenar
             "count": count,
             "asset_amount": 10,
             "payment_amount": 100,
-            "deadline": deadline_s,
+            "deadline": deadline,
             "arrival_rate": rate,
         },
     }
     return parse(raw, Path(f"<bench {name}>"))
+
+
+def scenario(name: str, rate: float, window_s: float, deadline_s: int) -> Scenario:
+    """The throughput case of `dvpsim bench e2e` at ``rate`` for ``window_s`` seconds; the
+    time limit leaves room for the window, every deadline and the last aborts to land."""
+    count = max(2, math.ceil(rate * window_s))
+    time_limit = window_s + deadline_s + 30
+    return messaging_scenario(name, 4, 1, count, rate, 0.2, time_limit, 0.25, deadline_s)
 
 
 def abort_reasons(history: Sequence[Mapping[str, Any]], aborted: Sequence[str]) -> dict[str, int]:
