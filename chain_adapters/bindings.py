@@ -41,6 +41,7 @@ from chain_adapters.model import (
     SettlementCommitted,
     SettlementCreated,
     SettlementExpired,
+    SettlementRefused,
     SkipReason,
     State,
     Terms,
@@ -307,6 +308,14 @@ def decode_escrow_event(
             values["caller"],
             State(values["previousState"]),
         )
+    if name == "SettlementRefused":
+        return SettlementRefused(
+            emitter,
+            _to_bytes(values["settlementId"]),
+            values["creator"],
+            values["open"],
+            values["endedLastWindow"],
+        )
     if name == "DecisionSkipped":
         return DecisionSkipped(
             emitter,
@@ -344,14 +353,20 @@ def deploy_coordinator(
     artifacts: Mapping[str, Artifact] | None = None,
     *,
     unsafe_self_refund_after_deadline: bool = False,
+    admission_floor: int = 0,
     sender: str | None = None,
 ) -> CoordinatorBinding:
     """Deploy a DvPCoordinator (its committee is set afterwards with
     ``chain_adapters.verifier.configure_bls_verifier(binding.contract, ...)``). The unsafe
-    research variant must be asked for by name."""
+    research variant must be asked for by name; ``admission_floor`` > 0 turns admission on
+    (``chain_adapters.model``)."""
     artifacts = artifacts or compile_contracts()
     contract = deploy(
-        w3, artifacts[COORDINATOR], unsafe_self_refund_after_deadline, sender=_sender(w3, sender)
+        w3,
+        artifacts[COORDINATOR],
+        unsafe_self_refund_after_deadline,
+        admission_floor,
+        sender=_sender(w3, sender),
     )
     return CoordinatorBinding(w3, contract.address, artifacts)
 

@@ -65,6 +65,7 @@ def deploy_escrow_stack(
     f: int = 1,
     t: int | None = None,
     unsafe_self_refund_after_deadline: bool = False,
+    admission_floor: int = 0,
     secret_keys: Sequence[int] | None = None,
     deployer: str | None = None,
 ) -> EscrowStack:
@@ -76,6 +77,7 @@ def deploy_escrow_stack(
         w3,
         artifacts,
         unsafe_self_refund_after_deadline=unsafe_self_refund_after_deadline,
+        admission_floor=admission_floor,
         sender=deployer,
     )
     public_keys = [bls.sk_to_pk(sk) for sk in keys]

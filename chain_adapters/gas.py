@@ -56,6 +56,7 @@ from typing import Final
 from eth_utils.crypto import keccak
 
 from chain_adapters.model import (
+    ADMISSION_WINDOW,
     FINAL_SKIPS,
     LOCK_TRANSITIONS,
     MAX_UINT256,
@@ -71,6 +72,7 @@ from chain_adapters.model import (
     SettlementCommitted,
     SettlementCreated,
     SettlementExpired,
+    SettlementRefused,
     SkipReason,
     State,
     Terms,
@@ -134,105 +136,113 @@ MAX_REFUND_QUOTIENT: Final = 5  # EIP-3529
 #: for a call that succeeded, "<function>:<Error>" for one reverted by that error,
 #: "decision.*" per decision of a report, "report.*" per decision for reading and hashing
 #: the report, "verify.*" for the signers' key (per non-signer, per bit of the non-signer
-#: bitmap), "caller.buyer" for a caller check passed as the buyer.
+#: bitmap), "caller.buyer" for a caller check passed as the buyer, "admission.*" on a
+#: coordinator with admission (a create counted, the pace check at the floor, the ended
+#: count of a report or reclaim; a refusal's code is "create.refused" and
+#: "createAndLock.refused").
 #: Measured with scripts/calibrate_gas.py (module docstring there): a fixed tour of
 #: transactions run on anvil and on EscrowModel in lockstep, each receipt's gasUsed (or,
 #: for a revert, its traced execution) less the exact part above, and a least-squares fit
 #: of the relative error. Recalibrate when the contracts change (a test compares
 #: CALIBRATED_CONTRACTS with the sources).
-#: Fitted on 2026-11-30 by scripts/calibrate_gas.py --seed 1: 3,100 transactions
-#: on anvil 1.7.1 --hardfork prague, contracts d276190f67b1d8e9; worst error on them 0.10%.
-CALIBRATED_CONTRACTS: Final = "d276190f67b1d8e9"
+#: Fitted on 2026-12-01 by scripts/calibrate_gas.py --seed 1: 3,173 transactions
+#: on anvil 1.7.1 --hardfork prague, contracts 7d4c3964c7b03cc6; worst error on them 0.14%.
+CALIBRATED_CONTRACTS: Final = "7d4c3964c7b03cc6"
 CODE_GAS: Final[Mapping[str, int]] = {
-    "applyReport": 177582,
-    "applyReport.strict": 22,
-    "applyReport:BatchLengthMismatch": 174850,
-    "applyReport:ConfigDigestMismatch": 7148,
-    "applyReport:ConflictingDecision": 172909,
-    "applyReport:DecisionRejected": 172678,
-    "applyReport:InvalidSignature": 174571,
-    "applyReport:ReportAlreadyApplied": 1897,
-    "applyReport:SignerOutOfRange": 7278,
-    "applyReport:TooFewSigners": 7405,
+    "admission.admitted": 252,
+    "admission.check": 895,
+    "admission.ended": 560,
+    "applyReport": 177623,
+    "applyReport.strict": -42,
+    "applyReport:BatchLengthMismatch": 174863,
+    "applyReport:ConfigDigestMismatch": 7170,
+    "applyReport:ConflictingDecision": 172897,
+    "applyReport:DecisionRejected": 172712,
+    "applyReport:InvalidSignature": 174588,
+    "applyReport:ReportAlreadyApplied": 1919,
+    "applyReport:SignerOutOfRange": 7300,
+    "applyReport:TooFewSigners": 7427,
     "caller.buyer": 216,
-    "create": 8734,
-    "create:InvalidTerms": 1753,
-    "create:SettlementExists": 3248,
-    "create:WrongCaller": 3281,
-    "createAndLock.asset.single": 17798,
-    "createAndLock.asset.swap_first": 17827,
-    "createAndLock.payment.single": 17821,
-    "createAndLock.payment.swap_first": 17858,
-    "createAndLock:ERC20InsufficientAllowance": 12388,
-    "createAndLock:ERC20InsufficientBalance": 12717,
-    "createAndLock:InvalidTerms": 2793,
-    "createAndLock:LegNotHere": 9665,
-    "createAndLock:SettlementExists": 3226,
-    "createAndLock:TokenCallFailed": 11138,
-    "createAndLock:WrongCaller": 3259,
-    "decision.abort.ASSET_LOCKED": 10363,
-    "decision.abort.CREATED": 6309,
-    "decision.abort.PAYMENT_LOCKED": 10905,
-    "decision.abort.PREPARED.ASSET_ESCROW": 10760,
-    "decision.abort.PREPARED.BRIDGE_BUYER_SIDE": 10842,
-    "decision.abort.PREPARED.BRIDGE_SELLER_SIDE": 10840,
-    "decision.abort.PREPARED.PAYMENT_ESCROW": 10808,
-    "decision.abort.PREPARED.SWAP": 15018,
-    "decision.commit.ASSET_ESCROW": 10226,
-    "decision.commit.BRIDGE_BUYER_SIDE": 10124,
-    "decision.commit.BRIDGE_SELLER_SIDE": 10129,
-    "decision.commit.PAYMENT_ESCROW": 10224,
-    "decision.commit.SWAP": 14426,
-    "decision.failed.no_code": 7060,
-    "decision.failed.token_reverted": 8040,
-    "decision.skip.ALREADY_APPLIED.ABORT": 3456,
+    "create": 8794,
+    "create.refused": 5644,
+    "create:InvalidTerms": 1755,
+    "create:SettlementExists": 3250,
+    "create:WrongCaller": 3283,
+    "createAndLock.asset.single": 17872,
+    "createAndLock.asset.swap_first": 17902,
+    "createAndLock.payment.single": 17896,
+    "createAndLock.payment.swap_first": 17933,
+    "createAndLock.refused": 5620,
+    "createAndLock:ERC20InsufficientAllowance": 12463,
+    "createAndLock:ERC20InsufficientBalance": 12792,
+    "createAndLock:InvalidTerms": 2795,
+    "createAndLock:LegNotHere": 9740,
+    "createAndLock:SettlementExists": 3228,
+    "createAndLock:TokenCallFailed": 11213,
+    "createAndLock:WrongCaller": 3261,
+    "decision.abort.ASSET_LOCKED": 10346,
+    "decision.abort.CREATED": 6330,
+    "decision.abort.PAYMENT_LOCKED": 10656,
+    "decision.abort.PREPARED.ASSET_ESCROW": 10787,
+    "decision.abort.PREPARED.BRIDGE_BUYER_SIDE": 10812,
+    "decision.abort.PREPARED.BRIDGE_SELLER_SIDE": 10845,
+    "decision.abort.PREPARED.PAYMENT_ESCROW": 10735,
+    "decision.abort.PREPARED.SWAP": 14979,
+    "decision.commit.ASSET_ESCROW": 10209,
+    "decision.commit.BRIDGE_BUYER_SIDE": 10107,
+    "decision.commit.BRIDGE_SELLER_SIDE": 10111,
+    "decision.commit.PAYMENT_ESCROW": 10199,
+    "decision.commit.SWAP": 14400,
+    "decision.failed.no_code": 7109,
+    "decision.failed.token_reverted": 7919,
+    "decision.skip.ALREADY_APPLIED.ABORT": 3454,
     "decision.skip.ALREADY_APPLIED.COMMIT": 3417,
-    "decision.skip.CONFLICT.ABORT": 3435,
-    "decision.skip.CONFLICT.COMMIT": 3500,
-    "decision.skip.NOT_PREPARED": 3588,
-    "decision.skip.TERMS_CALLDATA_MISMATCH": 3679,
-    "decision.skip.TERMS_MISMATCH": 3322,
-    "decision.skip.UNKNOWN_SETTLEMENT": 3198,
-    "decision.skip.UNSUPPORTED_ACTION": 2907,
-    "lockAsset.single": 9842,
-    "lockAsset.swap_first": 9861,
-    "lockAsset.swap_second": 9897,
-    "lockAsset:DeadlinePassed": 2603,
-    "lockAsset:ERC20InsufficientAllowance": 4401,
-    "lockAsset:ERC20InsufficientBalance": 4730,
-    "lockAsset:LegNotHere": 1722,
-    "lockAsset:TermsMismatch": 1340,
-    "lockAsset:TokenCallFailed": 3178,
-    "lockAsset:UnknownSettlement": 1025,
-    "lockAsset:WrongCaller": 1934,
-    "lockAsset:WrongState": 2347,
-    "lockPayment.single": 9871,
-    "lockPayment.swap_first": 9903,
-    "lockPayment.swap_second": 9981,
-    "lockPayment:DeadlinePassed": 2635,
-    "lockPayment:ERC20InsufficientAllowance": 4433,
-    "lockPayment:ERC20InsufficientBalance": 4778,
-    "lockPayment:LegNotHere": 1733,
-    "lockPayment:TermsMismatch": 1340,
-    "lockPayment:TokenCallFailed": 3220,
-    "lockPayment:UnknownSettlement": 1025,
-    "lockPayment:WrongCaller": 1956,
-    "lockPayment:WrongState": 2263,
-    "reclaimAfterDeadline.ASSET_LOCKED": 8531,
-    "reclaimAfterDeadline.PAYMENT_LOCKED": 8551,
-    "reclaimAfterDeadline.PREPARED.ASSET_ESCROW": 8835,
-    "reclaimAfterDeadline.PREPARED.BRIDGE_BUYER_SIDE": 8851,
-    "reclaimAfterDeadline.PREPARED.BRIDGE_SELLER_SIDE": 8851,
-    "reclaimAfterDeadline.PREPARED.PAYMENT_ESCROW": 8835,
-    "reclaimAfterDeadline.PREPARED.SWAP": 13004,
-    "reclaimAfterDeadline:DeadlineNotPassed": 2180,
-    "reclaimAfterDeadline:TermsMismatch": 1315,
-    "reclaimAfterDeadline:UnknownSettlement": 1000,
-    "reclaimAfterDeadline:UnsafeSelfRefundDisabled": 744,
-    "reclaimAfterDeadline:WrongCaller": 1813,
-    "reclaimAfterDeadline:WrongState": 1839,
+    "decision.skip.CONFLICT.ABORT": 3463,
+    "decision.skip.CONFLICT.COMMIT": 3492,
+    "decision.skip.NOT_PREPARED": 3486,
+    "decision.skip.TERMS_CALLDATA_MISMATCH": 3700,
+    "decision.skip.TERMS_MISMATCH": 3296,
+    "decision.skip.UNKNOWN_SETTLEMENT": 3174,
+    "decision.skip.UNSUPPORTED_ACTION": 2958,
+    "lockAsset.single": 9864,
+    "lockAsset.swap_first": 9883,
+    "lockAsset.swap_second": 9919,
+    "lockAsset:DeadlinePassed": 2625,
+    "lockAsset:ERC20InsufficientAllowance": 4423,
+    "lockAsset:ERC20InsufficientBalance": 4752,
+    "lockAsset:LegNotHere": 1744,
+    "lockAsset:TermsMismatch": 1362,
+    "lockAsset:TokenCallFailed": 3200,
+    "lockAsset:UnknownSettlement": 1047,
+    "lockAsset:WrongCaller": 1956,
+    "lockAsset:WrongState": 2369,
+    "lockPayment.single": 9893,
+    "lockPayment.swap_first": 9925,
+    "lockPayment.swap_second": 10003,
+    "lockPayment:DeadlinePassed": 2657,
+    "lockPayment:ERC20InsufficientAllowance": 4455,
+    "lockPayment:ERC20InsufficientBalance": 4799,
+    "lockPayment:LegNotHere": 1755,
+    "lockPayment:TermsMismatch": 1362,
+    "lockPayment:TokenCallFailed": 3242,
+    "lockPayment:UnknownSettlement": 1047,
+    "lockPayment:WrongCaller": 1978,
+    "lockPayment:WrongState": 2285,
+    "reclaimAfterDeadline.ASSET_LOCKED": 8573,
+    "reclaimAfterDeadline.PAYMENT_LOCKED": 8593,
+    "reclaimAfterDeadline.PREPARED.ASSET_ESCROW": 8877,
+    "reclaimAfterDeadline.PREPARED.BRIDGE_BUYER_SIDE": 8893,
+    "reclaimAfterDeadline.PREPARED.BRIDGE_SELLER_SIDE": 8893,
+    "reclaimAfterDeadline.PREPARED.PAYMENT_ESCROW": 8877,
+    "reclaimAfterDeadline.PREPARED.SWAP": 13046,
+    "reclaimAfterDeadline:DeadlineNotPassed": 2202,
+    "reclaimAfterDeadline:TermsMismatch": 1337,
+    "reclaimAfterDeadline:UnknownSettlement": 1022,
+    "reclaimAfterDeadline:UnsafeSelfRefundDisabled": 766,
+    "reclaimAfterDeadline:WrongCaller": 1835,
+    "reclaimAfterDeadline:WrongState": 1861,
     "report.hash": 27,
-    "report.mark": 396,
+    "report.mark": 422,
     "report.validate": 105,
     "token.approve": 2519,
     "token.mint": 2737,
@@ -241,11 +251,11 @@ CODE_GAS: Final[Mapping[str, int]] = {
     "token.transfer": 2841,
     "token.transfer:ERC20InsufficientBalance": 764,
     "token.transfer:ERC20InvalidReceiver": 513,
-    "transferFrom.finite_allowance": 156,
+    "transferFrom.finite_allowance": 157,
     "verify.bitmap_bit": 145,
     "verify.highest_signer_bit": 123,
-    "verify.nonsigner": 1039,
-    "verify.some_nonsigners": 84,
+    "verify.nonsigner": 1038,
+    "verify.some_nonsigners": 91,
 }
 
 
@@ -411,6 +421,14 @@ def _terms_slot(settlement_id: bytes) -> _Slot:
     return ("terms", settlement_id.hex())
 
 
+_OPEN_SLOT: Final[_Slot] = ("admission", "open")
+
+
+def _ended_slot(window: int) -> _Slot:
+    """The admission count of settlements that became final in ``window``."""
+    return ("admission", "ended", str(window))
+
+
 def _done_slot(report: Report) -> _Slot:
     """The word of ``s_reportsDone`` that holds ``report``'s done bit."""
     (digest, epoch, high), _bit = done_bit(report)
@@ -431,6 +449,7 @@ class _PreState:
         self._spent: Counter[tuple[str, str]] = Counter()  # (token, owner) -> locked amount
         self._created: set[bytes] = set()
         self._state_before: dict[bytes, int] = {}
+        self._ended = 0  # settlements the call made final (admission counts them)
         for event in events:
             if isinstance(event, Transfer):
                 self._balance_delta[(event.emitter, event.to)] += event.value
@@ -448,8 +467,10 @@ class _PreState:
                     raise GasTableError("a lock event for terms the call did not carry")
                 self._state_before.setdefault(event.settlement_id, _before_lock(mode, event))
             elif isinstance(event, SettlementCommitted):
+                self._ended += 1
                 self._state_before.setdefault(event.settlement_id, int(State.PREPARED))
             elif isinstance(event, SettlementAborted | SettlementExpired):
+                self._ended += 1
                 self._state_before.setdefault(event.settlement_id, int(event.previous_state))
 
     def state_before(self, settlement_id: bytes) -> State:
@@ -458,6 +479,13 @@ class _PreState:
 
     def value(self, slot: _Slot) -> int:
         kind = slot[0]
+        if kind == "admission":
+            model = self.model
+            if slot == _OPEN_SLOT:
+                return model.open_count - len(self._created) + self._ended
+            window = int(slot[2])
+            ended = model.ended_in(window)
+            return ended - self._ended if window == model.clock // ADMISSION_WINDOW else ended
         if kind == "balance":
             ledger = self.model.tokens.get(slot[1])
             now = ledger.balance_of(slot[2]) if ledger else 0
@@ -658,14 +686,41 @@ def _caller_check(meter: _Meter, caller: str, terms: Terms) -> None:
         meter.path("caller.buyer")
 
 
-def _create_part(meter: _Meter, caller: str, terms: Terms) -> None:
-    """DvPCoordinator._create."""
+def _create_part(meter: _Meter, caller: str, terms: Terms) -> bool:
+    """DvPCoordinator._create; False when admission refused the settlement."""
     meter.stop_if("InvalidTerms")
     _caller_check(meter, caller, terms)
     meter.ledger.load(_state_slot(terms.settlement_id))
     meter.stop_if("SettlementExists")
+    if meter.model.admission_floor and not _admit_part(meter):
+        return False
     meter.ledger.store(_terms_slot(terms.settlement_id), int.from_bytes(terms_hash(terms), "big"))
     meter.ledger.store(_state_slot(terms.settlement_id), int(State.CREATED))
+    return True
+
+
+def _admit_part(meter: _Meter) -> bool:
+    """DvPCoordinator._admit: the open count, the last window's count when the floor is
+    reached, then the open count written (admitted) or SettlementRefused (refused)."""
+    open_ = meter.ledger.load(_OPEN_SLOT)
+    if open_ >= meter.model.admission_floor:
+        window = meter.model.clock // ADMISSION_WINDOW
+        meter.path("admission.check")
+        if window:
+            meter.ledger.load(_ended_slot(window - 1))
+        if any(isinstance(event, SettlementRefused) for event in meter.events):
+            return False  # the refusal's code is its call's ("create.refused", ...)
+    meter.ledger.store(_OPEN_SLOT, open_ + 1)
+    meter.path("admission.admitted")
+    return True
+
+
+def _ended_part(meter: _Meter, count: int) -> None:
+    """DvPCoordinator._ended: ``count`` open settlements became final in this block's window."""
+    meter.ledger.store(_OPEN_SLOT, meter.ledger.load(_OPEN_SLOT) - count)
+    slot = _ended_slot(meter.model.clock // ADMISSION_WINDOW)
+    meter.ledger.store(slot, meter.ledger.load(slot) + count)
+    meter.path("admission.ended")
 
 
 def _known_part(meter: _Meter, terms: Terms) -> int:
@@ -723,8 +778,7 @@ def meter_create(model: EscrowModel, caller: str, terms: Terms, outcome: Outcome
     meter = _party_meter(model, "create", caller, terms, outcome)
 
     def walk() -> None:
-        _create_part(meter, caller, terms)
-        meter.path("create")
+        meter.path("create" if _create_part(meter, caller, terms) else "create.refused")
 
     return meter.run(walk)
 
@@ -738,7 +792,9 @@ def meter_create_and_lock(
     leg = Leg.ASSET if _same(caller, terms.seller) else Leg.PAYMENT
 
     def walk() -> None:
-        _create_part(meter, caller, terms)
+        if not _create_part(meter, caller, terms):
+            meter.path("createAndLock.refused")
+            return
         transition = _lock_part(meter, leg, terms)
         meter.path(f"createAndLock.{leg.name.lower()}.{transition}")
 
@@ -779,6 +835,8 @@ def meter_reclaim_after_deadline(
         meter.stop_if("DeadlineNotPassed")
         before = meter.before.state_before(terms.settlement_id)
         meter.ledger.store(_state_slot(terms.settlement_id), int(State.EXPIRED))
+        if meter.model.admission_floor:
+            _ended_part(meter, 1)
         for leg in locked_legs(terms.mode, before):
             token, amount = leg_token(terms, leg)
             to = terms.seller if leg == Leg.ASSET else terms.buyer
@@ -1082,11 +1140,15 @@ def meter_apply_report(
         if meter.error in ("DecisionRejected", "ConflictingDecision"):
             _strict_revert(meter, decisions, terms)
         final = True
+        ended = 0
         for decision, supplied, applied in zip(
             decisions, terms, _decisions_from_events(meter, decisions), strict=True
         ):
             _decide(meter, decision, supplied, applied)
             final = final and (applied.reason is None or applied.reason in FINAL_SKIPS)
+            ended += applied.reason is None
+        if ended and meter.model.admission_floor:
+            _ended_part(meter, ended)
         if final:  # the report is done: its bit is set
             meter.ledger.store(done, meter.ledger.load(done) | bit)
             meter.path("report.mark")

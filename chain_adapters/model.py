@@ -56,6 +56,14 @@ terms mismatch, not prepared, wrong calldata terms, failed execution) is not mar
 faulty transmitter's copy never blocks the honest one. The contract keeps the marks as
 one bit per round in words of 256 rounds (``done_bit``).
 
+Admission (``admission_floor`` > 0; the contract's ``admissionFloor``): the coordinator
+counts the open settlements and those that became final per window of
+``ADMISSION_WINDOW`` seconds of block time. While at least ``admission_floor`` are open, a
+create is admitted only if, at the pace of the last whole window, the open ones would end
+within half the time the new one has before its deadline; otherwise it records nothing
+and returns a ``SettlementRefused`` event (``create_and_lock`` then locks nothing). A
+refusal is not a revert: the transaction is mined, and everyone sees it.
+
 This module must never do I/O: no web3, no clock (the block timestamp is a parameter), no
 disk, no randomness. Every operation is atomic: when it raises :class:`EscrowRevert` the
 model is exactly as before, like a reverted transaction.
@@ -93,6 +101,7 @@ __all__ = [
     "LOCK_TRANSITIONS",
     "MAX_UINT256",
     "RECLAIMABLE",
+    "ADMISSION_WINDOW",
     "ZERO_ADDRESS",
     "Approval",
     "DecisionSkipped",
@@ -108,6 +117,7 @@ __all__ = [
     "SettlementCommitted",
     "SettlementCreated",
     "SettlementExpired",
+    "SettlementRefused",
     "SkipReason",
     "State",
     "Terms",
@@ -265,6 +275,9 @@ def decision_pending(decision: Decision, stored_hash: bytes, state: State) -> bo
 
 
 #: states from which the unsafe variant lets a party reclaim after the deadline.
+#: Seconds of block time per window of the admission count (the contract's ADMISSION_WINDOW).
+ADMISSION_WINDOW: Final = 10
+
 RECLAIMABLE: Final = frozenset({State.ASSET_LOCKED, State.PAYMENT_LOCKED, State.PREPARED})
 
 
@@ -497,6 +510,17 @@ class SettlementExpired(EscrowEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class SettlementRefused(EscrowEvent):
+    """Admission refused a create: nothing was recorded or locked (``EscrowModel._admit``)."""
+
+    NAME: ClassVar[str] = "SettlementRefused"
+    settlement_id: bytes
+    creator: str
+    open: int
+    ended_last_window: int
+
+
+@dataclass(frozen=True, slots=True)
 class DecisionSkipped(EscrowEvent):
     NAME: ClassVar[str] = "DecisionSkipped"
     settlement_id: bytes
@@ -624,10 +648,23 @@ class EscrowModel:
     """One DvPCoordinator and the tokens it touches, on one chain."""
 
     def __init__(
-        self, coordinator: str, *, unsafe_self_refund_after_deadline: bool = False
+        self,
+        coordinator: str,
+        *,
+        unsafe_self_refund_after_deadline: bool = False,
+        admission_floor: int = 0,
     ) -> None:
+        if admission_floor < 0:
+            raise ValueError(f"admission_floor must be >= 0, not {admission_floor}")
         self.coordinator = checksum_address(coordinator)
         self.unsafe_self_refund_after_deadline = unsafe_self_refund_after_deadline
+        self.admission_floor = admission_floor
+        # Admission counts (only with admission_floor > 0; the contract's s_open, s_ended).
+        self._open: dict[str, int] = {"open": 0}
+        self._ended: dict[int, int] = {}  # window -> settlements that became final in it
+        # The block timestamp of the latest call that was given one (gas.py prices the
+        # admission counts of that call's window).
+        self.clock = 0
         self.tokens: dict[str, TokenLedger] = {}
         self._settlements: dict[bytes, _Record] = {}
         self._reports_done: dict[tuple[bytes, int, int], int] = {}  # done_bit's words
@@ -676,6 +713,15 @@ class EscrowModel:
     def settlement_ids(self) -> tuple[bytes, ...]:
         return tuple(self._settlements)
 
+    @property
+    def open_count(self) -> int:
+        """Admission: settlements created and not yet final (0 without admission)."""
+        return self._open["open"]
+
+    def ended_in(self, window: int) -> int:
+        """Admission: settlements that became final in ``window`` (timestamp // ADMISSION_WINDOW)."""
+        return self._ended.get(window, 0)
+
     def report_done(self, report: Report) -> bool:
         """Whether ``report`` is marked done: a copy of it now reverts ReportAlreadyApplied."""
         word, bit = done_bit(report)
@@ -695,6 +741,7 @@ class EscrowModel:
             raise EscrowRevert("InvalidTerms", terms.settlement_id, problem)
 
     def create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
+        self.clock = now
         return self._atomic(lambda: self._create(checksum_address(caller), terms, now))
 
     def _create(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
@@ -703,20 +750,52 @@ class EscrowModel:
             raise EscrowRevert("WrongCaller", terms.settlement_id, caller)
         if self.state_of(terms.settlement_id) != State.NONE:
             raise EscrowRevert("SettlementExists", terms.settlement_id)
+        if self.admission_floor:
+            refused = self._admit(caller, terms, now)
+            if refused is not None:
+                return [refused]
         digest = terms_hash(terms)
         self._set(terms.settlement_id, _Record(digest, State.CREATED))
         return [SettlementCreated(self.coordinator, terms.settlement_id, digest, caller, terms)]
 
     def create_and_lock(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
-        """create, then lock the caller's leg (the seller's asset, else the buyer's payment)."""
+        """create, then lock the caller's leg (the seller's asset, else the buyer's payment);
+        nothing is locked when admission refuses the settlement."""
         caller = checksum_address(caller)
+        self.clock = now
 
         def run() -> list[EscrowEvent]:
             events = self._create(caller, terms, now)
+            if isinstance(events[0], SettlementRefused):
+                return events
             leg = Leg.ASSET if caller == terms.seller else Leg.PAYMENT
             return events + self._lock(leg, caller, terms, now)
 
         return self._atomic(run)
+
+    def _admit(self, caller: str, terms: Terms, now: int) -> SettlementRefused | None:
+        """Admission (contract: ``_admit``): count ``terms`` as open, or refuse it when at
+        least ``admission_floor`` are open and, at the pace of the last whole window, they
+        would not end within half the time before its deadline."""
+        open_ = self.open_count
+        if open_ >= self.admission_floor:
+            window = now // ADMISSION_WINDOW
+            ended = self.ended_in(window - 1) if window else 0
+            # check_terms refused a deadline that passed: deadline - now >= 1.
+            if open_ * 2 * ADMISSION_WINDOW >= ended * (terms.deadline - now):
+                return SettlementRefused(
+                    self.coordinator, terms.settlement_id, caller, open_, ended
+                )
+        self._journal.set(self._open, "open", open_ + 1)
+        return None
+
+    def _count_ended(self, count: int, now: int | None) -> None:
+        """Admission (contract: ``_ended``): ``count`` open settlements became final now."""
+        if now is None:
+            raise ValueError("with admission, a call that ends settlements needs the block time")
+        window = now // ADMISSION_WINDOW
+        self._journal.set(self._open, "open", self.open_count - count)
+        self._journal.set(self._ended, window, self.ended_in(window) + count)
 
     def lock_asset(self, caller: str, terms: Terms, now: int) -> list[EscrowEvent]:
         return self._atomic(lambda: self._lock(Leg.ASSET, checksum_address(caller), terms, now))
@@ -760,6 +839,7 @@ class EscrowModel:
         """The unsafe research variant: a party takes back the locked legs after the deadline,
         without a certificate."""
         caller = checksum_address(caller)
+        self.clock = now
 
         def run() -> list[EscrowEvent]:
             if not self.unsafe_self_refund_after_deadline:
@@ -772,6 +852,8 @@ class EscrowModel:
             if now <= terms.deadline:
                 raise EscrowRevert("DeadlineNotPassed", terms.settlement_id, terms.deadline)
             self._set(terms.settlement_id, _Record(record.terms_hash, State.EXPIRED))
+            if self.admission_floor:
+                self._count_ended(1, now)
             events = self._refund(terms, record.state)
             events.append(
                 SettlementExpired(self.coordinator, terms.settlement_id, caller, record.state)
@@ -790,24 +872,34 @@ class EscrowModel:
         *,
         strict: bool = False,
         crypto: CryptoSuite = REAL_CRYPTO,
+        now: int | None = None,
     ) -> list[EscrowEvent]:
         """``applyReport`` / ``applyReportStrict``: verify the certificate against the
         coordinator's committee (the contract's OracleVerifierBase checks, in the same
         order), then apply its report. ``crypto`` is the suite the signatures are checked
-        with: the real one, as on chain, unless a simulation passes its own."""
+        with: the real one, as on chain, unless a simulation passes its own. ``now`` (the
+        block time) is needed only with admission, to count the settlements it ends."""
         try:
             verify_certificate(certificate, committee, crypto=crypto)
         except CertificateError as exc:
             raise _certificate_revert(exc.reason, certificate, committee) from None
-        return self.apply_report(certificate.report, terms, strict=strict)
+        return self.apply_report(certificate.report, terms, strict=strict, now=now)
 
     def apply_report(
-        self, report: Report, terms: Sequence[Terms], *, strict: bool = False
+        self,
+        report: Report,
+        terms: Sequence[Terms],
+        *,
+        strict: bool = False,
+        now: int | None = None,
     ) -> list[EscrowEvent]:
         """Apply a report whose certificate has been verified (the contract verifies it first
         and reverts the whole call on a bad certificate). ``terms[i]`` are the transmitter's
         terms for ``report.decisions[i]``. A report done already reverts ReportAlreadyApplied;
-        one whose every outcome is final is marked done."""
+        one whose every outcome is final is marked done. With admission, the settlements it
+        ends are counted in ``now``'s window."""
+        if now is not None:
+            self.clock = now
         self._refuse_if_done(report)
         if len(terms) != len(report.decisions):
             raise EscrowRevert("BatchLengthMismatch", len(report.decisions), len(terms))
@@ -838,6 +930,8 @@ class EscrowModel:
                 else:
                     events.extend(outcome)
                     applied += 1
+            if self.admission_floor and applied:
+                self._count_ended(applied, now)
             if done:
                 word, bit = done_bit(report)
                 self._journal.set(self._reports_done, word, self._reports_done.get(word, 0) | bit)

@@ -159,6 +159,7 @@ class Tracked:
     final: dict[str, LegState] = field(default_factory=dict)
     deadline_at: float | None = None  # run seconds: its deadline (set with its terms)
     ended_at: float | None = None  # run seconds: the runner saw every leg end
+    refused_at: float | None = None  # run seconds: the asset chain's admission refused it
 
     @property
     def deadline(self) -> int | None:
@@ -258,6 +259,8 @@ def ended(scenario: Scenario, item: Tracked, raw: RawLegs, chain_time: int) -> b
     """Whether ``item`` has ended (module docstring)."""
     if not item.terms:
         return False
+    if item.refused_at is not None:
+        return True  # admission refused it: nothing was recorded or locked
     sid = item.settlement_id
     open_leg = False
     final_leg = False
@@ -589,11 +592,16 @@ def summary(
     the longest any was first in that line (backpressure, ``node.driver``)."""
     mode = MODES[scenario.mode]
     committed = sum(1 for o in state.settlements if set(o.legs.values()) == {LegState.COMMITTED})
-    aborted = sum(
-        1
-        for o in state.settlements
-        if LegState.COMMITTED not in o.legs.values() and LegState.PREPARED not in o.legs.values()
+    # Aborted: nothing committed and nothing left prepared, unless admission refused it
+    # (then nothing ever began: "refused").
+    aborted_ids = sorted(
+        "0x" + t.settlement_id.hex()
+        for t, o in zip(tracked, state.settlements, strict=True)
+        if LegState.COMMITTED not in o.legs.values()
+        and LegState.PREPARED not in o.legs.values()
+        and t.refused_at is None
     )
+    aborted = len(aborted_ids)
     ended_count = sum(1 for t in tracked if t.final and LegState.PREPARED not in t.final.values())
     # Settlements the scenario asked for that did not end (never driven ones included).
     open_count = max(len(tracked), scenario.settlements.count) - ended_count
@@ -619,18 +627,14 @@ def summary(
         "ended": ended_count,
         "committed": committed,
         "aborted": aborted,
+        "refused": sum(1 for t in tracked if t.refused_at is not None),
         "expected_to_fail": sum(1 for t in tracked if t.fail),
         "committed_ids": sorted(
             "0x" + t.settlement_id.hex()
             for t, o in zip(tracked, state.settlements, strict=True)
             if set(o.legs.values()) == {LegState.COMMITTED}
         ),
-        "aborted_ids": sorted(
-            "0x" + t.settlement_id.hex()
-            for t, o in zip(tracked, state.settlements, strict=True)
-            if LegState.COMMITTED not in o.legs.values()
-            and LegState.PREPARED not in o.legs.values()
-        ),
+        "aborted_ids": aborted_ids,
         "latency_p50_s": percentile(latencies, 0.5),
         "latency_p99_s": percentile(latencies, 0.99),
         "gas_per_settlement_reports": sum(ledgers.report_gas()) // count,

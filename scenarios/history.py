@@ -29,6 +29,7 @@ from scenarios.provenance import RUN_START_FIELDS
 __all__ = [
     "BANK_STEPS",
     "CHAIN_STEPS",
+    "REFUSED_STEP",
     "EVENT_FIELDS",
     "History",
     "certificate_signers",
@@ -88,6 +89,8 @@ CHAIN_STEPS: Final = {
     "SettlementAborted": "refund",
     "SettlementExpired": "refund",
 }
+#: The "leg" step of a settlement a coordinator's admission refused (SettlementRefused).
+REFUSED_STEP: Final = "refused"
 #: The "leg" step each bank event kind stands for (an instruction's state reached).
 BANK_STEPS: Final = {
     "instruction.prevalidated": "hold",

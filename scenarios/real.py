@@ -71,7 +71,7 @@ from scenarios.faults import (
     fault_ends,
     write_byzantine,
 )
-from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
+from scenarios.history import BANK_STEPS, CHAIN_STEPS, REFUSED_STEP, History
 from scenarios.hosts import LOCAL, Hosts
 from scenarios.real_world import RealLedgers, RealWorld, RunError
 from scenarios.schema import Scenario, ScenarioError
@@ -557,11 +557,30 @@ class RealRun(RealWorld):
         side = self.chains[asset_leg]
         rpc = connect(side.rpc.url, side.chain_id)
         binding = CoordinatorBinding(rpc.web3, side.coordinator.address, self.artifacts)
+        refusals = binding.contract.events.SettlementRefused()
+        by_id = {t.settlement_id: t for t in self.tracked}
+        next_block = 0
         pause = POLL_S
         while True:
             last = self._releases_seen.wait(pause)  # one more look after the run ended
             looked = time.monotonic()
-            open_items = [t for t in self.tracked if t.released_at is None and t.terms]
+            if self.scenario.chains[0].admission_floor:  # the asset chain (leg A)
+                try:  # settlements admission refused have ended: nothing was locked
+                    head = rpc.web3.eth.block_number
+                    if head >= next_block:
+                        now = time.time() - self._began_wall
+                        for log in refusals.get_logs(from_block=next_block, to_block=head):
+                            item = by_id.get(bytes(log["args"]["settlementId"]))
+                            if item is not None and item.refused_at is None:
+                                item.refused_at = now
+                        next_block = head + 1
+                except Exception as exc:  # a chain that stopped answering: try again
+                    self.history.write("release-watch-failed", error=str(exc))
+            open_items = [
+                t
+                for t in self.tracked
+                if t.released_at is None and t.refused_at is None and t.terms
+            ]
             if not open_items:
                 if last:
                     return
@@ -776,6 +795,27 @@ class RealRun(RealWorld):
                     "leg": leg,
                     "tx": "0x" + tx.hex(),
                     "block": block,
+                }
+            )
+        asset_leg = MODES[self.scenario.mode].asset_leg
+        side = self.chains[asset_leg]
+        for log in side.coordinator.contract.events.SettlementRefused().get_logs(from_block=0):
+            block = int(log["blockNumber"])
+            if (asset_leg, block) not in stamps:
+                stamps[(asset_leg, block)] = int(side.rpc.eth.get_block(block)["timestamp"])
+            args = log["args"]
+            records.append(
+                {
+                    "t": stamps[(asset_leg, block)],
+                    "event": "leg",
+                    "phase": "ok",
+                    "step": REFUSED_STEP,
+                    "settlement": "0x" + bytes(args["settlementId"]).hex(),
+                    "leg": asset_leg,
+                    "tx": "0x" + bytes(log["transactionHash"]).hex(),
+                    "block": block,
+                    "open": int(args["open"]),
+                    "ended_last_window": int(args["endedLastWindow"]),
                 }
             )
         return records

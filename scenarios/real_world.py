@@ -212,6 +212,7 @@ class RealWorld:
                 w3,
                 self.artifacts,
                 unsafe_self_refund_after_deadline=self.scenario.unsafe_self_refund,
+                admission_floor=chain.admission_floor,
                 sender=deployer,
             )
             self.chains[leg] = ChainSide(chain.name, chain.chain_id, rpc, coordinator, local=local)

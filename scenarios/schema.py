@@ -99,6 +99,7 @@ class Chain:
     rpc_url: str = ""  # empty: the runner starts an anvil chain
     block_time: float = 0.0  # 0: mine on every transaction
     confirmations: int = 0
+    admission_floor: int = 0  # the coordinator's admissionFloor; 0: no admission
 
 
 @dataclass(frozen=True)
@@ -519,6 +520,12 @@ def parse(raw: dict[str, Any], path: Path = Path("<scenario>")) -> Scenario:
                 f"chains[{i}].chain_id",
                 f"{chain.chain_id} is not a valid chain id",
                 "use a positive integer",
+            )
+        if chain.admission_floor < 0:
+            raise reader.fail(
+                f"chains[{i}].admission_floor",
+                f"{chain.admission_floor} is negative",
+                "use 0 (no admission) or the number of open settlements admitted without a check",
             )
         if chain.rpc_url and not chain.rpc_url.startswith(("http://", "https://")):
             raise reader.fail(
@@ -1024,6 +1031,12 @@ KEY_DOCS: dict[str, str] = {
     "chains.rpc_url": "an http(s) RPC URL of a running chain; empty: the runner starts an anvil chain",
     "chains.block_time": "seconds between blocks; 0: a block for every transaction",
     "chains.confirmations": "blocks a watcher waits on top of an event before it acts on it",
+    "chains.admission_floor": (
+        "0: the coordinator admits every settlement; N > 0: once N settlements are open, it "
+        "refuses a new one (SettlementRefused, nothing locked) unless the committee's pace "
+        "over the last 10 s of block time ends the open ones within half the time the new "
+        "one has before its deadline (docs/ARCHITECTURE.md)"
+    ),
     "bank": "the bank payment service; absent: no bank (modes that pay through the bank need it)",
     "bank.start": "the runner starts the bank; false: reach it at url",
     "bank.url": "the URL of a bank the runner does not start",

@@ -49,7 +49,14 @@ from chain_adapters.build import compile_contracts  # noqa: E402
 from chain_adapters.devstack import deploy_escrow_stack  # noqa: E402
 from chain_adapters.gas import STANDARD_TOKEN_GAS, TX_BASE_GAS, Charges  # noqa: E402
 from chain_adapters.localchain import anvil_version, start_chain  # noqa: E402
-from chain_adapters.model import MAX_UINT256, ZERO_ADDRESS, Mode, State, Terms  # noqa: E402
+from chain_adapters.model import (  # noqa: E402
+    ADMISSION_WINDOW,
+    MAX_UINT256,
+    ZERO_ADDRESS,
+    Mode,
+    State,
+    Terms,
+)
 from consensus.report import Action  # noqa: E402
 from tests.escrow.escrow_helpers import (  # noqa: E402
     ChainClock,
@@ -231,6 +238,49 @@ def tour_reclaim(twin: GasTwin) -> None:
     twin.reclaim(only_created)  # WrongState
     for terms in cases:
         twin.reclaim(terms, terms.buyer if twin.rng.random() < 0.5 else terms.seller)
+
+
+def tour_admission(twin: GasTwin) -> None:
+    """Admission (a coordinator deployed with admissionFloor 3): creates admitted below the
+    floor, admitted and refused at it by the last window's pace, by create and by
+    createAndLock; reports that end settlements (the window's first count and a later
+    one) and one that ends none."""
+    stack = twin.stack
+    seller = twin.funded_party(stack.asset, stack.payment)
+    buyer = twin.funded_party(stack.asset, stack.payment)
+    rounds = iter(range(1, 100))
+
+    def next_window() -> None:  # the next call is the first of a new window
+        twin.now = (twin.now // ADMISSION_WINDOW + 1) * ADMISSION_WINDOW
+
+    def end(pairs: Sequence[tuple[Terms, Action]]) -> None:
+        decisions = [(t.settlement_id, action, t.terms_hash()) for t, action in pairs]
+        twin.apply(twin.certify(decisions, round=next(rounds)), [t for t, _ in pairs])
+
+    def lock(deadline_in: int = 3600) -> Terms:
+        terms = twin.terms(Mode.ASSET_ESCROW, seller, buyer, deadline_in=deadline_in)
+        twin.create_and_lock(terms, seller)
+        return terms
+
+    next_window()
+    first = [lock() for _ in range(3)]  # below the floor
+    lock()  # refused: nothing ended in the last window
+    twin.create(twin.terms(Mode.SWAP, seller, buyer), buyer)  # refused, by create
+    end([(first[0], Action.COMMIT), (first[1], Action.ABORT)])  # the window's first count
+    end([(first[2], Action.ABORT)])  # a later count in the same window
+    next_window()  # the last window ended 3; none is open
+    second = [lock() for _ in range(3)]
+    second.append(lock())  # at the floor: admitted at the last window's pace
+    lock(deadline_in=20)  # refused: too close to its deadline for that pace
+    twin.create(twin.terms(Mode.SWAP, seller, buyer, deadline_in=20), seller)  # refused
+    created = twin.terms(Mode.SWAP, seller, buyer)
+    twin.create(created, seller)  # admitted at the pace, by create
+    end([(t, Action.ABORT) for t in second] + [(created, Action.ABORT)])
+    unknown = twin.terms(Mode.SWAP, seller, buyer)
+    end([(unknown, Action.ABORT)])  # ends nothing (UNKNOWN_SETTLEMENT)
+    twin.now += 3 * ADMISSION_WINDOW  # windows with nothing ended
+    for _ in range(4):
+        lock()  # the last is refused: the last window ended none
 
 
 def tour_reports(twin: GasTwin, batches: Sequence[int], mixed: Sequence[int]) -> None:
@@ -478,11 +528,31 @@ def run_tour(seed: int) -> list[GasSample]:
             for n, stack in stacks.items()
         }
         unsafe = GasTwin(chain, unsafe_stack, rng, unsafe=True, clock=clock, trace_reverts=True)
+        # Admission: a floor the tour crosses, and an unsafe coordinator whose floor it
+        # never reaches (its reclaims count ended settlements).
+        admission_stack = deploy_escrow_stack(w3, artifacts, n=4, f=1, admission_floor=3)
+        admission = GasTwin(
+            chain, admission_stack, rng, admission_floor=3, clock=clock, trace_reverts=True
+        )
+        unsafe_admission_stack = deploy_escrow_stack(
+            w3, artifacts, n=4, f=1, unsafe_self_refund_after_deadline=True, admission_floor=1000
+        )
+        unsafe_admission = GasTwin(
+            chain,
+            unsafe_admission_stack,
+            rng,
+            unsafe=True,
+            admission_floor=1000,
+            clock=clock,
+            trace_reverts=True,
+        )
         begun = time.monotonic()
         steps: list[tuple[str, Callable[[], None]]] = [
             ("tokens", lambda: tour_tokens(twins[4])),
             ("parties", lambda: tour_parties(twins[4])),
             ("reclaim", lambda: tour_reclaim(unsafe)),
+            ("admission", lambda: tour_admission(admission)),
+            ("reclaim with admission", lambda: tour_reclaim(unsafe_admission)),
             ("bad certificates n=4", lambda: tour_bad_certificates(twins[4])),
             ("bad certificates n=16", lambda: tour_bad_certificates(twins[16])),
             ("reports n=4", lambda: tour_reports(twins[4], (1, 2, 8), (3, 5, 8, 13, 20))),
@@ -493,7 +563,7 @@ def run_tour(seed: int) -> list[GasSample]:
             started = time.monotonic()
             step()
             print(f"{name}: {time.monotonic() - started:.1f} s", file=sys.stderr)
-        for twin in (*twins.values(), unsafe):
+        for twin in (*twins.values(), unsafe, admission, unsafe_admission):
             samples += twin.samples
         print(f"{len(samples)} transactions in {time.monotonic() - begun:.0f} s", file=sys.stderr)
     return samples

@@ -36,6 +36,18 @@ import "./Tokens.sol";
 ///         call frame with bounded gas: a token that reverts or burns gas fails that
 ///         decision only (EXECUTION_FAILED, state unchanged, retried by a later replay).
 ///
+///         Admission (deployed with `admissionFloor` > 0): the coordinator refuses a new
+///         settlement the committee cannot be expected to serve before its deadline,
+///         instead of letting it wait and expire. It counts the open settlements (created,
+///         not yet final) and the settlements that became final in each window of
+///         ADMISSION_WINDOW seconds of block time. While at least `admissionFloor` are
+///         open, a create is admitted only if, at the pace of the last whole window, the
+///         open ones end within half the time the new one has before its deadline
+///         (open * 2 * ADMISSION_WINDOW < endedLastWindow * (deadline - now)). A refused
+///         create does not revert: it emits SettlementRefused and records nothing, and
+///         createAndLock then locks nothing, so the refusal is on the chain for everyone to
+///         see. With `admissionFloor` = 0 nothing is counted and everything is admitted.
+///
 ///         Model: chain_adapters/model.py (EscrowModel), held to this contract by a
 ///         differential test. Terms hash: keccak256(abi.encode(Terms)).
 /// @dev    Must never: move value on a decision that conflicts with the settlement's state;
@@ -93,6 +105,9 @@ contract DvPCoordinator is OracleVerifierBase {
 
     uint256 private constant TERMS_LENGTH = 9 * 32;
 
+    /// Seconds of block time per window of the admission count (see the notice).
+    uint256 public constant ADMISSION_WINDOW = 10;
+
     struct Terms {
         bytes32 settlementId;
         uint8 mode;
@@ -113,6 +128,8 @@ contract DvPCoordinator is OracleVerifierBase {
     /// Research only: lets a party take its locked tokens back after the deadline without
     /// a certificate. Atomicity then fails whenever the other leg commits.
     bool public immutable unsafeSelfRefundAfterDeadline;
+    /// Admission (see the notice): 0 admits everything and counts nothing.
+    uint256 public immutable admissionFloor;
 
     mapping(bytes32 settlementId => Settlement) internal s_settlements;
     /// Reports done (see the contract notice): word keccak256(configDigest,
@@ -120,6 +137,11 @@ contract DvPCoordinator is OracleVerifierBase {
     /// storage word (the first mark of a word costs a zero-slot write, later ones ~5,000).
     mapping(bytes32 word => uint256 rounds) internal s_reportsDone;
     bool private transient s_entered;
+    /// Admission counts (only with admissionFloor > 0): settlements created and not yet
+    /// final, and settlements that became final per window (block.timestamp /
+    /// ADMISSION_WINDOW).
+    uint256 internal s_open;
+    mapping(uint256 window => uint256 ended) internal s_ended;
 
     event SettlementCreated(bytes32 indexed settlementId, bytes32 termsHash, address creator, Terms terms);
     event LegLocked(
@@ -130,6 +152,7 @@ contract DvPCoordinator is OracleVerifierBase {
         bytes32 indexed settlementId, bytes32 indexed reportHash, bytes32 termsHash, uint8 previousState
     );
     event SettlementExpired(bytes32 indexed settlementId, address caller, uint8 previousState);
+    event SettlementRefused(bytes32 indexed settlementId, address creator, uint256 open, uint256 endedLastWindow);
     event DecisionSkipped(bytes32 indexed settlementId, bytes32 indexed reportHash, uint8 action, uint8 reason);
     event ReportApplied(bytes32 indexed reportHash, uint32 epoch, uint64 round, uint32 applied, uint32 skipped);
 
@@ -159,8 +182,9 @@ contract DvPCoordinator is OracleVerifierBase {
         s_entered = false;
     }
 
-    constructor(bool unsafeSelfRefundAfterDeadline_) {
+    constructor(bool unsafeSelfRefundAfterDeadline_, uint256 admissionFloor_) {
         unsafeSelfRefundAfterDeadline = unsafeSelfRefundAfterDeadline_;
+        admissionFloor = admissionFloor_;
     }
 
     // ------------------------------------------------------------------ views
@@ -199,15 +223,16 @@ contract DvPCoordinator is OracleVerifierBase {
 
     // ------------------------------------------------------------------ parties
 
-    /// Registers a settlement. Either party may create it; the terms are checked here and
-    /// bound by their hash from now on.
+    /// Registers a settlement, unless admission refuses it (SettlementRefused). Either
+    /// party may create it; the terms are checked here and bound by their hash from now on.
     function create(Terms calldata t) external nonReentrant {
         _create(t);
     }
 
-    /// create + lock the caller's leg, in one transaction.
+    /// create + lock the caller's leg, in one transaction (nothing is locked when
+    /// admission refuses the settlement).
     function createAndLock(Terms calldata t) external nonReentrant {
-        _create(t);
+        if (!_create(t)) return;
         if (msg.sender == t.seller) _lock(ASSET, t);
         else _lock(PAYMENT, t);
     }
@@ -235,20 +260,46 @@ contract DvPCoordinator is OracleVerifierBase {
         }
         if (block.timestamp <= t.deadline) revert DeadlineNotPassed(t.settlementId, t.deadline);
         s.state = EXPIRED;
+        if (admissionFloor != 0) _ended(1);
         _refund(t, state);
         emit SettlementExpired(t.settlementId, msg.sender, state);
     }
 
-    function _create(Terms calldata t) private {
+    function _create(Terms calldata t) private returns (bool admitted) {
         uint8 problem = _termsProblem(t);
         if (problem != 0) revert InvalidTerms(t.settlementId, problem);
         if (msg.sender != t.seller && msg.sender != t.buyer) revert WrongCaller(t.settlementId, msg.sender);
         Settlement storage s = s_settlements[t.settlementId];
         if (s.state != NONE) revert SettlementExists(t.settlementId);
+        if (admissionFloor != 0 && !_admit(t)) return false;
         bytes32 termsHash = _hashTerms(t);
         s.termsHash = termsHash;
         s.state = CREATED;
         emit SettlementCreated(t.settlementId, termsHash, msg.sender, t);
+        return true;
+    }
+
+    /// Admission (see the notice; model: EscrowModel._admit): counts the settlement as
+    /// open and returns true, or emits SettlementRefused and returns false.
+    function _admit(Terms calldata t) private returns (bool) {
+        uint256 open = s_open;
+        if (open >= admissionFloor) {
+            uint256 window = block.timestamp / ADMISSION_WINDOW;
+            uint256 ended = window == 0 ? 0 : s_ended[window - 1];
+            // _termsProblem refused a deadline that passed: deadline - now >= 1.
+            if (open * 2 * ADMISSION_WINDOW >= ended * (t.deadline - block.timestamp)) {
+                emit SettlementRefused(t.settlementId, msg.sender, open, ended);
+                return false;
+            }
+        }
+        s_open = open + 1;
+        return true;
+    }
+
+    /// `count` open settlements became final now.
+    function _ended(uint256 count) private {
+        s_open -= count;
+        s_ended[block.timestamp / ADMISSION_WINDOW] += count;
     }
 
     function _lock(uint8 leg, Terms calldata t) private {
@@ -322,6 +373,8 @@ contract DvPCoordinator is OracleVerifierBase {
         uint256 count = (report.length - 160) / 96; // canonical: checked by _verifyReport
         if (terms.length != count) revert BatchLengthMismatch(count, terms.length);
         (uint256 applied, bool done) = _applyDecisions(report, count, terms, reportHash, strict);
+        // Every applied decision made an open settlement final (COMMITTED or ABORTED).
+        if (admissionFloor != 0 && applied != 0) _ended(applied);
         if (done) {
             (bytes32 word, uint256 bit) = _doneBit(report);
             s_reportsDone[word] |= bit;

@@ -3,7 +3,9 @@
 Real runs of the throughput case of `dvpsim bench e2e` (multi-chain messaging: escrow on
 a local chain, payment at the bank, n = 4 node processes over libp2p, blocks every
 0.25 s), each a full `dvpsim run` with its checks, the locks sent at a fixed rate by a
-generator that never waits for a receipt (``RealRun(fire_and_forget=True)``):
+generator that never waits for a receipt (``RealRun(fire_and_forget=True)``), the chain's
+admission on (``ADMISSION_FLOOR``: a settlement the committee's pace would not serve in
+time is refused at its lock, ``SettlementRefused``, and counted as refused, not aborted):
 
 1. **capacity**: the highest offered rate at which at least 99% of the settlements commit,
    none aborts at its deadline, the last one ends within half the window (at least 5 s)
@@ -63,6 +65,10 @@ DRAIN_SHARE = 0.5  # and the last settlement ends within this share of the windo
 DRAIN_FLOOR_S = 5.0  # or within this many seconds (a short window still has p99 latency)
 STEADY_SHARE = 0.9  # and, in the window's second half, this share of the rate commits per second
 BISECT_TOLERANCE = 0.1  # the search stops when the bracket is this narrow (relative)
+# The asset chain's admission floor in every run (``chains.admission_floor``): up to this
+# many open settlements are admitted unchecked; beyond it the coordinator refuses one the
+# committee's pace over the last 10 s would not serve within half its time (0: off).
+ADMISSION_FLOOR = 1024
 # Words of summary keys that carry the nodes' backpressure figures (refused, queued work).
 BACKPRESSURE_WORDS = ("refused", "queued", "backpressure", "shed")
 
@@ -188,10 +194,12 @@ def messaging_scenario(
     time_limit: float,
     block_time: float = 0.0,
     deadline: int = 120,
+    admission_floor: int = 0,
 ) -> Scenario:
     """The reference mode's benchmark case (escrow on one local chain, payment at the
-    bank): ``count`` settlements at ``rate`` per second, each with ``deadline`` seconds;
-    the cases of `dvpsim bench e2e` and the runs of this benchmark."""
+    bank): ``count`` settlements at ``rate`` per second, each with ``deadline`` seconds,
+    the chain's admission floor ``admission_floor`` (0: none); the cases of `dvpsim bench
+    e2e` and the runs of this benchmark."""
     raw = {
         "name": name,
         "mode": "multi-chain-messaging",
@@ -205,7 +213,14 @@ def messaging_scenario(
             "delta_grace": 0.02,
             "delta_stage": 1.0,
         },
-        "chains": [{"name": "rwa-chain", "chain_id": 31337, "block_time": block_time}],
+        "chains": [
+            {
+                "name": "rwa-chain",
+                "chain_id": 31337,
+                "block_time": block_time,
+                "admission_floor": admission_floor,
+            }
+        ],
         "bank": {"start": True},
         "accounts": [
             {"name": "seller", "asset": 10 * count + 10},
@@ -227,7 +242,9 @@ def scenario(name: str, rate: float, window_s: float, deadline_s: int) -> Scenar
     time limit leaves room for the window, every deadline and the last aborts to land."""
     count = max(2, math.ceil(rate * window_s))
     time_limit = window_s + deadline_s + 30
-    return messaging_scenario(name, 4, 1, count, rate, 0.2, time_limit, 0.25, deadline_s)
+    return messaging_scenario(
+        name, 4, 1, count, rate, 0.2, time_limit, 0.25, deadline_s, ADMISSION_FLOOR
+    )
 
 
 def abort_reasons(history: Sequence[Mapping[str, Any]], aborted: Sequence[str]) -> dict[str, int]:
@@ -317,6 +334,7 @@ def figures(run: Scenario, summary: Mapping[str, Any], history: Sequence[Mapping
         "settlements": int(summary["settlements"]),
         "committed": committed,
         "aborted": int(summary["aborted"]),
+        "refused": summary.get("refused"),  # by the chain's admission (newer code only)
         "abort_reasons": reasons,
         "deadline_aborts": reasons.get("deadline", 0),
         "open": int(summary["settlements"]) - int(summary["ended"]),
@@ -370,7 +388,8 @@ class Runner:
         result = figures(run, report.summary, history)
         self.console.print(
             f"  {result['committed']}/{result['settlements']} committed, "
-            f"{result['aborted']} aborted {result['abort_reasons'] or ''}, {result['open']} open; "
+            f"{result['aborted']} aborted {result['abort_reasons'] or ''}, "
+            f"{_or_na(result['refused'])} refused, {result['open']} open; "
             f"goodput {result['goodput_per_s']}/s (steady {result['steady_per_s']}/s), p50 {result['latency_p50_s']} s "
             f"({result['wall_s']} s)"
         )

@@ -100,6 +100,7 @@ class SimChain:
         genesis_time: int,
         setup: Callable[[EscrowModel], None],
         unsafe_self_refund: bool = False,
+        admission_floor: int = 0,
         crypto: Any = None,
     ) -> None:
         self.leg = leg
@@ -110,6 +111,7 @@ class SimChain:
         self.block_time = block_time
         self.genesis_time = genesis_time
         self.unsafe_self_refund = unsafe_self_refund
+        self.admission_floor = admission_floor
         self._setup = setup
         self._crypto_kwargs: dict[str, Any] = {} if crypto is None else {"crypto": crypto}
         self.gas = GasTable()
@@ -123,7 +125,9 @@ class SimChain:
     def fresh_model(self) -> EscrowModel:
         """The chain's starting state: a new model with the setup applied."""
         model = EscrowModel(
-            self.coordinator, unsafe_self_refund_after_deadline=self.unsafe_self_refund
+            self.coordinator,
+            unsafe_self_refund_after_deadline=self.unsafe_self_refund,
+            admission_floor=self.admission_floor,
         )
         self._setup(model)
         return model
@@ -219,7 +223,7 @@ class SimChain:
         if fn == "apply_certificate":
             certificate, terms = args
             return model.apply_certificate(
-                certificate, self.committee, terms, **self._crypto_kwargs
+                certificate, self.committee, terms, now=now, **self._crypto_kwargs
             )
         if fn in ("create", "create_and_lock", "lock_asset", "lock_payment"):
             (terms,) = args

@@ -44,6 +44,7 @@ from chain_adapters.model import (
     SettlementAborted,
     SettlementCommitted,
     SettlementExpired,
+    SettlementRefused,
     State,
 )
 from consensus.config import ConsensusConfig, Target
@@ -75,7 +76,7 @@ from scenarios.faults import (
     rpc_windows,
     write_byzantine,
 )
-from scenarios.history import BANK_STEPS, CHAIN_STEPS, History
+from scenarios.history import BANK_STEPS, CHAIN_STEPS, REFUSED_STEP, History
 from scenarios.schema import Scenario, ScenarioError
 from scenarios.sim.bank import SimBank
 from scenarios.sim.chain import Block, Call, Receipt, SimChain
@@ -252,6 +253,7 @@ class SimRun:
                 genesis_time=GENESIS_TIME,
                 setup=self._chain_setup(leg, coordinator),
                 unsafe_self_refund=s.unsafe_self_refund,
+                admission_floor=chain.admission_floor,
                 crypto=self.crypto,
             )
             self.history.write(
@@ -376,23 +378,29 @@ class SimRun:
         return self.world.deliver_callback(node, events, as_of_ms)
 
     def _on_block(self, leg: str, block: Block) -> None:
+        """The coordinators' releases, refunds and refusals, as "leg" lines."""
         asset_leg = self.mode.asset_leg
+        now = self.queue.now
         for receipt in block.receipts:
             for event in receipt.events:
-                if isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
-                    self._last_final_at = self.queue.now
-                    self.history.write(
-                        "leg",
-                        phase="ok",
-                        step=CHAIN_STEPS[event.NAME],
-                        settlement=event.settlement_id,
-                        leg=leg,
-                        tx=receipt.tx_hash,
-                        block=block.number,
-                    )
-                    item = self._by_id.get(event.settlement_id)
-                    if item is not None and leg == asset_leg and item.released_at is None:
-                        item.released_at = self.queue.now
+                extra: dict[str, Any] = {}
+                if isinstance(event, SettlementRefused):  # admission: it has ended
+                    step = REFUSED_STEP
+                    extra = {"open": event.open, "ended_last_window": event.ended_last_window}
+                elif isinstance(event, SettlementCommitted | SettlementAborted | SettlementExpired):
+                    step = CHAIN_STEPS[event.NAME]
+                    self._last_final_at = now
+                else:
+                    continue
+                self.history.write("leg", phase="ok", step=step, settlement=event.settlement_id,
+                                   leg=leg, tx=receipt.tx_hash, block=block.number, **extra)  # fmt: skip
+                item = self._by_id.get(event.settlement_id)
+                if item is None:
+                    continue
+                if step == REFUSED_STEP:
+                    item.refused_at = item.refused_at if item.refused_at is not None else now
+                elif leg == asset_leg and item.released_at is None:
+                    item.released_at = now
 
     def _bank_event(self, event: Any) -> None:
         step = BANK_STEPS.get(event.kind, event.kind)

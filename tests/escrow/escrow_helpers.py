@@ -271,6 +271,7 @@ class GasTwin:
         rng: Any,
         *,
         unsafe: bool = False,
+        admission_floor: int = 0,
         clock: ChainClock | None = None,
         trace_reverts: bool = False,
     ) -> None:
@@ -283,7 +284,11 @@ class GasTwin:
         self.rng = rng
         self.deployer = stack.deployer
         self.transmitter = self.w3.eth.accounts[4]
-        self.model = EscrowModel(self.co.address, unsafe_self_refund_after_deadline=unsafe)
+        self.model = EscrowModel(
+            self.co.address,
+            unsafe_self_refund_after_deadline=unsafe,
+            admission_floor=admission_floor,
+        )
         for token, minter in (
             (stack.asset, stack.deployer),
             (stack.payment, stack.deployer),
@@ -528,7 +533,9 @@ class GasTwin:
             data,
             self.transmitter,
             self.REPORT_GAS,
-            lambda now: self.model.apply_certificate(cert, committee, list(terms), strict=strict),
+            lambda now: self.model.apply_certificate(
+                cert, committee, list(terms), strict=strict, now=now
+            ),
             lambda outcome: meter_apply_report(
                 self.model,
                 cert,

@@ -9,7 +9,8 @@ mints and transfers; certified reports with committees of n = 4, 16 and 31, any 
 of at least t members, batches of 1, 8 and 128 and random sizes, every per-decision
 outcome, strict reports, replays (a copy of a report done already is refused before
 verification: ReportAlreadyApplied), bad certificates; refunds (ABORT) and cleared slots
-(EIP-3529 gas refunds); the unsafe variant's self-refund after the deadline.
+(EIP-3529 gas refunds); the unsafe variant's self-refund after the deadline; a coordinator
+with admission (a floor of 3, crossed often: creates counted, checked and refused).
 
 Each sequence starts with the paths every run must reach (EXPECTED_PATHS), in random
 order, then walks at random. The worst relative error per call kind is printed (``pytest
@@ -37,6 +38,7 @@ from tests.escrow.escrow_helpers import ChainClock, GasSample, GasTwin, contract
 
 TOLERANCE = 0.05
 COMMITTEES = ((4, 1), (16, 5), (31, 10))
+ADMISSION_FLOOR = 3  # low, so the sequences cross it often
 NO_CODE = "0x" + "ab" * 20
 _LOCKS_ASSET = (Mode.SWAP, Mode.ASSET_ESCROW, Mode.BRIDGE_SELLER_SIDE)
 _LOCKS_PAYMENT = (Mode.SWAP, Mode.PAYMENT_ESCROW, Mode.BRIDGE_BUYER_SIDE)
@@ -77,6 +79,12 @@ EXPECTED_PATHS = (
         "transferFrom.finite_allowance",
         "token.mint:NotMinter",
         "token.transfer:ERC20InsufficientBalance",
+        # admission: counted, checked at the floor, refused by each entry point, ended
+        "admission.admitted",
+        "admission.check",
+        "admission.ended",
+        "create.refused",
+        "createAndLock.refused",
     }
 )
 
@@ -438,6 +446,7 @@ class World:
     chain: LocalChain
     twins: dict[int, GasTwin]  # committee size -> twin
     unsafe: GasTwin
+    admission: GasTwin  # a coordinator deployed with admissionFloor ADMISSION_FLOOR
 
 
 @pytest.fixture(scope="module")
@@ -446,6 +455,7 @@ def world(chain: LocalChain, contracts: dict[str, Artifact]) -> Iterator[World]:
     w3 = chain.web3()
     stacks = {n: deploy_escrow_stack(w3, contracts, n=n, f=f) for n, f in COMMITTEES}
     unsafe = deploy_escrow_stack(w3, contracts, n=4, f=1, unsafe_self_refund_after_deadline=True)
+    admission = deploy_escrow_stack(w3, contracts, n=4, f=1, admission_floor=ADMISSION_FLOOR)
     clock = ChainClock(int(w3.eth.get_block("latest")["timestamp"]))
     rng = random.Random(0)  # parties' addresses; each sequence has its own generator
     try:
@@ -453,18 +463,21 @@ def world(chain: LocalChain, contracts: dict[str, Artifact]) -> Iterator[World]:
             chain,
             {n: GasTwin(chain, stack, rng, clock=clock) for n, stack in stacks.items()},
             GasTwin(chain, unsafe, rng, unsafe=True, clock=clock),
+            GasTwin(chain, admission, rng, admission_floor=ADMISSION_FLOOR, clock=clock),
         )
     finally:
         chain.revert(snapshot)
 
 
 def _run(world: World, seed: int, steps: int, batches: tuple[int, ...]) -> list[GasSample]:
-    for twin in (*world.twins.values(), world.unsafe):
+    twins = (*world.twins.values(), world.unsafe, world.admission)
+    for twin in twins:
         twin.samples.clear()
     for n, twin in world.twins.items():
         OperationSequence(twin, random.Random(f"{seed}/{n}")).run(steps, batches)
     OperationSequence(world.unsafe, random.Random(f"{seed}/unsafe")).run(steps, (1, 8), unsafe=True)
-    return [s for twin in (*world.twins.values(), world.unsafe) for s in twin.samples]
+    OperationSequence(world.admission, random.Random(f"{seed}/admission")).run(steps, (1, 8))
+    return [s for twin in twins for s in twin.samples]
 
 
 def _groups(sample: GasSample) -> list[str]:
@@ -534,7 +547,13 @@ def test_calibrated_on_these_contracts() -> None:
 
 
 def test_every_constant_is_a_plausible_gas_figure() -> None:
-    assert all(0 < value < 250_000 for value in CODE_GAS.values()), CODE_GAS
+    # "applyReport.strict" is the difference between two entry points of one body (the
+    # selector dispatch and a flag), which may be a few dozen gas either way.
+    differences = {"applyReport.strict"}
+    assert all(abs(CODE_GAS[key]) < 200 for key in differences), CODE_GAS
+    assert all(0 < value < 250_000 for key, value in CODE_GAS.items() if key not in differences), (
+        CODE_GAS
+    )
 
 
 def test_call_by_name_prices_like_the_typed_methods() -> None:
