@@ -4,8 +4,8 @@
 
 - the pacemaker (``consensus.pacemaker``): NEW-EPOCH, DeltaProgress, DeltaResend;
 - report generation, leader and follower, with BLS shares instead of OCR's signature
-  lists: OBSERVE-REQ -> signed OBSERVATION -> PROPOSAL after DeltaGrace -> SHARES ->
-  CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
+  lists: OBSERVE-REQ -> signed OBSERVATION -> PROPOSAL after DeltaGrace, carrying a
+  quorum of the observations (``proposal_observers``) -> SHARES -> CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
   costs O(n) messages. It verifies the aggregate once and checks shares one by one only
   when that fails, discarding the bad ones;
 - the round pace: a leader starts a round DeltaRound after the last one started, once
@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -123,6 +124,7 @@ __all__ = [
     "Phase",
     "compute_reports",
     "proposal_digest",
+    "proposal_observers",
     "retransmit_interval",
     "transmission_delay",
 ]
@@ -195,6 +197,22 @@ def compute_reports(
         except ReportError as e:
             raise LocalProtocolError(f"outcome function produced an invalid report: {e}") from e
     return tuple(reports)
+
+
+def proposal_observers(
+    config: ConsensusConfig, epoch: int, round_: int, arrived: Collection[int]
+) -> list[int]:
+    """Whose observations the leader's proposal of (epoch, round) carries, in observer
+    order: ``observation_quorum`` of those that ``arrived`` (all of them if fewer), the
+    first in the order keyed by the round. The quorum suffices for every rule over the
+    set (2f+1 hold f+1 honest ones), and each follower checks each observation it carries:
+    31 members checking 30 observations each cost more than all the rest of a round. The
+    keyed order, not arrival, picks among them, so that a slow member's observation is
+    carried as often as a fast one's once it is in by DeltaGrace."""
+    label = b"propose" + epoch.to_bytes(4, "big") + round_.to_bytes(8, "big")
+    order = keyed_permutation(config.leader_selection_key, label, config.n)
+    chosen = [j for j in order if j in arrived][: config.quorum]
+    return sorted(chosen)
 
 
 def proposal_digest(proposal: Proposal) -> bytes:
@@ -676,9 +694,8 @@ class Node:
         if self._l_phase is not Phase.GRACE:
             return
         e, r = self._pacemaker.e, self._l_round
-        proposal = Proposal(
-            e, r, tuple(self._l_observations[j] for j in sorted(self._l_observations))
-        )
+        chosen = proposal_observers(self.config, e, r, self._l_observations)
+        proposal = Proposal(e, r, tuple(self._l_observations[j] for j in chosen))
         self._l_proposal = proposal
         self._l_phase = Phase.REPORT
         self._l_reports, self._l_hashes = self._reports_for(proposal)
