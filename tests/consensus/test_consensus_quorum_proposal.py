@@ -70,8 +70,34 @@ def test_the_leader_proposes_the_quorum_the_keyed_order_picks() -> None:
     carried = [so.observer for so in proposal.observations]
     assert len(carried) == CONFIG.quorum < CONFIG.n
     assert carried == proposal_observers(CONFIG, 1, 1, range(CONFIG.n))
-    # The leader checked every observation that arrived (it could pick any of them).
-    assert counting.calls["verify_observation"] == CONFIG.n - 1
+    # Checked on arrival until the quorum was in; the late one only if it was picked.
+    late = max(i for i in range(CONFIG.n) if i != LEADER)
+    assert counting.calls["verify_observation"] == CONFIG.quorum - 1 + (late in carried)
+
+
+def test_a_late_observation_that_does_not_verify_is_dropped_when_picked() -> None:
+    """After the quorum, observations are kept unchecked; the proposal checks those it
+    picks, drops a bad one (its sender is rejected) and carries the next in the order."""
+    order = proposal_observers(CONFIG, 1, 1, range(CONFIG.n))
+    bad = next(i for i in order if i != LEADER)
+    node = Node(CONFIG, LEADER, KEYS[LEADER], OUTCOME)
+    node.handle(Start(0.0, PersistedState()))
+    view = encode_facts([SEEN])
+    node.handle(ObservationReady(0.0, 1, 1, view))
+    good = [i for i in range(CONFIG.n) if i not in (LEADER, bad)]
+    for i in good:
+        node.handle(MessageReceived(0.01, i, encode(signed(i, 1, 1, view))))
+    forged = SignedObservation(
+        1, 1, bad, encode_facts([INVENTED]), signed(bad, 1, 1, view).signature
+    )
+    assert node.handle(MessageReceived(0.02, bad, encode(forged))) == ()  # kept, unchecked
+    actions = node.handle(TimerFired(0.01 + CONFIG.delta_grace, Timer(TimerKind.GRACE, 1, 1)))
+    assert Rejected(bad, "OBSERVATION signature does not verify") in actions
+    (broadcast,) = [a for a in actions if isinstance(a, Broadcast)]
+    proposal = decode(broadcast.data, LIMITS)
+    assert isinstance(proposal, Proposal)
+    assert [so.observer for so in proposal.observations] == sorted([LEADER, *good])
+    assert forged not in proposal.observations
 
 
 @settings(max_examples=50, deadline=None, database=None)
