@@ -153,9 +153,9 @@ EARLY_ROUND_MAX_DECISIONS = 8
 #: is left for the round itself. New work still starts a round at once
 #: (``ObservationChanged``).
 IDLE_ROUND_FRACTION = 0.3
-#: ... once this many idle rounds came in a row: a short lull between two bursts of work
-#: does not slow the next burst.
-IDLE_ROUNDS_BEFORE_QUIET = 4
+#: ... once this many idle rounds came in a row: one idle round between two bursts of
+#: work does not slow the next burst.
+IDLE_ROUNDS_BEFORE_QUIET = 2
 #: Checked observations remembered per round, times n (Byzantine members can sign any
 #: number of observations; the memory must not grow with them).
 _CHECKED_LIMIT = 4
