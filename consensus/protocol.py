@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -120,15 +120,12 @@ from consensus.safety import PersistUpdate, SafetyStore
 
 __all__ = [
     "EARLY_ROUND_MAX_DECISIONS",
-    "IDLE_ROUNDS_BEFORE_QUIET",
-    "IDLE_ROUND_FRACTION",
     "ROUND_GAP_FRACTION",
     "LocalProtocolError",
     "Node",
     "NodeKeys",
     "Phase",
     "compute_reports",
-    "idle_round",
     "proposal_digest",
     "proposal_observers",
     "retransmit_interval",
@@ -146,16 +143,6 @@ ROUND_GAP_FRACTION = 0.25
 #: load, rounds at the DeltaRound pace carry larger batches, each certificate transmitted
 #: and checked on chain once for all of its decisions.
 EARLY_ROUND_MAX_DECISIONS = 8
-#: A quiet committee's pace: after idle rounds (``idle_round``) the leader starts the
-#: next one this part of DeltaProgress after the last start (DeltaRound if that is
-#: longer), not at DeltaRound. An idle round only proves progress, and at n = 31 each
-#: costs 150 messages and a round of crypto on every member; the rest of DeltaProgress
-#: is left for the round itself. New work still starts a round at once
-#: (``ObservationChanged``).
-IDLE_ROUND_FRACTION = 0.3
-#: ... once this many idle rounds came in a row: one idle round between two bursts of
-#: work does not slow the next burst.
-IDLE_ROUNDS_BEFORE_QUIET = 2
 #: Checked observations remembered per round, times n (Byzantine members can sign any
 #: number of observations; the memory must not grow with them).
 _CHECKED_LIMIT = 4
@@ -239,15 +226,6 @@ def proposal_observers(
         if j in arrived and usable(j):
             chosen.append(j)
     return sorted(chosen)
-
-
-def idle_round(observations: Iterable[bytes], reports: Iterable[Report]) -> bool:
-    """A round with nothing going on: it decided nothing, and every observation the
-    leader received (carried in the proposal or not) was the same bytes, so every member
-    that answered sees the same, undecidable state. The same observations decide the same
-    nothing next time; only news changes that, and news is an ``ObservationChanged`` or a
-    changed observation."""
-    return not any(rep.decisions for rep in reports) and len(set(observations)) == 1
 
 
 def proposal_digest(proposal: Proposal) -> bytes:
@@ -355,7 +333,6 @@ class Node:
         self._l_retransmits = 0  # resends of the open round's request so far
         self._l_phase = Phase.IDLE
         self._l_ready = True
-        self._l_idle_rounds = 0  # idle rounds in a row (``idle_round``)
         self._l_observations: dict[int, SignedObservation] = {}
         # Observations that arrived after the quorum, kept unchecked until the proposal
         # picks them (most are never picked: a quorum is carried, not all).
@@ -447,7 +424,6 @@ class Node:
                 self._l_retransmits,
                 int(self._l_phase),
                 self._l_ready,
-                self._l_idle_rounds,
                 sorted(encode(so) for so in self._l_observations.values()),
                 sorted(self._l_unchecked),
                 self._l_proposal_bytes,
@@ -787,23 +763,10 @@ class Node:
                 self._try_certify(i)
         if all(c is not None for c in self._l_certs):
             certs = tuple(c for c in self._l_certs if c is not None)
-            e, r = self._pacemaker.e, self._l_round
             self._l_phase = Phase.FINAL
-            self._cancel_timer(Timer(TimerKind.RETRANSMIT, e, r))
-            self._broadcast(RoundCertificates(e, r, certs))
-            observations = (so.observation for so in self._l_observations.values())
-            if idle_round(observations, self._l_reports):
-                self._l_idle_rounds += 1
-            else:
-                self._l_idle_rounds = 0
-            quiet = max(self.config.delta_round, IDLE_ROUND_FRACTION * self.config.delta_progress)
-            due = self._l_round_started + quiet
-            if due > self._now and self._l_idle_rounds >= IDLE_ROUNDS_BEFORE_QUIET:
-                # The round timer (running or fired) starts the next round, later.
-                self._l_ready = True
-                self._set_timer(Timer(TimerKind.ROUND, e, r), due - self._now)
-            else:
-                self._start_round()
+            self._cancel_timer(Timer(TimerKind.RETRANSMIT, self._pacemaker.e, self._l_round))
+            self._broadcast(RoundCertificates(self._pacemaker.e, self._l_round, certs))
+            self._start_round()
 
     def _try_certify(self, target: int) -> None:
         """Aggregate t shares and verify the result once; only if that fails, verify the

@@ -1,12 +1,9 @@
-"""Two cuts of a round's cost. The leader's proposal carries a quorum of observations (``proposal_observers``), not
+"""The leader's proposal carries a quorum of observations (``proposal_observers``), not
 all it received: every follower checks each observation a proposal carries, so a quorum
 instead of n cuts the largest part of a round's crypto. These tests hold the cut to the
 rules it must keep: the quorum is the one the keyed order picks, every member's
 observation is carried in some rounds, and a fact or value only Byzantine members report
 is never certified from a quorum, nor is a proposal with a fabricated observation signed.
-And after an idle round (nothing decided, every member observing the same) the leader
-waits for the quiet pace after two idle rounds in a row, not DeltaRound, unless news
-arrives.
 """
 
 from __future__ import annotations
@@ -21,7 +18,6 @@ from consensus.crypto import REAL_CRYPTO
 from consensus.events import (
     Broadcast,
     MessageReceived,
-    ObservationChanged,
     ObservationReady,
     Persist,
     Rejected,
@@ -36,14 +32,7 @@ from consensus.identity import sign_observation
 from consensus.messages import ObserveReq, Proposal, Shares, SignedObservation
 from consensus.outcome import FactsOutcome, encode_facts
 from consensus.pacemaker import leader
-from consensus.protocol import (
-    IDLE_ROUND_FRACTION,
-    IDLE_ROUNDS_BEFORE_QUIET,
-    Node,
-    compute_reports,
-    idle_round,
-    proposal_observers,
-)
+from consensus.protocol import Node, compute_reports, proposal_observers
 from consensus.report import Action, Decision, report_hash
 from consensus.safety import PersistedState
 from dvpsim.benchmarks.consensus import CountingCrypto
@@ -199,63 +188,3 @@ def test_liars_among_seven_never_get_an_invented_fact_certified() -> None:
     assert check_agreement(config, result.sightings).ok
     verdict = check_fact_validity(config, result.sightings, [o[4] for o in result.observations])
     assert verdict.ok, verdict.detail
-
-
-# --------------------------------------------------------------------------- idle pace
-
-
-def _leader_rounds(view: bytes, rounds: int) -> Node:
-    """The leader of epoch 1 through ``rounds`` rounds at the DeltaRound pace, every
-    member observing ``view``."""
-    node = Node(CONFIG, LEADER, KEYS[LEADER], OUTCOME)
-    node.handle(Start(0.0, PersistedState()))
-    for r in range(1, rounds + 1):
-        now = (r - 1) * CONFIG.delta_round
-        if r > 1:
-            actions = node.handle(TimerFired(now, Timer(TimerKind.ROUND, 1, r - 1)))
-            assert Broadcast(encode(ObserveReq(1, r))) in actions
-        node.handle(ObservationReady(now, 1, r, view))
-        for i in range(CONFIG.n):
-            if i != LEADER:
-                node.handle(MessageReceived(now + 0.01, i, encode(signed(i, 1, r, view))))
-        now += 0.01 + CONFIG.delta_grace
-        actions = node.handle(TimerFired(now, Timer(TimerKind.GRACE, 1, r)))
-        (broadcast,) = [a for a in actions if isinstance(a, Broadcast)]
-        proposal = decode(broadcast.data, LIMITS)
-        assert isinstance(proposal, Proposal)
-        reports = compute_reports(CONFIG, OUTCOME, proposal)
-        for i in range(CONFIG.n):
-            if i != LEADER:
-                shares = tuple(bls.sign(KEYS[i].bls_secret, report_hash(rep)) for rep in reports)
-                node.handle(MessageReceived(now + 0.01, i, encode(Shares(1, r, shares))))
-    return node
-
-
-def _next_round_at(node: Node, r: int) -> float:
-    """When the leader's round-``r`` timer is due (it starts round r + 1)."""
-    return node._timers[Timer(TimerKind.ROUND, 1, r)]
-
-
-def test_after_idle_rounds_the_next_waits_for_the_quiet_pace() -> None:
-    quiet = max(CONFIG.delta_round, IDLE_ROUND_FRACTION * CONFIG.delta_progress)
-    assert quiet > CONFIG.delta_round  # the test's parameters make the two differ
-    assert IDLE_ROUNDS_BEFORE_QUIET == 2
-    # One idle round changes nothing; the second in a row slows the pace.
-    assert _next_round_at(_leader_rounds(encode_facts([]), 1), 1) == CONFIG.delta_round
-    node = _leader_rounds(encode_facts([]), 2)
-    started = CONFIG.delta_round
-    assert _next_round_at(node, 2) == started + quiet
-    # Nothing starts at DeltaRound ...
-    actions = node.handle(TimerFired(started + CONFIG.delta_round, Timer(TimerKind.ROUND, 1, 2)))
-    assert [a for a in actions if isinstance(a, Rejected)]  # stale: the timer moved
-    assert not [a for a in actions if isinstance(a, Broadcast)]
-    # ... but news starts the next round at once.
-    actions = node.handle(ObservationChanged(started + CONFIG.delta_round))
-    assert Broadcast(encode(ObserveReq(1, 3))) in actions
-
-
-def test_rounds_with_decisions_or_differing_views_keep_the_delta_round_pace() -> None:
-    busy = _leader_rounds(encode_facts([SEEN]), 2)  # decided SEEN, twice
-    assert _next_round_at(busy, 2) == 2 * CONFIG.delta_round
-    assert not idle_round([b"a", b"b"], ())  # members see different things
-    assert idle_round([b"a", b"a"], ())
