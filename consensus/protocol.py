@@ -4,8 +4,8 @@
 
 - the pacemaker (``consensus.pacemaker``): NEW-EPOCH, DeltaProgress, DeltaResend;
 - report generation, leader and follower, with BLS shares instead of OCR's signature
-  lists: OBSERVE-REQ -> signed OBSERVATION -> PROPOSAL after DeltaGrace -> SHARES ->
-  CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
+  lists: OBSERVE-REQ -> signed OBSERVATION -> PROPOSAL after DeltaGrace, carrying a
+  quorum of the observations (``proposal_observers``) -> SHARES -> CERTIFICATES. The leader aggregates shares into one certificate per target, so a round
   costs O(n) messages. It verifies the aggregate once and checks shares one by one only
   when that fails, discarding the bad ones;
 - the round pace: a leader starts a round DeltaRound after the last one started, once
@@ -26,7 +26,10 @@ leaves the state exactly as it was. The one deliberate exception is a BLS share:
 each share on arrival would double the leader's pairings, so shares are checked in
 aggregate; a bad one is kept until the aggregate fails, then dropped, and its sender is
 excluded for the rest of the round. Since only a member can send its own share
-(authenticated channels), this costs no other member anything. Two errors are raised
+(authenticated channels), this costs no other member anything. Likewise an observation
+that reaches the leader after the quorum is kept unchecked: the proposal carries a quorum
+(``proposal_observers``), so most of them are never used; one the proposal picks is
+checked then, and a bad one is dropped and its sender rejected. Two errors are raised
 instead of reported:
 ``LocalProtocolError`` when the runtime breaks the contract (an event before Start, time
 running backwards, an oversized local observation), and errors from a buggy outcome
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -123,6 +127,7 @@ __all__ = [
     "Phase",
     "compute_reports",
     "proposal_digest",
+    "proposal_observers",
     "retransmit_interval",
     "transmission_delay",
 ]
@@ -195,6 +200,32 @@ def compute_reports(
         except ReportError as e:
             raise LocalProtocolError(f"outcome function produced an invalid report: {e}") from e
     return tuple(reports)
+
+
+def proposal_observers(
+    config: ConsensusConfig,
+    epoch: int,
+    round_: int,
+    arrived: Collection[int],
+    usable: Callable[[int], bool] = lambda j: True,
+) -> list[int]:
+    """Whose observations the leader's proposal of (epoch, round) carries, in observer
+    order: ``observation_quorum`` of those that ``arrived`` and are ``usable`` (all of
+    them if fewer), the first in the order keyed by the round; ``usable`` is asked only
+    until the quorum is full. The quorum suffices for every rule over the set (2f+1 hold
+    f+1 honest ones), and each follower checks each observation a proposal carries: 31
+    members checking 30 observations each cost more than all the rest of a round. The
+    keyed order, not arrival, picks among them, so that a slow member's observation is
+    carried as often as a fast one's once it is in by DeltaGrace. (A Byzantine leader
+    can pick any quorum it likes; it could before, by claiming the others were late.)"""
+    label = b"propose" + epoch.to_bytes(4, "big") + round_.to_bytes(8, "big")
+    chosen: list[int] = []
+    for j in keyed_permutation(config.leader_selection_key, label, config.n):
+        if len(chosen) == config.quorum:
+            break
+        if j in arrived and usable(j):
+            chosen.append(j)
+    return sorted(chosen)
 
 
 def proposal_digest(proposal: Proposal) -> bytes:
@@ -293,7 +324,7 @@ class Node:
         self._f_observation: bytes | None = None  # encoded, for resends
         self._f_own_observation: SignedObservation | None = None
         self._f_signed_round = 0
-        self._f_signed_proposal = b""  # digest of the proposal signed in _f_signed_round
+        self._f_signed_proposal: Proposal | None = None  # the one signed in _f_signed_round
         self._f_shares: bytes | None = None  # encoded, for resends
         self._certified: dict[tuple[int, int], tuple[Certificate, ...]] = {}  # (e, r)
         # Leader side of the current epoch.
@@ -303,6 +334,9 @@ class Node:
         self._l_phase = Phase.IDLE
         self._l_ready = True
         self._l_observations: dict[int, SignedObservation] = {}
+        # Observations that arrived after the quorum, kept unchecked until the proposal
+        # picks them (most are never picked: a quorum is carried, not all).
+        self._l_unchecked: set[int] = set()
         self._l_proposal: Proposal | None = None
         self._l_proposal_bytes = b""
         self._l_reports: tuple[Report, ...] = ()
@@ -376,7 +410,9 @@ class Node:
                 self._f_awaiting_observation,
                 self._f_observation,
                 self._f_signed_round,
-                self._f_signed_proposal,
+                b""
+                if self._f_signed_proposal is None
+                else proposal_digest(self._f_signed_proposal),
                 self._f_shares,
                 sorted(
                     [e, r, [_certificate_record(c) for c in certs]]
@@ -389,6 +425,7 @@ class Node:
                 int(self._l_phase),
                 self._l_ready,
                 sorted(encode(so) for so in self._l_observations.values()),
+                sorted(self._l_unchecked),
                 self._l_proposal_bytes,
                 sorted(self._l_share_senders),
                 [sorted(s.items()) for s in self._l_shares],
@@ -581,6 +618,7 @@ class Node:
         self._l_phase = Phase.OBSERVE
         self._l_ready = False
         self._l_observations = {}
+        self._l_unchecked = set()
         self._l_proposal = None
         self._l_proposal_bytes = b""
         self._l_reports = ()
@@ -662,6 +700,10 @@ class Node:
         if sender in self._l_observations:
             self._reject(sender, "duplicate OBSERVATION")
             return
+        if self._l_phase is Phase.GRACE and sender != self.index:
+            self._l_observations[sender] = so
+            self._l_unchecked.add(sender)  # checked if the proposal picks it
+            return
         if sender != self.index and not self._observation_valid(so):
             self._reject(sender, "OBSERVATION signature does not verify")
             return
@@ -676,13 +718,24 @@ class Node:
         if self._l_phase is not Phase.GRACE:
             return
         e, r = self._pacemaker.e, self._l_round
-        proposal = Proposal(
-            e, r, tuple(self._l_observations[j] for j in sorted(self._l_observations))
-        )
+        chosen = proposal_observers(self.config, e, r, self._l_observations, self._picked)
+        proposal = Proposal(e, r, tuple(self._l_observations[j] for j in chosen))
         self._l_proposal = proposal
         self._l_phase = Phase.REPORT
         self._l_reports, self._l_hashes = self._reports_for(proposal)
         self._l_proposal_bytes = self._broadcast(proposal)
+
+    def _picked(self, observer: int) -> bool:
+        """The proposal picks ``observer``'s observation: usable if it was checked on
+        arrival or checks now; one that does not is dropped and its sender told."""
+        if observer not in self._l_unchecked:
+            return True
+        self._l_unchecked.discard(observer)
+        if self._observation_valid(self._l_observations[observer]):
+            return True
+        del self._l_observations[observer]
+        self._reject(observer, "OBSERVATION signature does not verify")
+        return False
 
     def _on_shares(self, sender: int, message: Shares) -> None:
         if not self._is_leader():
@@ -866,7 +919,7 @@ class Node:
             self._reject(sender, f"stale PROPOSAL for round {r}")
             return
         if r == self._f_signed_round:
-            if proposal_digest(proposal) != self._f_signed_proposal:
+            if proposal != self._f_signed_proposal:
                 self._reject(sender, f"second, different PROPOSAL for signed round {r}")
             elif self._f_shares is not None and sender != self.index:
                 self._out.append(Send(sender, self._f_shares))
@@ -902,7 +955,7 @@ class Node:
         self._f_round = r
         self._f_awaiting_observation = False
         self._f_signed_round = r
-        self._f_signed_proposal = proposal_digest(proposal)
+        self._f_signed_proposal = proposal
         if any(signable):
             self._out.append(Persist(self._safety.record(e, r, pending)))
         shares = tuple(
