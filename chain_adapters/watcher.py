@@ -163,6 +163,11 @@ def _checksummed(address: str) -> str:
     return str(to_checksum_address(address))
 
 
+def _quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x1a") or an int."""
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
 def _hexbytes(value: Any) -> bytes:
     if isinstance(value, str):
         return bytes.fromhex(value[2:] if value.startswith("0x") else value)
@@ -254,11 +259,11 @@ class EventWatcher:
         end_hash = self.rpc.block_hash(end)
         if end_hash is None:
             return None
-        raw_logs = self.rpc.call(
+        # The JSON-RPC answer as it is: web3's formatting of every log cost more than
+        # the decoding (``_to_log`` reads hex strings).
+        raw_logs = self.rpc.raw(
             "eth_getLogs",
-            lambda: self.rpc.web3.eth.get_logs(
-                {"address": self.addresses, "fromBlock": start, "toBlock": end}
-            ),
+            [{"address": self.addresses, "fromBlock": hex(start), "toBlock": hex(end)}],
         )
         logs = [self._to_log(raw) for raw in raw_logs if not raw.get("removed")]
         logs.sort(key=lambda log: (log.block_number, log.log_index))
@@ -283,10 +288,10 @@ class EventWatcher:
         return ChainLog(
             chain_id=self.rpc.expected_chain_id,
             address=_checksummed(raw["address"]),
-            block_number=int(raw["blockNumber"]),
+            block_number=_quantity(raw["blockNumber"]),
             block_hash=_hexbytes(raw["blockHash"]),
             transaction_hash=_hexbytes(raw["transactionHash"]),
-            log_index=int(raw["logIndex"]),
+            log_index=_quantity(raw["logIndex"]),
             event=event,
             args=args,
             topics=tuple(_hexbytes(t) for t in raw["topics"]),
