@@ -210,10 +210,12 @@ class EventWatcher:
         """The last block scanned (its logs delivered), -1 before the first scan."""
         return self._next - 1
 
-    def poll(self) -> list[WatchRecord]:
-        """Retractions for dropped blocks, then the newly confirmed logs, in chain order."""
+    def poll(self, head: int | None = None) -> list[WatchRecord]:
+        """Retractions for dropped blocks, then the newly confirmed logs, in chain order.
+        ``head``: the newest block number, when the caller has just read it (else read)."""
         records: list[WatchRecord] = list(self._check_reorg())
-        head = self.rpc.block_number()
+        if head is None:
+            head = self.rpc.block_number()
         target = head - self.confirmations + 1
         while self._next <= target:
             end = min(target, self._next + self.max_block_range - 1)
@@ -270,7 +272,10 @@ class EventWatcher:
         block_hashes: dict[int, bytes] = {}
         for log in logs:
             if log.block_number not in block_hashes:
-                current = self.rpc.block_hash(log.block_number)
+                # The range's end is read again below: no second look at it here.
+                current = (
+                    end_hash if log.block_number == end else self.rpc.block_hash(log.block_number)
+                )
                 if current != log.block_hash:
                     return None
                 block_hashes[log.block_number] = log.block_hash

@@ -111,10 +111,9 @@ class EvmPump:
         head = self._read_head()
         records: list[EscrowRecord] = []
         if not self._head_seen.unchanged(head, self.watcher.scanned_to):
-            records = [r for r in (_escrow_record(w) for w in self.watcher.poll()) if r is not None]
-            if self.watcher.scanned_to > head.number:
-                # The watcher saw a newer block: the leg's clock is never older than its events.
-                head = self._read_head()
+            # Up to this head and no further: the leg's clock is never older than its events.
+            polled = self.watcher.poll(head.number)
+            records = [r for r in (_escrow_record(w) for w in polled) if r is not None]
             self._head_seen = head
         if fault is not None:
             records = list(lie_about(records, fault.lie))
