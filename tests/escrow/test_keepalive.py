@@ -24,11 +24,11 @@ class _OneCallPerConnection(http.server.BaseHTTPRequestHandler):
     server whose idle timeout ran out does); answers 503 to eth_blockNumber."""
 
     protocol_version = "HTTP/1.1"
-    connections: list[int] = []
+    connections: list[int] = []  # client ports, one per request
 
     def do_POST(self) -> None:
         request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.connections.append(id(self.connection))
+        self.connections.append(self.client_address[1])  # the client port: one per connection
         if request["method"] == "eth_blockNumber":
             body, status = b"busy", 503
         else:
