@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.crypto import keccak
 
@@ -150,6 +151,19 @@ class CoordinatorBinding:
         self._error_abi = [e for abi in self._abis for e in abi if e.get("type") == "error"]
         self.decoder = EventDecoder(self._abis)
         self.calls = CallEncoder(artifacts[COORDINATOR].abi)
+        # The views read per poll, decoded with eth_abi (web3's normalizers walked every
+        # id of a 2,000-id statesOf, in and out).
+        self._outputs = {
+            str(entry["name"]): [abi_type(o) for o in entry["outputs"]]
+            for entry in artifacts[COORDINATOR].abi
+            if entry.get("type") == "function" and entry["name"] in ("statesOf", "settlementsOf")
+        }
+
+    def _view(self, fn: str, *args: Any) -> tuple[Any, ...]:
+        """``fn(*args)`` of a view in ``_outputs``, by one eth_call, decoded."""
+        data = self.calls.encode(fn, args)
+        raw = self.w3.eth.call({"to": self.address, "data": "0x" + data.hex()})
+        return tuple(abi_decode(self._outputs[fn], bytes(raw)))
 
     # ------------------------------------------------------------------ views
 
@@ -168,7 +182,7 @@ class CoordinatorBinding:
         states: list[State] = []
         for start in range(0, len(ids), STATES_PER_CALL):
             chunk = ids[start : start + STATES_PER_CALL]
-            states.extend(State(s) for s in self.contract.functions.statesOf(chunk).call())
+            states.extend(State(s) for s in self._view("statesOf", chunk)[0])
         return states
 
     def hash_terms(self, terms: Terms) -> bytes:
@@ -184,7 +198,7 @@ class CoordinatorBinding:
         """(terms hash, state) of each settlement, in one call."""
         if not settlement_ids:
             return []
-        hashes, states = self.contract.functions.settlementsOf(list(settlement_ids)).call()
+        hashes, states = self._view("settlementsOf", list(settlement_ids))
         return [(bytes(h), State(s)) for h, s in zip(hashes, states, strict=True)]
 
     def pending_decisions(self, report: Report) -> tuple[Decision, ...]:

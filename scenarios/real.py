@@ -45,10 +45,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
+import rlp
+from eth_keys import keys
 from eth_utils.crypto import keccak
 
 from bank_adapter.client import BankApiError
@@ -173,6 +175,40 @@ def _lag_figures(name: str, lags: list[float]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Eip1559Fields:
+    """The fields of an EIP-1559 (type 2) transaction without access list, in their
+    signing order."""
+
+    chain_id: int
+    nonce: int
+    max_priority_fee_per_gas: int
+    max_fee_per_gas: int
+    gas: int
+    to: str
+    value: int
+    data: bytes
+
+
+def signed_eip1559(key: keys.PrivateKey, tx: Eip1559Fields) -> bytes:
+    """The signed raw transaction: 0x02 || rlp([fields..., [], y_parity, r, s]), signed over
+    keccak(0x02 || rlp([fields..., []])). eth_account gives the same bytes (a test holds
+    them together) at four times the CPU: the load generator signs every lock."""
+    fields = [
+        tx.chain_id,
+        tx.nonce,
+        tx.max_priority_fee_per_gas,
+        tx.max_fee_per_gas,
+        tx.gas,
+        bytes.fromhex(tx.to.removeprefix("0x")),
+        tx.value,
+        tx.data,
+        [],
+    ]
+    signature = key.sign_msg_hash(keccak(b"\x02" + rlp.encode(fields)))
+    return b"\x02" + rlp.encode([*fields, signature.v, signature.r, signature.s])
+
+
 class LockPipeline:
     """The load generator's locks from one key to one chain, sent without waiting on the
     chain: the generator signs each lock (nonces counted here from the key's pending
@@ -191,7 +227,7 @@ class LockPipeline:
         on_sent: Callable[[Any, bytes | None, str], None],
     ) -> None:
         rpc = sender.rpc
-        self._account = Account.from_key(private_key)
+        self._key = keys.PrivateKey(bytes.fromhex(private_key.removeprefix("0x")))
         self._chain_id = rpc.expected_chain_id
         self._gas = sender.estimate(first)
         self._nonce = sender.resync_nonce()
@@ -212,18 +248,19 @@ class LockPipeline:
     def submit(self, token: Any, request: TxRequest) -> None:
         """Sign ``request`` with the next nonce and queue it; ``token`` comes back in
         ``on_sent``."""
-        tx = {
-            "type": 2,
-            "chainId": self._chain_id,
-            "nonce": self._nonce,
-            "to": request.to,
-            "data": request.data,
-            "value": request.value,
-            "gas": self._gas,
-            "maxFeePerGas": self._max_fee,
-            "maxPriorityFeePerGas": min(self._tip, self._max_fee),
-        }
-        raw = bytes(self._account.sign_transaction(tx).raw_transaction)
+        raw = signed_eip1559(
+            self._key,
+            Eip1559Fields(
+                self._chain_id,
+                self._nonce,
+                min(self._tip, self._max_fee),
+                self._max_fee,
+                self._gas,
+                request.to,
+                request.value,
+                request.data,
+            ),
+        )
         self._nonce += 1
         self._queue.put((token, raw))
 

@@ -39,6 +39,8 @@ log = logging.getLogger("dvpsim.node.bank")
 
 MAX_REQUEST_BYTES = 1 << 20
 MAX_PARALLEL_CALLS = 8
+REQUEST_S = 5.0  # a callback request that started must arrive whole within this
+KEEPALIVE_S = 60.0  # an idle callback connection stays open this long (aiohttp's 15 s first)
 
 
 class BankPump:
@@ -63,29 +65,49 @@ class BankPump:
         receiver = WebhookReceiver(bytes.fromhex(answer.json()["ed25519_public_key"][2:]))
         host, _, port = self.config.webhook_listen.rpartition(":")
 
+        async def respond(headers: dict[str, str], body: bytes) -> bytes:
+            try:
+                events = receiver.receive_all(headers, body, time.time())
+            except WebhookSignatureError:
+                return b"401 Unauthorized"
+            if events:
+                # One update for a batch: one look at the leg for all of it.
+                statuses = tuple(e.instruction for e in events)
+                times = [e.as_of_ms for e in events if e.as_of_ms is not None]
+                await emit(BankUpdate(0.0, self.name, statuses, max(times, default=None)))
+            else:
+                # A duplicate: nothing new about the instruction, but it states the bank's
+                # time when it was sent again.
+                await emit(BankUpdate(0.0, self.name, (), receiver.latest_as_of_ms))
+            return b"200 OK"
+
         async def handle(stream: trio.SocketStream) -> None:
+            # Kept alive: the bank sends its callbacks over the same connection (a new
+            # connection per callback cost the bank and the node more than the callback).
+            requests = CallbackRequests()
             async with stream:
                 try:
-                    with trio.fail_after(5):
-                        headers, body = await _read_http_request(stream)
-                    try:
-                        events = receiver.receive_all(headers, body, time.time())
-                        code = b"200 OK"
-                    except WebhookSignatureError:
-                        events, code = [], b"401 Unauthorized"
-                    if events:
-                        # One update for a batch: one look at the leg for all of it.
-                        statuses = tuple(e.instruction for e in events)
-                        times = [e.as_of_ms for e in events if e.as_of_ms is not None]
-                        await emit(BankUpdate(0.0, self.name, statuses, max(times, default=None)))
-                    elif code == b"200 OK":
-                        # A duplicate: nothing new about the instruction, but it states the
-                        # bank's time when it was sent again.
-                        await emit(BankUpdate(0.0, self.name, (), receiver.latest_as_of_ms))
-                    await stream.send_all(
-                        b"HTTP/1.1 " + code + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    )
-                except (trio.TooSlowError, trio.BrokenResourceError, ValueError):
+                    while True:
+                        # A started request has REQUEST_S to arrive whole; an idle connection
+                        # is closed after KEEPALIVE_S (the bank closes it first).
+                        chunk = b""
+                        with trio.move_on_after(REQUEST_S if requests.pending else KEEPALIVE_S):
+                            chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            return  # the bank closed the connection, or it idled or stalled
+                        for headers, body in requests.feed(chunk):
+                            close = headers.get("Connection", "").lower() == "close"
+                            code = await respond(headers, body)
+                            await stream.send_all(
+                                b"HTTP/1.1 "
+                                + code
+                                + b"\r\nContent-Length: 0\r\n"
+                                + (b"Connection: close\r\n" if close else b"")
+                                + b"\r\n"
+                            )
+                            if close:
+                                return
+                except (trio.BrokenResourceError, trio.ClosedResourceError, ValueError):
                     return
 
         await trio.serve_tcp(handle, int(port), host=host or "127.0.0.1")
@@ -150,28 +172,41 @@ class BankPump:
         pass
 
 
-async def _read_http_request(stream: trio.SocketStream) -> tuple[dict[str, str], bytes]:
-    """One HTTP/1.1 request with a Content-Length body (what the bank's callbacks send)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = await stream.receive_some(65536)
-        if not chunk or len(data) > MAX_REQUEST_BYTES:
-            raise ValueError("incomplete request")
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    if not lines[0].startswith("POST "):
-        raise ValueError("not a POST")
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip()] = value.strip()
-    length = int(headers.get("Content-Length", headers.get("content-length", "0")))
-    if length > MAX_REQUEST_BYTES:
-        raise ValueError("body too large")
-    while len(body) < length:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            raise ValueError("incomplete body")
-        body += chunk
-    return headers, body[:length]
+class CallbackRequests:
+    """The bank's callback requests on one kept-alive connection: bytes in, whole requests
+    out (HTTP/1.1 POSTs with a Content-Length body, one after another). Raises ValueError
+    for anything else, or a request over MAX_REQUEST_BYTES, and the connection is closed."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    @property
+    def pending(self) -> bool:
+        """Whether part of a request has arrived."""
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> list[tuple[dict[str, str], bytes]]:
+        """The requests ``data`` completes, in order, as (headers, body)."""
+        self._buffer += data
+        complete = []
+        while True:
+            head_end = self._buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                if len(self._buffer) > MAX_REQUEST_BYTES:
+                    raise ValueError("request head too large")
+                return complete
+            lines = self._buffer[:head_end].decode("latin-1").split("\r\n")
+            if not lines[0].startswith("POST "):
+                raise ValueError("not a POST")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                headers[name.strip()] = value.strip()
+            length = int(headers.get("Content-Length", headers.get("content-length", "0")))
+            if not 0 <= length <= MAX_REQUEST_BYTES:
+                raise ValueError("body too large")
+            end = head_end + 4 + length
+            if len(self._buffer) < end:
+                return complete
+            complete.append((headers, self._buffer[head_end + 4 : end]))
+            self._buffer = self._buffer[end:]

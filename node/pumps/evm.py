@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -81,6 +82,8 @@ class EvmPump:
         )
         self._send_lock = trio.Lock()
         self._block_time = -1
+        # The newest block as of the last watcher poll (nothing before the first).
+        self._head_seen = Head(-1, b"", -1, self.watcher.confirmations)
 
     # ------------------------------------------------------------------ watching
 
@@ -105,16 +108,32 @@ class EvmPump:
         fault = self._endpoint_fault()
         if fault is not None and not fault.lie:
             raise RpcError(f"{self.config.url}: no answer (an rpc-outage fault)")
-        records = [r for r in (_escrow_record(w) for w in self.watcher.poll()) if r is not None]
+        head = self._read_head()
+        records: list[EscrowRecord] = []
+        if not self._head_seen.unchanged(head, self.watcher.scanned_to):
+            # Up to this head and no further: the leg's clock is never older than its events.
+            polled = self.watcher.poll(head.number)
+            records = [r for r in (_escrow_record(w) for w in polled) if r is not None]
+            self._head_seen = head
         if fault is not None:
             records = list(lie_about(records, fault.lie))
-        block_time = int(
-            self.rpc.call("latest block", lambda: self.rpc.eth.get_block("latest")["timestamp"])
-        )
+        block_time = head.timestamp
         if not records and block_time == self._block_time:
             return None  # nothing new: the driver's clock for this leg stands still
         self._block_time = block_time
         return ChainUpdate(0.0, self.name, tuple(records), block_time)
+
+    def _read_head(self) -> Head:
+        """The newest block, in one raw call (no web3 formatting: this runs every poll)."""
+        block = self.rpc.raw("eth_getBlockByNumber", ["latest", False])
+        if not block:
+            raise RpcError(f"{self.config.url}: no latest block")
+        return Head(
+            int(block["number"], 16),
+            bytes.fromhex(block["hash"][2:]),
+            int(block["timestamp"], 16),
+            self.watcher.confirmations,
+        )
 
     # ------------------------------------------------------------------ reading
 
@@ -161,6 +180,28 @@ class EvmPump:
 
     def close(self) -> None:
         pass
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest block of a chain as one poll saw it, and the watcher's confirmation
+    depth."""
+
+    number: int
+    hash: bytes
+    timestamp: int
+    confirmations: int
+
+    def unchanged(self, now: Head, scanned_to: int) -> bool:
+        """Whether a watcher poll now would find nothing new: the newest block is the same
+        block (same hash: a block's hash covers every block before it, so no reorg either)
+        and the watcher has scanned every confirmed block up to it. Most polls find this
+        (blocks come slower than the node polls), and it saves the watcher's calls."""
+        return (
+            now.number == self.number
+            and now.hash == self.hash
+            and scanned_to >= now.number - self.confirmations + 1
+        )
 
 
 def already_applied(exc: TransactionReverted, already_done: Callable[[], bool]) -> bool:

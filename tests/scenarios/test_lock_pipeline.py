@@ -9,11 +9,14 @@ import threading
 from typing import Any
 
 from eth_account import Account
+from eth_keys import keys
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chain_adapters.evm import connect
 from chain_adapters.localchain import DEV_PRIVATE_KEYS, LocalChain
 from chain_adapters.sender import TransactionSender, TxRequest
-from scenarios.real import BROADCASTERS, LockPipeline
+from scenarios.real import BROADCASTERS, Eip1559Fields, LockPipeline, signed_eip1559
 
 
 class Reports:
@@ -61,3 +64,36 @@ def test_a_lock_the_chain_refuses_is_reported_with_its_reason(chain: LocalChain,
     tx_hash, error = reports.seen["too dear"]
     assert tx_hash is None
     assert "funds" in error.lower(), error
+
+
+@given(
+    nonce=st.integers(0, 2**64 - 1),
+    tip=st.integers(0, 10**12),
+    extra_fee=st.integers(0, 10**12),
+    gas=st.integers(21_000, 30_000_000),
+    value=st.integers(0, 2**128),
+    data=st.binary(max_size=600),
+    key_index=st.integers(0, len(DEV_PRIVATE_KEYS) - 1),
+)
+@settings(max_examples=40, deadline=None)
+def test_the_generators_signer_gives_eth_accounts_bytes(
+    nonce: int, tip: int, extra_fee: int, gas: int, value: int, data: bytes, key_index: int
+) -> None:
+    key = DEV_PRIVATE_KEYS[key_index]
+    to = Account.from_key(DEV_PRIVATE_KEYS[8]).address
+    tx = Eip1559Fields(31337, nonce, tip, tip + extra_fee, gas, to, value, data)
+    expected = Account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": nonce,
+            "to": to,
+            "data": data,
+            "value": value,
+            "gas": gas,
+            "maxFeePerGas": tip + extra_fee,
+            "maxPriorityFeePerGas": tip,
+        },
+        key,
+    ).raw_transaction
+    assert signed_eip1559(keys.PrivateKey(bytes.fromhex(key[2:])), tx) == bytes(expected)
