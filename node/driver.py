@@ -493,6 +493,7 @@ class NodeDriver:
             self._after = {}
         self._waiting: dict[tuple[str, int, int], float] = {}
         self._started = False  # the consensus node takes nothing before Start
+        self._news_pending = False  # trackers learned something no round was started for
         self._last_observation: tuple[tuple[Any, ...], tuple[bytes, int, int]] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -541,7 +542,9 @@ class NodeDriver:
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
             self._on_transmission_done(event)
-        if learned is not None and learned != self._tracker_versions() and self._news():
+        if learned is not None and learned != self._tracker_versions():
+            self._news_pending = True
+        if self._news_pending and self._news():
             self._consensus(ConsensusObservationChanged(event.now))
         out = tuple(self._out)
         self._out = []
@@ -553,10 +556,13 @@ class NodeDriver:
     def _news(self) -> bool:
         """Whether this node leads, could start a round early (``Node.would_start_early``)
         and would now observe something else than it last did; the observation is
-        computed only then."""
+        computed only then. News that comes while a round runs is kept
+        (``_news_pending``) and asked about again after each event, so the round that
+        follows starts when this one finishes, not a DeltaRound tick later."""
         node = self.node
         if not self._started or not isinstance(node, Node) or not node.would_start_early():
             return False
+        self._news_pending = False
         last = self._last_observation
         return last is None or self.observation()[0] != last[1][0]
 
