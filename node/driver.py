@@ -507,8 +507,9 @@ class NodeDriver:
         self._now = event.now
         self._out = []
         self.stats.events += 1
-        # New facts let a leader start its next round early (consensus ObservationChanged).
-        learned = self._tracker_versions() if isinstance(event, _WORLD_UPDATES) else None
+        # New work lets a leader start its next round early (consensus ObservationChanged).
+        book = self.book
+        before = (len(book.keys), len(book.parked)) if isinstance(event, _WORLD_UPDATES) else None
         if isinstance(event, Start):
             self._started = True
             self._consensus(event)
@@ -542,16 +543,17 @@ class NodeDriver:
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
             self._on_transmission_done(event)
-        if learned is not None and learned != self._tracker_versions():
+        if before is not None and (len(book.keys) > before[0] or len(book.parked) < before[1]):
+            # Work: a settlement new to the order, or one a certificate decided that a
+            # target spoke of again (a hold, a payment, a refusal). A leg's clock moving
+            # or facts of settlements already served are not: the DeltaRound pace takes
+            # them, and the rounds in between stay for work that can be decided.
             self._news_pending = True
         if self._news_pending and self._news():
             self._consensus(ConsensusObservationChanged(event.now))
         out = tuple(self._out)
         self._out = []
         return out
-
-    def _tracker_versions(self) -> tuple[int, ...]:
-        return tuple(t.version for t in self.trackers.values())
 
     def _news(self) -> bool:
         """Whether this node leads, could start a round early (``Node.would_start_early``)
@@ -731,9 +733,14 @@ class NodeDriver:
             stats.certify_latency.observe(self._now - began)
         stats.last_certified_at = self._now
         until = self._now + self._in_flight_for
+        target = self.trackers.get(action.target)
         for decision in report.decisions:
-            self.book.park(decision.settlement_id, until)
-        bank = self.trackers.get(action.target)
+            # A decision the target already shows applied (a round that certified again
+            # what an earlier one did, before every member heard the target) has nothing
+            # on the way: parked, its settlement would wait for a word that already came.
+            if target is None or not target.already_applied(decision):
+                self.book.park(decision.settlement_id, until)
+        bank = target
         if isinstance(bank, BankLegTracker):
             for decision in report.decisions:
                 bank.expect(decision)
