@@ -100,7 +100,7 @@ from consensus.events import ObservationChanged as ConsensusObservationChanged
 from consensus.events import SetTimer as ConsensusSetTimer
 from consensus.events import TimerFired as ConsensusTimerFired
 from consensus.events import Transmit as ConsensusTransmit
-from consensus.protocol import Node, NodeKeys, transmission_delay
+from consensus.protocol import ROUND_GAP_FRACTION, Node, NodeKeys, transmission_delay
 from consensus.report import Action, Certificate, Decision
 from node.byzantine import ByzantineSpec, wrapper
 from node.dvp import (
@@ -210,6 +210,7 @@ class DriverTimerKind(IntEnum):
     RETRY = 1  # try a transmission again
     POLL = 2  # ask the bank about quiet instructions
     STAGE = 3  # a certificate that waited for its ``after`` leg: this member's turn
+    NEWS = 4  # the hold-back after a PREPARE to the bank is over: look at the news again
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +495,9 @@ class NodeDriver:
         self._waiting: dict[tuple[str, int, int], float] = {}
         self._started = False  # the consensus node takes nothing before Start
         self._news_pending = False  # trackers learned something no round was started for
+        # Until then a leader that certified a PREPARE to the bank starts no early round
+        # unless the bank speaks (``_on_certified``).
+        self._hold_back_until = 0.0
         self._last_observation: tuple[tuple[Any, ...], tuple[bytes, int, int]] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -544,6 +548,8 @@ class NodeDriver:
         else:
             self._on_transmission_done(event)
         if before is not None and (len(book.keys) > before[0] or len(book.parked) < before[1]):
+            if isinstance(event, BankUpdate):
+                self._hold_back_until = 0.0  # the bank spoke of a decided settlement
             # Work: a settlement new to the order, or one a certificate decided that a
             # target spoke of again (a hold, a payment, a refusal). A leg's clock moving
             # or facts of settlements already served are not: the DeltaRound pace takes
@@ -556,17 +562,20 @@ class NodeDriver:
         return out
 
     def _news(self) -> bool:
-        """Whether this node leads, could start a round early (``Node.would_start_early``)
-        and would now observe something else than it last did; the observation is
-        computed only then. News that comes while a round runs is kept
-        (``_news_pending``) and asked about again after each event, so the round that
-        follows starts when this one finishes, not a DeltaRound tick later."""
+        """Whether pending news (``_news_pending``: a settlement new to the order, or a
+        decided one a target spoke of again) may start a round now: this node leads and
+        could start one early (``Node.would_start_early``), and no hold-back is on
+        (``_hold_back``). News that comes while a round runs is kept and asked about
+        again after each event, so the round that follows starts when this one finishes,
+        not a DeltaRound tick later. Work always changes the observation, so none is
+        computed here: under load the answer is no before any cost."""
         node = self.node
         if not self._started or not isinstance(node, Node) or not node.would_start_early():
             return False
+        if self._now < self._hold_back_until:
+            return False  # kept: the NEWS timer asks again
         self._news_pending = False
-        last = self._last_observation
-        return last is None or self.observation()[0] != last[1][0]
+        return True
 
     def observation(self) -> tuple[bytes, int, int]:
         """This node's observation now: (encoded facts, settlements in it, left out). The
@@ -744,6 +753,20 @@ class NodeDriver:
         if isinstance(bank, BankLegTracker):
             for decision in report.decisions:
                 bank.expect(decision)
+            if any(d.action is Action.PREPARE for d in report.decisions):
+                self._hold_back(action.target)
+
+    def _hold_back(self, bank: str) -> None:
+        """This leader certified a PREPARE to the bank: the next round needs the hold,
+        which comes back within a bank round trip. Other news waits for it, at most a
+        quarter of DeltaRound: a round started now would miss the hold, and the round
+        that carries it would wait for that one to finish."""
+        node = self.node
+        if not isinstance(node, Node) or not node.would_start_early():
+            return
+        self._hold_back_until = self._now + ROUND_GAP_FRACTION * self.config.consensus.delta_round
+        timer = DriverTimer(DriverTimerKind.NEWS, bank)
+        self._out.append(SetTimer(timer, self._hold_back_until))
 
     # ------------------------------------------------------------------ transmission
 
@@ -846,6 +869,8 @@ class NodeDriver:
     # ------------------------------------------------------------------ driver timers
 
     def _on_driver_timer(self, timer: DriverTimer) -> None:
+        if timer.kind is DriverTimerKind.NEWS:
+            return  # ``handle`` looks at pending news after every event
         if timer.kind is DriverTimerKind.RETRY or timer.kind is DriverTimerKind.STAGE:
             pending = self._transmissions.get((timer.target, timer.epoch, timer.round))
             if pending is not None:

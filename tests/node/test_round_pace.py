@@ -16,6 +16,7 @@ import dataclasses
 import heapq
 from typing import Any
 
+from bank_adapter.ledger import InstructionState
 from chain_adapters.model import Leg as EscrowLeg
 from chain_adapters.model import LegLocked, SettlementCreated, State, terms_hash
 from consensus.events import Broadcast, Certified, Send, Start
@@ -24,6 +25,7 @@ from consensus.harness import simulated_committee
 from consensus.report import Action
 from consensus.safety import PersistedState
 from node.driver import (
+    BankUpdate,
     ChainUpdate,
     DriverConfig,
     NodeDriver,
@@ -32,9 +34,10 @@ from node.driver import (
     SetTimer,
     TargetSpec,
     TimerFired,
+    Transmit,
 )
 from node.legs import EscrowRecord
-from tests.node.test_driver import COORDINATOR, SELLER, TOKEN, escrow_terms, sid
+from tests.node.test_driver import COORDINATOR, SELLER, TOKEN, bank_status, escrow_terms, sid
 
 N, F = 4, 1
 DELTA_ROUND = 0.2
@@ -65,6 +68,7 @@ class Committee:
         self._order = 0
         self._timers: list[dict[Any, float]] = [{} for _ in range(N)]
         self.observed: list[tuple[float, int, Observed]] = []  # (time, member, effect)
+        self.transmits: list[Transmit] = []
         self.certified: list[tuple[float, str, tuple[Action, ...]]] = []  # at member 0
         for i in range(N):
             self._put(0.0, i, Start(0.0, PersistedState()))
@@ -84,6 +88,8 @@ class Committee:
             elif isinstance(effect, SetTimer):
                 self._timers[member][effect.timer] = effect.at
                 self._put(effect.at, member, TimerFired(effect.at, effect.timer))
+            elif isinstance(effect, Transmit):
+                self.transmits.append(effect)
             elif isinstance(effect, Observed):
                 self.observed.append((self.now, member, effect))
             elif member == 0 and isinstance(effect, Certified):
@@ -103,8 +109,8 @@ class Committee:
             self._handle(member, _at(event, at))
         self.now = until
 
-    def chain(self, update: ChainUpdate) -> None:
-        """Every member's watcher delivers ``update`` now."""
+    def chain(self, update: ChainUpdate | BankUpdate) -> None:
+        """Every member's watcher (or bank callback) delivers ``update`` now."""
         for i in range(N):
             self._handle(i, _at(update, self.now))
 
@@ -161,3 +167,40 @@ def test_a_block_that_brings_nothing_new_starts_no_round() -> None:
     assert max(c.round_starts().values()) == started
     c.chain(lock(2, block_time=102))  # new work does start one
     assert max(c.round_starts().values()) > started
+
+
+def test_after_a_prepare_to_the_bank_other_news_waits_for_the_hold() -> None:
+    c = Committee()
+    c.run_until(0.85)  # a round started at 0.8: the gap is over, the lock starts one
+    c.chain(lock(1, block_time=100))
+    while not c.certified:
+        c.run_until(c.now + HOP)
+    certified, started = c.now, max(c.round_starts().values())
+    c.chain(lock(2, block_time=101))  # other work, a moment after the PREPARE
+    # Past the early-start gap, still within the hold-back: a round now would miss the
+    # hold the first settlement's COMMIT needs, and the round that carries the hold
+    # would wait for it to finish. The news waits.
+    c.run_until(started + DELTA_ROUND / 4 + HOP)
+    assert c.now < certified + DELTA_ROUND / 4
+    assert max(c.round_starts().values()) == started
+    prepare = next(t for t in c.transmits if t.target == "bank")
+    c.chain(BankUpdate(0.0, "bank", (bank_status(prepare, InstructionState.PREVALIDATED),), 1))
+    assert max(c.round_starts().values()) == c.now  # the hold came: the round starts
+    held = c.now
+    while not any(target == "chain-A" for _, target, _ in c.certified):
+        c.run_until(c.now + HOP)
+    assert c.now <= held + 5 * HOP  # that very round certified the COMMIT
+    assert [a for _, target, a in c.certified if target == "chain-A"][0] == (Action.COMMIT,)
+
+
+def test_the_hold_back_ends_after_a_quarter_of_delta_round() -> None:
+    c = Committee()
+    c.run_until(0.85)  # a round started at 0.8: the gap is over, the lock starts one
+    c.chain(lock(1, block_time=100))
+    while not c.certified:
+        c.run_until(c.now + HOP)
+    certified, started = c.now, max(c.round_starts().values())
+    c.chain(lock(2, block_time=101))
+    c.run_until(certified + DELTA_ROUND / 4 + HOP)  # the bank never answers
+    later = [t for t in c.round_starts().values() if t > started]
+    assert later and later[0] <= certified + DELTA_ROUND / 4 + 1e-9
