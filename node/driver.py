@@ -59,6 +59,11 @@ Transmission retries are timers: a result worth another try ("error", "rpc-error
 "partial") arms a RETRY timer with the next pause of ``retry_delays``; when it fires the
 driver looks again whether the target already shows every decision applied.
 
+A leader starts a round early on news (``ObservationChanged``) only for work: a
+settlement new to the order, or a decided one a target spoke of again. News that comes
+while a round runs is kept until the round finishes; after a PREPARE to the bank, other
+news waits for the hold, at most a quarter of DeltaRound (a NEWS timer).
+
 The bank is polled by a POLL timer for instructions it has not spoken of lately, one read
 at a time: a new read starts only once the last was answered (or is given up as lost), so
 a slow bank is asked less, not more.
