@@ -59,6 +59,11 @@ Transmission retries are timers: a result worth another try ("error", "rpc-error
 "partial") arms a RETRY timer with the next pause of ``retry_delays``; when it fires the
 driver looks again whether the target already shows every decision applied.
 
+A leader starts a round early on news (``ObservationChanged``) only for work: a
+settlement new to the order, or a decided one a target spoke of again. News that comes
+while a round runs is kept until the round finishes; after a PREPARE to the bank, other
+news waits for the hold, at most a quarter of DeltaRound (a NEWS timer).
+
 The bank is polled by a POLL timer for instructions it has not spoken of lately, one read
 at a time: a new read starts only once the last was answered (or is given up as lost), so
 a slow bank is asked less, not more.
@@ -100,7 +105,7 @@ from consensus.events import ObservationChanged as ConsensusObservationChanged
 from consensus.events import SetTimer as ConsensusSetTimer
 from consensus.events import TimerFired as ConsensusTimerFired
 from consensus.events import Transmit as ConsensusTransmit
-from consensus.protocol import Node, NodeKeys, transmission_delay
+from consensus.protocol import ROUND_GAP_FRACTION, Node, NodeKeys, transmission_delay
 from consensus.report import Action, Certificate, Decision
 from node.byzantine import ByzantineSpec, wrapper
 from node.dvp import (
@@ -210,6 +215,7 @@ class DriverTimerKind(IntEnum):
     RETRY = 1  # try a transmission again
     POLL = 2  # ask the bank about quiet instructions
     STAGE = 3  # a certificate that waited for its ``after`` leg: this member's turn
+    NEWS = 4  # the hold-back after a PREPARE to the bank is over: look at the news again
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,6 +499,10 @@ class NodeDriver:
             self._after = {}
         self._waiting: dict[tuple[str, int, int], float] = {}
         self._started = False  # the consensus node takes nothing before Start
+        self._news_pending = False  # trackers learned something no round was started for
+        # Until then a leader that certified a PREPARE to the bank starts no early round
+        # unless the bank speaks (``_on_certified``).
+        self._hold_back_until = 0.0
         self._last_observation: tuple[tuple[Any, ...], tuple[bytes, int, int]] | None = None
 
     # ------------------------------------------------------------------ public API
@@ -506,8 +516,9 @@ class NodeDriver:
         self._now = event.now
         self._out = []
         self.stats.events += 1
-        # New facts let a leader start its next round early (consensus ObservationChanged).
-        learned = self._tracker_versions() if isinstance(event, _WORLD_UPDATES) else None
+        # New work lets a leader start its next round early (consensus ObservationChanged).
+        book = self.book
+        before = (len(book.keys), len(book.parked)) if isinstance(event, _WORLD_UPDATES) else None
         if isinstance(event, Start):
             self._started = True
             self._consensus(event)
@@ -541,24 +552,35 @@ class NodeDriver:
             self._tracker(event.target, ReportedFactsTracker).replace(event.facts)
         else:
             self._on_transmission_done(event)
-        if learned is not None and learned != self._tracker_versions() and self._news():
+        if before is not None and (len(book.keys) > before[0] or len(book.parked) < before[1]):
+            if isinstance(event, BankUpdate):
+                self._hold_back_until = 0.0  # the bank spoke of a decided settlement
+            # Work: a settlement new to the order, or one a certificate decided that a
+            # target spoke of again (a hold, a payment, a refusal). A leg's clock moving
+            # or facts of settlements already served are not: the DeltaRound pace takes
+            # them, and the rounds in between stay for work that can be decided.
+            self._news_pending = True
+        if self._news_pending and self._news():
             self._consensus(ConsensusObservationChanged(event.now))
         out = tuple(self._out)
         self._out = []
         return out
 
-    def _tracker_versions(self) -> tuple[int, ...]:
-        return tuple(t.version for t in self.trackers.values())
-
     def _news(self) -> bool:
-        """Whether this node leads, could start a round early (``Node.would_start_early``)
-        and would now observe something else than it last did; the observation is
-        computed only then."""
+        """Whether pending news (``_news_pending``: a settlement new to the order, or a
+        decided one a target spoke of again) may start a round now: this node leads and
+        could start one early (``Node.would_start_early``), and no hold-back is on
+        (``_hold_back``). News that comes while a round runs is kept and asked about
+        again after each event, so the round that follows starts when this one finishes,
+        not a DeltaRound tick later. Work always changes the observation, so none is
+        computed here: under load the answer is no before any cost."""
         node = self.node
         if not self._started or not isinstance(node, Node) or not node.would_start_early():
             return False
-        last = self._last_observation
-        return last is None or self.observation()[0] != last[1][0]
+        if self._now < self._hold_back_until:
+            return False  # kept: the NEWS timer asks again
+        self._news_pending = False
+        return True
 
     def observation(self) -> tuple[bytes, int, int]:
         """This node's observation now: (encoded facts, settlements in it, left out). The
@@ -725,12 +747,31 @@ class NodeDriver:
             stats.certify_latency.observe(self._now - began)
         stats.last_certified_at = self._now
         until = self._now + self._in_flight_for
+        target = self.trackers.get(action.target)
         for decision in report.decisions:
-            self.book.park(decision.settlement_id, until)
-        bank = self.trackers.get(action.target)
+            # A decision the target already shows applied (a round that certified again
+            # what an earlier one did, before every member heard the target) has nothing
+            # on the way: parked, its settlement would wait for a word that already came.
+            if target is None or not target.already_applied(decision):
+                self.book.park(decision.settlement_id, until)
+        bank = target
         if isinstance(bank, BankLegTracker):
             for decision in report.decisions:
                 bank.expect(decision)
+            if any(d.action is Action.PREPARE for d in report.decisions):
+                self._hold_back(action.target)
+
+    def _hold_back(self, bank: str) -> None:
+        """This leader certified a PREPARE to the bank: the next round needs the hold,
+        which comes back within a bank round trip. Other news waits for it, at most a
+        quarter of DeltaRound: a round started now would miss the hold, and the round
+        that carries it would wait for that one to finish."""
+        node = self.node
+        if not isinstance(node, Node) or not node.would_start_early():
+            return
+        self._hold_back_until = self._now + ROUND_GAP_FRACTION * self.config.consensus.delta_round
+        timer = DriverTimer(DriverTimerKind.NEWS, bank)
+        self._out.append(SetTimer(timer, self._hold_back_until))
 
     # ------------------------------------------------------------------ transmission
 
@@ -833,6 +874,8 @@ class NodeDriver:
     # ------------------------------------------------------------------ driver timers
 
     def _on_driver_timer(self, timer: DriverTimer) -> None:
+        if timer.kind is DriverTimerKind.NEWS:
+            return  # ``handle`` looks at pending news after every event
         if timer.kind is DriverTimerKind.RETRY or timer.kind is DriverTimerKind.STAGE:
             pending = self._transmissions.get((timer.target, timer.epoch, timer.round))
             if pending is not None:

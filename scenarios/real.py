@@ -88,10 +88,59 @@ from scenarios.workload import (
 )
 
 POLL_S = 0.05  # how often the runner looks for released asset legs (latency resolution)
+# ... unless the chain announces its blocks (``newHeads``): then each block wakes a look,
+# and the clock is only a safety net.
+HEADS_POLL_S = 0.25
 BROADCASTERS = 4  # threads that send the load generator's signed locks to a chain
 BROADCAST_TRIES = 3  # a lock whose sending fails (no answer) is sent again this often
 # How often the runner reads its processes' CPU time (a killed one keeps its last).
 CPU_SAMPLE_S = 1.0
+
+
+class BlockHeads:
+    """Tells when a chain mines a block: a thread subscribed to ``newHeads`` on the
+    endpoint's WebSocket (anvil serves one on its HTTP port) sets ``news`` at each one, so
+    the release watch looks when a release can have happened instead of adding its poll
+    interval to every latency. ``subscribed`` is false while there is no subscription
+    (another scheme, a refusal, a lost connection): the watch then polls on the clock.
+    The thread ends with ``stop``."""
+
+    def __init__(self, url: str, stop: threading.Event) -> None:
+        self.url = url.replace("http://", "ws://", 1) if url.startswith("http://") else None
+        self.stop = stop
+        self.news = threading.Event()
+        self.subscribed = False
+
+    def start(self) -> None:
+        if self.url is not None:
+            threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        from websockets.exceptions import WebSocketException
+        from websockets.sync.client import connect as ws_connect
+
+        request = json.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+        )
+        while not self.stop.is_set():
+            try:
+                assert self.url is not None
+                with ws_connect(self.url, open_timeout=5) as ws:
+                    ws.send(request)
+                    if "result" not in json.loads(ws.recv(timeout=5)):
+                        return  # no subscriptions here: the clock it is
+                    self.subscribed = True
+                    while not self.stop.is_set():
+                        try:
+                            ws.recv(timeout=0.5)
+                        except TimeoutError:
+                            continue
+                        self.news.set()
+            except (OSError, ValueError, WebSocketException):
+                pass
+            finally:
+                self.subscribed = False
+            self.stop.wait(2.0)
 
 
 class CpuLedger:
@@ -589,7 +638,9 @@ class RealRun(RealWorld):
         A look at thousands of open settlements costs the runner real CPU time, which the
         load generator (same process) would wait for: it pauses at least twice as long as
         its last look took, so it takes at most about a third of the runner's time (the
-        latency resolution coarsens as the backlog grows)."""
+        latency resolution coarsens as the backlog grows). It looks when the chain mines a
+        block (``BlockHeads``), so a quiet run's figure carries no poll interval of its
+        own; every ``POLL_S`` without a subscription."""
         asset_leg = MODES[self.scenario.mode].asset_leg
         side = self.chains[asset_leg]
         rpc = connect(side.rpc.url, side.chain_id)
@@ -597,9 +648,17 @@ class RealRun(RealWorld):
         refusals = binding.contract.events.SettlementRefused()
         by_id = {t.settlement_id: t for t in self.tracked}
         next_block = 0
-        pause = POLL_S
+        heads = BlockHeads(side.rpc.url, self._releases_seen)
+        heads.start()
+        pause, gap = POLL_S, 0.0
+        looked = time.monotonic()
         while True:
-            last = self._releases_seen.wait(pause)  # one more look after the run ended
+            # A block (each one may release) or the clock, but never sooner than ``gap``
+            # after the last look began: the look's own cost bounds how often it runs.
+            heads.news.wait(pause if not heads.subscribed else HEADS_POLL_S)
+            self._releases_seen.wait(max(0.0, looked + gap - time.monotonic()))
+            heads.news.clear()
+            last = self._releases_seen.is_set()  # one more look after the run ended
             looked = time.monotonic()
             if self.scenario.chains[0].admission_floor:  # the asset chain (leg A)
                 try:  # settlements admission refused have ended: nothing was locked
@@ -636,7 +695,8 @@ class RealRun(RealWorld):
                     # The release itself enters the history from the chain's logs, with its
                     # transaction and block (``_leg_records``); here only the latency.
                     item.released_at = now
-            pause = max(POLL_S, 2 * (time.monotonic() - looked))
+            gap = 2 * (time.monotonic() - looked)
+            pause = max(POLL_S, gap)
             if last:
                 return
 
