@@ -68,7 +68,10 @@ def test_a_violation_shrinks_to_a_minimal_scenario_that_sim_replays(tmp_path: Pa
     assert "atomicity" in example.violated
     assert schedule_size(example.scenario) < schedule_size(found)
     faults, actions, _, settlements = example.size
-    assert faults == 0 and actions == 3 and settlements <= 2  # two liars with one behaviour
+    # Two liars with one behaviour. A proposal carries a quorum of 2f+1 = 3 of the 4
+    # observations, in an order keyed by the round, so both liars are carried only in some
+    # rounds: the violation may need a third settlement to reach one of them.
+    assert faults == 0 and actions == 3 and settlements <= 3
     # The file is an ordinary scenario: the schema reads it, sim replays it (exit 0: the
     # violation it expects is shown again), and it names its checks in expect.
     text = example.path.read_text()
