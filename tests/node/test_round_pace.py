@@ -169,7 +169,9 @@ def test_a_block_that_brings_nothing_new_starts_no_round() -> None:
     assert max(c.round_starts().values()) > started
 
 
-def test_after_a_prepare_to_the_bank_other_news_waits_for_the_hold() -> None:
+def _prepared_then_other_work() -> tuple[Committee, float, float]:
+    """A committee that certified a PREPARE to the bank for one lock, then saw a second
+    lock; with when the PREPARE was certified and when its round started."""
     c = Committee()
     c.run_until(0.85)  # a round started at 0.8: the gap is over, the lock starts one
     c.chain(lock(1, block_time=100))
@@ -177,6 +179,11 @@ def test_after_a_prepare_to_the_bank_other_news_waits_for_the_hold() -> None:
         c.run_until(c.now + HOP)
     certified, started = c.now, max(c.round_starts().values())
     c.chain(lock(2, block_time=101))  # other work, a moment after the PREPARE
+    return c, certified, started
+
+
+def test_after_a_prepare_to_the_bank_other_news_waits_for_the_hold() -> None:
+    c, certified, started = _prepared_then_other_work()
     # Past the early-start gap, still within the hold-back: a round now would miss the
     # hold the first settlement's COMMIT needs, and the round that carries the hold
     # would wait for it to finish. The news waits.
@@ -194,13 +201,7 @@ def test_after_a_prepare_to_the_bank_other_news_waits_for_the_hold() -> None:
 
 
 def test_the_hold_back_ends_after_a_quarter_of_delta_round() -> None:
-    c = Committee()
-    c.run_until(0.85)  # a round started at 0.8: the gap is over, the lock starts one
-    c.chain(lock(1, block_time=100))
-    while not c.certified:
-        c.run_until(c.now + HOP)
-    certified, started = c.now, max(c.round_starts().values())
-    c.chain(lock(2, block_time=101))
+    c, certified, started = _prepared_then_other_work()
     c.run_until(certified + DELTA_ROUND / 4 + HOP)  # the bank never answers
     later = [t for t in c.round_starts().values() if t > started]
     assert later and later[0] <= certified + DELTA_ROUND / 4 + 1e-9
