@@ -18,7 +18,6 @@ unshrunk. ``-m slow``: 300 random sequences of up to 40 steps, shrunk on failure
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -321,7 +320,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
             if mode == Mode.BRIDGE_BUYER_SIDE:
                 asset = stack.bridged_asset.address if self.chance(0.5) else payment
             t = Terms(
-                settlement_id=os.urandom(32),
+                settlement_id=self.rnd.randbytes(32),
                 mode=int(mode),
                 seller=seller,
                 buyer=buyer,
@@ -503,7 +502,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
                 action = data.draw(
                     st.sampled_from([Action.COMMIT] * 3 + [Action.ABORT] * 2 + [Action.PREPARE])
                 )
-                certified_hash = t.terms_hash() if self.chance(0.9) else os.urandom(32)
+                certified_hash = t.terms_hash() if self.chance(0.9) else self.rnd.randbytes(32)
                 decisions.append(Decision(t.settlement_id, action, certified_hash))
                 supplied = t if self.chance(0.9) else replace(t, buyer=t.seller)
                 terms.append(supplied)
@@ -512,7 +511,7 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
             kind = "valid"
             if self.chance(0.3):
                 kind = self.rnd.choice(["too-few", "forged", "digest", "short"])
-            digest = os.urandom(32) if kind == "digest" else None
+            digest = self.rnd.randbytes(32) if kind == "digest" else None
             report = committee.report(decisions, epoch=1, round=self.round, digest=digest)
             if kind == "too-few":
                 cert = committee.certify(report, signers=[1, 2])
