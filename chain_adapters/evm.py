@@ -19,11 +19,12 @@ Waiting is done through an injectable ``sleep`` so tests control time.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import requests
 from web3 import Web3
@@ -35,11 +36,13 @@ from chain_adapters.keepalive import KeepAliveProvider
 __all__ = [
     "RetryPolicy",
     "Rpc",
+    "NEW_HEADS_REQUEST",
     "RpcError",
     "RpcUnreachable",
     "WrongChain",
     "connect",
     "is_transient",
+    "websocket_url",
 ]
 
 T = TypeVar("T")
@@ -230,6 +233,21 @@ class Rpc:
             return response.get("result")
 
         return self.call(method, fetch)
+
+
+#: The subscription a watcher sends over an endpoint's WebSocket to hear of each new block.
+NEW_HEADS_REQUEST: Final = json.dumps(
+    {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
+)
+
+
+def websocket_url(url: str) -> str | None:
+    """The WebSocket address of an HTTP JSON-RPC endpoint (the same host and port: anvil
+    serves both there); None for another scheme."""
+    for http, ws in (("http://", "ws://"), ("https://", "wss://")):
+        if url.startswith(http):
+            return ws + url.removeprefix(http)
+    return None
 
 
 def connect(

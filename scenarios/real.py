@@ -58,7 +58,7 @@ from bank_adapter.sqlite_storage import SqliteStorage
 from chain_adapters.bindings import (
     CoordinatorBinding,
 )
-from chain_adapters.evm import connect
+from chain_adapters.evm import NEW_HEADS_REQUEST, connect, websocket_url
 from chain_adapters.model import RECLAIMABLE
 from chain_adapters.sender import TransactionReverted, TransactionSender, TxRequest
 from node.modes import BANK, MODES
@@ -106,7 +106,7 @@ class BlockHeads:
     The thread ends with ``stop``."""
 
     def __init__(self, url: str, stop: threading.Event) -> None:
-        self.url = url.replace("http://", "ws://", 1) if url.startswith("http://") else None
+        self.url = websocket_url(url)
         self.stop = stop
         self.news = threading.Event()
         self.subscribed = False
@@ -119,14 +119,11 @@ class BlockHeads:
         from websockets.exceptions import WebSocketException
         from websockets.sync.client import connect as ws_connect
 
-        request = json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
-        )
         while not self.stop.is_set():
             try:
                 assert self.url is not None
                 with ws_connect(self.url, open_timeout=5) as ws:
-                    ws.send(request)
+                    ws.send(NEW_HEADS_REQUEST)
                     if "result" not in json.loads(ws.recv(timeout=5)):
                         return  # no subscriptions here: the clock it is
                     self.subscribed = True
@@ -874,11 +871,13 @@ class RealRun(RealWorld):
         ]
 
     def _chain_steps(self, ledgers: RealLedgers) -> list[dict[str, Any]]:
-        """The committee's releases and refunds on every chain, from the coordinators' logs:
-        "leg" records with the transaction, the block and its time (unix seconds)."""
+        """The committee's releases and refunds on every chain, and the asset chain's
+        admission refusals, from the coordinators' logs: "leg" records with the
+        transaction, the block and its time (unix seconds)."""
         records = []
         stamps: dict[tuple[str, int], int] = {}
-        for leg, name, sid, tx, block in ledgers.final_logs():
+
+        def record(leg: str, step: str, sid: bytes, tx: bytes, block: int, **extra: int) -> None:
             if (leg, block) not in stamps:
                 rpc = self.chains[leg].rpc
                 stamps[(leg, block)] = int(rpc.eth.get_block(block)["timestamp"])
@@ -887,34 +886,24 @@ class RealRun(RealWorld):
                     "t": stamps[(leg, block)],
                     "event": "leg",
                     "phase": "ok",
-                    "step": CHAIN_STEPS[name],
+                    "step": step,
                     "settlement": "0x" + sid.hex(),
                     "leg": leg,
                     "tx": "0x" + tx.hex(),
                     "block": block,
+                    **extra,
                 }
             )
+
+        for leg, name, sid, tx, block in ledgers.final_logs():
+            record(leg, CHAIN_STEPS[name], sid, tx, block)
         asset_leg = MODES[self.scenario.mode].asset_leg
-        side = self.chains[asset_leg]
-        for log in side.coordinator.contract.events.SettlementRefused().get_logs(from_block=0):
-            block = int(log["blockNumber"])
-            if (asset_leg, block) not in stamps:
-                stamps[(asset_leg, block)] = int(side.rpc.eth.get_block(block)["timestamp"])
+        refusals = self.chains[asset_leg].coordinator.contract.events.SettlementRefused()
+        for log in refusals.get_logs(from_block=0):
             args = log["args"]
-            records.append(
-                {
-                    "t": stamps[(asset_leg, block)],
-                    "event": "leg",
-                    "phase": "ok",
-                    "step": REFUSED_STEP,
-                    "settlement": "0x" + bytes(args["settlementId"]).hex(),
-                    "leg": asset_leg,
-                    "tx": "0x" + bytes(log["transactionHash"]).hex(),
-                    "block": block,
-                    "open": int(args["open"]),
-                    "ended_last_window": int(args["endedLastWindow"]),
-                }
-            )
+            record(asset_leg, REFUSED_STEP, bytes(args["settlementId"]),
+                   bytes(log["transactionHash"]), int(log["blockNumber"]),
+                   open=int(args["open"]), ended_last_window=int(args["endedLastWindow"]))  # fmt: skip
         return records
 
     def _bank_steps(self) -> list[dict[str, Any]]:

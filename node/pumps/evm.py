@@ -45,7 +45,7 @@ import trio
 import trio_websocket
 
 from chain_adapters.bindings import CoordinatorBinding, chain_log_event
-from chain_adapters.evm import RpcError, connect
+from chain_adapters.evm import NEW_HEADS_REQUEST, RpcError, connect, websocket_url
 from chain_adapters.model import Terms
 from chain_adapters.sender import TransactionReverted, TransactionSender, TxRequest
 from chain_adapters.watcher import EventWatcher, Retracted, WatchRecord
@@ -135,13 +135,10 @@ class EvmPump:
         url = websocket_url(self.config.url)
         if url is None:
             return
-        request = json.dumps(
-            {"jsonrpc": "2.0", "id": 1, "method": "eth_subscribe", "params": ["newHeads"]}
-        )
         while True:
             try:
                 async with trio_websocket.open_websocket_url(url) as ws:
-                    await ws.send_message(request)
+                    await ws.send_message(NEW_HEADS_REQUEST)
                     answer = json.loads(await ws.get_message())
                     if "result" not in answer:
                         return  # the endpoint does not announce blocks: polling it is
@@ -281,15 +278,6 @@ class Head:
             and now.hash == self.hash
             and scanned_to >= now.number - self.confirmations + 1
         )
-
-
-def websocket_url(url: str) -> str | None:
-    """The WebSocket address of an HTTP JSON-RPC endpoint (the same host and port: anvil
-    serves both there); None for another scheme."""
-    for http, ws in (("http://", "ws://"), ("https://", "wss://")):
-        if url.startswith(http):
-            return ws + url.removeprefix(http)
-    return None
 
 
 def already_applied(exc: TransactionReverted, already_done: Callable[[], bool]) -> bool:
