@@ -48,11 +48,15 @@ from chain_adapters.model import (
     Terms,
     Transfer,
     decision_pending,
+    encode_terms,
 )
 from chain_adapters.sender import TxRequest
 from chain_adapters.verifier import abi_type, certificate_calldata, decode_revert
 from chain_adapters.watcher import ChainLog, EventDecoder
 from consensus.report import Certificate, Decision, Report
+
+#: The ABI type of the coordinator's ``Terms`` struct (``chain_adapters.model.Terms``).
+TERMS_ABI_TYPE = "(bytes32,uint8,address,address,address,uint256,address,uint256,uint64)"
 
 __all__ = [
     "COORDINATOR",
@@ -103,11 +107,23 @@ class CallEncoder:
             del self._functions[name]
 
     def encode(self, fn: str, args: Sequence[Any]) -> bytes:
+        selector, types = self._function(fn)
+        return selector + abi_encode(types, list(args))
+
+    def encode_terms_call(self, fn: str, terms: Terms) -> bytes:
+        """Calldata of ``fn(Terms)``, a function whose one argument is the static ``Terms``
+        struct: the selector and ``encode_terms`` (the same bytes as ``encode``; eth_abi
+        checks every address's checksum, which cost the load generator ~50 us a lock)."""
+        selector, types = self._function(fn)
+        if types != [TERMS_ABI_TYPE]:
+            raise ValueError(f"{fn!r} does not take one Terms struct")
+        return selector + encode_terms(terms)
+
+    def _function(self, fn: str) -> tuple[bytes, list[str]]:
         try:
-            selector, types = self._functions[fn]
+            return self._functions[fn]
         except KeyError:
             raise ValueError(f"no function {fn!r} (or it is overloaded) in this ABI") from None
-        return selector + abi_encode(types, list(args))
 
 
 class TokenBinding:
@@ -215,25 +231,60 @@ class CoordinatorBinding:
             if decision_pending(decision, stored, state)
         )
 
+    def event_logs(
+        self, event: str, from_block: int = 0, to_block: int | None = None
+    ) -> list[tuple[dict[str, Any], bytes, int]]:
+        """Every ``event`` log of this coordinator from ``from_block`` to ``to_block`` (the
+        newest block when None), in chain order: (its arguments by name, the transaction
+        hash, the block number). One raw ``eth_getLogs`` decoded by ``decoder``: web3's
+        ``get_logs`` formats every log through its normalizers, which cost the runner
+        ~1 ms a log (it reads one per refused settlement while the load runs)."""
+        request = {
+            "address": self.address,
+            "topics": ["0x" + self.decoder.topic(event).hex()],
+            "fromBlock": hex(from_block),
+            "toBlock": "latest" if to_block is None else hex(to_block),
+        }
+        response = self.w3.provider.make_request("eth_getLogs", [request])
+        if "error" in response:
+            raise ValueError(f"eth_getLogs for {event}: {response['error']}")
+        logs = []
+        for raw in response["result"]:
+            if raw.get("removed"):
+                continue
+            name, args = self.decoder.decode(raw)
+            if name == event:
+                logs.append(
+                    (
+                        dict(args),
+                        bytes.fromhex(raw["transactionHash"][2:]),
+                        int(raw["blockNumber"], 16),
+                    )
+                )
+        return logs
+
     # ------------------------------------------------------------------ transactions
 
     def _tx(self, fn: str, *args: Any) -> TxRequest:
         return TxRequest(to=self.address, data=self.calls.encode(fn, args), label=fn)
 
+    def _terms_tx(self, fn: str, terms: Terms) -> TxRequest:
+        return TxRequest(to=self.address, data=self.calls.encode_terms_call(fn, terms), label=fn)
+
     def create_tx(self, terms: Terms) -> TxRequest:
-        return self._tx("create", terms.as_abi())
+        return self._terms_tx("create", terms)
 
     def create_and_lock_tx(self, terms: Terms) -> TxRequest:
-        return self._tx("createAndLock", terms.as_abi())
+        return self._terms_tx("createAndLock", terms)
 
     def lock_asset_tx(self, terms: Terms) -> TxRequest:
-        return self._tx("lockAsset", terms.as_abi())
+        return self._terms_tx("lockAsset", terms)
 
     def lock_payment_tx(self, terms: Terms) -> TxRequest:
-        return self._tx("lockPayment", terms.as_abi())
+        return self._terms_tx("lockPayment", terms)
 
     def reclaim_after_deadline_tx(self, terms: Terms) -> TxRequest:
-        return self._tx("reclaimAfterDeadline", terms.as_abi())
+        return self._terms_tx("reclaimAfterDeadline", terms)
 
     def apply_report_tx(
         self, certificate: Certificate, terms: Sequence[Terms], *, strict: bool = False

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eth_account import Account
-from eth_utils.address import to_checksum_address
 from web3.exceptions import (
     ContractCustomError,
     ContractLogicError,
@@ -45,6 +44,7 @@ from web3.exceptions import (
 )
 
 from chain_adapters.evm import Rpc, RpcError
+from chain_adapters.model import checksum_address
 
 __all__ = [
     "FeePolicy",
@@ -86,7 +86,8 @@ class TxRequest:
     label: str = ""  # for error messages ("applyReport", "lockAsset", ...)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "to", to_checksum_address(self.to))
+        # Cached: the same few contracts are called again and again (EIP-55 hashes).
+        object.__setattr__(self, "to", checksum_address(self.to))
 
 
 @dataclass(frozen=True, slots=True)

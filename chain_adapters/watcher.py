@@ -111,6 +111,13 @@ class EventDecoder:
                     data_types=[abi_type(i) for i in inputs if not i.get("indexed")],
                 )
 
+    def topic(self, event: str) -> bytes:
+        """The first topic (the signature's hash) of the event named ``event``."""
+        for topic, layout in self._events.items():
+            if layout.name == event:
+                return topic
+        raise ValueError(f"no event {event!r} in these ABIs")
+
     def decode(self, raw: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, Any], ...]]:
         topics = [_hexbytes(t) for t in raw.get("topics") or []]
         layout = self._events.get(topics[0]) if topics else None

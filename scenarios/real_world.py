@@ -642,18 +642,9 @@ class RealLedgers:
         if self._final_logs is None:
             logs = []
             for leg, side in self.run.chains.items():
-                contract = side.coordinator.contract
                 for name in CHAIN_STEPS:
-                    for log in getattr(contract.events, name)().get_logs(from_block=0):
-                        logs.append(
-                            (
-                                leg,
-                                name,
-                                bytes(log["args"]["settlementId"]),
-                                bytes(log["transactionHash"]),
-                                int(log["blockNumber"]),
-                            )
-                        )
+                    for args, tx, block in side.coordinator.event_logs(name):
+                        logs.append((leg, name, bytes(args["settlementId"]), tx, block))
             self._final_logs = logs
         return self._final_logs
 
@@ -699,9 +690,9 @@ class RealLedgers:
     def prepared_legs(self) -> set[tuple[str, bytes]]:
         prepared = set()
         for leg, side in self.run.chains.items():
-            for log in side.coordinator.contract.events.LegLocked().get_logs(from_block=0):
-                if int(log["args"]["state"]) == State.PREPARED:
-                    prepared.add((leg, bytes(log["args"]["settlementId"])))
+            for args, _tx, _block in side.coordinator.event_logs("LegLocked"):
+                if int(args["state"]) == State.PREPARED:
+                    prepared.add((leg, bytes(args["settlementId"])))
         if self.run.bank is not None:
             held = self.run._bank_admin("GET", "/admin/instructions")["held"]
             prepared |= {(BANK, bytes.fromhex(sid[2:])) for sid in held}

@@ -117,6 +117,9 @@ def test_unknown_or_overloaded_function_is_refused() -> None:
     for name in ("f", "h"):
         with pytest.raises(ValueError, match=name):
             encoder.encode(name, [1])
+    terms = Terms(bytes(32), 1, ADDRESS, ADDRESS, ADDRESS, 0, ADDRESS, 0, 0)
+    with pytest.raises(ValueError, match="Terms"):  # a function of other arguments
+        encoder.encode_terms_call("g", terms)
 
 
 # --------------------------------------------------------------------------- events

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chain_adapters.bindings import CoordinatorBinding
 from chain_adapters.build import Artifact
 from chain_adapters.devstack import deploy_escrow_stack
 from chain_adapters.localchain import LocalChain
@@ -97,8 +98,25 @@ def test_contract_refuses_what_the_pace_cannot_serve(
         # every call agreed with the model (GasTwin checks) and its gas with the table
         for sample in twin.samples:
             assert sample.charges.reverted is False, sample.kind
+        _raw_logs_read_as_web3_does(stack.coordinator)
     finally:
         chain.revert(snapshot)
+
+
+def _raw_logs_read_as_web3_does(coordinator: CoordinatorBinding) -> None:
+    """The runner reads locks, refusals and final events with ``event_logs`` (one raw
+    eth_getLogs): the same logs, arguments, transactions and blocks as web3's get_logs,
+    over the whole chain and over a range."""
+    head = coordinator.w3.eth.block_number
+    for name in ("LegLocked", "SettlementRefused", "SettlementAborted"):
+        event = getattr(coordinator.contract.events, name)()
+        for start, end in ((0, None), (head - 3, head - 1)):
+            expected = [
+                (dict(log["args"]), bytes(log["transactionHash"]), int(log["blockNumber"]))
+                for log in event.get_logs(from_block=start, to_block=end or "latest")
+            ]
+            assert coordinator.event_logs(name, start, end) == expected, (name, start)
+        assert coordinator.event_logs(name), name  # the test made some of each
 
 
 # ----------------------------------------------------------------------------- the rule

@@ -8,8 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import coincurve
 from eth_account import Account
-from eth_keys import keys
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,6 +66,23 @@ def test_a_lock_the_chain_refuses_is_reported_with_its_reason(chain: LocalChain,
     assert "funds" in error.lower(), error
 
 
+def _eth_account_signed(key: str, tx: Eip1559Fields) -> Any:
+    return Account.sign_transaction(
+        {
+            "type": 2,
+            "chainId": tx.chain_id,
+            "nonce": tx.nonce,
+            "to": tx.to,
+            "data": tx.data,
+            "value": tx.value,
+            "gas": tx.gas,
+            "maxFeePerGas": tx.max_fee_per_gas,
+            "maxPriorityFeePerGas": tx.max_priority_fee_per_gas,
+        },
+        key,
+    )
+
+
 @given(
     nonce=st.integers(0, 2**64 - 1),
     tip=st.integers(0, 10**12),
@@ -82,18 +99,22 @@ def test_the_generators_signer_gives_eth_accounts_bytes(
     key = DEV_PRIVATE_KEYS[key_index]
     to = Account.from_key(DEV_PRIVATE_KEYS[8]).address
     tx = Eip1559Fields(31337, nonce, tip, tip + extra_fee, gas, to, value, data)
-    expected = Account.sign_transaction(
-        {
-            "type": 2,
-            "chainId": 31337,
-            "nonce": nonce,
-            "to": to,
-            "data": data,
-            "value": value,
-            "gas": gas,
-            "maxFeePerGas": tip + extra_fee,
-            "maxPriorityFeePerGas": tip,
-        },
-        key,
-    ).raw_transaction
-    assert signed_eip1559(keys.PrivateKey(bytes.fromhex(key[2:])), tx) == bytes(expected)
+    signer = coincurve.PrivateKey(bytes.fromhex(key[2:]))
+    assert signed_eip1559(signer, tx) == bytes(_eth_account_signed(key, tx).raw_transaction)
+
+
+def test_the_generators_signer_drops_leading_zeros_of_r_and_s() -> None:
+    """RLP writes r and s without leading zero bytes; 1 signature in 128 has one."""
+    key = DEV_PRIVATE_KEYS[3]
+    signer = coincurve.PrivateKey(bytes.fromhex(key[2:]))
+    to = Account.from_key(DEV_PRIVATE_KEYS[8]).address
+    short = 0
+    for nonce in range(2_000):
+        tx = Eip1559Fields(31337, nonce, 1, 10**9, 100_000, to, 0, b"")
+        signed = _eth_account_signed(key, tx)
+        if signed.r.bit_length() <= 248 or signed.s.bit_length() <= 248:
+            assert signed_eip1559(signer, tx) == bytes(signed.raw_transaction)
+            short += 1
+            if short == 3:
+                return
+    raise AssertionError("no signature with a short r or s in 2,000 nonces")
