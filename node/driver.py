@@ -82,7 +82,7 @@ from mypy_extensions import mypyc_attr
 
 from bank_adapter.client import InstructionStatus
 from bank_adapter.terms import PaymentTerms
-from chain_adapters.model import State, Terms
+from chain_adapters.model import SettlementRefused, State, Terms
 from consensus.byzantine import ByzantineNode
 from consensus.config import ConsensusConfig
 from consensus.crypto import REAL_CRYPTO, CryptoSuite
@@ -396,6 +396,9 @@ class DriverStats:
     queued_peak: int = 0
     observation_walked: int = 0  # settlements the last observation looked at: its cost
     oldest_queued_peak_s: float = 0.0
+    # settlements a chain's admission refused (SettlementRefused logs this node's watchers
+    # confirmed; the nodes never serve them: backpressure made visible in the metrics)
+    refused: int = 0
 
 
 @dataclass
@@ -536,6 +539,9 @@ class NodeDriver:
         elif isinstance(event, ChainUpdate):
             tracker = self._tracker(event.target, EscrowLegTracker)
             refresh = tracker.apply(event.records, event.block_time)
+            for record in event.records:
+                if isinstance(record.event, SettlementRefused) and not record.retracted:
+                    self.stats.refused += 1
             if refresh:
                 self._out.append(ReadLeg(event.target, refresh))
         elif isinstance(event, ChainStates):

@@ -83,6 +83,11 @@ class RuntimeCollector(Collector):
             value=stats.observation_largest_bytes,
         )
         yield CounterMetricFamily(
+            "dvpsim_settlements_refused",
+            "Settlements a chain's admission refused at their lock (SettlementRefused seen)",
+            value=stats.refused,
+        )
+        yield CounterMetricFamily(
             "dvpsim_observation_settlements_left_out",
             "Open settlements queued behind the ones an observation served, summed over rounds",
             value=stats.observation_left_out,

@@ -229,11 +229,15 @@ def test_a_negative_floor_is_one_line() -> None:
 
 def _overload(tmp_path: Path, floor: int) -> tuple[dict[str, object], dict[str, int]]:
     """The overload bench's case in the simulated world, at about twice what one report of 6
-    decisions per round serves, for 12 s with 10 s deadlines."""
+    decisions per round serves, for 12 s with 10 s deadlines. Every node counted each
+    refusal (``NodeStats.refused``, the ``dvpsim_settlements_refused`` metric)."""
     scenario = messaging_scenario("admission", 4, 1, 480, 40.0, 0.2, 120, 0.25, 10, floor)
     scenario = replace(scenario, timing=replace(scenario.timing, max_decisions_per_report=6))
     out = tmp_path / f"floor-{floor}"
-    report = SimRun(scenario, out, crypto="fast").run()
+    run = SimRun(scenario, out, crypto="fast")
+    report = run.run()
+    counted = [m.driver.stats.refused for m in run.world.members if m.driver is not None]
+    assert counted == [report.summary["refused"]] * 4, counted
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     return report.summary, abort_reasons(history, report.summary["aborted_ids"])
 

@@ -143,6 +143,7 @@ def test_four_nodes_certify_survive_sigkill_and_never_conflict(tmp_path: Path) -
         )
         assert metrics["dvpsim_messages_in_total"] > 0 and metrics["dvpsim_messages_out_total"] > 0
         assert metrics["dvpsim_persists_total"] >= 1
+        assert metrics["dvpsim_settlements_refused_total"] == 0  # no admission here
         # Latencies are histograms (a p99 can be computed), and process_* metrics are there.
         families = scrape_families(f"http://127.0.0.1:{infos[0]['metrics_port']}/metrics")
         for name in (
