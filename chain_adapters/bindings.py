@@ -232,30 +232,32 @@ class CoordinatorBinding:
         )
 
     def event_logs(
-        self, event: str, from_block: int = 0, to_block: int | None = None
-    ) -> list[tuple[dict[str, Any], bytes, int]]:
-        """Every ``event`` log of this coordinator from ``from_block`` to ``to_block`` (the
-        newest block when None), in chain order: (its arguments by name, the transaction
-        hash, the block number). One raw ``eth_getLogs`` decoded by ``decoder``: web3's
-        ``get_logs`` formats every log through its normalizers, which cost the runner
-        ~1 ms a log (it reads one per refused settlement while the load runs)."""
+        self, *events: str, from_block: int = 0, to_block: int | None = None
+    ) -> list[tuple[str, dict[str, Any], bytes, int]]:
+        """Every log of this coordinator's ``events`` (names) from ``from_block`` to
+        ``to_block`` (the newest block when None), in chain order: (the event's name, its
+        arguments by name, the transaction hash, the block number). One raw
+        ``eth_getLogs`` decoded by ``decoder``: web3's ``get_logs`` formats every log
+        through its normalizers, which cost the runner ~1 ms a log (it reads one per
+        settlement, and one per refused one, while the load runs)."""
         request = {
             "address": self.address,
-            "topics": ["0x" + self.decoder.topic(event).hex()],
+            "topics": [["0x" + self.decoder.topic(event).hex() for event in events]],
             "fromBlock": hex(from_block),
             "toBlock": "latest" if to_block is None else hex(to_block),
         }
         response = self.w3.provider.make_request("eth_getLogs", [request])
         if "error" in response:
-            raise ValueError(f"eth_getLogs for {event}: {response['error']}")
+            raise ValueError(f"eth_getLogs for {', '.join(events)}: {response['error']}")
         logs = []
         for raw in response["result"]:
             if raw.get("removed"):
                 continue
             name, args = self.decoder.decode(raw)
-            if name == event:
+            if name in events:
                 logs.append(
                     (
+                        name,
                         dict(args),
                         bytes.fromhex(raw["transactionHash"][2:]),
                         int(raw["blockNumber"], 16),

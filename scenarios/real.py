@@ -63,7 +63,7 @@ from chain_adapters.sender import TransactionReverted, TransactionSender, TxRequ
 from node.modes import BANK, MODES
 from scenarios import accounting, provenance
 from scenarios.accounting import END_POLL_S, RunReport, Tracked
-from scenarios.checks import LegState, SeenCertificate, check_all
+from scenarios.checks import SeenCertificate, check_all
 from scenarios.faults import (
     BANK_FAULTS,
     FaultRecords,
@@ -667,13 +667,15 @@ class RealRun(RealWorld):
     def _watch_releases(self) -> None:
         """Record when each asset leg ends (the latency figure), from the first lock on:
         a thread of its own, so the driver's pace never delays a reading. It reads the
-        chain through its own connection (web3 providers are not shared across threads).
-        A look at thousands of open settlements costs the runner real CPU time, which the
-        load generator (same process) would wait for: it pauses at least twice as long as
-        its last look took, so it takes at most about a third of the runner's time (the
-        latency resolution coarsens as the backlog grows). It looks when the chain mines a
-        block (``BlockHeads``), so a quiet run's figure carries no poll interval of its
-        own; every ``POLL_S`` without a subscription."""
+        chain through its own connection (web3 providers are not shared across threads):
+        the asset coordinator's final events (``CHAIN_STEPS``) and admission refusals of
+        the blocks since its last look, so a look costs what ended since, however many
+        settlements are open. It pauses at least twice as long as its last look took, so
+        it takes at most about a third of the runner's time. It looks when the chain mines
+        a block (``BlockHeads``), so a quiet run's figure carries no poll interval of its
+        own; every ``POLL_S`` without a subscription. (A reorg fault drops the replaced
+        blocks' transactions, so a release it undid lands again in a newer block; the
+        first time it was seen stays its time.)"""
         asset_leg = MODES[self.scenario.mode].asset_leg
         side = self.chains[asset_leg]
         rpc = connect(side.rpc.url, side.chain_id)
@@ -692,43 +694,34 @@ class RealRun(RealWorld):
             heads.news.clear()
             last = self._releases_seen.is_set()  # one more look after the run ended
             looked = time.monotonic()
-            if self.scenario.chains[0].admission_floor:  # the asset chain (leg A)
-                try:  # settlements admission refused have ended: nothing was locked
-                    head = rpc.web3.eth.block_number
-                    if head >= next_block:
-                        now = time.time() - self._began_wall
-                        for args, _tx, _block in binding.event_logs(
-                            "SettlementRefused", next_block, head
-                        ):
-                            item = by_id.get(bytes(args["settlementId"]))
-                            if item is not None and item.refused_at is None:
-                                item.refused_at = now
-                        next_block = head + 1
-                except Exception as exc:  # a chain that stopped answering: try again
-                    self.history.write("release-watch-failed", error=str(exc))
-            open_items = [
-                t
-                for t in self.tracked
-                if t.released_at is None and t.refused_at is None and t.terms
-            ]
-            if not open_items:
-                if last:
-                    return
-                continue
             try:
-                states = binding.states_of([t.settlement_id for t in open_items])
+                head = int(rpc.web3.eth.block_number)
+                logs = (
+                    binding.event_logs(
+                        *CHAIN_STEPS, "SettlementRefused", from_block=next_block, to_block=head
+                    )
+                    if head >= next_block
+                    else []
+                )
             except Exception as exc:  # a chain that stopped answering: try again
                 self.history.write("release-watch-failed", error=str(exc))
                 if last:
                     return
                 continue
             now = time.time() - self._began_wall
-            for item, state in zip(open_items, states, strict=True):
-                leg_state = accounting.chain_leg_state(state)
-                if leg_state in (LegState.COMMITTED, LegState.ABORTED):
-                    # The release itself enters the history from the chain's logs, with its
-                    # transaction and block (``_leg_records``); here only the latency.
+            for name, args, _tx, _block in logs:
+                item = by_id.get(bytes(args["settlementId"]))
+                if item is None:
+                    continue
+                if name == "SettlementRefused":
+                    # Admission refused it: nothing was locked, and it has ended.
+                    if item.refused_at is None:
+                        item.refused_at = now
+                elif item.released_at is None:
+                    # The release itself enters the history from the chain's logs, with
+                    # its transaction and block (``_chain_steps``); here only the latency.
                     item.released_at = now
+            next_block = head + 1
             gap = 2 * (time.monotonic() - looked)
             pause = max(POLL_S, gap)
             if last:
@@ -936,7 +929,7 @@ class RealRun(RealWorld):
             record(leg, CHAIN_STEPS[name], sid, tx, block)
         asset_leg = MODES[self.scenario.mode].asset_leg
         refusals = self.chains[asset_leg].coordinator.event_logs("SettlementRefused")
-        for args, tx, block in refusals:
+        for _name, args, tx, block in refusals:
             record(asset_leg, REFUSED_STEP, bytes(args["settlementId"]), tx, block,
                    open=int(args["open"]), ended_last_window=int(args["endedLastWindow"]))  # fmt: skip
         return records

@@ -642,9 +642,8 @@ class RealLedgers:
         if self._final_logs is None:
             logs = []
             for leg, side in self.run.chains.items():
-                for name in CHAIN_STEPS:
-                    for args, tx, block in side.coordinator.event_logs(name):
-                        logs.append((leg, name, bytes(args["settlementId"]), tx, block))
+                for name, args, tx, block in side.coordinator.event_logs(*CHAIN_STEPS):
+                    logs.append((leg, name, bytes(args["settlementId"]), tx, block))
             self._final_logs = logs
         return self._final_logs
 
@@ -690,7 +689,7 @@ class RealLedgers:
     def prepared_legs(self) -> set[tuple[str, bytes]]:
         prepared = set()
         for leg, side in self.run.chains.items():
-            for args, _tx, _block in side.coordinator.event_logs("LegLocked"):
+            for _name, args, _tx, _block in side.coordinator.event_logs("LegLocked"):
                 if int(args["state"]) == State.PREPARED:
                     prepared.add((leg, bytes(args["settlementId"])))
         if self.run.bank is not None:

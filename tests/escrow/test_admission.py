@@ -112,11 +112,18 @@ def _raw_logs_read_as_web3_does(coordinator: CoordinatorBinding) -> None:
         event = getattr(coordinator.contract.events, name)()
         for start, end in ((0, None), (head - 3, head - 1)):
             expected = [
-                (dict(log["args"]), bytes(log["transactionHash"]), int(log["blockNumber"]))
+                (name, dict(log["args"]), bytes(log["transactionHash"]), int(log["blockNumber"]))
                 for log in event.get_logs(from_block=start, to_block=end or "latest")
             ]
-            assert coordinator.event_logs(name, start, end) == expected, (name, start)
+            got = coordinator.event_logs(name, from_block=start, to_block=end)
+            assert got == expected, (name, start)
         assert coordinator.event_logs(name), name  # the test made some of each
+    # several events at once: each one's logs, in chain order
+    names = ("LegLocked", "SettlementRefused", "SettlementAborted")
+    both = coordinator.event_logs(*names)
+    assert sorted(both, key=lambda log: log[3]) == both
+    for name in names:
+        assert [log for log in both if log[0] == name] == coordinator.event_logs(name)
 
 
 # ----------------------------------------------------------------------------- the rule
