@@ -297,7 +297,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "InstructionStates": {
             "type": "object",
-            "required": ["instructions", "held"],
+            "required": ["instructions", "seq"],
             "properties": {
                 "instructions": {
                     "type": "object",
@@ -306,6 +306,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "held": {"type": "array", "items": _HEX32},
+                "seq": {"type": "integer", "minimum": 0},
             },
         },
         "FaultConfig": {
@@ -506,12 +507,21 @@ def openapi_document() -> dict[str, Any]:
         "/admin/instructions": {
             "get": {
                 "operationId": "listInstructionStates",
-                "summary": "the state of every instruction, by settlement id (admin; one read "
-                "instead of one status request per settlement)",
+                "summary": "the state of every instruction, by settlement id, the settlements "
+                "ever held and the newest event's seq (admin; one read instead of one status "
+                "request per settlement); with since, only the instructions an event after "
+                "that seq concerns, and the seq, without held",
                 "security": admin,
+                "parameters": [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                    }
+                ],
                 "responses": {
                     "200": _json(_ref("InstructionStates"), "instructions: {settlement id: state}"),
-                    **_errors(401),
+                    **_errors(400, 401),
                 },
             }
         },

@@ -130,6 +130,10 @@ def _json_response(reply: Reply) -> web.Response:
     return response
 
 
+#: The largest event seq ``/admin/instructions?since=`` takes (SQLite's integer range).
+_MAX_SEQ = 2**63 - 1
+
+
 def _error(status: int, code: str, message: str) -> web.Response:
     return web.Response(
         status=status, body=error_body(code, message), content_type="application/json"
@@ -457,7 +461,12 @@ class BankServer:
             self._admin(request)
         except _Refused as refused:
             return refused.response
-        return _json_response(self.service.instruction_states())
+        since = request.query.get("since")
+        if since is None:
+            return _json_response(self.service.instruction_states())
+        if not since.isdigit() or int(since) > _MAX_SEQ:
+            return _error(400, "invalid_field", "since must be an event seq (a whole number >= 0)")
+        return _json_response(self.service.instruction_states(int(since)))
 
     async def _admin_get_faults(self, request: web.Request) -> web.StreamResponse:
         try:

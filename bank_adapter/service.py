@@ -498,10 +498,20 @@ class BankService:
             return Reply(404, error_body("unknown_account", f"no account {account_id}"))
         return Reply(200, canonical_json(_account_json(account)).encode())
 
-    def instruction_states(self) -> Reply:
-        states = {"0x" + sid.hex(): state for sid, state in self.storage.instruction_states()}
-        held = ["0x" + sid.hex() for sid in self.storage.held_settlements()]
-        return Reply(200, canonical_json({"instructions": states, "held": held}).encode())
+    def instruction_states(self, since: int | None = None) -> Reply:
+        """Every instruction's state, the settlements ever held and the newest event's seq;
+        with ``since``, only the instructions an event after that seq concerns and the
+        seq (no ``held``): a poller's cost is what changed, not every instruction."""
+        if since is None:
+            rows = self.storage.instruction_states()
+            held = ["0x" + sid.hex() for sid in self.storage.held_settlements()]
+            _, seq = self.storage.instruction_states_since(2**63 - 1)
+            body: dict[str, Any] = {"held": held}
+        else:
+            rows, seq = self.storage.instruction_states_since(since)
+            body = {}
+        states = {"0x" + sid.hex(): state for sid, state in rows}
+        return Reply(200, canonical_json({"instructions": states, "seq": seq, **body}).encode())
 
     def reconcile(self) -> Reply:
         snapshot = self.storage.snapshot()

@@ -416,6 +416,16 @@ class SqliteStorage:
             for sid, state in self._db.execute("SELECT settlement_id, state FROM instructions")
         ]
 
+    def instruction_states_since(self, seq: int) -> tuple[list[tuple[bytes, str]], int]:
+        with self.read():  # one snapshot: the newest seq and the states agree
+            (newest,) = self._db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            rows = self._db.execute(
+                "SELECT i.settlement_id, i.state FROM instructions i WHERE i.settlement_id IN"
+                " (SELECT settlement_id FROM events WHERE seq > ? AND seq <= ?)",
+                (seq, newest),
+            ).fetchall()
+        return [(bytes(sid), str(state)) for sid, state in rows], int(newest)
+
     def held_settlements(self) -> list[bytes]:
         rows = self._db.execute(
             "SELECT settlement_id FROM events WHERE kind = ? GROUP BY settlement_id "

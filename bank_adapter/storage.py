@@ -86,6 +86,13 @@ class LedgerStorage(Protocol):
     def delivery_failed(self, seq: int, url: str, next_attempt_ms: int, error: str) -> None: ...
     def pending_delivery_count(self) -> int: ...
     def instruction_states(self) -> list[tuple[bytes, str]]: ...
+    def instruction_states_since(self, seq: int) -> tuple[list[tuple[bytes, str]], int]:
+        """(settlement id, state) of every instruction an event after event ``seq``
+        concerns (each state change records one), and the newest event's seq: a reader
+        that merges these into what it had, asking each time from the seq it was given,
+        holds ``instruction_states()`` at a cost of what changed since."""
+        ...
+
     def held_settlements(self) -> list[bytes]:
         """Settlements whose instruction was ever prevalidated (a hold was placed), in the
         order of their first hold: what the audit's validity check calls a prepared leg."""
@@ -267,6 +274,11 @@ class MemoryStorage:
 
     def instruction_states(self) -> list[tuple[bytes, str]]:
         return [(sid, i.state.value) for sid, i in self._instructions.items()]
+
+    def instruction_states_since(self, seq: int) -> tuple[list[tuple[bytes, str]], int]:
+        changed = dict.fromkeys(s.event.settlement_id for s in self._events[max(seq, 0) :])
+        states = [(sid, self._instructions[sid].state.value) for sid in changed]
+        return states, len(self._events)
 
     def held_settlements(self) -> list[bytes]:
         held = (s.event.settlement_id for s in self._events if s.event.kind == HELD_EVENT)

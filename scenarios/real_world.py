@@ -129,6 +129,10 @@ class RealWorld:
         self.bank: BankProcess | None = None
         self.bank_client: SyncBankClient | None = None
         self.bank_admin_token = ""
+        # What ``bank_instructions`` has read so far, and the bank's event seq it is as of.
+        self._bank_seen: dict[str, str] = {}
+        self._bank_seq = 0
+        self._bank_seen_lock = threading.Lock()
         self.parties: dict[str, Any] = {}
         self.rss_peak_mb: dict[int, float] = {}
         self._deployer_senders: dict[str, TransactionSender] = {}
@@ -380,6 +384,17 @@ class RealWorld:
         # Scenarios slow the bank down on purpose: the runner waits for its answers.
         self.bank_client = SyncBankClient(url, "runner", clients["runner"], timeout_s=30.0)
         self.history.write("bank", url=url, pid=self.bank.pid, accounts=len(accounts))
+
+    def bank_instructions(self) -> Mapping[str, str]:
+        """Every bank instruction's state by settlement id ("0x..."), as of now: one admin
+        read of what changed since the last call (``?since=``; a status request each took
+        seconds for thousands of settlements, and reading every instruction each time
+        cost the bank ~35 ms at 10,000 of them, twice a second while a run waits)."""
+        with self._bank_seen_lock:
+            answer = self._bank_admin("GET", f"/admin/instructions?since={self._bank_seq}")
+            self._bank_seen.update(answer["instructions"])
+            self._bank_seq = max(self._bank_seq, int(answer["seq"]))
+            return self._bank_seen  # the caller reads it, never changes it
 
     def _bank_admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         assert self.bank is not None
@@ -681,9 +696,7 @@ class RealLedgers:
     def bank_states(self, ids: Sequence[bytes]) -> Mapping[bytes, str | None]:
         if self.run.bank is None:
             return {sid: None for sid in ids}
-        # One admin read for every instruction (a status request each took seconds for
-        # thousands of settlements).
-        known = self.run._bank_admin("GET", "/admin/instructions")["instructions"]
+        known = self.run.bank_instructions()
         return {sid: known.get("0x" + sid.hex()) for sid in ids}
 
     def prepared_legs(self) -> set[tuple[str, bytes]]:

@@ -117,6 +117,39 @@ def test_prevalidate_execute_status_and_accounts(
     assert admin(bank, "GET", "/admin/reconcile").json()["ok"] is True
 
 
+def test_admin_instructions_since_a_seq_gives_what_changed(
+    bank: BankProcess, client: SyncBankClient, committee: DevCommittee
+) -> None:
+    def read(since: int | None = None) -> Any:
+        answer = admin(
+            bank, "GET", "/admin/instructions" + ("" if since is None else f"?since={since}")
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    start = read()["seq"]
+    first, second = terms(amount=10), terms(amount=20)
+    for t in (first, second):
+        prep = committee.certificate(t.settlement_id, Action.PREPARE, t.terms_hash())
+        client.prevalidate(t, prep)
+    held = read(start)
+    assert held["instructions"] == {
+        "0x" + first.settlement_id.hex(): "PREVALIDATED",
+        "0x" + second.settlement_id.hex(): "PREVALIDATED",
+    }
+    assert "held" not in held and held["seq"] == start + 2
+    commit = committee.certificate(first.settlement_id, Action.COMMIT, first.terms_hash())
+    client.execute(first.settlement_id, commit)
+    after = read(held["seq"])  # only the one that changed since
+    assert after["instructions"] == {"0x" + first.settlement_id.hex(): "EXECUTED"}
+    assert read(after["seq"]) == {"instructions": {}, "seq": after["seq"]}
+    full = read()
+    assert full["seq"] == after["seq"] and "0x" + second.settlement_id.hex() in full["held"]
+    for bad in ("-1", "x", "1.5", str(2**63)):
+        answer = admin(bank, "GET", f"/admin/instructions?since={bad}")
+        assert answer.status_code == 400 and "since" in answer.json()["error"]["message"], bad
+
+
 def test_openapi_document_is_served_and_covers_every_route(bank: BankProcess) -> None:
     doc = httpx.get(bank.url + "/openapi.json").json()
     assert doc == json.loads(json.dumps(openapi_document()))

@@ -127,6 +127,9 @@ def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(
         try:
             now_ms = START_MS
             supply: dict[str, int] = {}
+            sqlite_view: dict[bytes, str] = {}
+            memory_view: dict[bytes, str] = {}
+            seqs: dict[object, int] = {sqlite: 0, memory: 0}
             for op in INITIAL + program:
                 if op[0] == "time":
                     now_ms += op[1]
@@ -150,6 +153,13 @@ def test_sqlite_and_memory_storages_agree_and_books_always_reconcile(
                     == sorted(memory.instruction_states())
                     == sorted((i.settlement_id, i.state.value) for i in snap.instructions)
                 )
+                # Reading only what changed since the last read keeps the same picture.
+                for storage, view in ((sqlite, sqlite_view), (memory, memory_view)):
+                    changed, seqs[storage] = storage.instruction_states_since(seqs[storage])
+                    view.update(changed)
+                assert sorted(sqlite_view.items()) == sorted(sqlite.instruction_states())
+                assert sorted(memory_view.items()) == sorted(memory.instruction_states())
+                assert seqs[sqlite] == seqs[memory] == len(snap.events)
                 assert reconcile(snap) == []
                 # Conservation: customer money per currency is exactly what was opened.
                 for currency, total in supply.items():
