@@ -317,6 +317,7 @@ class Simulation:
         record_history: bool = True,
         keep_deliveries: bool = False,
         crypto: CryptoSuite = REAL_CRYPTO,
+        member_crypto: Sequence[CryptoSuite] | None = None,
     ) -> None:
         self.config = config
         self.keys = tuple(keys)
@@ -328,6 +329,16 @@ class Simulation:
         self.keep_deliveries = keep_deliveries
         self.crypto = crypto
         register_keys(crypto, self.keys)
+        #: Each member's own suite, where one process must charge every member its own
+        #: work (caches included); by default every member uses ``crypto``.
+        self.member_crypto = tuple(member_crypto) if member_crypto is not None else None
+        if self.member_crypto is not None:
+            if len(self.member_crypto) != config.n:
+                raise ValueError(
+                    f"member_crypto has {len(self.member_crypto)} suites for {config.n} members"
+                )
+            for suite in self.member_crypto:
+                register_keys(suite, self.keys)
         #: After run(): the members as they ended (None if crashed), and, with
         #: keep_deliveries, every delivered message as (time, sender, receiver, bytes).
         self.final_nodes: list[NodeLike | None] = []
@@ -337,7 +348,8 @@ class Simulation:
         self._limits = CodecLimits.from_config(config)
 
     def _make_node(self, index: int) -> NodeLike:
-        node = Node(self.config, index, self.keys[index], self.outcome, crypto=self.crypto)
+        suite = self.crypto if self.member_crypto is None else self.member_crypto[index]
+        node = Node(self.config, index, self.keys[index], self.outcome, crypto=suite)
         factory = self.byzantine.get(index)
         return node if factory is None else factory(node)
 
