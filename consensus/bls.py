@@ -14,6 +14,13 @@ Decoded public keys are kept in an LRU cache keyed by their 48 compressed bytes,
 committee verifies many certificates over the same few keys and G1 decompression with the
 subgroup check costs more than the key aggregation itself.
 
+Messages hashed to G2 are remembered in a ``BlsCache``: a member hashes each report once
+to sign its share and reuses the point to check the certificate. The functions take the
+cache of the party calling them; without one they use ``PROCESS_CACHE``, one per process,
+which is what a real node (one member per process) needs. Where one process plays many
+members and must charge each its own work (``dvpsim bench consensus``), each member's
+suite holds its own ``BlsCache``, so a hash one member computed is not free for another.
+
 This module must never: accept a point that is off the curve, outside the prime-order
 subgroup or the point at infinity as a public key or signature; raise from ``verify``,
 ``fast_aggregate_verify`` or ``pop_verify`` (a peer's bad bytes are an answer, not a crash);
@@ -24,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Final
 
@@ -36,11 +43,14 @@ __all__ = [
     "DST_SIG",
     "PUBLIC_KEY_LENGTH",
     "SIGNATURE_LENGTH",
+    "PROCESS_CACHE",
+    "BlsCache",
     "BlsError",
     "aggregate",
     "aggregate_public_keys",
     "decode_public_key_cache_info",
     "fast_aggregate_verify",
+    "hash_to_g2",
     "key_validate",
     "keygen",
     "pop_prove",
@@ -178,40 +188,69 @@ def signature_validate(sig: bytes) -> bool:
 # --------------------------------------------------------------------------- sign and verify
 
 
-@lru_cache(maxsize=_HASH_CACHE_SIZE)
-def _hash_to_g2(message: bytes, dst: bytes) -> BlstP2Element:
-    """RFC 9380 hash to G2, kept for recent messages: the members of one committee (and a
-    simulation of all of them in one process) sign and verify the same report hash, and
-    hashing to the curve costs as much as the signature itself. A pure function of its
-    inputs; blst points are never changed in place."""
+def hash_to_g2(message: bytes, dst: bytes) -> BlstP2Element:
+    """RFC 9380 hash of ``message`` to G2 under ``dst`` (uncached; see ``BlsCache``)."""
     point: BlstP2Element = BlstP2Element.hash_to_group(message, dst)
     return point
 
 
-def _core_sign(sk: int, message: bytes, dst: bytes) -> bytes:
+class BlsCache:
+    """What one party remembers between BLS calls: the points of the messages it hashed
+    to G2 lately (the report hashes of the last rounds of every target; hashing to the
+    curve costs as much as a signature). A pure function of its inputs, so remembering
+    changes no answer; blst points are never changed in place. ``hasher`` is the hash
+    used on a miss (``hash_to_g2``; a benchmark may pass a timed one); ``hashes`` counts
+    the misses, the points this party actually computed."""
+
+    def __init__(
+        self,
+        capacity: int = _HASH_CACHE_SIZE,
+        hasher: Callable[[bytes, bytes], BlstP2Element] = hash_to_g2,
+    ) -> None:
+        self._points = lru_cache(maxsize=capacity)(hasher)
+
+    def point(self, message: bytes, dst: bytes) -> BlstP2Element:
+        """The hash of ``message`` to G2 under ``dst``, computed once while it is recent."""
+        point: BlstP2Element = self._points(message, dst)
+        return point
+
+    @property
+    def hashes(self) -> int:
+        """Messages hashed to G2 so far (the cache's misses)."""
+        return self._points.cache_info().misses
+
+
+#: The cache of a process that is one party (a real node, a tool); the default of every
+#: function below.
+PROCESS_CACHE: Final = BlsCache()
+
+
+def _core_sign(sk: int, message: bytes, dst: bytes, cache: BlsCache) -> bytes:
     _check_secret_key(sk)
     if not isinstance(message, bytes):
         raise BlsError("BLS message must be bytes")
-    hashed = _hash_to_g2(message, dst)
+    hashed = cache.point(message, dst)
     point: BlstP2Element = hashed.scalar_mul(sk)
     return bytes(point.compress())
 
 
-def _core_verify(pk_point: BlstP1Element, message: bytes, signature: bytes, dst: bytes) -> bool:
+def _core_verify(
+    pk_point: BlstP1Element, message: bytes, signature: bytes, dst: bytes, cache: BlsCache
+) -> bool:
     sig_point = _decode_signature(signature)
     if sig_point is None or not isinstance(message, bytes):
         return False
-    hashed = _hash_to_g2(message, dst)
+    hashed = cache.point(message, dst)
     # e(pk, H(m)) == e(g1, sig), compared after one shared final exponentiation each.
     return bool(final_verify(miller_loop(pk_point, hashed), miller_loop(_G1_GENERATOR, sig_point)))
 
 
-def sign(sk: int, message: bytes) -> bytes:
+def sign(sk: int, message: bytes, cache: BlsCache = PROCESS_CACHE) -> bytes:
     """Sign ``message`` (for committee certificates: a 32-byte report hash); 96 bytes."""
-    return _core_sign(sk, message, DST_SIG)
+    return _core_sign(sk, message, DST_SIG, cache)
 
 
-def verify(pk: bytes, message: bytes, signature: bytes) -> bool:
+def verify(pk: bytes, message: bytes, signature: bytes, cache: BlsCache = PROCESS_CACHE) -> bool:
     """True iff ``signature`` is a valid signature of ``message`` under ``pk``.
     Malformed keys or signatures give False."""
     if not isinstance(pk, bytes):
@@ -219,7 +258,7 @@ def verify(pk: bytes, message: bytes, signature: bytes) -> bool:
     pk_point = _decode_public_key(pk)
     if pk_point is None:
         return False
-    return _core_verify(pk_point, message, signature, DST_SIG)
+    return _core_verify(pk_point, message, signature, DST_SIG, cache)
 
 
 def aggregate(signatures: Sequence[bytes]) -> bytes:
@@ -250,7 +289,9 @@ def aggregate_public_keys(pks: Sequence[bytes]) -> bytes:
     return bytes(total.compress())
 
 
-def fast_aggregate_verify(pks: Sequence[bytes], message: bytes, signature: bytes) -> bool:
+def fast_aggregate_verify(
+    pks: Sequence[bytes], message: bytes, signature: bytes, cache: BlsCache = PROCESS_CACHE
+) -> bool:
     """True iff ``signature`` is an aggregate signature of ``message`` by all of ``pks``.
 
     Every key must have passed ``pop_verify`` before (the committee config checks this);
@@ -267,7 +308,7 @@ def fast_aggregate_verify(pks: Sequence[bytes], message: bytes, signature: bytes
         total = total + point
     if total == _G1_INFINITY:
         return False
-    return _core_verify(total, message, signature, DST_SIG)
+    return _core_verify(total, message, signature, DST_SIG, cache)
 
 
 # --------------------------------------------------------------------------- possession
@@ -275,7 +316,7 @@ def fast_aggregate_verify(pks: Sequence[bytes], message: bytes, signature: bytes
 
 def pop_prove(sk: int) -> bytes:
     """Proof of possession of ``sk``: a signature of its public key under DST_POP."""
-    return _core_sign(sk, sk_to_pk(sk), DST_POP)
+    return _core_sign(sk, sk_to_pk(sk), DST_POP, PROCESS_CACHE)
 
 
 def pop_verify(pk: bytes, proof: bytes) -> bool:
@@ -285,4 +326,4 @@ def pop_verify(pk: bytes, proof: bytes) -> bool:
     pk_point = _decode_public_key(pk)
     if pk_point is None:
         return False
-    return _core_verify(pk_point, pk, proof, DST_POP)
+    return _core_verify(pk_point, pk, proof, DST_POP, PROCESS_CACHE)

@@ -37,6 +37,7 @@ from typing import Final
 
 import msgpack
 
+from consensus.identity import identity_key_valid
 from consensus.report import CommitteeConfig, config_digest, default_threshold
 
 __all__ = [
@@ -170,6 +171,13 @@ class ConsensusConfig:
         for i, key in enumerate(self.identity_keys):
             if not isinstance(key, bytes) or len(key) != ED25519_PUBLIC_KEY_LENGTH:
                 raise ConfigError(f"identity_keys[{i}] must be a 32-byte Ed25519 public key")
+            if not identity_key_valid(key):
+                # Observations are verified by ZIP-215's rules (consensus.identity), under
+                # which a small-order key's signatures are forgeable by anyone.
+                raise ConfigError(
+                    f"identity_keys[{i}] is not a valid Ed25519 public key (not a canonical "
+                    "point of the prime-order subgroup); use the key a node's keystore made"
+                )
         if len(set(self.identity_keys)) != n:
             raise ConfigError("identity_keys repeat a key; every node needs its own identity")
         if not isinstance(self.leader_selection_key, bytes) or len(self.leader_selection_key) < 16:

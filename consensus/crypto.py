@@ -7,7 +7,11 @@ directly. Every such parameter defaults to ``REAL_CRYPTO``, so real mode never c
 Three suites exist:
 
 - ``REAL_CRYPTO`` ("real"): exactly the cryptography of a real deployment, BLS12-381 via
-  blst (``consensus.bls``) and Ed25519 via libsodium (``consensus.identity``).
+  blst (``consensus.bls``) and Ed25519 via libsodium (``consensus.identity``), with the
+  process's ``bls.PROCESS_CACHE`` (a real node is one member per process).
+  ``RealCrypto(bls.BlsCache())`` is the same with a cache of its own: one per member where
+  one process plays many members and each must pay for its own work (the consensus
+  benchmark).
 - ``MemoizedCrypto(inner)`` ("memoized"; ``MEMOIZED_CRYPTO`` wraps the real suite): the
   same answers, remembered in one bounded LRU. Every operation of a suite is a pure
   function of its inputs (BLS and Ed25519 signatures are deterministic, verification has
@@ -114,25 +118,34 @@ class KeyRegistry(Protocol):
 
 
 class RealCrypto:
-    """The real cryptography, unchanged: ``consensus.bls`` and ``consensus.identity``."""
+    """The real cryptography, unchanged: ``consensus.bls`` and ``consensus.identity``,
+    remembering hashed messages in ``cache`` (the process's by default)."""
 
-    __slots__ = ()
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: bls.BlsCache = bls.PROCESS_CACHE) -> None:
+        self._cache = cache
 
     @property
     def name(self) -> str:
         return "real"
 
+    @property
+    def cache(self) -> bls.BlsCache:
+        """The BLS cache this suite's calls use."""
+        return self._cache
+
     def __repr__(self) -> str:
-        return "REAL_CRYPTO"
+        return "REAL_CRYPTO" if self._cache is bls.PROCESS_CACHE else "RealCrypto(own cache)"
 
     def sk_to_pk(self, sk: int) -> bytes:
         return bls.sk_to_pk(sk)
 
     def bls_sign(self, sk: int, message: bytes) -> bytes:
-        return bls.sign(sk, message)
+        return bls.sign(sk, message, self._cache)
 
     def bls_verify(self, pk: bytes, message: bytes, signature: bytes) -> bool:
-        return bls.verify(pk, message, signature)
+        return bls.verify(pk, message, signature, self._cache)
 
     def bls_aggregate(self, signatures: Sequence[bytes]) -> bytes:
         return bls.aggregate(signatures)
@@ -143,7 +156,7 @@ class RealCrypto:
     def bls_fast_aggregate_verify(
         self, pks: Sequence[bytes], message: bytes, signature: bytes
     ) -> bool:
-        return bls.fast_aggregate_verify(pks, message, signature)
+        return bls.fast_aggregate_verify(pks, message, signature, self._cache)
 
     def pop_prove(self, sk: int) -> bytes:
         return bls.pop_prove(sk)

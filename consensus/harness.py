@@ -281,6 +281,10 @@ def _short(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()[:12]
 
 
+def _unrecorded(data: bytes) -> bytes:
+    return b""
+
+
 @dataclass(slots=True)
 class _Stats:
     steps: int = 0
@@ -317,6 +321,7 @@ class Simulation:
         record_history: bool = True,
         keep_deliveries: bool = False,
         crypto: CryptoSuite = REAL_CRYPTO,
+        member_crypto: Sequence[CryptoSuite] | None = None,
     ) -> None:
         self.config = config
         self.keys = tuple(keys)
@@ -328,6 +333,16 @@ class Simulation:
         self.keep_deliveries = keep_deliveries
         self.crypto = crypto
         register_keys(crypto, self.keys)
+        #: Each member's own suite, where one process must charge every member its own
+        #: work (caches included); by default every member uses ``crypto``.
+        self.member_crypto = tuple(member_crypto) if member_crypto is not None else None
+        if self.member_crypto is not None:
+            if len(self.member_crypto) != config.n:
+                raise ValueError(
+                    f"member_crypto has {len(self.member_crypto)} suites for {config.n} members"
+                )
+            for suite in self.member_crypto:
+                register_keys(suite, self.keys)
         #: After run(): the members as they ended (None if crashed), and, with
         #: keep_deliveries, every delivered message as (time, sender, receiver, bytes).
         self.final_nodes: list[NodeLike | None] = []
@@ -337,7 +352,8 @@ class Simulation:
         self._limits = CodecLimits.from_config(config)
 
     def _make_node(self, index: int) -> NodeLike:
-        node = Node(self.config, index, self.keys[index], self.outcome, crypto=self.crypto)
+        suite = self.crypto if self.member_crypto is None else self.member_crypto[index]
+        node = Node(self.config, index, self.keys[index], self.outcome, crypto=suite)
         factory = self.byzantine.get(index)
         return node if factory is None else factory(node)
 
@@ -364,6 +380,9 @@ class Simulation:
             if self.record_history:
                 run.history.append(msgpack.packb(list(fields), use_bin_type=True))
 
+        # Digests of the bytes recorded, only computed for a history that is kept.
+        short = _short if self.record_history else _unrecorded
+
         network = SimulatedNetwork(
             n, sched.network, rng, partitions=sched.partitions, heal_at=sched.heal_at
         )
@@ -382,11 +401,11 @@ class Simulation:
             run.stats.sent += 1
             route = network.route(src, dst, now)
             if isinstance(route, str):
-                record(now, "lost", src, dst, _short(data), route)
+                record(now, "lost", src, dst, short(data), route)
                 return
             for delay in route:
                 push(now + delay, _Ev.DELIVER, dst, (src, data))
-            record(now, "send", src, dst, _short(data), len(route))
+            record(now, "send", src, dst, short(data), len(route))
 
         def note_certificates(node: int, data: bytes, now: float) -> None:
             if peek_kind(data) is not Kind.CERTIFICATES:
@@ -443,7 +462,8 @@ class Simulation:
                             transmit(i, j, action.data, now)
             elif isinstance(action, Persist):
                 durable[i].apply(action.update)
-                record(now, "persist", i, _short(repr(action.update).encode()))
+                if self.record_history:
+                    record(now, "persist", i, _short(repr(action.update).encode()))
             elif isinstance(action, SetTimer):
                 timers[(i, action.timer)] = push(
                     action.at, _Ev.TIMER, i, (action.timer, incarnation[i])
@@ -497,10 +517,10 @@ class Simulation:
             if kind == _Ev.DELIVER:
                 src, data = payload
                 if nodes[i] is None:
-                    record(time, "lost", src, i, _short(data), "crashed")
+                    record(time, "lost", src, i, short(data), "crashed")
                     continue
                 run.stats.delivered += 1
-                record(time, "deliver", src, i, _short(data))
+                record(time, "deliver", src, i, short(data))
                 if self.keep_deliveries:
                     self.deliveries.append((time, src, i, data))
                 step(i, MessageReceived(time, src, data))
@@ -518,7 +538,7 @@ class Simulation:
                 observation = self.observe(i, time, epoch, round_)
                 if i in self.honest:
                     run.observations.append((i, time, epoch, round_, observation))
-                record(time, "observe", i, epoch, round_, _short(observation))
+                record(time, "observe", i, epoch, round_, short(observation))
                 step(i, ObservationReady(time, epoch, round_, observation))
             elif kind in (_Ev.START, _Ev.RESTART):
                 nodes[i] = self._make_node(i)

@@ -13,13 +13,18 @@ observation its meaning::
 round or observer does not verify for any other: replaying it elsewhere is rejected.
 
 Keys and signatures are PyNaCl's (libsodium), the Ed25519 implementation libp2p uses for
-the same identity keys; its verification is about twice as fast as OpenSSL's here, and a
-follower verifies every observation of every proposal.
-
-The consensus node does not call these functions directly: it signs and verifies through
-its crypto suite (``consensus.crypto``), whose real suite uses ``sign_message`` and
-``verify_message`` over ``observation_message``; ``sign_observation`` and
-``verify_observation`` are the same two steps in one call, for tests and tools.
+the same identity keys: a node signs with libsodium. Observation signatures are verified
+with ed25519-zebra (``py-ed25519-zebra-bindings``), about a fifth faster here, and a
+follower verifies every observation of every proposal. Its rules are ZIP-215's: the
+cofactored equation ``[8][S]B = [8]R + [8][k]A``, and every encoding of R and A that
+decodes to a point, canonical or not, small order included. libsodium's are stricter: it
+rejects small-order and non-canonical R and A. On signatures an honest signer makes the
+two agree (``tests/crypto/test_ed25519_rules.py``). Where they differ they differ only for
+keys or signatures no honest member produces, and every member applies the same rule, so
+members agree on every verdict. Because a small-order key ``A`` would let anyone forge
+its signatures under the cofactored equation, a committee accepts only identity keys that
+pass ``identity_key_valid`` (canonical points of the prime-order subgroup, as every
+libsodium key is); ``ConsensusConfig`` checks it.
 
 This module must never accept a signature that does not verify under the observer's
 configured key, raise on a malformed signature from a peer (that is a False), or do I/O.
@@ -27,15 +32,16 @@ configured key, raise on a malformed signature from a peer (that is a False), or
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Final
 
-from nacl.exceptions import BadSignatureError, CryptoError
-from nacl.signing import SigningKey, VerifyKey
+from ed25519_zebra import ed_verify
+from nacl.bindings import crypto_core_ed25519_is_valid_point
+from nacl.signing import SigningKey
 
 __all__ = [
     "OBSERVATION_DOMAIN",
     "identity_key_from_seed",
+    "identity_key_valid",
     "observation_message",
     "public_key_bytes",
     "sign_message",
@@ -83,12 +89,6 @@ def sign_message(key: SigningKey, message: bytes) -> bytes:
     return bytes(key.sign(message).signature)
 
 
-@lru_cache(maxsize=1024)
-def _public_key(raw: bytes) -> VerifyKey:
-    # Loading is cheap but not free; committees reuse the same few keys for every round.
-    return VerifyKey(raw)
-
-
 def verify_observation(
     public_key: bytes,
     instance_digest: bytes,
@@ -105,13 +105,24 @@ def verify_observation(
 
 def verify_message(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """True iff ``signature`` is a valid Ed25519 signature of ``message`` under the raw
-    32-byte ``public_key``; a malformed key or signature is a False, never an error.
-    ``consensus.crypto.REAL_CRYPTO`` verifies with this."""
+    32-byte ``public_key`` by ZIP-215's rules (module docstring); a malformed key or
+    signature is a False, never an error. ``consensus.crypto.REAL_CRYPTO`` verifies with
+    this."""
     try:
-        _public_key(public_key).verify(message, signature)
-    except (BadSignatureError, CryptoError, ValueError, TypeError):
+        return bool(ed_verify(signature, message, public_key))
+    except (TypeError, ValueError):
         return False
-    return True
+
+
+def identity_key_valid(public_key: bytes) -> bool:
+    """True iff ``public_key`` is the canonical 32-byte encoding of a point of Ed25519's
+    prime-order subgroup, not the identity: every key libsodium makes is; a small-order
+    key, whose signatures anyone could forge under ZIP-215's rules, is not."""
+    return (
+        isinstance(public_key, bytes)
+        and len(public_key) == 32
+        and bool(crypto_core_ed25519_is_valid_point(public_key))
+    )
 
 
 def identity_key_from_seed(seed: bytes) -> SigningKey:

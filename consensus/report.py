@@ -406,8 +406,12 @@ def verify_certificate(
         raise CertificateError(
             CertificateError.TOO_FEW_SIGNERS, f"{len(indices)} signers, threshold is {cfg.t}"
         )
+    keys = [cfg.public_keys[i] for i in indices]
+    if crypto.bls_fast_aggregate_verify(keys, report_hash(cert.report), cert.signature):
+        return
+    # The check decodes the signature (G2 decompression with the subgroup check) and
+    # refuses a malformed one; only a refused certificate pays a second decoding, to say
+    # which reason applies.
     if not crypto.bls_signature_validate(cert.signature):
         raise CertificateError(CertificateError.MALFORMED_SIGNATURE)
-    keys = [cfg.public_keys[i] for i in indices]
-    if not crypto.bls_fast_aggregate_verify(keys, report_hash(cert.report), cert.signature):
-        raise CertificateError(CertificateError.INVALID_SIGNATURE)
+    raise CertificateError(CertificateError.INVALID_SIGNATURE)
