@@ -27,8 +27,10 @@ def test_quick_overload_bench_measures_capacity_and_every_load(tmp_path: Path) -
     assert [load["load"] for load in figures["loads"]] == [1.0, 1.5, 2.0, 3.0]
     for load in figures["loads"]:
         assert load["offered_per_s"] == pytest.approx(capacity * load["load"])
-        # Every settlement offered is committed, aborted for a reason, or still open.
-        assert load["committed"] + load["aborted"] + load["open"] == load["settlements"]
+        # Every settlement offered is committed, refused at its lock by the chain's
+        # admission, aborted for a reason, or still open.
+        ended = load["committed"] + load["refused"] + load["aborted"] + load["open"]
+        assert ended == load["settlements"]
         assert sum(load["abort_reasons"].values()) == load["aborted"]
         assert load["observation_largest_bytes"] <= load["max_observation_bytes"]
         cpu = load["cpu_s_per_settlement"]
