@@ -23,6 +23,7 @@ unlocked dev accounts, for local chains only) and decides nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cached_property
 from typing import Any
 
 from eth_abi.abi import decode as abi_decode
@@ -52,7 +53,7 @@ from chain_adapters.model import (
 )
 from chain_adapters.sender import TxRequest
 from chain_adapters.verifier import abi_type, certificate_calldata, decode_revert
-from chain_adapters.watcher import ChainLog, EventDecoder
+from chain_adapters.watcher import ChainLog, EventDecoder, chain_log
 from consensus.report import Certificate, Decision, Report
 
 #: The ABI type of the coordinator's ``Terms`` struct (``chain_adapters.model.Terms``).
@@ -233,13 +234,12 @@ class CoordinatorBinding:
 
     def event_logs(
         self, *events: str, from_block: int = 0, to_block: int | None = None
-    ) -> list[tuple[str, dict[str, Any], bytes, int]]:
+    ) -> list[ChainLog]:
         """Every log of this coordinator's ``events`` (names) from ``from_block`` to
-        ``to_block`` (the newest block when None), in chain order: (the event's name, its
-        arguments by name, the transaction hash, the block number). One raw
-        ``eth_getLogs`` decoded by ``decoder``: web3's ``get_logs`` formats every log
-        through its normalizers, which cost the runner ~1 ms a log (it reads one per
-        settlement, and one per refused one, while the load runs)."""
+        ``to_block`` (the newest block when None), in chain order, decoded. One raw
+        ``eth_getLogs`` read as the watcher reads it (``chain_log``): web3's ``get_logs``
+        formats every log through its normalizers, which cost the runner ~1 ms a log (it
+        reads one per settlement, and one per refused one, while the load runs)."""
         request = {
             "address": self.address,
             "topics": [["0x" + self.decoder.topic(event).hex() for event in events]],
@@ -249,21 +249,17 @@ class CoordinatorBinding:
         response = self.w3.provider.make_request("eth_getLogs", [request])
         if "error" in response:
             raise ValueError(f"eth_getLogs for {', '.join(events)}: {response['error']}")
-        logs = []
-        for raw in response["result"]:
-            if raw.get("removed"):
-                continue
-            name, args = self.decoder.decode(raw)
-            if name in events:
-                logs.append(
-                    (
-                        name,
-                        dict(args),
-                        bytes.fromhex(raw["transactionHash"][2:]),
-                        int(raw["blockNumber"], 16),
-                    )
-                )
-        return logs
+        logs = [
+            chain_log(raw, self.chain_id, self.decoder)
+            for raw in response["result"]
+            if not raw.get("removed")
+        ]
+        return [log for log in logs if log.event in events]
+
+    @cached_property
+    def chain_id(self) -> int:
+        """The chain's id (read once)."""
+        return int(self.w3.eth.chain_id)
 
     # ------------------------------------------------------------------ transactions
 

@@ -44,6 +44,7 @@ __all__ = [
     "ReorgTooDeep",
     "Retracted",
     "WatchRecord",
+    "chain_log",
 ]
 
 
@@ -258,6 +259,24 @@ def _checksummed(address: str) -> str:
     return str(to_checksum_address(address))
 
 
+def chain_log(raw: Mapping[str, Any], chain_id: int, decoder: EventDecoder | None) -> ChainLog:
+    """A log of an ``eth_getLogs`` answer as JSON-RPC gives it (hex strings), decoded by
+    ``decoder`` when given."""
+    event, args = decoder.decode(raw) if decoder else ("", ())
+    return ChainLog(
+        chain_id=chain_id,
+        address=_checksummed(raw["address"]),
+        block_number=_quantity(raw["blockNumber"]),
+        block_hash=_hexbytes(raw["blockHash"]),
+        transaction_hash=_hexbytes(raw["transactionHash"]),
+        log_index=_quantity(raw["logIndex"]),
+        event=event,
+        args=args,
+        topics=tuple(_hexbytes(t) for t in raw["topics"]),
+        data=_hexbytes(raw["data"]),
+    )
+
+
 def _quantity(value: Any) -> int:
     """A JSON-RPC quantity ("0x1a") or an int."""
     return int(value, 16) if isinstance(value, str) else int(value)
@@ -384,19 +403,7 @@ class EventWatcher:
         return logs
 
     def _to_log(self, raw: Mapping[str, Any]) -> ChainLog:
-        event, args = self.decoder.decode(raw) if self.decoder else ("", ())
-        return ChainLog(
-            chain_id=self.rpc.expected_chain_id,
-            address=_checksummed(raw["address"]),
-            block_number=_quantity(raw["blockNumber"]),
-            block_hash=_hexbytes(raw["blockHash"]),
-            transaction_hash=_hexbytes(raw["transactionHash"]),
-            log_index=_quantity(raw["logIndex"]),
-            event=event,
-            args=args,
-            topics=tuple(_hexbytes(t) for t in raw["topics"]),
-            data=_hexbytes(raw["data"]),
-        )
+        return chain_log(raw, self.rpc.expected_chain_id, self.decoder)
 
     def _prune(self) -> None:
         floor = self._next - self.history

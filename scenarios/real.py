@@ -709,11 +709,11 @@ class RealRun(RealWorld):
                     return
                 continue
             now = time.time() - self._began_wall
-            for name, args, _tx, _block in logs:
-                item = by_id.get(bytes(args["settlementId"]))
+            for log in logs:
+                item = by_id.get(bytes(log.arg("settlementId")))
                 if item is None:
                     continue
-                if name == "SettlementRefused":
+                if log.event == "SettlementRefused":
                     # Admission refused it: nothing was locked, and it has ended.
                     if item.refused_at is None:
                         item.refused_at = now
@@ -929,9 +929,10 @@ class RealRun(RealWorld):
             record(leg, CHAIN_STEPS[name], sid, tx, block)
         asset_leg = MODES[self.scenario.mode].asset_leg
         refusals = self.chains[asset_leg].coordinator.event_logs("SettlementRefused")
-        for _name, args, tx, block in refusals:
-            record(asset_leg, REFUSED_STEP, bytes(args["settlementId"]), tx, block,
-                   open=int(args["open"]), ended_last_window=int(args["endedLastWindow"]))  # fmt: skip
+        for log in refusals:
+            record(asset_leg, REFUSED_STEP, bytes(log.arg("settlementId")), log.transaction_hash,
+                   log.block_number, open=int(log.arg("open")),
+                   ended_last_window=int(log.arg("endedLastWindow")))  # fmt: skip
         return records
 
     def _bank_steps(self) -> list[dict[str, Any]]:

@@ -657,8 +657,9 @@ class RealLedgers:
         if self._final_logs is None:
             logs = []
             for leg, side in self.run.chains.items():
-                for name, args, tx, block in side.coordinator.event_logs(*CHAIN_STEPS):
-                    logs.append((leg, name, bytes(args["settlementId"]), tx, block))
+                for log in side.coordinator.event_logs(*CHAIN_STEPS):
+                    sid = bytes(log.arg("settlementId"))
+                    logs.append((leg, log.event, sid, log.transaction_hash, log.block_number))
             self._final_logs = logs
         return self._final_logs
 
@@ -702,9 +703,9 @@ class RealLedgers:
     def prepared_legs(self) -> set[tuple[str, bytes]]:
         prepared = set()
         for leg, side in self.run.chains.items():
-            for _name, args, _tx, _block in side.coordinator.event_logs("LegLocked"):
-                if int(args["state"]) == State.PREPARED:
-                    prepared.add((leg, bytes(args["settlementId"])))
+            for log in side.coordinator.event_logs("LegLocked"):
+                if int(log.arg("state")) == State.PREPARED:
+                    prepared.add((leg, bytes(log.arg("settlementId"))))
         if self.run.bank is not None:
             held = self.run._bank_admin("GET", "/admin/instructions")["held"]
             prepared |= {(BANK, bytes.fromhex(sid[2:])) for sid in held}

@@ -115,15 +115,19 @@ def _raw_logs_read_as_web3_does(coordinator: CoordinatorBinding) -> None:
                 (name, dict(log["args"]), bytes(log["transactionHash"]), int(log["blockNumber"]))
                 for log in event.get_logs(from_block=start, to_block=end or "latest")
             ]
-            got = coordinator.event_logs(name, from_block=start, to_block=end)
+            got = [
+                (log.event, dict(log.args), log.transaction_hash, log.block_number)
+                for log in coordinator.event_logs(name, from_block=start, to_block=end)
+            ]
             assert got == expected, (name, start)
         assert coordinator.event_logs(name), name  # the test made some of each
     # several events at once: each one's logs, in chain order
     names = ("LegLocked", "SettlementRefused", "SettlementAborted")
     both = coordinator.event_logs(*names)
-    assert sorted(both, key=lambda log: log[3]) == both
+    assert sorted(both, key=lambda log: (log.block_number, log.log_index)) == both
     for name in names:
-        assert [log for log in both if log[0] == name] == coordinator.event_logs(name)
+        assert [log for log in both if log.event == name] == coordinator.event_logs(name)
+    assert {log.chain_id for log in both} == {coordinator.w3.eth.chain_id}
 
 
 # ----------------------------------------------------------------------------- the rule
